@@ -38,6 +38,7 @@ REGISTRY: dict[str, PassInfo] = {}
 #: Every pass module, in the order `--list-passes` shows them.
 PASS_MODULES = [
     "passes.verify",
+    "passes.lower_to_loops",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Command-line drivers: `napkin` (subcommands) and `napkin-opt` (mlir-opt style)."""

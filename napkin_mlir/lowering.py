@@ -1,0 +1,359 @@
+"""Lowering napkin diagrams to a loop program over buffers: one rule per op kind.
+
+Every napkin array becomes a memref buffer (its memory space names its level once levels
+are assigned) and every box becomes one or more `linalg.generic` ops whose loop dimensions
+are the axis names: the output's axes are parallel, the axes a contraction or reduction
+drops are reductions, and each operand's indexing map picks its axes by name (this is the
+paper's weaving, made literal). Later stages lower the generics to `scf` loops (CPU) or map
+them to threads and tensor cores (GPU).
+
+The rules are table-driven (`RULES`, one per `OpInfo.kind`), each writes into a destination
+buffer chosen by the caller (destination-passing style), so the same rules lower whole
+arrays here and tiles inside group and stream loops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mlir import ir
+from mlir.dialects import arith, func, linalg, memref
+from mlir.dialects import math as mmath
+
+from napkin_mlir.arrays import ArrayType, element_type
+from napkin_mlir.errors import NapkinError
+from napkin_mlir.ops import op_info
+
+PARALLEL = "#linalg.iterator_type<parallel>"
+REDUCTION = "#linalg.iterator_type<reduction>"
+
+#: Memory level -> memref memory space (None: default/global address space).
+LEVEL_MEMORY_SPACE: dict[str, str | None] = {
+    "gmem": None,
+    "smem": "#gpu.address_space<workgroup>",
+    "reg": "#gpu.address_space<private>",
+}
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A memref holding an array (or a tile of one), with its axis names."""
+
+    value: ir.Value
+    axes: tuple[str, ...]
+    dtype: str
+
+
+def memref_type(array: ArrayType) -> ir.MemRefType:
+    space = LEVEL_MEMORY_SPACE.get(array.level or "gmem")
+    if array.level is not None and array.level not in LEVEL_MEMORY_SPACE:
+        raise NapkinError(f"unknown memory level '{array.level}' (known: {', '.join(LEVEL_MEMORY_SPACE)})")
+    attr = ir.Attribute.parse(space) if space else None
+    return ir.MemRefType.get(list(array.shape), element_type(array.dtype), memory_space=attr)
+
+
+# --- scalar helpers ------------------------------------------------------------------------
+
+
+def _f32() -> ir.Type:
+    return ir.F32Type.get()
+
+
+def to_f32(v: ir.Value) -> ir.Value:
+    """Widen f16/bf16 scalars to f32 (elementwise math runs in f32, like CUDA kernels)."""
+    if isinstance(v.type, ir.F32Type | ir.F64Type):
+        return v
+    return arith.extf(_f32(), v)
+
+
+def convert(v: ir.Value, target: ir.Type) -> ir.Value:
+    """Convert a float scalar to `target` (extend or truncate)."""
+    src = v.type
+    if str(src) == str(target):
+        return v
+    width = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16}
+    if width[str(src)] < width[str(target)]:
+        return arith.extf(target, v)
+    if width[str(src)] > width[str(target)]:
+        return arith.truncf(target, v)
+    return arith.truncf(target, arith.extf(_f32(), v))
+
+
+def fconst(value: float, t: ir.Type) -> ir.Value:
+    return arith.constant(t, value)
+
+
+def _gelu(x: ir.Value) -> ir.Value:
+    t = x.type
+    c = fconst(math.sqrt(2.0 / math.pi), t)
+    inner = arith.mulf(c, arith.addf(x, arith.mulf(fconst(0.044715, t), arith.mulf(x, arith.mulf(x, x)))))
+    return arith.mulf(arith.mulf(fconst(0.5, t), x), arith.addf(fconst(1.0, t), mmath.tanh(inner)))
+
+
+def _silu(x: ir.Value) -> ir.Value:
+    t = x.type
+    return arith.divf(x, arith.addf(fconst(1.0, t), mmath.exp(arith.negf(x))))
+
+
+#: Elementwise unary functions on f32 scalars (the `scale` factor is passed separately).
+UNARY_SCALAR: dict[str, Callable[[ir.Value], ir.Value]] = {
+    "exp": mmath.exp,
+    "tanh": mmath.tanh,
+    "relu": lambda x: arith.maximumf(x, fconst(0.0, x.type)),
+    "gelu": _gelu,
+    "silu": _silu,
+}
+
+BINARY_SCALAR: dict[str, Callable[[ir.Value, ir.Value], ir.Value]] = {
+    "add": arith.addf,
+    "sub": arith.subf,
+    "mul": arith.mulf,
+    "div": arith.divf,
+    "max": arith.maximumf,
+}
+
+
+# --- linalg.generic over named axes -----------------------------------------------------------
+
+
+def generic(
+    inputs: Sequence[Buffer],
+    output: Buffer,
+    loop_axes: Sequence[str],
+    body: Callable[[list[ir.Value], ir.Value, Callable[[str], ir.Value]], ir.Value],
+    reduced: Sequence[str] = (),
+) -> ir.Operation:
+    """A linalg.generic whose loops are `loop_axes` (those in `reduced` are reductions).
+
+    `body(input_scalars, output_scalar, index_of)` returns the value to store; `index_of(axis)`
+    gives the loop index of an axis (linalg.index).
+    """
+    loops = list(loop_axes)
+
+    def amap(axes: Sequence[str]) -> ir.AffineMapAttr:
+        return ir.AffineMapAttr.get(ir.AffineMap.get(len(loops), 0, [ir.AffineDimExpr.get(loops.index(a)) for a in axes]))
+
+    maps = ir.ArrayAttr.get([amap(b.axes) for b in inputs] + [amap(output.axes)])
+    iters = ir.ArrayAttr.get([ir.Attribute.parse(REDUCTION if a in reduced else PARALLEL) for a in loops])
+    op = linalg.GenericOp([], [b.value for b in inputs], [output.value], maps, iters)
+    block = op.regions[0].blocks.append(*[element_type(b.dtype) for b in [*inputs, output]])
+    with ir.InsertionPoint(block):
+        args = list(block.arguments)
+        result = body(args[:-1], args[-1], lambda axis: linalg.IndexOp(loops.index(axis)).result)
+        linalg.YieldOp([result])
+    return op.operation
+
+
+def fill(out: Buffer, value: float) -> None:
+    linalg.fill(fconst(value, element_type(out.dtype)), outs=[out.value])
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+
+class Lowerer:
+    """Lowers the napkin ops of one block into buffer code at the current insertion point."""
+
+    def __init__(self) -> None:
+        self.allocated: list[ir.Value] = []
+
+    def alloc(self, array: ArrayType) -> Buffer:
+        v = memref.alloc(memref_type(array), [], [])
+        self.allocated.append(v)
+        return Buffer(v, array.axes, array.dtype)
+
+    def lower_ops(self, ops: Sequence[ir.Operation], env: dict[ir.Value, Buffer], dests: dict[ir.Value, Buffer]) -> None:
+        """Lower `ops` in order; `env` maps napkin values to buffers, `dests` pre-chooses
+        destinations (e.g. the function's output buffers)."""
+        for op in ops:
+            info = op_info(op.name)
+            if info is None:
+                if op.name in ("func.return", "gpu.yield"):
+                    continue
+                raise NapkinError(f"cannot lower '{op.name}' inside a napkin diagram", where=str(op.location))
+            rule = RULES.get(info.kind)
+            if rule is None:
+                raise NapkinError(f"no loop lowering for '{op.name}' yet (run the partitioning passes' lowering)")
+            result = op.results[0]
+            out = dests.get(result) or self.alloc(ArrayType.from_mlir(result.type))
+            rule(self, op, [env[v] for v in op.operands if v in env], out)
+            env[result] = out
+
+    def free_all(self) -> None:
+        for v in self.allocated:
+            memref.dealloc(v)
+        self.allocated.clear()
+
+
+def _attr_str(op: ir.Operation, name: str) -> str:
+    return ir.StringAttr(op.attributes[name]).value
+
+
+def lower_contract(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    lhs, rhs = ins
+    reduced = [a for a in (*lhs.axes, *rhs.axes) if a not in out.axes]
+    reduced = list(dict.fromkeys(reduced))
+    acc_t = element_type(out.dtype)
+    fill(out, 0.0)
+
+    def body(xs: list[ir.Value], acc: ir.Value, _: Callable) -> ir.Value:
+        return arith.addf(acc, arith.mulf(convert(xs[0], acc_t), convert(xs[1], acc_t)))
+
+    generic([lhs, rhs], out, [*out.axes, *reduced], body, reduced)
+
+
+def lower_unary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    name = op.name.removeprefix("napkin.")
+    if name == "scale":
+        factor = ir.FloatAttr(op.attributes["factor"]).value
+
+        def fn(x: ir.Value) -> ir.Value:
+            return arith.mulf(x, fconst(factor, x.type))
+    else:
+        fn = UNARY_SCALAR[name]
+    t = element_type(out.dtype)
+    generic(ins, out, out.axes, lambda xs, _acc, _ix: convert(fn(to_f32(xs[0])), t))
+
+
+def lower_cast(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    t = element_type(out.dtype)
+    generic(ins, out, out.axes, lambda xs, _acc, _ix: convert(xs[0], t))
+
+
+def lower_binary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    fn = BINARY_SCALAR[op.name.removeprefix("napkin.")]
+    t = element_type(out.dtype)
+    generic(ins, out, out.axes, lambda xs, _acc, _ix: convert(fn(to_f32(xs[0]), to_f32(xs[1])), t))
+
+
+def lower_map(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    src = list(op.regions[0].blocks)[0]
+
+    def body(xs: list[ir.Value], _acc: ir.Value, _ix: Callable) -> ir.Value:
+        mapping = dict(zip(src.arguments, xs, strict=True))
+        result: ir.Value | None = None
+        for inner in src.operations:
+            if inner.name == "gpu.yield":
+                result = mapping.get(inner.operands[0], inner.operands[0])
+                break
+            clone = inner.clone()
+            for old, new in mapping.items():
+                clone.replace_uses_of_with(old, new)
+            for old_r, new_r in zip(inner.results, clone.results, strict=True):
+                mapping[old_r] = new_r
+        assert result is not None
+        return result
+
+    generic(ins, out, out.axes, body)
+
+
+def reduce_into(src: Buffer, out: Buffer, axis: str, kind: str) -> None:
+    """out = reduce_{axis} src with `kind` (sum/max); `out` is initialised here."""
+    fill(out, 0.0 if kind == "sum" else -math.inf)
+    t = element_type(out.dtype)
+    combine = arith.addf if kind == "sum" else arith.maximumf
+    generic([src], out, [*out.axes, axis], lambda xs, acc, _ix: combine(acc, convert(xs[0], t)), [axis])
+
+
+def lower_reduce(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    reduce_into(ins[0], out, _attr_str(op, "axis"), _attr_str(op, "kind"))
+
+
+def lower_softmax(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    """max over the axis, exp(x - max), sum, divide: four generics."""
+    (src,) = ins
+    axis = _attr_str(op, "axis")
+    array = ArrayType.from_mlir(op.results[0].type)
+    row = array.without(axis).with_dtype("f32").with_level(None)
+    mx, total = lw.alloc(row), lw.alloc(row)
+    reduce_into(src, mx, axis, "max")
+    t = element_type(out.dtype)
+    generic([src, mx], out, out.axes, lambda xs, _a, _i: convert(mmath.exp(arith.subf(to_f32(xs[0]), xs[1])), t))
+    reduce_into(out, total, axis, "sum")
+    generic([out, total], out, out.axes, lambda xs, _a, _i: convert(arith.divf(to_f32(xs[0]), xs[1]), t))
+
+
+def lower_mask(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    """Causal: keep col <= row (offsets added), else -inf."""
+    rows, cols = _attr_str(op, "rows"), _attr_str(op, "cols")
+    offsets = list(op.operands)[1:]
+    t = element_type(out.dtype)
+
+    def body(xs: list[ir.Value], _acc: ir.Value, index_of: Callable[[str], ir.Value]) -> ir.Value:
+        r, c = index_of(rows), index_of(cols)
+        if offsets:
+            r, c = arith.addi(r, offsets[0]), arith.addi(c, offsets[1])
+        keep = arith.cmpi(arith.CmpIPredicate.ule, c, r)
+        return arith.select(keep, xs[0], fconst(-math.inf, t))
+
+    generic(ins[:1], out, out.axes, body)
+
+
+def lower_transfer(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+    memref.copy(ins[0].value, out.value)
+
+
+RULES: dict[str, Callable[[Lowerer, ir.Operation, list[Buffer], Buffer], None]] = {
+    "contract": lower_contract,
+    "unary": lower_unary,
+    "cast": lower_cast,
+    "binary": lower_binary,
+    "map": lower_map,
+    "reduce": lower_reduce,
+    "softmax": lower_softmax,
+    "mask": lower_mask,
+    "transfer": lower_transfer,
+}
+
+
+# --- functions -----------------------------------------------------------------------------
+
+
+def is_diagram(f: ir.Operation) -> bool:
+    return f.name == "func.func" and any(op_info(op.name) for op in f.regions[0].blocks[0].operations)
+
+
+def lower_function(f: func.FuncOp) -> func.FuncOp:
+    """Replace diagram `f` (tensors in, tensors out) by `f(inputs..., outputs...)` on memrefs."""
+    block = f.regions[0].blocks[0]
+    in_arrays = [ArrayType.from_mlir(a.type) for a in block.arguments]
+    ret = list(block.operations)[-1]
+    out_arrays = [ArrayType.from_mlir(v.type) for v in ret.operands]
+    sig = [memref_type(a) for a in in_arrays + out_arrays]
+    name = ir.StringAttr(f.attributes["sym_name"]).value
+    with ir.InsertionPoint(f):
+        new = func.FuncOp(name, ir.FunctionType.get(sig, []))
+    new.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+    if "arg_names" in f.attributes:
+        new.attributes["arg_names"] = f.attributes["arg_names"]
+    new.attributes["napkin.inputs"] = ir.ArrayAttr.get([ir.TypeAttr.get(a.to_mlir()) for a in in_arrays])
+    new.attributes["napkin.outputs"] = ir.ArrayAttr.get([ir.TypeAttr.get(a.to_mlir()) for a in out_arrays])
+    entry = new.add_entry_block()
+    args = list(entry.arguments)
+    env = {old: Buffer(new_v, a.axes, a.dtype) for old, new_v, a in zip(block.arguments, args[: len(in_arrays)], in_arrays, strict=True)}
+    dests: dict[ir.Value, Buffer] = {}
+    copies: list[tuple[Buffer, Buffer]] = []
+    for v, a, dst in zip(ret.operands, out_arrays, args[len(in_arrays) :], strict=True):
+        buf = Buffer(dst, a.axes, a.dtype)
+        if v in env or v in dests:  # an input returned as is, or one value returned twice
+            copies.append((env.get(v) or dests[v], buf))
+        else:
+            dests[v] = buf
+    lw = Lowerer()
+    with ir.InsertionPoint(entry):
+        lw.lower_ops(list(block.operations), env, dests)
+        for src, dst in copies:
+            memref.copy(src.value, dst.value)
+        lw.free_all()
+        func.ReturnOp([])
+    f.operation.erase()
+    return new
+
+
+def lower_module(module: ir.Operation) -> None:
+    """Lower every diagram function of the module op `module` in place."""
+    for op in list(module.regions[0].blocks[0].operations):
+        if is_diagram(op.operation):
+            lower_function(op.operation.opview)
