@@ -11,6 +11,12 @@
 // relations IRDL cannot express (axis names and sizes agreeing across operands) are
 // checked by the Python verifier in napkin_mlir/verifier.py. Regions end with
 // `gpu.yield`, because IRDL ops cannot be terminators.
+//
+// IRDL binds a constraint variable to the first type it matches, so a `variadic` list
+// must hold values of one single type. Ops whose operand or result lists mix arrays of
+// different shapes (map, group, stream) therefore declare 8 optional slots, each with its
+// own constraint, and carry `operandSegmentSizes` / `resultSegmentSizes` (a 1 for each
+// used slot, used slots first); napkin_mlir.regions.slot_attributes builds them.
 irdl.dialect @napkin {
   // Contraction: out[o] = sum over the axes of the inputs that are not in o of the
   // product of the inputs. Axes shared by inputs and output are woven (mapped).
@@ -109,8 +115,15 @@ irdl.dialect @napkin {
 
   // A user-defined elementwise function: the region maps scalars to a scalar.
   irdl.operation @map {
-    %inputs_t = irdl.base "!builtin.tensor"
-    irdl.operands(inputs: variadic %inputs_t)
+    %in_t0 = irdl.base "!builtin.tensor"
+    %in_t1 = irdl.base "!builtin.tensor"
+    %in_t2 = irdl.base "!builtin.tensor"
+    %in_t3 = irdl.base "!builtin.tensor"
+    %in_t4 = irdl.base "!builtin.tensor"
+    %in_t5 = irdl.base "!builtin.tensor"
+    %in_t6 = irdl.base "!builtin.tensor"
+    %in_t7 = irdl.base "!builtin.tensor"
+    irdl.operands(in0: optional %in_t0, in1: optional %in_t1, in2: optional %in_t2, in3: optional %in_t3, in4: optional %in_t4, in5: optional %in_t5, in6: optional %in_t6, in7: optional %in_t7)
     %out_t = irdl.base "!builtin.tensor"
     irdl.results(out: %out_t)
     %r = irdl.region
@@ -155,6 +168,14 @@ irdl.dialect @napkin {
     irdl.results(out: %out_t)
   }
 
+  // A constant array: every element is `value` (the head of a stream's state).
+  irdl.operation @fill {
+    %value = irdl.base "#builtin.float"
+    irdl.attributes { "value" = %value }
+    %out_t = irdl.base "!builtin.tensor"
+    irdl.results(out: %out_t)
+  }
+
   // Transfer between memory levels: the result's level differs from the input's.
   irdl.operation @transfer {
     %input_t = irdl.base "!builtin.tensor"
@@ -171,10 +192,24 @@ irdl.dialect @napkin {
     %sizes = irdl.base "#builtin.dense_array"
     %level = irdl.base "#builtin.string"
     irdl.attributes { "axes" = %axes, "sizes" = %sizes, "level" = %level }
-    %inputs_t = irdl.base "!builtin.tensor"
-    irdl.operands(inputs: variadic %inputs_t)
-    %outs_t = irdl.base "!builtin.tensor"
-    irdl.results(outs: variadic %outs_t)
+    %in_t0 = irdl.base "!builtin.tensor"
+    %in_t1 = irdl.base "!builtin.tensor"
+    %in_t2 = irdl.base "!builtin.tensor"
+    %in_t3 = irdl.base "!builtin.tensor"
+    %in_t4 = irdl.base "!builtin.tensor"
+    %in_t5 = irdl.base "!builtin.tensor"
+    %in_t6 = irdl.base "!builtin.tensor"
+    %in_t7 = irdl.base "!builtin.tensor"
+    irdl.operands(in0: optional %in_t0, in1: optional %in_t1, in2: optional %in_t2, in3: optional %in_t3, in4: optional %in_t4, in5: optional %in_t5, in6: optional %in_t6, in7: optional %in_t7)
+    %out_t0 = irdl.base "!builtin.tensor"
+    %out_t1 = irdl.base "!builtin.tensor"
+    %out_t2 = irdl.base "!builtin.tensor"
+    %out_t3 = irdl.base "!builtin.tensor"
+    %out_t4 = irdl.base "!builtin.tensor"
+    %out_t5 = irdl.base "!builtin.tensor"
+    %out_t6 = irdl.base "!builtin.tensor"
+    %out_t7 = irdl.base "!builtin.tensor"
+    irdl.results(out0: optional %out_t0, out1: optional %out_t1, out2: optional %out_t2, out3: optional %out_t3, out4: optional %out_t4, out5: optional %out_t5, out6: optional %out_t6, out7: optional %out_t7)
     %r = irdl.region
     irdl.regions(body: %r)
   }
@@ -186,10 +221,24 @@ irdl.dialect @napkin {
     %axis = irdl.base "#builtin.string"
     %size = irdl.base "#builtin.integer"
     irdl.attributes { "axis" = %axis, "size" = %size }
-    %inputs_t = irdl.base "!builtin.tensor"
-    irdl.operands(inputs: variadic %inputs_t)
-    %outs_t = irdl.base "!builtin.tensor"
-    irdl.results(outs: variadic %outs_t)
+    %in_t0 = irdl.base "!builtin.tensor"
+    %in_t1 = irdl.base "!builtin.tensor"
+    %in_t2 = irdl.base "!builtin.tensor"
+    %in_t3 = irdl.base "!builtin.tensor"
+    %in_t4 = irdl.base "!builtin.tensor"
+    %in_t5 = irdl.base "!builtin.tensor"
+    %in_t6 = irdl.base "!builtin.tensor"
+    %in_t7 = irdl.base "!builtin.tensor"
+    irdl.operands(in0: optional %in_t0, in1: optional %in_t1, in2: optional %in_t2, in3: optional %in_t3, in4: optional %in_t4, in5: optional %in_t5, in6: optional %in_t6, in7: optional %in_t7)
+    %out_t0 = irdl.base "!builtin.tensor"
+    %out_t1 = irdl.base "!builtin.tensor"
+    %out_t2 = irdl.base "!builtin.tensor"
+    %out_t3 = irdl.base "!builtin.tensor"
+    %out_t4 = irdl.base "!builtin.tensor"
+    %out_t5 = irdl.base "!builtin.tensor"
+    %out_t6 = irdl.base "!builtin.tensor"
+    %out_t7 = irdl.base "!builtin.tensor"
+    irdl.results(out0: optional %out_t0, out1: optional %out_t1, out2: optional %out_t2, out3: optional %out_t3, out4: optional %out_t4, out5: optional %out_t5, out6: optional %out_t6, out7: optional %out_t7)
     %init = irdl.region
     %step = irdl.region
     %finish = irdl.region

@@ -22,6 +22,7 @@ from mlir.dialects import func, gpu
 from napkin_mlir.arrays import ArrayType, element_type
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ops import BINARY_FUNCTIONS, REDUCE_KINDS, UNARY_FUNCTIONS
+from napkin_mlir.regions import slot_attributes
 
 
 def array_of(v: ir.Value) -> ArrayType:
@@ -103,7 +104,9 @@ class DiagramBuilder:
             sizes.update(t.sizes)
         out = ArrayType(tuple(axes), tuple(sizes[ax] for ax in axes), ts[0].dtype)
         with ir.InsertionPoint(self.block):
-            op = ir.Operation.create("napkin.map", results=[out.to_mlir()], operands=list(xs), regions=1)
+            op = ir.Operation.create(
+                "napkin.map", results=[out.to_mlir()], operands=list(xs), attributes=slot_attributes(len(xs), None), regions=1
+            )
         body = op.regions[0].blocks.append(*[element_type(t.dtype) for t in ts])
         with ir.InsertionPoint(body):
             gpu.YieldOp([fn(*body.arguments)])

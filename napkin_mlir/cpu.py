@@ -78,7 +78,11 @@ class CpuKernel:
             s.name: s
             for s in (signature_of(op.operation) for op in module.body.operations if "napkin.outputs" in op.attributes)
         }
+        from passes.erase_memory_spaces import EraseMemorySpacesOptions
+        from passes.erase_memory_spaces import run as erase_memory_spaces
+
         try:
+            erase_memory_spaces(module.operation, EraseMemorySpacesOptions())
             PassManager.parse(CPU_PIPELINE).run(module.operation)
         except ir.MLIRError as err:
             raise NapkinError(f"CPU lowering failed:\n{format_diagnostics(err)}") from None

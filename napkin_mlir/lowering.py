@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mlir import ir
-from mlir.dialects import arith, func, linalg, memref
+from mlir.dialects import arith, func, linalg, memref, scf
 from mlir.dialects import math as mmath
 
 from napkin_mlir.arrays import ArrayType, element_type
@@ -154,15 +154,40 @@ def fill(out: Buffer, value: float) -> None:
 
 
 class Lowerer:
-    """Lowers the napkin ops of one block into buffer code at the current insertion point."""
+    """Lowers the napkin ops of one block into buffer code at the current insertion point.
+
+    Inside group and stream loops a tile may be partial (the last group along an axis the
+    group size does not divide, the last chunk of a stream). `extents` holds, per such
+    axis, the index value of its valid extent; every buffer of the scope is a subview of
+    that size, so each generic touches exactly the valid elements (remainders need no
+    separate code path and padding never enters a reduction).
+    """
 
     def __init__(self) -> None:
-        self.allocated: list[ir.Value] = []
+        self.scopes: list[list[ir.Value]] = [[]]
+        self.index_env: dict[ir.Value, ir.Value] = {}
+        self.extents: dict[str, ir.Value] = {}
 
     def alloc(self, array: ArrayType) -> Buffer:
         v = memref.alloc(memref_type(array), [], [])
-        self.allocated.append(v)
-        return Buffer(v, array.axes, array.dtype)
+        self.scopes[-1].append(v)
+        return Buffer(self.clip(v, array.axes, array.shape), array.axes, array.dtype)
+
+    def clip(self, v: ir.Value, axes: Sequence[str], shape: Sequence[int], offsets: dict[str, ir.Value] | None = None) -> ir.Value:
+        """A subview of `v` at `offsets` (per axis) with the current valid extents."""
+        offsets = offsets or {}
+        if not any(a in self.extents or a in offsets for a in axes):
+            return v
+        offs: list[ir.Value | int] = [offsets.get(a, 0) for a in axes]
+        sizes: list[ir.Value | int] = [self.extents.get(a, s) for a, s in zip(axes, shape, strict=True)]
+        return memref.subview(v, offs, sizes, [1] * len(axes))
+
+    def push_scope(self) -> None:
+        self.scopes.append([])
+
+    def pop_scope(self) -> None:
+        for v in self.scopes.pop():
+            memref.dealloc(v)
 
     def lower_ops(self, ops: Sequence[ir.Operation], env: dict[ir.Value, Buffer], dests: dict[ir.Value, Buffer]) -> None:
         """Lower `ops` in order; `env` maps napkin values to buffers, `dests` pre-chooses
@@ -172,26 +197,28 @@ class Lowerer:
             if info is None:
                 if op.name in ("func.return", "gpu.yield"):
                     continue
+                if op.name.startswith("arith."):  # index arithmetic on offsets
+                    clone = op.clone()
+                    for old, new in self.index_env.items():
+                        clone.replace_uses_of_with(old, new)
+                    for r_old, r_new in zip(op.results, clone.results, strict=True):
+                        self.index_env[r_old] = r_new
+                    continue
                 raise NapkinError(f"cannot lower '{op.name}' inside a napkin diagram", where=str(op.location))
-            rule = RULES.get(info.kind)
-            if rule is None:
-                raise NapkinError(f"no loop lowering for '{op.name}' yet (run the partitioning passes' lowering)")
-            result = op.results[0]
-            out = dests.get(result) or self.alloc(ArrayType.from_mlir(result.type))
-            rule(self, op, [env[v] for v in op.operands if v in env], out)
-            env[result] = out
+            outs = [dests.get(r) or self.alloc(ArrayType.from_mlir(r.type)) for r in op.results]
+            RULES[info.kind](self, op, [env[v] for v in op.operands if v in env], outs)
+            env.update(zip(op.results, outs, strict=True))
 
-    def free_all(self) -> None:
-        for v in self.allocated:
-            memref.dealloc(v)
-        self.allocated.clear()
+    def index(self, v: ir.Value) -> ir.Value:
+        return self.index_env.get(v, v)
 
 
 def _attr_str(op: ir.Operation, name: str) -> str:
     return ir.StringAttr(op.attributes[name]).value
 
 
-def lower_contract(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_contract(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     lhs, rhs = ins
     reduced = [a for a in (*lhs.axes, *rhs.axes) if a not in out.axes]
     reduced = list(dict.fromkeys(reduced))
@@ -204,7 +231,8 @@ def lower_contract(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer
     generic([lhs, rhs], out, [*out.axes, *reduced], body, reduced)
 
 
-def lower_unary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_unary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     name = op.name.removeprefix("napkin.")
     if name == "scale":
         factor = ir.FloatAttr(op.attributes["factor"]).value
@@ -217,18 +245,21 @@ def lower_unary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -
     generic(ins, out, out.axes, lambda xs, _acc, _ix: convert(fn(to_f32(xs[0])), t))
 
 
-def lower_cast(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_cast(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     t = element_type(out.dtype)
     generic(ins, out, out.axes, lambda xs, _acc, _ix: convert(xs[0], t))
 
 
-def lower_binary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_binary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     fn = BINARY_SCALAR[op.name.removeprefix("napkin.")]
     t = element_type(out.dtype)
     generic(ins, out, out.axes, lambda xs, _acc, _ix: convert(fn(to_f32(xs[0]), to_f32(xs[1])), t))
 
 
-def lower_map(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_map(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     src = list(op.regions[0].blocks)[0]
 
     def body(xs: list[ir.Value], _acc: ir.Value, _ix: Callable) -> ir.Value:
@@ -257,11 +288,13 @@ def reduce_into(src: Buffer, out: Buffer, axis: str, kind: str) -> None:
     generic([src], out, [*out.axes, axis], lambda xs, acc, _ix: combine(acc, convert(xs[0], t)), [axis])
 
 
-def lower_reduce(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_reduce(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     reduce_into(ins[0], out, _attr_str(op, "axis"), _attr_str(op, "kind"))
 
 
-def lower_softmax(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_softmax(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     """max over the axis, exp(x - max), sum, divide: four generics."""
     (src,) = ins
     axis = _attr_str(op, "axis")
@@ -275,10 +308,11 @@ def lower_softmax(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer)
     generic([out, total], out, out.axes, lambda xs, _a, _i: convert(arith.divf(to_f32(xs[0]), xs[1]), t))
 
 
-def lower_mask(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_mask(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     """Causal: keep col <= row (offsets added), else -inf."""
     rows, cols = _attr_str(op, "rows"), _attr_str(op, "cols")
-    offsets = list(op.operands)[1:]
+    offsets = [lw.index(v) for v in list(op.operands)[1:]]
     t = element_type(out.dtype)
 
     def body(xs: list[ir.Value], _acc: ir.Value, index_of: Callable[[str], ir.Value]) -> ir.Value:
@@ -291,11 +325,146 @@ def lower_mask(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) ->
     generic(ins[:1], out, out.axes, body)
 
 
-def lower_transfer(lw: Lowerer, op: ir.Operation, ins: list[Buffer], out: Buffer) -> None:
+def lower_fill(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
+    fill(out, ir.FloatAttr(op.attributes["value"]).value)
+
+
+def lower_transfer(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    out = outs[0]
     memref.copy(ins[0].value, out.value)
 
 
-RULES: dict[str, Callable[[Lowerer, ir.Operation, list[Buffer], Buffer], None]] = {
+# --- partitions: groups become scf.forall, streams become scf.for ----------------------------
+
+#: Group level -> GPU mapping attribute kind of its scf.forall.
+GROUP_MAPPING = {"grid": "block", "warp": "warp", "thread": "thread"}
+
+
+def _index(value: int) -> ir.Value:
+    return arith.constant(ir.IndexType.get(), value)
+
+
+def _valid_extent(offset: ir.Value, tile: int, full: int) -> ir.Value | None:
+    """min(tile, full - offset) when `tile` does not divide `full`, else None (always whole)."""
+    if full % tile == 0:
+        return None
+    return arith.minsi(_index(tile), arith.subi(_index(full), offset))
+
+
+def _full_sizes(values: Sequence[ir.Value]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for v in values:
+        sizes.update(ArrayType.from_mlir(v.type).sizes)
+    return sizes
+
+
+def _body(op: ir.Operation, region: int = 0) -> ir.Block:
+    return list(op.regions[region].blocks)[0]
+
+
+def _yielded(block: ir.Block) -> list[ir.Value]:
+    return list(list(block.operations)[-1].operands)
+
+
+def _tile_view(lw: Lowerer, buf: Buffer, offsets: dict[str, ir.Value], tile: dict[str, int]) -> Buffer:
+    shape = [tile.get(a, 0) for a in buf.axes]
+    if not any(a in offsets for a in buf.axes):
+        return buf
+    # sizes: valid extent where partial, else the tile size; untiled axes keep their full size
+    mr = ir.MemRefType(buf.value.type)
+    shape = [tile.get(a, s) for a, s in zip(buf.axes, mr.shape, strict=True)]
+    return Buffer(lw.clip(buf.value, buf.axes, shape, offsets), buf.axes, buf.dtype)
+
+
+def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    """napkin.group -> scf.forall over the groups, mapped to blocks/warps/threads."""
+    axes = [ir.StringAttr(a).value for a in ir.ArrayAttr(op.attributes["axes"])]
+    tile = dict(zip(axes, ir.DenseI64ArrayAttr(op.attributes["sizes"]), strict=True))
+    level = ir.StringAttr(op.attributes["level"]).value
+    full = _full_sizes([*op.operands, *op.results])
+    counts = [-(-full[a] // tile[a]) for a in axes]
+    kind = GROUP_MAPPING.get(level)
+    if kind is None:
+        raise NapkinError(f"unknown group level '{level}' (known: {', '.join(GROUP_MAPPING)})")
+    dims = ["x", "y", "z"] if len(axes) <= 3 else [f"linear_dim_{i}" for i in range(len(axes))]
+    mapping = ir.ArrayAttr.get([ir.Attribute.parse(f"#gpu.{kind}<{dims[len(axes) - 1 - i]}>") for i in range(len(axes))])
+    loop = scf.ForallOp([0] * len(axes), counts, [1] * len(axes), mapping=mapping)
+    block = _body(op)
+    saved = dict(lw.extents)
+    with ir.InsertionPoint(loop.body):
+        offsets = {a: arith.muli(iv, _index(tile[a])) for a, iv in zip(axes, loop.induction_variables, strict=True)}
+        for a in axes:
+            extent = _valid_extent(offsets[a], tile[a], full[a])
+            if extent is not None:
+                lw.extents[a] = extent
+            else:
+                lw.extents.pop(a, None)
+        args = list(block.arguments)
+        env = {arg: _tile_view(lw, b, offsets, tile) for arg, b in zip(args, ins, strict=False)}
+        for arg, a in zip(args[len(ins) :], axes, strict=True):
+            lw.index_env[arg] = offsets[a]
+        dests = {v: _tile_view(lw, b, offsets, tile) for v, b in zip(_yielded(block), outs, strict=True)}
+        lw.push_scope()
+        lw.lower_ops(list(block.operations), env, dests)
+        lw.pop_scope()
+        scf.InParallelOp()
+    lw.extents = saved
+
+
+def _causal_bound(lw: Lowerer, op: ir.Operation, axis: str, full: int) -> ir.Value:
+    """Upper bound of the stream: the full size, or for a causal mask whose rows come from an
+    enclosing group, the end of that group's rows (later chunks are fully masked: skipped)."""
+    bound = _index(full)
+    step = _body(op, 1)
+    inner = set(map(lambda a: a, step.arguments))
+    for inner_op in step.operations:
+        if inner_op.name != "napkin.mask" or ir.StringAttr(inner_op.attributes["cols"]).value != axis:
+            continue
+        if len(inner_op.operands) != 3 or inner_op.operands[1] in inner:
+            continue
+        rows = ir.StringAttr(inner_op.attributes["rows"]).value
+        rows_tile = ArrayType.from_mlir(inner_op.operands[0].type).size(rows)
+        end = arith.addi(lw.index(inner_op.operands[1]), _index(rows_tile))
+        bound = arith.minsi(bound, end)
+    return bound
+
+
+def lower_stream(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    """napkin.stream -> state buffers (init), scf.for over chunks (step), finish."""
+    axis = ir.StringAttr(op.attributes["axis"]).value
+    size = ir.IntegerAttr(op.attributes["size"]).value
+    full = _full_sizes(list(op.operands))[axis]
+    init, step, finish = (_body(op, i) for i in range(3))
+    state_values = _yielded(init)
+    state = [lw.alloc(ArrayType.from_mlir(v.type)) for v in state_values]
+    lw.lower_ops(list(init.operations), {}, dict(zip(state_values, state, strict=True)))
+    upper = _causal_bound(lw, op, axis, full)
+    loop = scf.ForOp(_index(0), upper, _index(size))
+    saved = dict(lw.extents)
+    with ir.InsertionPoint(loop.body):
+        x0 = loop.induction_variable
+        extent = _valid_extent(x0, size, full)
+        if extent is not None:
+            lw.extents[axis] = extent
+        args = list(step.arguments)
+        n = len(ins)
+        env = {arg: _tile_view(lw, b, {axis: x0}, {axis: size}) for arg, b in zip(args[:n], ins, strict=True)}
+        lw.index_env[args[n]] = x0
+        env.update(zip(args[n + 1 :], state, strict=True))
+        lw.push_scope()
+        lw.lower_ops(list(step.operations), env, {})
+        for new, buf in zip(_yielded(step), state, strict=True):
+            if env[new].value != buf.value:
+                memref.copy(env[new].value, buf.value)
+        lw.pop_scope()
+        scf.YieldOp([])
+    lw.extents = saved
+    env = dict(zip(finish.arguments, state, strict=True))
+    lw.lower_ops(list(finish.operations), env, dict(zip(_yielded(finish), outs, strict=True)))
+
+
+RULES: dict[str, Callable[[Lowerer, ir.Operation, list[Buffer], list[Buffer]], None]] = {
     "contract": lower_contract,
     "unary": lower_unary,
     "cast": lower_cast,
@@ -304,7 +473,10 @@ RULES: dict[str, Callable[[Lowerer, ir.Operation, list[Buffer], Buffer], None]] 
     "reduce": lower_reduce,
     "softmax": lower_softmax,
     "mask": lower_mask,
+    "fill": lower_fill,
     "transfer": lower_transfer,
+    "group": lower_group,
+    "stream": lower_stream,
 }
 
 
@@ -346,7 +518,7 @@ def lower_function(f: func.FuncOp) -> func.FuncOp:
         lw.lower_ops(list(block.operations), env, dests)
         for src, dst in copies:
             memref.copy(src.value, dst.value)
-        lw.free_all()
+        lw.pop_scope()
         func.ReturnOp([])
     f.operation.erase()
     return new

@@ -38,6 +38,7 @@ _OPS = [
     OpInfo("reduce", "reduce", "sum or max over one axis"),
     OpInfo("softmax", "softmax", "softmax along one axis"),
     OpInfo("mask", "mask", "causal mask: entries with col > row become -inf"),
+    OpInfo("fill", "fill", "a constant array (the initial state of a stream)"),
     OpInfo("transfer", "transfer", "move an array between memory levels"),
     OpInfo("group", "group", "group partition: apply the body to independent tiles"),
     OpInfo("stream", "stream", "stream partition: a sequential loop over chunks carrying a state"),

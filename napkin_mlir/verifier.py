@@ -163,6 +163,10 @@ def _verify_mask(op: ir.Operation) -> None:
     _same_shape(src, out, op.name)
 
 
+def _verify_fill(op: ir.Operation) -> None:
+    _array(op.results[0], "result")
+
+
 def _verify_transfer(op: ir.Operation) -> None:
     src, out = _array(op.operands[0], "input"), _array(op.results[0], "result")
     _same_shape(src, out, op.name)
@@ -251,6 +255,7 @@ _RULES: dict[str, Callable[[ir.Operation], None]] = {
     "reduce": _verify_reduce,
     "softmax": _verify_softmax,
     "mask": _verify_mask,
+    "fill": _verify_fill,
     "transfer": _verify_transfer,
     "group": _verify_group,
     "stream": _verify_stream,

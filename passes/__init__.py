@@ -38,7 +38,11 @@ REGISTRY: dict[str, PassInfo] = {}
 #: Every pass module, in the order `--list-passes` shows them.
 PASS_MODULES = [
     "passes.verify",
+    "passes.assign_levels",
+    "passes.group_partition",
+    "passes.stream_partition",
     "passes.lower_to_loops",
+    "passes.erase_memory_spaces",
 ]
 
 
