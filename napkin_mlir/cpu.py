@@ -24,7 +24,7 @@ from napkin_mlir.errors import NapkinError
 #: Loop program (linalg/scf/memref/arith/math) -> LLVM dialect, for the host CPU.
 CPU_PIPELINE = (
     "builtin.module("
-    "func.func(convert-linalg-to-loops),"
+    "func.func(scf-forall-to-parallel,convert-linalg-to-loops),"
     "convert-scf-to-cf,"
     "arith-expand{include-bf16=true include-f8e8m0=false include-f4e2m1=false},"
     "convert-math-to-llvm,"

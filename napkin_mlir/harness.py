@@ -18,6 +18,7 @@ import numpy as np
 from mlir import ir
 
 from napkin_mlir import reference
+from napkin_mlir.arrays import ArrayType
 from napkin_mlir.context import napkin_context
 from napkin_mlir.cpu import NUMPY_DTYPES, CpuKernel
 from napkin_mlir.diagrams import attention, matmul, mlp
@@ -41,6 +42,7 @@ class VerifyConfig:
     kv_heads: int | None = None
     activation: str = "gelu"
     tiles: dict[str, int] = field(default_factory=dict)
+    tiled: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,10 @@ def verify(config: VerifyConfig, log: Callable[[str], None] = lambda _: None) ->
     with napkin_context(), ir.Location.unknown():
         module = build(config)
         t0 = time.perf_counter()
-        compile_to_loops(module, config.tiles, log=log)
+        sizes = {}
+        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
+            sizes.update(ArrayType.from_mlir(arg.type).sizes)
+        compile_to_loops(module, config.diagram, sizes, config.tiles, config.tiled, log=log)
         kernel = CpuKernel(module)
         t1 = time.perf_counter()
         sig = next(iter(kernel.signatures.values()))

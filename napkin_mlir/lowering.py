@@ -54,6 +54,20 @@ def memref_type(array: ArrayType) -> ir.MemRefType:
     return ir.MemRefType.get(list(array.shape), element_type(array.dtype), memory_space=attr)
 
 
+def _subview_type(source: ir.Type, offsets: Sequence[ir.Value | int], sizes: Sequence[ir.Value | int]) -> ir.MemRefType:
+    """Result type of a unit-stride subview: dynamic sizes/offset where the values are dynamic."""
+    src = ir.MemRefType(source)
+    strides, offset = src.get_strides_and_offset()
+    dynamic = ir.ShapedType.get_dynamic_stride_or_offset()
+    if offset != dynamic and all(isinstance(o, int) for o in offsets):
+        offset = offset + sum(o * st for o, st in zip(offsets, strides, strict=True))  # type: ignore[operator]
+    else:
+        offset = dynamic
+    shape = [s if isinstance(s, int) else ir.ShapedType.get_dynamic_size() for s in sizes]
+    layout = ir.StridedLayoutAttr.get(offset, strides)
+    return ir.MemRefType.get(shape, src.element_type, layout=layout, memory_space=src.memory_space)
+
+
 # --- scalar helpers ------------------------------------------------------------------------
 
 
@@ -146,6 +160,12 @@ def generic(
     return op.operation
 
 
+def copy(src: Buffer, dst: Buffer) -> None:
+    """dst = src elementwise (a generic, so it lowers to plain loops on every backend)."""
+    t = element_type(dst.dtype)
+    generic([src], dst, dst.axes, lambda xs, _acc, _ix: convert(xs[0], t))
+
+
 def fill(out: Buffer, value: float) -> None:
     linalg.fill(fconst(value, element_type(out.dtype)), outs=[out.value])
 
@@ -180,7 +200,7 @@ class Lowerer:
             return v
         offs: list[ir.Value | int] = [offsets.get(a, 0) for a in axes]
         sizes: list[ir.Value | int] = [self.extents.get(a, s) for a, s in zip(axes, shape, strict=True)]
-        return memref.subview(v, offs, sizes, [1] * len(axes))
+        return memref.subview(v, offs, sizes, [1] * len(axes), result_type=_subview_type(v.type, offs, sizes))
 
     def push_scope(self) -> None:
         self.scopes.append([])
@@ -198,7 +218,7 @@ class Lowerer:
                 if op.name in ("func.return", "gpu.yield"):
                     continue
                 if op.name.startswith("arith."):  # index arithmetic on offsets
-                    clone = op.clone()
+                    clone = op.clone().operation
                     for old, new in self.index_env.items():
                         clone.replace_uses_of_with(old, new)
                     for r_old, r_new in zip(op.results, clone.results, strict=True):
@@ -269,7 +289,7 @@ def lower_map(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffe
             if inner.name == "gpu.yield":
                 result = mapping.get(inner.operands[0], inner.operands[0])
                 break
-            clone = inner.clone()
+            clone = inner.clone().operation
             for old, new in mapping.items():
                 clone.replace_uses_of_with(old, new)
             for old_r, new_r in zip(inner.results, clone.results, strict=True):
@@ -332,7 +352,7 @@ def lower_fill(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buff
 
 def lower_transfer(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
     out = outs[0]
-    memref.copy(ins[0].value, out.value)
+    copy(ins[0], out)
 
 
 # --- partitions: groups become scf.forall, streams become scf.for ----------------------------
@@ -377,6 +397,13 @@ def _tile_view(lw: Lowerer, buf: Buffer, offsets: dict[str, ir.Value], tile: dic
     return Buffer(lw.clip(buf.value, buf.axes, shape, offsets), buf.axes, buf.dtype)
 
 
+def _copy_yields(env: dict[ir.Value, Buffer], yielded: Sequence[ir.Value], dests: Sequence[Buffer]) -> None:
+    """Copy each yielded value into its destination unless it was computed there."""
+    for v, dst in zip(yielded, dests, strict=True):
+        if env[v].value != dst.value:
+            copy(env[v], dst)
+
+
 def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
     """napkin.group -> scf.forall over the groups, mapped to blocks/warps/threads."""
     axes = [ir.StringAttr(a).value for a in ir.ArrayAttr(op.attributes["axes"])]
@@ -407,6 +434,7 @@ def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buf
         dests = {v: _tile_view(lw, b, offsets, tile) for v, b in zip(_yielded(block), outs, strict=True)}
         lw.push_scope()
         lw.lower_ops(list(block.operations), env, dests)
+        _copy_yields(env, _yielded(block), list(dests.values()))
         lw.pop_scope()
         scf.InParallelOp()
     lw.extents = saved
@@ -454,14 +482,13 @@ def lower_stream(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Bu
         env.update(zip(args[n + 1 :], state, strict=True))
         lw.push_scope()
         lw.lower_ops(list(step.operations), env, {})
-        for new, buf in zip(_yielded(step), state, strict=True):
-            if env[new].value != buf.value:
-                memref.copy(env[new].value, buf.value)
+        _copy_yields(env, _yielded(step), state)
         lw.pop_scope()
         scf.YieldOp([])
     lw.extents = saved
     env = dict(zip(finish.arguments, state, strict=True))
     lw.lower_ops(list(finish.operations), env, dict(zip(_yielded(finish), outs, strict=True)))
+    _copy_yields(env, _yielded(finish), outs)
 
 
 RULES: dict[str, Callable[[Lowerer, ir.Operation, list[Buffer], list[Buffer]], None]] = {
@@ -517,7 +544,7 @@ def lower_function(f: func.FuncOp) -> func.FuncOp:
     with ir.InsertionPoint(entry):
         lw.lower_ops(list(block.operations), env, dests)
         for src, dst in copies:
-            memref.copy(src.value, dst.value)
+            copy(src, dst)
         lw.pop_scope()
         func.ReturnOp([])
     f.operation.erase()

@@ -1,14 +1,17 @@
 """The napkin pipeline, stage by stage, in one place.
 
-    diagram      napkin ops built from Python or parsed from text
-      | napkin-verify
-    loops        linalg on memref buffers (napkin-lower-to-loops)
-      | CPU_PIPELINE (upstream, pastes into mlir-opt)
-    cpu          LLVM dialect, run by the ExecutionEngine
+    diagram       napkin ops built from Python or parsed from text
+      | napkin-verify, napkin-assign-levels, napkin-group-partition, napkin-stream-partition
+    partitioned   the relabeled diagram: levels, transfers, napkin.group / napkin.stream regions
+      | napkin-lower-to-loops, canonicalize, cse
+    loops         scf.forall (groups, GPU mapping attributes) + scf.for (streams) + linalg on
+                  memref buffers whose memory space names the level
+      | napkin-erase-memory-spaces, then CPU_PIPELINE (upstream; pastes into mlir-opt)
+    cpu           LLVM dialect, run by the ExecutionEngine
 
-`STAGES` lists each stage with the pipeline text that produces it from the previous one;
-`compile_to_loops` runs the napkin part. Every stage can be printed or dumped through
-`napkin_mlir.passmanager.run_pipeline` (`--mlir-print-ir-after-all`, a dump directory).
+`derivation(diagram, sizes, tiles)` is the named relabeling pipeline of each built-in
+diagram (attention -> FlashAttention-2: weave b, h; group q; stream x online; fused).
+Every stage can be printed or dumped through `napkin_mlir.passmanager.run_pipeline`.
 """
 
 from __future__ import annotations
@@ -20,41 +23,85 @@ from pathlib import Path
 from mlir import ir
 
 from napkin_mlir.cpu import CPU_PIPELINE
-from napkin_mlir.errors import NapkinError
+from napkin_mlir.errors import UsageError
 from napkin_mlir.passmanager import run_pipeline
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    pipeline: str
     summary: str
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("diagram", "", "napkin ops: named-axis arrays and boxes"),
-    Stage("loops", "builtin.module(napkin-verify,napkin-lower-to-loops,canonicalize,cse)", "linalg on memref buffers"),
-    Stage("cpu", CPU_PIPELINE, "LLVM dialect for the host CPU"),
+    Stage("diagram", "napkin ops: named-axis arrays and boxes"),
+    Stage("partitioned", "levels, transfers, group and stream partitions (the paper's relabelings)"),
+    Stage("loops", "scf.forall / scf.for / linalg on memref buffers in level memory spaces"),
+    Stage("cpu", "LLVM dialect for the host CPU: " + CPU_PIPELINE),
 )
 
+LOOPS_PIPELINE = "napkin-lower-to-loops,canonicalize,cse"
 
-def stage(name: str) -> Stage:
-    for s in STAGES:
-        if s.name == name:
-            return s
-    raise NapkinError(f"unknown stage '{name}' (stages: {', '.join(s.name for s in STAGES)})")
+#: Default tile sizes per diagram (until the cost model chooses them): group axes then the stream axis.
+DEFAULT_TILES: dict[str, dict[str, int]] = {
+    "attention": {"q": 64, "x": 64},
+    "matmul": {"m": 64, "n": 64, "k": 32},
+    "mlp": {"m": 32, "f": 64},
+}
+
+#: Per diagram: the group-partitioned axes (tiled by --tile) and the streamed axis.
+PARTITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "attention": (("q",), "x"),
+    "matmul": (("m", "n"), "k"),
+    "mlp": (("m",), "f"),
+}
+
+
+def derivation(diagram: str, sizes: dict[str, int], tiles: dict[str, int] | None = None) -> str:
+    """The relabeling pipeline (diagram -> partitioned) of a built-in diagram.
+
+    `sizes` are the diagram's axis sizes (as built: with `r` for grouped-query attention);
+    `tiles` overrides the default group/stream sizes by axis name. Axes that are woven but
+    not tiled (batch, heads) are grouped with size 1: one group per slice.
+    """
+    if diagram not in PARTITIONS:
+        raise UsageError(f"no derivation for diagram '{diagram}'")
+    grouped, streamed = PARTITIONS[diagram]
+    tiles = dict(tiles or {})
+    allowed = set(grouped) | {streamed}
+    for axis in tiles:
+        if axis not in allowed:
+            raise UsageError(f"--tile: axis '{axis}' cannot be tiled in {diagram} (tileable axes: {', '.join(sorted(allowed))})")
+        if tiles[axis] > sizes[axis]:
+            raise UsageError(f"--tile: tile {axis}={tiles[axis]} is larger than the axis ({axis}={sizes[axis]})")
+    chosen = {a: min(tiles.get(a, DEFAULT_TILES[diagram][a]), sizes[a]) for a in (*grouped, streamed)}
+    woven = [a for a in ("b", "h", "r") if a in sizes and diagram == "attention"]
+    axes = [*woven, *grouped]
+    group_sizes = [1] * len(woven) + [chosen[a] for a in grouped]
+    return (
+        "builtin.module(napkin-verify,napkin-assign-levels,"
+        f"napkin-group-partition{{axes={','.join(axes)} sizes={','.join(map(str, group_sizes))} level=grid}},"
+        f"napkin-stream-partition{{axis={streamed} size={chosen[streamed]}}},napkin-verify)"
+    )
 
 
 def compile_to_loops(
     module: ir.Module,
+    diagram: str | None,
+    sizes: dict[str, int],
     tiles: dict[str, int] | None = None,
+    tiled: bool = True,
     log: Callable[[str], None] = lambda _: None,
     print_after_all: bool = False,
     dump_dir: Path | None = None,
 ) -> None:
     """Run the napkin stages from `diagram` to `loops` on `module` in place."""
-    if tiles:
-        raise NapkinError("tiling (--tile) needs the partitioning passes, which are not built yet")
-    text = stage("loops").pipeline
-    log(f"pipeline: {text}")
-    run_pipeline(module, text, print_after_all=print_after_all, dump_dir=dump_dir)
+    if tiled and diagram is not None:
+        partition = derivation(diagram, sizes, tiles)
+        log(f"relabel: {partition}")
+        run_pipeline(module, partition, print_after_all=print_after_all, dump_dir=dump_dir)
+    elif tiles:
+        raise UsageError("--tile needs the tiled derivation")
+    loops = f"builtin.module(napkin-verify,{LOOPS_PIPELINE})"
+    log(f"lower:   {loops}")
+    run_pipeline(module, loops, print_after_all=print_after_all, dump_dir=dump_dir / "loops" if dump_dir else None)
