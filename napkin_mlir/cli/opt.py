@@ -21,6 +21,7 @@ bad pipeline, unreadable input) exit 2. Set NAPKIN_DEBUG=1 to see tracebacks of 
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
@@ -46,7 +47,7 @@ from napkin_mlir.verifier import verify_napkin
 from passes import PassInfo, load_all
 
 SPLIT_MARKER = "// -----"
-_SPLIT_RE = re.compile(r"^\s*// -----\s*$")
+_SPLIT_RE = re.compile(r"^\s*// -----")
 _PASS_FLAG_RE = re.compile(r"^--(?P<name>[A-Za-z][A-Za-z0-9._-]*)(?:=(?P<value>.*))?$", re.S)
 _EXPECT_RE = re.compile(r"expected-(?P<sev>error|warning|remark|note)\s*(?:@(?P<where>[+-]\d+|above|below))?\s*\{\{(?P<msg>.*?)\}\}")
 _DESIGNATOR_RE = re.compile(r"expected-(?:error|warning|remark|note)\b")
@@ -124,12 +125,21 @@ def _list_passes(registry: dict[str, PassInfo]) -> str:
         lines.append(f"  --{flag.ljust(width)}{info.summary}")
         options = describe_options(info)
         if not options:
-            lines.append(f"  {' ' * (width + 2)}(no options)")
+            lines.append(f"      {'(no options)'}")
+            continue
+        doc = inspect.getdoc(info.options) or ""
+        if doc and not doc.startswith(f"{info.options.__name__}("):  # dataclasses invent a docstring
+            lines.extend(f"      {ln}" if ln else "" for ln in doc.splitlines())
+        column = max(len(opt) + len(type_name) + 3 for opt, type_name, _, _ in options) + 2
         for opt, type_name, default, help_text in options:
-            dflt = "required" if default is None else f"default: {default}"
-            extra = f"  {help_text}" if help_text else ""
-            lines.append(f"      {opt}=<{type_name}>  ({dflt}){extra}")
-    lines.append("Upstream MLIR passes (mlir-opt --help) can be used as flags and in --pass-pipeline too.")
+            head = f"{opt}=<{type_name}>"
+            if default is None:
+                tail = "required"
+            else:
+                tail = f"default: {default if default else '(empty)'}"
+            extra = f"; {help_text}" if help_text else ""
+            lines.append(f"      {head.ljust(column)}{tail}{extra}")
+    lines.append("Upstream MLIR passes (see mlir-opt --help) work as flags and in --pass-pipeline too.")
     return "\n".join(lines) + "\n"
 
 
