@@ -109,7 +109,9 @@ class ArrayType:
             raise NapkinError(f"tensor type '{t}' has no axis names (expected encoding {{axes = [...]}})")
         d = ir.DictAttr(enc)
         axes_attr = d["axes"]
-        if not isinstance(axes_attr, ir.ArrayAttr) or not all(isinstance(a, ir.StringAttr) for a in ir.ArrayAttr(axes_attr)):
+        if not isinstance(axes_attr, ir.ArrayAttr) or not all(
+            isinstance(a, ir.StringAttr) for a in ir.ArrayAttr(axes_attr)
+        ):
             raise NapkinError(f"tensor type '{t}': 'axes' must be an array of strings")
         axes = tuple(ir.StringAttr(a).value for a in ir.ArrayAttr(axes_attr))
         level = ir.StringAttr(d["level"]).value if "level" in d and isinstance(d["level"], ir.StringAttr) else None

@@ -54,7 +54,9 @@ class DiagramBuilder:
         if self._done:
             raise NapkinError(f"diagram '{self.name}' is already finished")
         with ir.InsertionPoint(self.block):
-            op = ir.Operation.create(f"napkin.{name}", results=[result.to_mlir()], operands=list(operands), attributes=attrs)
+            op = ir.Operation.create(
+                f"napkin.{name}", results=[result.to_mlir()], operands=list(operands), attributes=attrs
+            )
         return op.result
 
     # --- boxes ---------------------------------------------------------------------------
@@ -105,7 +107,11 @@ class DiagramBuilder:
         out = ArrayType(tuple(axes), tuple(sizes[ax] for ax in axes), ts[0].dtype)
         with ir.InsertionPoint(self.block):
             op = ir.Operation.create(
-                "napkin.map", results=[out.to_mlir()], operands=list(xs), attributes=slot_attributes(len(xs), None), regions=1
+                "napkin.map",
+                results=[out.to_mlir()],
+                operands=list(xs),
+                attributes=slot_attributes(len(xs), None),
+                regions=1,
             )
         body = op.regions[0].blocks.append(*[element_type(t.dtype) for t in ts])
         with ir.InsertionPoint(body):

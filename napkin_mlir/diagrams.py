@@ -66,9 +66,7 @@ def attention_axes(dims: dict[str, int], kv_heads: int | None) -> tuple[tuple[st
     return ("b", "h", "r", "q", "d"), sizes
 
 
-def attention(
-    dims: dict[str, int], dtype: str = "f32", causal: bool = False, kv_heads: int | None = None
-) -> ir.Module:
+def attention(dims: dict[str, int], dtype: str = "f32", causal: bool = False, kv_heads: int | None = None) -> ir.Module:
     """O = softmax(Q K^T / sqrt(d)) V per batch and head (optionally causal, grouped-query)."""
     _check_dims("attention", ("b", "h", "q", "x", "d"), dims)
     q_axes, sz = attention_axes(dims, kv_heads)

@@ -147,7 +147,9 @@ def generic(
     loops = list(loop_axes)
 
     def amap(axes: Sequence[str]) -> ir.AffineMapAttr:
-        return ir.AffineMapAttr.get(ir.AffineMap.get(len(loops), 0, [ir.AffineDimExpr.get(loops.index(a)) for a in axes]))
+        return ir.AffineMapAttr.get(
+            ir.AffineMap.get(len(loops), 0, [ir.AffineDimExpr.get(loops.index(a)) for a in axes])
+        )
 
     maps = ir.ArrayAttr.get([amap(b.axes) for b in inputs] + [amap(output.axes)])
     iters = ir.ArrayAttr.get([ir.Attribute.parse(REDUCTION if a in reduced else PARALLEL) for a in loops])
@@ -193,7 +195,9 @@ class Lowerer:
         self.scopes[-1].append(v)
         return Buffer(self.clip(v, array.axes, array.shape), array.axes, array.dtype)
 
-    def clip(self, v: ir.Value, axes: Sequence[str], shape: Sequence[int], offsets: dict[str, ir.Value] | None = None) -> ir.Value:
+    def clip(
+        self, v: ir.Value, axes: Sequence[str], shape: Sequence[int], offsets: dict[str, ir.Value] | None = None
+    ) -> ir.Value:
         """A subview of `v` at `offsets` (per axis) with the current valid extents."""
         offsets = offsets or {}
         if not any(a in self.extents or a in offsets for a in axes):
@@ -209,7 +213,9 @@ class Lowerer:
         for v in self.scopes.pop():
             memref.dealloc(v)
 
-    def lower_ops(self, ops: Sequence[ir.Operation], env: dict[ir.Value, Buffer], dests: dict[ir.Value, Buffer]) -> None:
+    def lower_ops(
+        self, ops: Sequence[ir.Operation], env: dict[ir.Value, Buffer], dests: dict[ir.Value, Buffer]
+    ) -> None:
         """Lower `ops` in order; `env` maps napkin values to buffers, `dests` pre-chooses
         destinations (e.g. the function's output buffers)."""
         for op in ops:
@@ -280,7 +286,7 @@ def lower_binary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Bu
 
 def lower_map(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
     out = outs[0]
-    src = list(op.regions[0].blocks)[0]
+    src = next(iter(op.regions[0].blocks))
 
     def body(xs: list[ir.Value], _acc: ir.Value, _ix: Callable) -> ir.Value:
         mapping = dict(zip(src.arguments, xs, strict=True))
@@ -380,7 +386,7 @@ def _full_sizes(values: Sequence[ir.Value]) -> dict[str, int]:
 
 
 def _body(op: ir.Operation, region: int = 0) -> ir.Block:
-    return list(op.regions[region].blocks)[0]
+    return next(iter(op.regions[region].blocks))
 
 
 def _yielded(block: ir.Block) -> list[ir.Value]:
@@ -415,7 +421,9 @@ def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buf
     if kind is None:
         raise NapkinError(f"unknown group level '{level}' (known: {', '.join(GROUP_MAPPING)})")
     dims = ["x", "y", "z"] if len(axes) <= 3 else [f"linear_dim_{i}" for i in range(len(axes))]
-    mapping = ir.ArrayAttr.get([ir.Attribute.parse(f"#gpu.{kind}<{dims[len(axes) - 1 - i]}>") for i in range(len(axes))])
+    mapping = ir.ArrayAttr.get(
+        [ir.Attribute.parse(f"#gpu.{kind}<{dims[len(axes) - 1 - i]}>") for i in range(len(axes))]
+    )
     loop = scf.ForallOp([0] * len(axes), counts, [1] * len(axes), mapping=mapping)
     block = _body(op)
     saved = dict(lw.extents)
@@ -531,7 +539,10 @@ def lower_function(f: func.FuncOp) -> func.FuncOp:
     new.attributes["napkin.outputs"] = ir.ArrayAttr.get([ir.TypeAttr.get(a.to_mlir()) for a in out_arrays])
     entry = new.add_entry_block()
     args = list(entry.arguments)
-    env = {old: Buffer(new_v, a.axes, a.dtype) for old, new_v, a in zip(block.arguments, args[: len(in_arrays)], in_arrays, strict=True)}
+    env = {
+        old: Buffer(new_v, a.axes, a.dtype)
+        for old, new_v, a in zip(block.arguments, args[: len(in_arrays)], in_arrays, strict=True)
+    }
     dests: dict[ir.Value, Buffer] = {}
     copies: list[tuple[Buffer, Buffer]] = []
     for v, a, dst in zip(ret.operands, out_arrays, args[len(in_arrays) :], strict=True):

@@ -441,7 +441,9 @@ def _format_value(value: Any) -> str:
 
 def format_options(options: Any) -> str:
     """`key=value key2=value2` for an options instance (parse_pass_options reads it back)."""
-    return " ".join(f"{f.name.replace('_', '-')}={_format_value(getattr(options, f.name))}" for f in dataclasses.fields(options))
+    return " ".join(
+        f"{f.name.replace('_', '-')}={_format_value(getattr(options, f.name))}" for f in dataclasses.fields(options)
+    )
 
 
 def describe_options(info: PassInfo) -> list[tuple[str, str, str | None, str]]:
@@ -455,7 +457,9 @@ def describe_options(info: PassInfo) -> list[tuple[str, str, str | None, str]]:
             default = _format_value(f.default_factory())
         else:
             default = None
-        out.append((f.name.replace("_", "-"), _type_name(hints.get(f.name, str)), default, str(f.metadata.get("help", ""))))
+        out.append(
+            (f.name.replace("_", "-"), _type_name(hints.get(f.name, str)), default, str(f.metadata.get("help", "")))
+        )
     return out
 
 

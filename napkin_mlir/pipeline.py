@@ -71,7 +71,9 @@ def derivation(diagram: str, sizes: dict[str, int], tiles: dict[str, int] | None
     allowed = set(grouped) | {streamed}
     for axis in tiles:
         if axis not in allowed:
-            raise UsageError(f"--tile: axis '{axis}' cannot be tiled in {diagram} (tileable axes: {', '.join(sorted(allowed))})")
+            raise UsageError(
+                f"--tile: axis '{axis}' cannot be tiled in {diagram} (tileable axes: {', '.join(sorted(allowed))})"
+            )
         if tiles[axis] > sizes[axis]:
             raise UsageError(f"--tile: tile {axis}={tiles[axis]} is larger than the axis ({axis}={sizes[axis]})")
     chosen = {a: min(tiles.get(a, DEFAULT_TILES[diagram][a]), sizes[a]) for a in (*grouped, streamed)}

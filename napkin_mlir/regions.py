@@ -26,12 +26,12 @@ def diagram_functions(module: ir.Operation) -> list[ir.Operation]:
 def innermost_block(f: ir.Operation) -> ir.Block:
     """The block the next relabeling applies to: the function body, or the body of the
     innermost group partition (relabelings recurse down the hierarchy)."""
-    block = list(f.regions[0].blocks)[0]
+    block = next(iter(f.regions[0].blocks))
     while True:
         groups = [op for op in block.operations if op.operation.name == "napkin.group"]
         if len(groups) != 1:
             return block
-        block = list(groups[0].regions[0].blocks)[0]
+        block = next(iter(groups[0].regions[0].blocks))
 
 
 def terminator(block: ir.Block) -> ir.Operation:
@@ -74,7 +74,9 @@ SLOTS = 8
 def slot_attributes(operands: int, results: int | None) -> dict[str, ir.Attribute]:
     """`operandSegmentSizes` (and `resultSegmentSizes`) for an op with slot lists."""
     if operands > SLOTS or (results or 0) > SLOTS:
-        raise NapkinError(f"at most {SLOTS} operands and results per partition or map, got {operands} and {results or 0}")
+        raise NapkinError(
+            f"at most {SLOTS} operands and results per partition or map, got {operands} and {results or 0}"
+        )
     attrs = {"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1] * operands + [0] * (SLOTS - operands))}
     if results is not None:
         attrs["resultSegmentSizes"] = ir.DenseI32ArrayAttr.get([1] * results + [0] * (SLOTS - results))
@@ -150,7 +152,9 @@ def offset_mask(mask: ir.Operation, offsets: dict[str, ir.Value]) -> ir.Operatio
                 cur = offsets[axis] if _is_zero(cur) else arith.addi(cur, offsets[axis])
             new_offsets.append(cur)
         attrs = {name: mask.attributes[name] for name in ("kind", "rows", "cols")}
-        new = ir.Operation.create("napkin.mask", results=[mask.results[0].type], operands=[operands[0], *new_offsets], attributes=attrs)
+        new = ir.Operation.create(
+            "napkin.mask", results=[mask.results[0].type], operands=[operands[0], *new_offsets], attributes=attrs
+        )
     mask.results[0].replace_all_uses_with(new.result)
     mask.erase()
     return new

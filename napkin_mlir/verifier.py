@@ -199,7 +199,9 @@ def _verify_group(op: ir.Operation) -> None:
         raise _Fail(f"{len(axes)} axes but {len(sizes)} sizes")
     inputs = [_array(v, f"operand #{i}") for i, v in enumerate(op.operands)]
     outs = [_array(v, f"result #{i}") for i, v in enumerate(op.results)]
-    _check_sizes_agree([(f"operand #{i}", t) for i, t in enumerate(inputs)] + [(f"result #{i}", t) for i, t in enumerate(outs)])
+    _check_sizes_agree(
+        [(f"operand #{i}", t) for i, t in enumerate(inputs)] + [(f"result #{i}", t) for i, t in enumerate(outs)]
+    )
     for a, s in zip(axes, sizes, strict=True):
         if not any(a in t.axes for t in inputs + outs):
             raise _Fail(f"unknown axis '{a}': no operand or result has it")
@@ -207,11 +209,13 @@ def _verify_group(op: ir.Operation) -> None:
         if not 0 < s <= full:
             raise _Fail(f"group size {s} for axis '{a}' must be between 1 and its size {full}")
     tiles = dict(zip(axes, sizes, strict=True))
-    block = list(op.regions[0].blocks)[0]
+    block = next(iter(op.regions[0].blocks))
     expected = [str(_tile(t, tiles).to_mlir()) for t in inputs] + ["index"] * len(axes)
     got = [str(a.type) for a in block.arguments]
     if got != expected:
-        raise _Fail(f"body arguments must be the operand tiles then one index per axis: expected ({', '.join(expected)}), got ({', '.join(got)})")
+        raise _Fail(
+            f"body arguments must be the operand tiles then one index per axis: expected ({', '.join(expected)}), got ({', '.join(got)})"
+        )
     want = [str(_tile(t, tiles).to_mlir()) for t in outs]
     have = [str(t) for t in _yield_types(block, "the body")]
     if have != want:
@@ -230,14 +234,16 @@ def _verify_stream(op: ir.Operation) -> None:
     full = next(t.size(axis) for t in inputs if axis in t.axes)
     if not 0 < size <= full:
         raise _Fail(f"chunk size {size} for axis '{axis}' must be between 1 and its size {full}")
-    init, step, finish = (list(r.blocks)[0] for r in op.regions)
+    init, step, finish = (next(iter(r.blocks)) for r in op.regions)
     state = [str(t) for t in _yield_types(init, "init")]
     if len(init.arguments) != 0:
         raise _Fail("init takes no arguments")
     chunks = [str(_tile(t, {axis: size}).to_mlir()) for t in inputs]
     got = [str(a.type) for a in step.arguments]
-    if got != chunks + ["index"] + state:
-        raise _Fail(f"step arguments must be the operand chunks, the chunk offset and the state: expected ({', '.join(chunks + ['index'] + state)}), got ({', '.join(got)})")
+    if got != [*chunks, "index", *state]:
+        raise _Fail(
+            f"step arguments must be the operand chunks, the chunk offset and the state: expected ({', '.join([*chunks, 'index', *state])}), got ({', '.join(got)})"
+        )
     if [str(t) for t in _yield_types(step, "step")] != state:
         raise _Fail("step must yield a new state of the types init yields")
     if [str(a.type) for a in finish.arguments] != state:

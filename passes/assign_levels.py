@@ -31,7 +31,8 @@ from mlir import ir
 from napkin_mlir.arrays import is_array
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.lowering import LEVEL_MEMORY_SPACE
-from napkin_mlir.regions import array, body_ops, create, diagram_functions, fail, terminator, users as _users
+from napkin_mlir.regions import array, body_ops, create, diagram_functions, fail, terminator
+from napkin_mlir.regions import users as _users
 from passes import register
 
 
@@ -50,7 +51,7 @@ def _set_level(v: ir.Value, level: str) -> None:
 
 def assign(f: ir.Operation, options: AssignLevelsOptions) -> None:
     top, stage, low = options.hierarchy[0], options.hierarchy[min(1, len(options.hierarchy) - 1)], options.hierarchy[-1]
-    block = list(f.regions[0].blocks)[0]
+    block = next(iter(f.regions[0].blocks))
     ops = body_ops(block)
     for op in ops:
         if op.name in ("napkin.transfer", "napkin.group", "napkin.stream"):

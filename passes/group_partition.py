@@ -66,9 +66,12 @@ def _check_mapped(ops: list[ir.Operation], outputs: list[ir.Value], axis: str) -
 
     def check(op: ir.Operation) -> None:
         name = op.name
-        if name in ("napkin.contract", "napkin.reduce"):
-            if any(has_axis(v, axis) for v in op.operands) and not has_axis(op.results[0], axis):
-                raise fail(op, f"cannot group-partition axis '{axis}': '{name}' reduces it, so its groups are not independent (stream-partition a reduced axis instead)")
+        reduces = name in ("napkin.contract", "napkin.reduce") and not has_axis(op.results[0], axis)
+        if reduces and any(has_axis(v, axis) for v in op.operands):
+            raise fail(
+                op,
+                f"cannot group-partition axis '{axis}': '{name}' reduces it, so its groups are not independent (stream-partition a reduced axis instead)",
+            )
         if name == "napkin.softmax" and ir.StringAttr(op.attributes["axis"]).value == axis:
             raise fail(op, f"cannot group-partition axis '{axis}': 'napkin.softmax' normalizes along it")
         if name == "napkin.stream" and ir.StringAttr(op.attributes["axis"]).value == axis:
@@ -92,9 +95,13 @@ def partition(f: ir.Operation, options: GroupPartitionOptions) -> None:
             sizes.update(array(v).sizes)
     for axis, size in zip(options.axes, options.sizes, strict=True):
         if axis not in sizes:
-            raise NapkinError(f"napkin-group-partition: unknown axis '{axis}' (the diagram has axes {', '.join(sizes)})")
+            raise NapkinError(
+                f"napkin-group-partition: unknown axis '{axis}' (the diagram has axes {', '.join(sizes)})"
+            )
         if not 0 < size <= sizes[axis]:
-            raise NapkinError(f"napkin-group-partition: group size {size} for axis '{axis}' must be between 1 and its size {sizes[axis]}")
+            raise NapkinError(
+                f"napkin-group-partition: group size {size} for axis '{axis}' must be between 1 and its size {sizes[axis]}"
+            )
         _check_mapped(ops, outputs, axis)
     if any(v in inputs for v in outputs):
         raise NapkinError("napkin-group-partition: an output is an input passed through; nothing to partition")
@@ -106,7 +113,9 @@ def partition(f: ir.Operation, options: GroupPartitionOptions) -> None:
         **slot_attributes(len(inputs), len(outputs)),
     }
     with ir.InsertionPoint(ret), ret.location:
-        group = ir.Operation.create("napkin.group", results=[v.type for v in outputs], operands=inputs, attributes=attrs, regions=1)
+        group = ir.Operation.create(
+            "napkin.group", results=[v.type for v in outputs], operands=inputs, attributes=attrs, regions=1
+        )
     tile_types = []
     for a in inputs:
         t = array(a)
@@ -135,8 +144,12 @@ def partition(f: ir.Operation, options: GroupPartitionOptions) -> None:
 @register("napkin-group-partition", GroupPartitionOptions, "split mapped axes into independent groups (grid, warps)")
 def run(module: ir.Operation, options: GroupPartitionOptions) -> None:
     if not options.axes or len(options.axes) != len(options.sizes):
-        raise NapkinError(f"napkin-group-partition: give one size per axis (axes={','.join(options.axes)} sizes={','.join(map(str, options.sizes))})")
+        raise NapkinError(
+            f"napkin-group-partition: give one size per axis (axes={','.join(options.axes)} sizes={','.join(map(str, options.sizes))})"
+        )
     if options.level not in GROUP_MAPPING:
-        raise NapkinError(f"napkin-group-partition: unknown level '{options.level}' (expected {', '.join(GROUP_MAPPING)})")
+        raise NapkinError(
+            f"napkin-group-partition: unknown level '{options.level}' (expected {', '.join(GROUP_MAPPING)})"
+        )
     for f in diagram_functions(module):
         partition(f, options)

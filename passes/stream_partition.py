@@ -92,7 +92,11 @@ def _str(op: ir.Operation, name: str) -> str:
 
 
 def _reduces(op: ir.Operation, axis: str) -> bool:
-    return op.name in ("napkin.contract", "napkin.reduce") and any(has_axis(v, axis) for v in op.operands) and not has_axis(op.results[0], axis)
+    return (
+        op.name in ("napkin.contract", "napkin.reduce")
+        and any(has_axis(v, axis) for v in op.operands)
+        and not has_axis(op.results[0], axis)
+    )
 
 
 def _factor_normalizers(ops: list[ir.Operation], axis: str) -> bool:
@@ -127,14 +131,18 @@ def _factor_normalizers(ops: list[ir.Operation], axis: str) -> bool:
     return False
 
 
-def _classify(ops: list[ir.Operation], outputs: list[ir.Value], axis: str, online: bool) -> tuple[list[ir.Operation], list[Accumulator]]:
+def _classify(
+    ops: list[ir.Operation], outputs: list[ir.Value], axis: str, online: bool
+) -> tuple[list[ir.Operation], list[Accumulator]]:
     """The ops to move into the stream (those touching the axis) and the accumulators."""
     streamed = [op for op in ops if any(has_axis(v, axis) for v in [*op.operands, *op.results])]
     if not streamed:
         raise NapkinError(f"napkin-stream-partition: no box uses axis '{axis}'")
     for i, v in enumerate(outputs):
         if has_axis(v, axis):
-            raise NapkinError(f"cannot stream axis '{axis}': output #{i} ({array(v)}) keeps it; a stream partition needs an axis the function reduces")
+            raise NapkinError(
+                f"cannot stream axis '{axis}': output #{i} ({array(v)}) keeps it; a stream partition needs an axis the function reduces"
+            )
     in_stream = set(map(id, streamed))
     del in_stream
     streamed_set = streamed
@@ -149,7 +157,10 @@ def _classify(ops: list[ir.Operation], outputs: list[ir.Value], axis: str, onlin
     for op in streamed_set:
         if op.name == "napkin.softmax" and _str(op, "axis") == axis:
             if not online:
-                raise fail(op, f"softmax along '{axis}' is not streamable as it stands: its normalizer needs the whole axis; allow the online (max-rescaled) form with online=true")
+                raise fail(
+                    op,
+                    f"softmax along '{axis}' is not streamable as it stands: its normalizer needs the whole axis; allow the online (max-rescaled) form with online=true",
+                )
             acc = Accumulator("softmax", [], softmax=op)
             for user in _users(op.results[0]):
                 cast = None
@@ -160,7 +171,10 @@ def _classify(ops: list[ir.Operation], outputs: list[ir.Value], axis: str, onlin
                     targets = [user]
                 for t in targets:
                     if t.name != "napkin.contract" or not _reduces(t, axis):
-                        raise fail(t, f"cannot stream axis '{axis}': the softmax along it feeds '{t.name}', which is not a contraction over '{axis}' (only softmax followed by contractions is streamable)")
+                        raise fail(
+                            t,
+                            f"cannot stream axis '{axis}': the softmax along it feeds '{t.name}', which is not a contraction over '{axis}' (only softmax followed by contractions is streamable)",
+                        )
                     acc.reducers.append(t)
                     acc.casts[t] = cast
                     claimed.add(t)
@@ -176,7 +190,10 @@ def _classify(ops: list[ir.Operation], outputs: list[ir.Value], axis: str, onlin
         for v in op.operands:
             if v in derived:
                 src = v.owner
-                raise fail(op, f"cannot stream axis '{axis}': '{op.name}' works on chunks of '{axis}' but uses '{getattr(src, 'name', 'a value')}', which needs the whole axis (use napkin.softmax for the online form, or a normalizer that divides after the contraction)")
+                raise fail(
+                    op,
+                    f"cannot stream axis '{axis}': '{op.name}' works on chunks of '{axis}' but uses '{getattr(src, 'name', 'a value')}', which needs the whole axis (use napkin.softmax for the online form, or a normalizer that divides after the contraction)",
+                )
         for r in op.results:
             for u in _users(r):
                 if u not in streamed_set and u.name != "func.return" and u.name != "gpu.yield":
@@ -205,7 +222,9 @@ def partition(f: ir.Operation, options: StreamPartitionOptions) -> None:
     if full is None:
         raise NapkinError(f"napkin-stream-partition: unknown axis '{axis}' (no array in the diagram has it)")
     if not 0 < size <= full:
-        raise NapkinError(f"napkin-stream-partition: chunk size {size} for axis '{axis}' must be between 1 and its size {full}")
+        raise NapkinError(
+            f"napkin-stream-partition: chunk size {size} for axis '{axis}' must be between 1 and its size {full}"
+        )
     streamed, accs = _classify(ops, list(ret.operands), axis, options.online)
     skip = {acc.softmax for acc in accs if acc.softmax} | {c for acc in accs for c in acc.casts.values() if c}
     reducers = [r for acc in accs for r in acc.reducers]
@@ -232,7 +251,9 @@ def partition(f: ir.Operation, options: StreamPartitionOptions) -> None:
         **slot_attributes(len(inputs), len(results)),
     }
     with ir.InsertionPoint(last), last.location:
-        stream = ir.Operation.create("napkin.stream", results=[v.type for v in results], operands=inputs, attributes=attrs, regions=3)
+        stream = ir.Operation.create(
+            "napkin.stream", results=[v.type for v in results], operands=inputs, attributes=attrs, regions=3
+        )
     loc = last.location
     # init: the head
     init = stream.regions[0].blocks.append()

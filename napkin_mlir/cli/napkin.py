@@ -115,9 +115,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("(napkin-opt --mlir-print-ir-after-all shows the full IR of every step.)\n")
     ok = True
     checks = [
-        ("The derived program (scf.forall over tiles, scf.for over chunks) run on the CPU vs jax.nn.dot_product_attention:", config),
-        ("The same derivation in bf16, judged by FlashAttention's rule (at most 2x JAX's own bf16 error):", VerifyConfig("attention", dims, "bf16", args.seed, causal=True, tiles={"q": 32, "x": 16})),
-        ("Matmul 300x200x100 (group m, n; stream k) vs jax.numpy:", VerifyConfig("matmul", {"m": 300, "n": 200, "k": 100}, "f32", args.seed)),
+        (
+            "The derived program (scf.forall over tiles, scf.for over chunks) run on the CPU vs jax.nn.dot_product_attention:",
+            config,
+        ),
+        (
+            "The same derivation in bf16, judged by FlashAttention's rule (at most 2x JAX's own bf16 error):",
+            VerifyConfig("attention", dims, "bf16", args.seed, causal=True, tiles={"q": 32, "x": 16}),
+        ),
+        (
+            "Matmul 300x200x100 (group m, n; stream k) vs jax.numpy:",
+            VerifyConfig("matmul", {"m": 300, "n": 200, "k": 100}, "f32", args.seed),
+        ),
     ]
     for title, cfg in checks:
         print(title)

@@ -49,7 +49,9 @@ from passes import PassInfo, load_all
 SPLIT_MARKER = "// -----"
 _SPLIT_RE = re.compile(r"^\s*// -----")
 _PASS_FLAG_RE = re.compile(r"^--(?P<name>[A-Za-z][A-Za-z0-9._-]*)(?:=(?P<value>.*))?$", re.S)
-_EXPECT_RE = re.compile(r"expected-(?P<sev>error|warning|remark|note)\s*(?:@(?P<where>[+-]\d+|above|below))?\s*\{\{(?P<msg>.*?)\}\}")
+_EXPECT_RE = re.compile(
+    r"expected-(?P<sev>error|warning|remark|note)\s*(?:@(?P<where>[+-]\d+|above|below))?\s*\{\{(?P<msg>.*?)\}\}"
+)
 _DESIGNATOR_RE = re.compile(r"expected-(?:error|warning|remark|note)\b")
 
 
@@ -74,7 +76,9 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--verify-diagnostics", action="store_true", help="check expected-error comments")
     parser.add_argument("--mlir-print-ir-after-all", action="store_true", help="print the IR after each pass to stderr")
     parser.add_argument("--mlir-print-op-generic", action="store_true", help="print every op in generic form")
-    parser.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pipeline element as DIR/NN-<pass>.mlir")
+    parser.add_argument(
+        "--dump-dir", metavar="DIR", help="write the IR after each pipeline element as DIR/NN-<pass>.mlir"
+    )
     parser.add_argument("--list-passes", action="store_true", help="list the napkin passes and their options")
     return parser
 
@@ -95,7 +99,9 @@ def _flag_options(value: str) -> str:
     return re.sub(r",(?=[A-Za-z_][A-Za-z0-9_-]*=)", " ", value)
 
 
-def _split_pass_flags(argv: list[str], parser: ArgumentParser, registry: dict[str, PassInfo]) -> tuple[list[str], list[str]]:
+def _split_pass_flags(
+    argv: list[str], parser: ArgumentParser, registry: dict[str, PassInfo]
+) -> tuple[list[str], list[str]]:
     """Take the pass flags (`--<pass>[=options]`) out of argv; return (rest, pipeline elements)."""
     driver = {s for action in parser._actions for s in action.option_strings}
     rest: list[str] = []
@@ -119,7 +125,9 @@ def _split_pass_flags(argv: list[str], parser: ArgumentParser, registry: dict[st
 
 
 def _list_passes(registry: dict[str, PassInfo]) -> str:
-    lines = ["napkin passes (a flag --<pass>[='opt=value ...'], or an element <pass>{opt=value ...} of --pass-pipeline):"]
+    lines = [
+        "napkin passes (a flag --<pass>[='opt=value ...'], or an element <pass>{opt=value ...} of --pass-pipeline):"
+    ]
     width = max((len(flag) for flag in registry), default=0) + 2
     for flag, info in registry.items():
         lines.append(f"  --{flag.ljust(width)}{info.summary}")
@@ -133,10 +141,7 @@ def _list_passes(registry: dict[str, PassInfo]) -> str:
         column = max(len(opt) + len(type_name) + 3 for opt, type_name, _, _ in options) + 2
         for opt, type_name, default, help_text in options:
             head = f"{opt}=<{type_name}>"
-            if default is None:
-                tail = "required"
-            else:
-                tail = f"default: {default if default else '(empty)'}"
+            tail = "required" if default is None else f"default: {default if default else '(empty)'}"
             extra = f"; {help_text}" if help_text else ""
             lines.append(f"      {head.ljust(column)}{tail}{extra}")
     lines.append("Upstream MLIR passes (see mlir-opt --help) work as flags and in --pass-pipeline too.")
@@ -255,7 +260,9 @@ def _failure_diagnostics(err: PassFailure) -> list[PipelineDiagnostic]:
         return diags
     located = re.fullmatch(r"(?P<file>[^\s:]*):(?P<line>\d+):(?P<col>\d+)", err.where or "")
     if located:
-        diags.append(PipelineDiagnostic(err.message, "error", located["file"], int(located["line"]), int(located["col"])))
+        diags.append(
+            PipelineDiagnostic(err.message, "error", located["file"], int(located["line"]), int(located["col"]))
+        )
     else:
         diags.append(PipelineDiagnostic(str(err)))
     return diags
@@ -289,7 +296,11 @@ def process_chunk(chunk: Chunk, pipeline: str, filename: str, args: object, dump
                     filename=filename,
                 )
             except PassFailure as err:
-                if isinstance(err.cause, Exception) and not isinstance(err.cause, NapkinError) and os.environ.get("NAPKIN_DEBUG"):
+                if (
+                    isinstance(err.cause, Exception)
+                    and not isinstance(err.cause, NapkinError)
+                    and os.environ.get("NAPKIN_DEBUG")
+                ):
                     traceback.print_exception(err.cause)
                 return ChunkResult(None, _failure_diagnostics(err))
         if getattr(args, "mlir_print_op_generic", False):
