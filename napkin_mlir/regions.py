@@ -44,14 +44,21 @@ def body_ops(block: ir.Block) -> list[ir.Operation]:
 
 
 def walk_ops(ops: Iterable[ir.Operation], fn: Callable[[ir.Operation], None]) -> None:
-    """Call `fn` on every op in `ops` and every op nested in them."""
+    """Call `fn` on every op in `ops` and every op nested in them (pre-order).
+
+    The ops are collected first and `fn` runs outside MLIR's walk callback, so exceptions
+    (NapkinError diagnostics) propagate unchanged.
+    """
+    found: list[ir.Operation] = []
 
     def visit(op: ir.Operation) -> ir.WalkResult:
-        fn(op)
+        found.append(op)
         return ir.WalkResult.ADVANCE
 
     for op in ops:
-        op.walk(visit)
+        op.walk(visit, ir.WalkOrder.PRE_ORDER)
+    for op in found:
+        fn(op)
 
 
 def array(v: ir.Value) -> ArrayType:

@@ -127,6 +127,9 @@ def _factor_normalizers(ops: list[ir.Operation], axis: str) -> bool:
                 normalized = binary("div", partial, den)
             op.results[0].replace_all_uses_with(normalized)
             op.erase()
+            for dead in (cast, chain):
+                if dead is not None and not list(dead.results[0].uses):
+                    dead.operation.erase()
             return True
     return False
 
