@@ -547,11 +547,13 @@ class NapkinPassManager:
                 self.pm.run(operation)
         except ir.MLIRError as err:
             emitted = [d for info in err.error_diagnostics for d in PipelineDiagnostic.from_info(info)]
-            raise self._failure_error(emitted, filename) from None
+            error = self._failure_error(emitted, filename)
+            raise error from error.__cause__  # set for internal errors only (keeps their traceback)
         finally:
             sys.stderr.flush()
         if self._failure is not None:  # the pass signalled failure but MLIR did not report it
-            raise self._failure_error([], filename)
+            error = self._failure_error([], filename)
+            raise error from error.__cause__
 
     def _failure_error(self, emitted: list[PipelineDiagnostic], filename: str | None) -> BaseException:
         failure, self._failure = self._failure, None
@@ -570,9 +572,13 @@ class NapkinPassManager:
                 return PassFailure(message, pass_name=flag, diagnostics=emitted + located, cause=exc)
             errors = [d for d in emitted if d.severity == "error"]
             if errors:  # the pass emitted located diagnostics before raising: show them first
-                lines = [_strip_severity(d.format(filename)) for d in errors] + [f"{exc.where or flag}: {exc.message}"]
+                named = exc.where is None and exc.message.startswith(f"{flag}:")
+                last = exc.message if named else f"{exc.where or flag}: {exc.message}"
+                lines = [_strip_severity(d.format(filename)) for d in errors] + [last]
                 return PassFailure("\n".join(lines), pass_name=flag, diagnostics=emitted, cause=exc)
-            return PassFailure(exc.message, pass_name=flag, diagnostics=emitted, cause=exc, where=exc.where or flag)
+            named = exc.message.startswith(f"{flag}:")  # the pass already names itself
+            where = exc.where or (None if named else flag)
+            return PassFailure(exc.message, pass_name=flag, diagnostics=emitted, cause=exc, where=where)
         message = f"internal error in pass '{flag}': {type(exc).__name__}: {exc}"
         error = PassFailure(message, pass_name=flag, diagnostics=emitted, cause=exc)
         error.__cause__ = exc

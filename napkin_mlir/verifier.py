@@ -270,6 +270,11 @@ _RULES: dict[str, Callable[[ir.Operation], None]] = {
 
 def verify_napkin(root: ir.Operation) -> list[Diagnostic]:
     """Check every napkin op under `root` (IRDL verification first); return the findings."""
+    with root.context, ir.Location.unknown():
+        return _verify(root)
+
+
+def _verify(root: ir.Operation) -> list[Diagnostic]:
     try:
         root.verify()
     except ir.MLIRError as err:

@@ -256,7 +256,10 @@ def _failure_diagnostics(err: PassFailure) -> list[PipelineDiagnostic]:
     cause = err.cause
     if any(d.severity == "error" for d in diags):
         if isinstance(cause, NapkinError) and not any(cause.message in d.message for d in diags):
-            diags.append(PipelineDiagnostic(f"{cause.where or err.pass_name}: {cause.message}"))
+            named = cause.where is None and cause.message.startswith(f"{err.pass_name}:")
+            diags.append(
+                PipelineDiagnostic(cause.message if named else f"{cause.where or err.pass_name}: {cause.message}")
+            )
         return diags
     located = re.fullmatch(r"(?P<file>[^\s:]*):(?P<line>\d+):(?P<col>\d+)", err.where or "")
     if located:
@@ -274,8 +277,16 @@ class ChunkResult:
     diagnostics: list[PipelineDiagnostic]
 
 
-def process_chunk(chunk: Chunk, pipeline: str, filename: str, args: object, dump_dir: str | None) -> ChunkResult:
-    """Parse, verify, transform and print one chunk in a fresh context."""
+def process_chunk(
+    chunk: Chunk,
+    pipeline: str,
+    filename: str,
+    *,
+    print_after_all: bool = False,
+    generic: bool = False,
+    dump_dir: str | None = None,
+) -> ChunkResult:
+    """Parse, verify, transform and print one chunk in a fresh context (never raises for bad IR)."""
     ctx = napkin_context()
     with ctx, ir.Location.unknown():
         try:
@@ -291,7 +302,7 @@ def process_chunk(chunk: Chunk, pipeline: str, filename: str, args: object, dump
                 run_pipeline(
                     module,
                     pipeline,
-                    print_after_all=getattr(args, "mlir_print_ir_after_all", False),
+                    print_after_all=print_after_all,
                     dump_dir=dump_dir,
                     filename=filename,
                 )
@@ -303,10 +314,7 @@ def process_chunk(chunk: Chunk, pipeline: str, filename: str, args: object, dump
                 ):
                     traceback.print_exception(err.cause)
                 return ChunkResult(None, _failure_diagnostics(err))
-        if getattr(args, "mlir_print_op_generic", False):
-            text = module.operation.get_asm(print_generic_op_form=True)
-        else:
-            text = str(module)
+        text = module.operation.get_asm(print_generic_op_form=True) if generic else str(module)
         return ChunkResult(text if text.endswith("\n") else text + "\n", [])
 
 
@@ -356,7 +364,14 @@ def _body(argv: list[str]) -> int:
         dump_dir = args.dump_dir
         if dump_dir and len(chunks) > 1:
             dump_dir = os.path.join(dump_dir, f"split-{index:02d}")
-        result = process_chunk(chunk, pipeline, filename, args, dump_dir)
+        result = process_chunk(
+            chunk,
+            pipeline,
+            filename,
+            print_after_all=args.mlir_print_ir_after_all,
+            generic=args.mlir_print_op_generic,
+            dump_dir=dump_dir,
+        )
         if result.output is not None:
             outputs.append(result.output)
         produced.extend(result.diagnostics)
