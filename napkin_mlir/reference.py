@@ -44,8 +44,18 @@ def _bhqd_to_jax(x: jax.Array) -> jax.Array:
 
 
 def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, dtype: jnp.dtype, causal: bool) -> jax.Array:
+    """jax.nn.dot_product_attention in `dtype`; for float64 (the ground truth) the same formula
+    written out, because dot_product_attention computes its softmax in float32."""
     qj, kj, vj = (_bhqd_to_jax(jnp.asarray(t, dtype)) for t in (q, k, v))
-    o = jax.nn.dot_product_attention(qj, kj, vj, is_causal=causal, implementation="xla")
+    if jnp.dtype(dtype) == jnp.float64:
+        n, kv = qj.shape[2], kj.shape[2]
+        kj, vj = jnp.repeat(kj, n // kv, axis=2), jnp.repeat(vj, n // kv, axis=2)
+        s = jnp.einsum("bqnd,bxnd->bnqx", qj, kj) / np.sqrt(qj.shape[-1])
+        if causal:
+            s = jnp.where(jnp.tril(jnp.ones(s.shape[-2:], bool)), s, -jnp.inf)
+        o = jnp.einsum("bnqx,bxnd->bqnd", jax.nn.softmax(s, axis=-1), vj)
+    else:
+        o = jax.nn.dot_product_attention(qj, kj, vj, is_causal=causal, implementation="xla")
     o = jnp.transpose(o, (0, 2, 1, 3))
     return o.reshape(q.shape)
 

@@ -23,6 +23,7 @@ def parse_sizes(text: str, flag: str) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for piece in filter(None, (p.strip() for p in text.split(","))):
         name, eq, value = piece.partition("=")
+        name = name.strip()
         if not eq or not name.strip().isidentifier():
             raise UsageError(f"{flag}: expected axis=size pairs like m=300,n=200, got '{piece}'")
         try:
@@ -33,7 +34,7 @@ def parse_sizes(text: str, flag: str) -> dict[str, int]:
             raise UsageError(f"{flag}: size of axis '{name}' must be positive, got {size}")
         if name in sizes:
             raise UsageError(f"{flag}: axis '{name}' given twice")
-        sizes[name.strip()] = size
+        sizes[name] = size
     if not sizes:
         raise UsageError(f"{flag}: no sizes given")
     return sizes
@@ -46,6 +47,9 @@ def run_main(body: Callable[[], int]) -> NoReturn:
     except NapkinError as err:
         sys.stderr.write(f"error: {err}\n")
         code = err.exit_code
+    except MemoryError:
+        sys.stderr.write("error: out of memory (the problem is too large for this machine)\n")
+        code = 1
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         code = 130

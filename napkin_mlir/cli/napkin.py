@@ -48,6 +48,8 @@ def _config(args: argparse.Namespace) -> VerifyConfig:
     if args.diagram != "attention" and (args.causal or args.kv_heads is not None):
         raise UsageError("--causal and --kv-heads apply to attention only")
     tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
+    if args.seed < 0:
+        raise UsageError(f"--seed must be non-negative, got {args.seed}")
     return VerifyConfig(
         diagram=args.diagram,
         dims=parse_sizes(args.dims, "--dims"),
