@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from mlir import ir
 
@@ -20,6 +21,9 @@ from napkin_mlir.errors import UsageError
 from napkin_mlir.harness import VerifyConfig, build, verify
 from napkin_mlir.passmanager import parse_pipeline, run_pipeline
 from napkin_mlir.pipeline import derivation
+
+#: Modules that add more subcommands: each defines `add_commands(subparsers)`.
+COMMAND_MODULES = ("napkin_mlir.cli.model", "napkin_mlir.cli.draw")
 
 DTYPE_CHOICES = ("f32", "f16", "bf16")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     ver = sub.add_parser("verify", help="compile a built-in diagram, run it on the CPU, compare with JAX")
     _add_problem_args(ver)
     ver.set_defaults(fn=cmd_verify)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     args = parser.parse_args(argv)
     run_main(lambda: args.fn(args))
 
