@@ -35,7 +35,7 @@ def _dtype(value: str) -> str:
     return value
 
 
-def _add_problem_args(p: argparse.ArgumentParser) -> None:
+def add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("diagram", help="built-in diagram: " + ", ".join(DIAGRAMS))
     p.add_argument("--dims", required=True, help="axis sizes by name, e.g. m=300,n=200,k=100")
     p.add_argument("--dtype", type=_dtype, default="f32", help="element type: f32, f16 or bf16 (default f32)")
@@ -46,7 +46,7 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", default=None, help="tile sizes by axis, e.g. q=64,x=32")
 
 
-def _config(args: argparse.Namespace) -> VerifyConfig:
+def problem_config(args: argparse.Namespace) -> VerifyConfig:
     if args.diagram not in DIAGRAMS:
         raise UsageError(f"unknown diagram '{args.diagram}' (expected one of {', '.join(DIAGRAMS)})")
     if args.diagram != "attention" and (args.causal or args.kv_heads is not None):
@@ -67,7 +67,7 @@ def _config(args: argparse.Namespace) -> VerifyConfig:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = problem_config(args)
     dims = ",".join(f"{k}={v}" for k, v in config.dims.items())
     print(f"verify {config.diagram} dims {dims} dtype {config.dtype} seed {config.seed}")
     result = verify(config, log=lambda s: print(f"  {s}"))
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(fn=cmd_demo)
     ver = sub.add_parser("verify", help="compile a built-in diagram, run it on the CPU, compare with JAX")
-    _add_problem_args(ver)
+    add_problem_args(ver)
     ver.set_defaults(fn=cmd_verify)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
