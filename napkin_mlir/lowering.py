@@ -254,7 +254,10 @@ def lower_contract(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[
     def body(xs: list[ir.Value], acc: ir.Value, _: Callable) -> ir.Value:
         return arith.addf(acc, arith.mulf(convert(xs[0], acc_t), convert(xs[1], acc_t)))
 
-    generic([lhs, rhs], out, [*out.axes, *reduced], body, reduced)
+    # reductions outside the last (contiguous) output axis: the innermost loop is unit-stride
+    # and free of loop-carried dependences, so LLVM vectorizes it
+    loops = [*out.axes[:-1], *reduced, *out.axes[-1:]] if out.axes else reduced
+    generic([lhs, rhs], out, loops, body, reduced)
 
 
 def lower_unary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:

@@ -1,0 +1,146 @@
+"""Benchmarks: the generated kernel and a reference, side by side in one run.
+
+Each measurement warms both up, then times `repeats` calls of each, interleaved, and reports
+medians and their ratio (napkin / reference; below 1 means the generated kernel is faster).
+Results are written as JSON under `bench/results/`. The CPU benchmark compares with
+`jax.nn.dot_product_attention` compiled by XLA for the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from mlir import ir
+
+from napkin_mlir import reference
+from napkin_mlir.arrays import ArrayType
+from napkin_mlir.context import napkin_context
+from napkin_mlir.cpu import NUMPY_DTYPES, CpuKernel
+from napkin_mlir.harness import VerifyConfig, build
+from napkin_mlir.pipeline import compile_to_loops
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One benchmarked problem: medians in seconds and the ratio napkin / reference."""
+
+    diagram: str
+    dims: dict[str, int]
+    dtype: str
+    causal: bool
+    tiles: dict[str, int]
+    napkin_median_s: float
+    reference_median_s: float
+    ratio: float
+    gflops_napkin: float
+    gflops_reference: float
+    repeats: int
+    max_abs_diff: float
+    reference_name: str = "jax.nn.dot_product_attention (XLA, CPU)"
+    napkin_times_s: list[float] = field(default_factory=list)
+    reference_times_s: list[float] = field(default_factory=list)
+
+
+def attention_flops(dims: dict[str, int], causal: bool) -> float:
+    """4·b·h·q·x·d (two matmuls), halved for causal, as FlashAttention counts."""
+    flops = 4.0 * dims["b"] * dims["h"] * dims["q"] * dims["x"] * dims["d"]
+    return flops / 2 if causal else flops
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def progress(i: int, n: int, label: str) -> None:
+    """A one-line progress bar on stderr."""
+    width = 30
+    done = int(width * i / max(n, 1))
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {label:<40}")
+    if i == n:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def bench_attention_cpu(config: VerifyConfig, repeats: int = 10, warmup: int = 2) -> Measurement:
+    """Time the derived attention kernel and XLA's attention on the same inputs."""
+    with napkin_context(), ir.Location.unknown():
+        module = build(config)
+        sizes: dict[str, int] = {}
+        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
+            sizes.update(ArrayType.from_mlir(arg.type).sizes)
+        compile_to_loops(module, config.diagram, sizes, config.tiles)
+        kernel = CpuKernel(module)
+    sig = next(iter(kernel.signatures.values()))
+    inputs = reference.random_inputs(sig.inputs, config.seed)
+    dtype = jnp.dtype(NUMPY_DTYPES[config.dtype])
+    qj, kj, vj = (reference._bhqd_to_jax(jnp.asarray(t, dtype)) for t in inputs)
+    xla = jax.jit(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=config.causal, implementation="xla"))
+
+    def run_napkin() -> np.ndarray:
+        return kernel(sig.name, *inputs)[0]
+
+    def run_xla() -> jax.Array:
+        return xla(qj, kj, vj).block_until_ready()
+
+    for _ in range(warmup):
+        ours, theirs = run_napkin(), run_xla()
+    ours_t, theirs_t = [], []
+    for _ in range(repeats):
+        ours_t.append(_timed(run_napkin))
+        theirs_t.append(_timed(run_xla))
+    theirs_bhqd = np.asarray(jnp.transpose(theirs, (0, 2, 1, 3)), np.float64).reshape(ours.shape)
+    diff = float(np.max(np.abs(np.asarray(ours, np.float64) - theirs_bhqd)))
+    ours_m, theirs_m = statistics.median(ours_t), statistics.median(theirs_t)
+    flops = attention_flops(config.dims, config.causal)
+    return Measurement(
+        diagram=config.diagram,
+        dims=dict(config.dims),
+        dtype=config.dtype,
+        causal=config.causal,
+        tiles=dict(config.tiles),
+        napkin_median_s=ours_m,
+        reference_median_s=theirs_m,
+        ratio=ours_m / theirs_m,
+        gflops_napkin=flops / ours_m / 1e9,
+        gflops_reference=flops / theirs_m / 1e9,
+        repeats=repeats,
+        max_abs_diff=diff,
+        napkin_times_s=ours_t,
+        reference_times_s=theirs_t,
+    )
+
+
+def write_results(kind: str, measurements: list[Measurement], out: Path | None = None) -> Path:
+    """Write measurements and the machine they came from as JSON; return the path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out or RESULTS_DIR / f"{kind}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+        },
+        "measurements": [asdict(m) for m in measurements],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
