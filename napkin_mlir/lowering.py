@@ -433,7 +433,12 @@ def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buf
     with ir.InsertionPoint(loop.body):
         offsets = {a: arith.muli(iv, _index(tile[a])) for a, iv in zip(axes, loop.induction_variables, strict=True)}
         for a in axes:
-            extent = _valid_extent(offsets[a], tile[a], full[a])
+            outer = saved.get(a)  # the enclosing tile along `a` may itself be partial
+            if outer is not None:
+                remaining = arith.subi(outer, offsets[a])
+                extent = arith.maxsi(_index(0), arith.minsi(_index(tile[a]), remaining))
+            else:
+                extent = _valid_extent(offsets[a], tile[a], full[a])
             if extent is not None:
                 lw.extents[a] = extent
             else:

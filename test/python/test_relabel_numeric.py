@@ -106,3 +106,31 @@ def test_broken_online_update_is_caught(break_it: bool, seed: int) -> None:
     ref32 = reference.attention_ref(*inputs, jnp.float32, False)
     passed, _ = judge(config, reference.compare(out, ref64, ref32))
     assert passed is (not break_it)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_relabelings_recurse_to_warps(causal: bool, seed: int) -> None:
+    """Group q again inside the CTA group (warps), with partial tiles at both levels."""
+    dims = {"b": 1, "h": 2, "q": 45, "x": 37, "d": 16}
+    pipeline = (
+        "builtin.module(napkin-assign-levels,napkin-group-partition{axes=b,h,q sizes=1,1,32 level=grid},"
+        "napkin-group-partition{axes=q sizes=8 level=warp},napkin-stream-partition{axis=x size=8},"
+        f"napkin-verify,{LOOPS_PIPELINE})"
+    )
+    with napkin_context(), ir.Location.unknown():
+        module = attention(dims, causal=causal)
+        run_pipeline(module, pipeline)
+        text = str(module)
+        assert "#gpu.warp<x>" in text and "#gpu.block<x>" in text
+        kernel = CpuKernel(module)
+        sig = next(iter(kernel.signatures.values()))
+        inputs = reference.random_inputs(sig.inputs, seed)
+        (out,) = kernel(sig.name, *inputs)
+    config = VerifyConfig("attention", dims, causal=causal)
+    c = reference.compare(
+        out,
+        reference.attention_ref(*inputs, jnp.float64, causal),
+        reference.attention_ref(*inputs, jnp.float32, causal),
+    )
+    passed, criterion = judge(config, c)
+    assert passed, f"{c} vs {criterion}"
