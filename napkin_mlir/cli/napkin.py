@@ -2,6 +2,8 @@
 
     napkin demo                      a short tour: diagram, passes, result vs JAX
     napkin verify matmul|attention|mlp --dims ... [--dtype f32|f16|bf16] [--seed N] ...
+    napkin build attention --dims ... [-o FILE]   the diagram as napkin IR
+    napkin pipeline attention --dims ...           its relabeling pipeline (for napkin-opt)
 
 `verify` ends with a line starting with PASS or FAIL and exits 0 only on PASS.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 from mlir import ir
 
@@ -64,6 +67,34 @@ def problem_config(args: argparse.Namespace) -> VerifyConfig:
         activation=args.activation,
         tiles=tiles,
     )
+
+
+def _sizes_of(module: ir.Module) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for arg in module.body.operations[0].regions[0].blocks[0].arguments:
+        sizes.update(ArrayType.from_mlir(arg.type).sizes)
+    return sizes
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Print (or write) the built-in diagram as napkin IR, ready for napkin-opt."""
+    config = problem_config(args)
+    with napkin_context(), ir.Location.unknown():
+        text = str(build(config))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """Print the relabeling pipeline of a built-in diagram (for napkin-opt --pass-pipeline)."""
+    config = problem_config(args)
+    with napkin_context(), ir.Location.unknown():
+        sizes = _sizes_of(build(config))
+    print(derivation(config.diagram, sizes, config.tiles))
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -154,6 +185,13 @@ def main(argv: list[str] | None = None) -> None:
     ver.set_defaults(fn=cmd_verify)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    emit = sub.add_parser("build", help="print a built-in diagram as napkin IR")
+    add_problem_args(emit)
+    emit.add_argument("-o", "--output", default=None, help="write to FILE instead of stdout")
+    emit.set_defaults(fn=cmd_build)
+    pipe = sub.add_parser("pipeline", help="print the relabeling pipeline of a built-in diagram")
+    add_problem_args(pipe)
+    pipe.set_defaults(fn=cmd_pipeline)
     args = parser.parse_args(argv)
     run_main(lambda: args.fn(args))
 

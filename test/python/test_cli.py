@@ -7,6 +7,8 @@ errors exit 2.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import CliResult
 
@@ -137,3 +139,46 @@ def test_demo(run_cli) -> None:
     assert "PASS" in r.stdout, r.describe()
     assert "FAIL" not in r.stdout, r.describe()
     assert "Traceback" not in r.stderr, r.describe()
+
+
+def test_build_then_napkin_opt_derivation(run_cli, tmp_path) -> None:
+    """`napkin build` writes the diagram; `napkin pipeline` gives the relabeling pipeline that
+    napkin-opt runs on it, printing the IR after every relabeling."""
+    diagram = tmp_path / "attention.mlir"
+    dims = ["--dims", "b=1,h=2,q=40,x=56,d=16", "--causal"]
+    r = run_cli("napkin", "build", "attention", *dims, "-o", str(diagram))
+    assert r.rc == 0 and '"napkin.softmax"' in diagram.read_text(), r.describe()
+    p = run_cli("napkin", "pipeline", "attention", *dims, "--tile", "q=16,x=8")
+    assert p.rc == 0, p.describe()
+    pipeline = p.stdout.strip()
+    assert "napkin-stream-partition{axis=x size=8}" in pipeline, pipeline
+    o = run_cli("napkin-opt", str(diagram), f"--pass-pipeline={pipeline}", "--mlir-print-ir-after-all")
+    assert o.rc == 0, o.describe()
+    for step in ("napkin-assign-levels", "napkin-group-partition", "napkin-stream-partition"):
+        assert f"IR Dump After {step}" in o.stderr, o.describe()
+    assert '"napkin.stream"' in o.stdout and '"napkin.softmax"' not in o.stdout, o.describe()
+
+
+def test_bench_cpu_writes_json(run_cli, tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    r = run_cli(
+        "napkin",
+        "bench",
+        "attention",
+        "--target",
+        "cpu",
+        "--dims",
+        "b=1,h=2,q=64,x=64,d=16",
+        "--repeats",
+        "3",
+        "-o",
+        str(out),
+        timeout=300,
+    )
+    assert r.rc == 0, r.describe()
+    data = json.loads(out.read_text())
+    (m,) = data["measurements"]
+    assert m["napkin_median_s"] > 0 and m["reference_median_s"] > 0
+    assert abs(m["ratio"] - m["napkin_median_s"] / m["reference_median_s"]) < 1e-9
+    assert m["max_abs_diff"] < 1e-4, "the benchmarked kernel must agree with XLA"
+    assert len(m["napkin_times_s"]) == 3 and "cpu_count" in data["machine"]
