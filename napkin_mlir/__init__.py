@@ -2,11 +2,28 @@
 
 Public entry points: `napkin_context` (a context with the dialect loaded), `ArrayType`
 (named-axis arrays), the diagram builders in `napkin_mlir.diagrams`, and the pipeline in
-`napkin_mlir.pipeline`.
+`napkin_mlir.pipeline`. Importing the package itself loads nothing heavy, so
+`napkin_mlir.gpu_runner` runs on machines without the MLIR wheels.
 """
 
-from napkin_mlir.arrays import ArrayType
-from napkin_mlir.context import napkin_context
-from napkin_mlir.errors import NapkinError
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["ArrayType", "NapkinError", "napkin_context"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ArrayType":
+        from napkin_mlir.arrays import ArrayType
+
+        return ArrayType
+    if name == "napkin_context":
+        from napkin_mlir.context import napkin_context
+
+        return napkin_context
+    if name == "NapkinError":
+        from napkin_mlir.errors import NapkinError
+
+        return NapkinError
+    raise AttributeError(name)

@@ -26,7 +26,7 @@ from napkin_mlir.passmanager import parse_pipeline, run_pipeline
 from napkin_mlir.pipeline import derivation
 
 #: Modules that add more subcommands: each defines `add_commands(subparsers)`.
-COMMAND_MODULES = ("napkin_mlir.cli.model", "napkin_mlir.cli.draw", "napkin_mlir.cli.bench")
+COMMAND_MODULES = ("napkin_mlir.cli.model", "napkin_mlir.cli.draw", "napkin_mlir.cli.bench", "napkin_mlir.cli.compile")
 
 DTYPE_CHOICES = ("f32", "f16", "bf16")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")

@@ -1,0 +1,75 @@
+"""`napkin compile`: a built-in diagram through the derivation to a GPU kernel and its sidecar.
+
+    napkin compile attention --target sm_80|sm_90a --dims ... --dtype bf16 [--causal]
+                   [--tile q=64,x=32] [--emit gpu|nvvm|ptx|cubin] -o FILE
+
+`--emit ptx` and `--emit cubin` also write `FILE.json`, the sidecar a runner needs (entry,
+grid, block, dynamic shared memory, arguments in order, ptxas's resource report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mlir import ir
+
+from napkin_mlir.cli.napkin import add_problem_args, problem_config
+from napkin_mlir.context import napkin_context
+from napkin_mlir.errors import UsageError
+from napkin_mlir.gpu import TARGETS, assemble, compile_gpu, write_sidecar
+from napkin_mlir.harness import build
+from napkin_mlir.pipeline import compile_to_loops
+
+EMIT = ("gpu", "nvvm", "ptx", "cubin")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    config = problem_config(args)
+    out = Path(args.output)
+    if args.emit in ("ptx", "cubin") and out.suffix != f".{args.emit}":
+        raise UsageError(f"-o {out}: --emit {args.emit} writes a .{args.emit} file")
+    with napkin_context(), ir.Location.unknown():
+        module = build(config)
+        sizes: dict[str, int] = {}
+        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
+            from napkin_mlir.arrays import ArrayType
+
+            sizes.update(ArrayType.from_mlir(arg.type).sizes)
+        compile_to_loops(module, config.diagram, sizes, config.tiles)
+        kernel, text = compile_gpu(module, args.target, stop_after="ptx" if args.emit == "cubin" else args.emit)
+    if kernel is None:
+        out.write_text(text)
+        print(f"wrote {out} ({args.emit} stage)")
+        return 0
+    kernel.problem.update(
+        {
+            "diagram": config.diagram,
+            "dims": config.dims,
+            "dtype": config.dtype,
+            "causal": config.causal,
+            "kv_heads": config.kv_heads,
+            "tiles": config.tiles,
+        }
+    )
+    cubin = out.with_suffix(".cubin")
+    kernel.ptxas = assemble(kernel.ptx, args.target, cubin)
+    if args.emit == "ptx":
+        out.write_text(kernel.ptx)
+        cubin.unlink(missing_ok=True)
+    sidecar = write_sidecar(kernel, out)
+    report = {k: v for k, v in kernel.ptxas.items() if k != "raw"}
+    print(f"wrote {out} and {sidecar}")
+    print(f"entry {kernel.entry}: grid {kernel.grid}, block {kernel.block}, dynamic smem {kernel.dynamic_smem_bytes} B")
+    print(f"ptxas ({args.target}): {json.dumps(report)}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile", help="compile a built-in diagram to a GPU kernel (PTX/cubin + sidecar)")
+    add_problem_args(p)
+    p.add_argument("--target", choices=tuple(TARGETS), required=True, help="GPU architecture")
+    p.add_argument("--emit", choices=EMIT, default="cubin", help="stage to write (default cubin)")
+    p.add_argument("-o", "--output", required=True, help="output file")
+    p.set_defaults(fn=cmd_compile)

@@ -1,0 +1,375 @@
+"""The GPU backend: the loop program mapped to CTAs and threads, lowered to NVVM, PTX, cubin.
+
+The same loop program the CPU runs is mapped with upstream transforms:
+
+1. every linalg op is tiled over the CTA's threads (`transform.structured.tile_using_forall`,
+   the last parallel axis over `#gpu.thread<x>`, the one before over `#gpu.thread<y>`);
+2. the group loop becomes the grid (`transform.gpu.map_forall_to_blocks`) and the thread
+   loops are mapped with barriers between them (`transform.gpu.map_nested_forall_to_threads`);
+3. the tile buffers become views of one dynamic shared-memory buffer. In this SIMT mapping
+   the register-level tiles are shared by the CTA's threads, so they live in shared memory
+   too; the tensor-core mapping (fragments in registers) is not built yet;
+4. `gpu-kernel-outlining`, the upstream NVVM tail (`GPU_PIPELINE`, pastes into mlir-opt) and
+   `gpu-module-to-binary{format=isa}` give PTX; `ptxas` from the `nvidia-cuda-nvcc` wheel
+   assembles the cubin and reports registers, spills and shared memory.
+
+`compile_gpu` returns a `GpuKernel` whose sidecar (JSON) tells a runner how to launch it:
+entry name, grid, block, dynamic shared memory bytes and the arguments in order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mlir import ir
+from mlir.dialects import gpu as gpu_d
+from mlir.dialects import memref
+from mlir.dialects.transform import interpreter
+from mlir.passmanager import PassManager
+
+from napkin_mlir.arrays import DTYPE_BYTES, ArrayType
+from napkin_mlir.context import format_diagnostics
+from napkin_mlir.errors import NapkinError, ToolError
+
+TARGETS = {"sm_80": "+ptx80", "sm_90a": "+ptx80"}
+
+#: Threads per CTA of the SIMT mapping: 32 along x (the contiguous axis), 4 along y.
+BLOCK = (32, 4, 1)
+
+#: Loop program inside gpu.launch -> PTX (upstream passes; pastes into mlir-opt unchanged).
+GPU_PIPELINE = (
+    "builtin.module("
+    "gpu-launch-sink-index-computations,gpu-kernel-outlining,"
+    "nvvm-attach-target{{chip={chip} features={features} O=3}},"
+    "gpu.module(convert-scf-to-cf,expand-strided-metadata,lower-affine,"
+    "convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},canonicalize,cse,reconcile-unrealized-casts),"
+    "gpu-module-to-binary{{format=isa}})"
+)
+
+
+@dataclass(frozen=True)
+class KernelArg:
+    """One kernel parameter: a named array (a device pointer) in the launch order."""
+
+    name: str
+    role: str  # "input" or "output"
+    dtype: str
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+
+
+@dataclass
+class GpuKernel:
+    """A compiled kernel and everything a runner needs to launch it."""
+
+    target: str
+    entry: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    dynamic_smem_bytes: int
+    args: list[KernelArg]
+    ptx: str
+    problem: dict[str, object] = field(default_factory=dict)
+    ptxas: dict[str, object] = field(default_factory=dict)
+
+    def sidecar(self, binary: str) -> dict[str, object]:
+        return {
+            "format": 1,
+            "binary": binary,
+            "target": self.target,
+            "entry": self.entry,
+            "grid": list(self.grid),
+            "block": list(self.block),
+            "dynamic_smem_bytes": self.dynamic_smem_bytes,
+            "args": [asdict(a) for a in self.args],
+            "problem": self.problem,
+            "ptxas": self.ptxas,
+        }
+
+
+# --- mapping to threads ------------------------------------------------------------------------
+
+
+def _iterators(op: ir.Operation) -> list[str]:
+    if op.name == "linalg.fill":
+        return ["parallel"] * ir.MemRefType(op.operands[1].type).rank
+    return [str(a).split("<")[1].rstrip(">") for a in ir.ArrayAttr(op.attributes["iterator_types"])]
+
+
+def _thread_tiling(op: ir.Operation) -> tuple[list[int], list[str]]:
+    """num_threads per loop (0 = not split) and the thread mapping of the split loops."""
+    iters = _iterators(op)
+    parallel = [i for i, t in enumerate(iters) if t == "parallel"]
+    counts = [0] * len(iters)
+    mapping: list[str] = []
+    if parallel:
+        counts[parallel[-1]] = BLOCK[0]
+        mapping.append("#gpu.thread<x>")
+        if len(parallel) > 1:
+            counts[parallel[-2]] = BLOCK[1]
+            mapping.insert(0, "#gpu.thread<y>")
+    return counts, mapping
+
+
+def map_to_threads(module: ir.Module) -> None:
+    """Tile every linalg op over the CTA's threads, then map groups to blocks and threads."""
+    ops: list[ir.Operation] = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name in ("linalg.generic", "linalg.fill"):
+            ops.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    steps = []
+    for i, op in enumerate(ops):
+        op.attributes["napkin.thread_tile"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), i)
+        counts, mapping = _thread_tiling(op)
+        if not mapping:
+            continue
+        steps.append(
+            f"    %m{i} = transform.structured.match attributes{{napkin.thread_tile = {i} : i64}} in %root"
+            " : (!transform.any_op) -> !transform.any_op\n"
+            f"    %t{i}, %f{i} = transform.structured.tile_using_forall %m{i} num_threads [{', '.join(map(str, counts))}]"
+            f" (mapping = [{', '.join(mapping)}]) : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n"
+        )
+    script = (
+        "module attributes {transform.with_named_sequence} {\n"
+        "  transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {\n"
+        + "".join(steps)
+        + '    %fn = transform.structured.match ops{["func.func"]} in %root : (!transform.any_op) -> !transform.any_op\n'
+        "    %g = transform.gpu.map_forall_to_blocks %fn generate_gpu_launch : (!transform.any_op) -> !transform.any_op\n"
+        f"    %h = transform.gpu.map_nested_forall_to_threads %g block_dims = [{', '.join(map(str, BLOCK))}]"
+        " : (!transform.any_op) -> !transform.any_op\n"
+        "    transform.yield\n  }\n}\n"
+    )
+    seq = ir.Module.parse(script)
+    try:
+        interpreter.apply_named_sequence(module.operation, seq.body.operations[0], seq.operation)
+    except ir.MLIRError as err:
+        raise NapkinError(f"mapping the loop program to GPU threads failed:\n{format_diagnostics(err)}") from None
+
+
+# --- shared memory --------------------------------------------------------------------------
+
+
+def _workgroup(t: ir.Type) -> ir.Type:
+    if isinstance(t, ir.MemRefType) and t.memory_space is not None:
+        space = ir.Attribute.parse("#gpu.address_space<workgroup>")
+        return ir.MemRefType.get(t.shape, t.element_type, layout=t.layout, memory_space=space)
+    return t
+
+
+def registers_to_shared(module: ir.Module) -> None:
+    """Retype register-level (private) buffers as shared: the SIMT mapping shares tiles."""
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        for r in op.results:
+            r.set_type(_workgroup(r.type))
+        for region in op.regions:
+            for block in region.blocks:
+                for a in block.arguments:
+                    a.set_type(_workgroup(a.type))
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+
+
+def promote_allocs(module: ir.Module) -> int:
+    """Replace every workgroup `memref.alloc` by a view into dynamic shared memory; drop the
+    deallocs. Returns the bytes of dynamic shared memory the kernel needs."""
+    allocs: list[ir.Operation] = []
+    deallocs: list[ir.Operation] = []
+    launch: list[ir.Operation] = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "gpu.launch":
+            launch.append(op)
+        elif op.name == "memref.alloc":
+            allocs.append(op)
+        elif op.name == "memref.dealloc":
+            deallocs.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    if len(launch) != 1:
+        raise NapkinError(f"expected one gpu.launch after mapping, found {len(launch)}")
+    for op in deallocs:
+        op.erase()
+    body = launch[0].regions[0].blocks[0]
+    first = body.operations[0]
+    i8 = ir.IntegerType.get_signless(8)
+    space = ir.Attribute.parse("#gpu.address_space<workgroup>")
+    offset = 0
+    with ir.InsertionPoint(first), launch[0].location:
+        base = gpu_d.dynamic_shared_memory(
+            ir.MemRefType.get([ir.ShapedType.get_dynamic_size()], i8, memory_space=space)
+        )
+        for op in allocs:
+            t = ir.MemRefType(op.results[0].type)
+            size = t.element_type.width // 8
+            for s in t.shape:
+                size *= s
+            from mlir.dialects import arith
+
+            view = memref.view(t, base, arith.constant(ir.IndexType.get(), offset), [])
+            op.results[0].replace_all_uses_with(view)
+            op.erase()
+            offset += -(-size // 16) * 16
+    return offset
+
+
+# --- compile ----------------------------------------------------------------------------------
+
+
+def _kernel_args(module: ir.Module) -> tuple[str, list[KernelArg]]:
+    from napkin_mlir.cpu import signature_of
+
+    func = next(op.operation for op in module.body.operations if op.operation.name == "func.func")
+    sig = signature_of(func)
+    names = list(sig.input_names) + [f"out{i}" for i in range(len(sig.outputs))]
+    arrays: list[ArrayType] = [*sig.inputs, *sig.outputs]
+    roles = ["input"] * len(sig.inputs) + ["output"] * len(sig.outputs)
+    args = [KernelArg(n, r, a.dtype, a.shape, a.axes) for n, r, a in zip(names, roles, arrays, strict=True)]
+    return sig.name, args
+
+
+def compile_gpu(module: ir.Module, target: str, stop_after: str = "ptx") -> tuple[GpuKernel | None, str]:
+    """Map a loop program to the GPU and lower it. Returns the kernel description and the IR
+    (or PTX) text at `stop_after` (gpu | nvvm | ptx)."""
+    if target not in TARGETS:
+        raise NapkinError(f"unknown GPU target '{target}' (expected {', '.join(TARGETS)})")
+    name, args = _kernel_args(module)
+    try:
+        PassManager.parse("builtin.module(canonicalize,cse)").run(module.operation)
+    except ir.MLIRError as err:
+        raise NapkinError(format_diagnostics(err)) from None
+    registers_to_shared(module)
+    map_to_threads(module)
+    smem = promote_allocs(module)
+    launch = _launch_shape(module)
+    try:
+        PassManager.parse("builtin.module(func.func(convert-linalg-to-loops),canonicalize,cse)").run(module.operation)
+    except ir.MLIRError as err:
+        raise NapkinError(format_diagnostics(err)) from None
+    if stop_after == "gpu":
+        return None, str(module)
+    pipeline = GPU_PIPELINE.format(chip=target, features=TARGETS[target])
+    if stop_after == "nvvm":
+        pipeline = pipeline.replace(",gpu-module-to-binary{format=isa})", ")")
+    try:
+        PassManager.parse(pipeline).run(module.operation)
+    except ir.MLIRError as err:
+        raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
+    if stop_after == "nvvm":
+        return None, str(module)
+    binary = next(op for op in module.body.operations if op.operation.name == "gpu.binary")
+    obj = gpu_d.ObjectAttr(ir.ArrayAttr(binary.attributes["objects"])[0])
+    ptx = obj.object.decode() if isinstance(obj.object, bytes) else str(obj.object)
+    entry = re.search(r"\.visible \.entry (\w+)\(", ptx)
+    if not entry:
+        raise NapkinError("the PTX has no kernel entry")
+    order = _launch_arg_order(module)
+    kernel = GpuKernel(
+        target, entry.group(1), launch[0], launch[1], smem, [args[i] for i in order], ptx, problem={"function": name}
+    )
+    return kernel, ptx
+
+
+def _launch_arg_order(module: ir.Module) -> list[int]:
+    """Indices (into the function's arguments) of the kernel's parameters, in launch order."""
+    func = next(op.operation for op in module.body.operations if op.operation.name == "func.func")
+    params = list(func.regions[0].blocks[0].arguments)
+    found: list[ir.Operation] = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "gpu.launch_func":
+            found.append(op)
+        return ir.WalkResult.ADVANCE
+
+    func.walk(visit)
+    order = [params.index(v) for v in found[0].operands if v in params]
+    if sorted(order) != list(range(len(params))):
+        raise NapkinError("every kernel argument must be one of the function's arrays")
+    return order
+
+
+def _launch_shape(module: ir.Module) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    found: list[ir.Operation] = []
+    module.operation.walk(lambda op: (found.append(op) if op.name == "gpu.launch" else None) or ir.WalkResult.ADVANCE)
+    launch = found[0]
+    dims = []
+    for v in list(launch.operands)[:6]:
+        owner = v.owner
+        if getattr(owner, "name", "") != "arith.constant":
+            raise NapkinError("the launch grid must be static")
+        dims.append(ir.IntegerAttr(owner.attributes["value"]).value)
+    return (dims[0], dims[1], dims[2]), (dims[3], dims[4], dims[5])
+
+
+# --- ptxas ------------------------------------------------------------------------------------
+
+
+def ptxas_path() -> str:
+    """ptxas from the nvidia-cuda-nvcc wheel, else from PATH."""
+    try:
+        import nvidia
+
+        for base in nvidia.__path__:
+            cand = Path(base) / "cu13" / "bin" / "ptxas"
+            if cand.exists():
+                return str(cand)
+    except ImportError:
+        pass
+    found = shutil.which("ptxas")
+    if not found:
+        raise ToolError("ptxas not found: install the nvidia-cuda-nvcc wheel (make installs it) or put ptxas on PATH")
+    return found
+
+
+def assemble(ptx: str, target: str, cubin: Path) -> dict[str, object]:
+    """Run ptxas -v on the PTX; write the cubin; return the resource report."""
+    ptx_file = cubin.with_suffix(".ptx")
+    ptx_file.write_text(ptx)
+    proc = subprocess.run(
+        [ptxas_path(), f"-arch={target}", "-v", "-O3", "-o", str(cubin), str(ptx_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ToolError(f"ptxas rejected the kernel for {target}:\n{proc.stderr.strip()}")
+    return parse_ptxas_report(proc.stderr)
+
+
+def parse_ptxas_report(text: str) -> dict[str, object]:
+    """Registers, spills, shared memory and stack from `ptxas -v` output."""
+
+    def num(pattern: str) -> int:
+        m = re.search(pattern, text)
+        return int(m.group(1)) if m else 0
+
+    return {
+        "registers": num(r"Used (\d+) registers"),
+        "spill_stores_bytes": num(r"(\d+) bytes spill stores"),
+        "spill_loads_bytes": num(r"(\d+) bytes spill loads"),
+        "stack_frame_bytes": num(r"(\d+) bytes stack frame"),
+        "static_smem_bytes": num(r"(\d+) bytes smem"),
+        "barriers": num(r"used (\d+) barriers"),
+        "raw": text.strip(),
+    }
+
+
+def write_sidecar(kernel: GpuKernel, binary: Path) -> Path:
+    path = binary.with_suffix(binary.suffix + ".json")
+    path.write_text(json.dumps(kernel.sidecar(binary.name), indent=2) + "\n")
+    return path
+
+
+def element_bytes(dtype: str) -> int:
+    return DTYPE_BYTES[dtype]
