@@ -1,0 +1,147 @@
+"""GPU descriptions for the performance model, one JSON data file per target.
+
+Each file (`a100.json`, `h100.json`, `h200.json`) holds `entries`: every number with its
+`unit` and the `source` it comes from (NVIDIA datasheets and whitepapers, the CUDA C++
+Programming Guide, the PTX ISA; the few measured figures say "estimate"). Adding a GPU is
+adding a file. `gpu(name)` loads one as a `Hardware`: the memory levels from the top
+(HBM, L2, SMEM, registers) with their capacities and bandwidths, peak rates per dtype,
+exponent (MUFU) throughput, occupancy limits and the tensor-core instruction shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from napkin_mlir.errors import UsageError
+
+DATA_DIR = Path(__file__).parent
+
+#: dtype spellings accepted by the model -> canonical name used in the data files.
+DTYPE_ALIASES: dict[str, str] = {
+    "f64": "fp64",
+    "fp64": "fp64",
+    "f32": "fp32",
+    "fp32": "fp32",
+    "tf32": "tf32",
+    "f16": "fp16",
+    "fp16": "fp16",
+    "bf16": "bf16",
+    "fp8": "fp8",
+    "f8": "fp8",
+    "e4m3": "fp8",
+    "e5m2": "fp8",
+}
+
+#: Bytes per element of each canonical dtype (tf32 is stored as 32-bit).
+DTYPE_BYTES: dict[str, float] = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+
+
+def canonical_dtype(dtype: str) -> str:
+    try:
+        return DTYPE_ALIASES[dtype.lower()]
+    except KeyError:
+        raise UsageError(f"unknown dtype '{dtype}' (expected one of {', '.join(sorted(DTYPE_ALIASES))})") from None
+
+
+@dataclass(frozen=True)
+class Level:
+    """A memory level: `capacity_bytes` per processor of that level (whole device for HBM
+    and L2, one CTA for SMEM, one thread for registers), `bandwidth` of reads from it (B/s,
+    whole device)."""
+
+    name: str
+    capacity_bytes: float
+    bandwidth: float
+    per: str
+
+
+@dataclass(frozen=True)
+class Hardware:
+    name: str
+    title: str
+    arch: str
+    entries: dict[str, Any] = field(repr=False)
+    sources: dict[str, str] = field(repr=False)
+
+    def __getattr__(self, key: str) -> Any:
+        entries = self.__dict__.get("entries", {})
+        if key in entries:
+            return entries[key]
+        raise AttributeError(key)
+
+    def source(self, key: str) -> str:
+        return self.sources[key]
+
+    @property
+    def smem_bandwidth(self) -> float:
+        """Device-wide shared-memory bandwidth (B/s)."""
+        return self.smem_bandwidth_per_sm_clk * self.sm_count * self.clock_hz
+
+    @property
+    def exp_rate(self) -> float:
+        """Device-wide exponent (MUFU ex2) throughput, results per second."""
+        return self.exp_per_sm_clk * self.sm_count * self.clock_hz
+
+    @property
+    def levels(self) -> list[Level]:
+        """HBM, L2, SMEM, registers, from the top."""
+        return [
+            Level("HBM", self.hbm_bytes, self.hbm_bandwidth, "device"),
+            Level("L2", self.l2_bytes, self.l2_bandwidth, "device"),
+            Level("SMEM", self.smem_per_cta, self.smem_bandwidth, "CTA"),
+            Level("REG", self.registers_per_thread * 4, float("inf"), "thread"),
+        ]
+
+    def peak(self, dtype: str) -> float:
+        """Dense tensor-core peak (FLOP/s) for contractions on `dtype` inputs (CUDA-core fp32
+        for f32, which the model does not silently round to tf32); raises UsageError when the
+        GPU has no such unit (fp8 on Ampere)."""
+        dt = canonical_dtype(dtype)
+        value = self.entries.get(f"peak_{dt}")
+        if value is None:
+            raise UsageError(f"{self.title} has no {dt} tensor cores")
+        return float(value)
+
+    @property
+    def scalar_peak(self) -> float:
+        """CUDA-core fp32 rate (FLOP/s, an FMA counted as 2): elementwise work."""
+        return float(self.peak_fp32)
+
+    def mma_instruction(self, dtype: str) -> str | None:
+        return self.mma.get(canonical_dtype(dtype))
+
+    def mma_shape(self, dtype: str) -> tuple[int, int, int]:
+        return tuple(self.entries["mma_shape"].get(canonical_dtype(dtype), (1, 1, 1)))  # type: ignore[return-value]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "arch": self.arch,
+            "entries": {k: {"value": v, "source": self.sources[k]} for k, v in self.entries.items()},
+        }
+
+
+def available() -> list[str]:
+    """Names of the GPUs with a data file."""
+    return sorted(p.stem for p in DATA_DIR.glob("*.json"))
+
+
+@cache
+def gpu(name: str) -> Hardware:
+    """Load `<name>.json` (case-insensitive: a100, h100, h200)."""
+    key = name.lower()
+    path = DATA_DIR / f"{key}.json"
+    if not path.exists():
+        raise UsageError(f"unknown GPU '{name}' (expected one of {', '.join(available())})")
+    data = json.loads(path.read_text())
+    entries = {k: e["value"] for k, e in data["entries"].items()}
+    sources = {k: e["source"] for k, e in data["entries"].items()}
+    missing = [k for k, s in sources.items() if not s]
+    if missing:
+        raise UsageError(f"{path.name}: entries without a source: {', '.join(missing)}")
+    return Hardware(data["name"], data["title"], data["arch"], entries, sources)
