@@ -260,10 +260,13 @@ def compile_gpu(module: ir.Module, target: str, stop_after: str = "ptx") -> tupl
     if stop_after == "gpu":
         return None, str(module)
     pipeline = GPU_PIPELINE.format(chip=target, features=TARGETS[target])
+    outline, rest = pipeline.split("gpu-kernel-outlining,")
     if stop_after == "nvvm":
-        pipeline = pipeline.replace(",gpu-module-to-binary{format=isa})", ")")
+        rest = rest.replace(",gpu-module-to-binary{format=isa})", ")")
     try:
-        PassManager.parse(pipeline).run(module.operation)
+        PassManager.parse(outline + "gpu-kernel-outlining)").run(module.operation)
+        _one_cta_per_sm_is_enough(module)
+        PassManager.parse("builtin.module(" + rest).run(module.operation)
     except ir.MLIRError as err:
         raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
     if stop_after == "nvvm":
@@ -279,6 +282,18 @@ def compile_gpu(module: ir.Module, target: str, stop_after: str = "ptx") -> tupl
         target, entry.group(1), launch[0], launch[1], smem, [args[i] for i in order], ptx, problem={"function": name}
     )
     return kernel, ptx
+
+
+def _one_cta_per_sm_is_enough(module: ir.Module) -> None:
+    """Mark kernels `nvvm.minctasm = 1` (PTX `.minnctapersm 1`): without it ptxas for sm_90a
+    caps a 128-thread kernel at 128 registers and spills; occupancy is the model's decision."""
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "gpu.func" and "gpu.kernel" in op.attributes:
+            op.attributes["nvvm.minctasm"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), 1)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
 
 
 def _launch_arg_order(module: ir.Module) -> list[int]:

@@ -423,7 +423,9 @@ def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buf
     kind = GROUP_MAPPING.get(level)
     if kind is None:
         raise NapkinError(f"unknown group level '{level}' (known: {', '.join(GROUP_MAPPING)})")
-    dims = ["x", "y", "z"] if len(axes) <= 3 else [f"linear_dim_{i}" for i in range(len(axes))]
+    if len(axes) > 3:
+        raise NapkinError(f"a group partition maps to at most 3 grid/thread dimensions, got {len(axes)} axes {axes}")
+    dims = ["x", "y", "z"]
     mapping = ir.ArrayAttr.get(
         [ir.Attribute.parse(f"#gpu.{kind}<{dims[len(axes) - 1 - i]}>") for i in range(len(axes))]
     )

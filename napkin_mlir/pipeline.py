@@ -77,7 +77,10 @@ def derivation(diagram: str, sizes: dict[str, int], tiles: dict[str, int] | None
         if tiles[axis] > sizes[axis]:
             raise UsageError(f"--tile: tile {axis}={tiles[axis]} is larger than the axis ({axis}={sizes[axis]})")
     chosen = {a: min(tiles.get(a, DEFAULT_TILES[diagram][a]), sizes[a]) for a in (*grouped, streamed)}
-    woven = [a for a in ("b", "h", "r") if a in sizes and diagram == "attention"]
+    # batch and (key/value) heads: one group per slice. With grouped-query attention the `r`
+    # query heads sharing a key/value head stay together in one group, so each K/V chunk is
+    # loaded once for all of them.
+    woven = [a for a in ("b", "h") if a in sizes and diagram == "attention"]
     axes = [*woven, *grouped]
     group_sizes = [1] * len(woven) + [chosen[a] for a in grouped]
     return (
