@@ -226,6 +226,8 @@ class CostReport:
     times: dict[str, float]
     predicted_seconds: float
     predicted_seconds_no_overlap: float
+    predicted_seconds_overlapped: float
+    overlap: bool
     bound: str
     achieved_tflops: float
     ctas: int
@@ -271,8 +273,9 @@ class CostReport:
             f"FLOPs: {self.flops:.4g} (tensor {self.tensor_flops:.4g}, scalar {self.scalar_flops:.4g}, exp {self.exp_ops:.4g});"
             f" intensity {self.arithmetic_intensity:.1f} FLOP/B (HBM)",
             "time terms: " + ", ".join(f"{k} {_fmt_s(v)}" for k, v in self.times.items()),
-            f"predicted: {_fmt_s(self.predicted_seconds)} overlapped ({self.bound}-bound, {self.achieved_tflops:.1f} TFLOP/s),"
-            f" {_fmt_s(self.predicted_seconds_no_overlap)} without overlap",
+            f"predicted: {_fmt_s(self.predicted_seconds)} ({'overlapped' if self.overlap else 'not overlapped'};"
+            f" {self.bound}-bound, {self.achieved_tflops:.1f} TFLOP/s); overlapped {_fmt_s(self.predicted_seconds_overlapped)},"
+            f" without overlap {_fmt_s(self.predicted_seconds_no_overlap)}",
             f"occupancy: {self.ctas} CTAs x {self.warps_per_cta} warps, {self.registers_per_thread} regs/thread,"
             f" {_fmt_bytes(self.smem_per_cta)} SMEM/CTA -> {self.ctas_per_sm} CTAs = {self.warps_per_sm} warps per SM"
             f" (limited by {self.occupancy_limit})",
@@ -782,6 +785,8 @@ def evaluate(
         "SMEM": hw.smem_per_sm // (smem_per_cta + hw.smem_reserved_per_cta),
     }
     limit_name = min(limits, key=lambda k: limits[k])
+    if limits[limit_name] < 1 and not violations:
+        violations.append(f"one CTA exceeds the SM's {limit_name}")
     ctas_per_sm = max(0, limits[limit_name]) if not violations else 0
     warps_per_sm = ctas_per_sm * warps
 
@@ -789,7 +794,10 @@ def evaluate(
     smem_total = smem_step = 0.0
     for a, ctx, is_contract in smem_reads:
         total, s_tot, _ = _total(a, ctx)
-        factor = warps if (is_contract and rows_axis is not None and rows_axis not in a.axes) else 1
+        # every warp (sm_80 ldmatrix) or warpgroup (sm_90a wgmma reads SMEM operands) that
+        # splits the rows reads the whole operand that lacks the row axis
+        readers = warps if hw.arch == "sm_80" else max(1, warps // 4)
+        factor = readers if (is_contract and rows_axis is not None and rows_axis not in a.axes) else 1
         smem_total += total * nbytes(a) * factor
         if any(p.kind == "stream" for p in ctx):
             smem_step += a.elements * nbytes(a) * factor
@@ -811,6 +819,9 @@ def evaluate(
         "L2": l2_bytes / hw.l2_bandwidth,
         "SMEM": smem_total / (hw.smem_bandwidth * fill),
     }
+    # Transfers overlap compute when the next chunk loads into an extra buffer (stages >= 2)
+    # or another resident CTA computes meanwhile (>= 2 CTAs per SM).
+    overlap = stages >= 2 or ctas_per_sm >= 2
     overlapped = max(times.values())
     bound = max(times, key=lambda k: times[k])
     flops = tensor + scalar + exps
@@ -867,10 +878,12 @@ def evaluate(
         exp_ops=exps,
         arithmetic_intensity=flops / hbm_bytes if hbm_bytes else math.inf,
         times=times,
-        predicted_seconds=overlapped,
+        predicted_seconds=overlapped if overlap else sum(times.values()),
+        predicted_seconds_overlapped=overlapped,
+        overlap=overlap,
         predicted_seconds_no_overlap=sum(times.values()),
         bound=bound,
-        achieved_tflops=tensor / overlapped / 1e12 if overlapped else 0.0,
+        achieved_tflops=tensor / (overlapped if overlap else sum(times.values())) / 1e12 if overlapped else 0.0,
         ctas=n_ctas,
         warps_per_cta=warps,
         threads_per_cta=threads,
@@ -886,3 +899,56 @@ def evaluate(
         symbolic={k: str(v) for k, v in exprs.items()},
         exprs=exprs,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Symbolic memory: the live elements at every column of the program, as expressions
+
+
+def _array_expr(v: _Value) -> Expr:
+    """Elements of a value as an expression in axis sizes and the tile symbols of its partitions."""
+    inner = {p.axis: p for p in v.ctx}
+    e = Expr.const(1)
+    for a, s in v.array.sizes.items():
+        if a in inner:
+            e = e * inner[a].tile_expr()
+        elif s == 1:
+            continue
+        else:
+            e = e * Expr.sym(a)
+    return e
+
+
+def live_element_exprs(prog: Program, levels: tuple[str, ...] = ("smem", "reg")) -> list[Expr]:
+    """Per column of the program: live elements at `levels` (the paper's memory `M` is the
+    largest), elementwise ops in place, as expressions in axis and tile sizes."""
+    vals = prog.values
+    exprs: dict[int, Expr] = {}
+    live = [v for v in vals.values() if not v.alias and not v.accumulate and v.array.level in levels]
+    end = max((o.end for o in prog.ops), default=0)
+    for p in range(end + 1):
+        e = Expr()
+        for v in live:
+            if v.defined <= p <= v.last:
+                e = e + _array_expr(v)
+        exprs[p] = e
+    for o in prog.ops:
+        if o.name in ELEMENTWISE and o.results:
+            res = vals[o.results[0]]
+            for vid in o.operands:
+                info = vals.get(vid) if vid is not None else None
+                if (
+                    info
+                    and info.last == o.pos
+                    and info.array.shape == res.array.shape
+                    and info.array.level == res.array.level
+                    and info.array.level in levels
+                ):
+                    exprs[o.pos] = exprs[o.pos] + (-1) * _array_expr(res)
+                    break
+    # drop duplicates (many columns hold the same set)
+    out: list[Expr] = []
+    for e in exprs.values():
+        if e not in out:
+            out.append(e)
+    return out
