@@ -1,9 +1,185 @@
-"""`napkin model` and `napkin pseudocode`: the performance model and the looped algorithm."""
+"""`napkin model` and `napkin pseudocode`: the performance model and the looped algorithm.
+
+    napkin model attention --gpu h100 --dtype bf16 --dims b=4,h=16,q=4096,x=4096,d=128 [--tile q=128] [--json] [--plot F.png]
+    napkin pseudocode attention --gpu a100 --dtype f16 --dims ... [--tile q=128,x=64]
+
+Tiles not given with --tile are chosen by the model (`napkin_mlir.tiles.choose_tiles`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
+
+from mlir import ir
+
+from napkin_mlir.cli.common import parse_sizes
+from napkin_mlir.context import napkin_context
+from napkin_mlir.diagrams import DIAGRAMS
+from napkin_mlir.errors import UsageError
+from napkin_mlir.hardware import DTYPE_ALIASES, available, canonical_dtype
+from napkin_mlir.hardware import gpu as load_gpu
+
+ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("diagram", help="built-in diagram: " + ", ".join(DIAGRAMS))
+    p.add_argument("--gpu", default="h100", help="target: " + ", ".join(available()) + " (default h100)")
+    p.add_argument("--dims", required=True, help="axis sizes by name, e.g. b=4,h=16,q=4096,x=4096,d=128")
+    p.add_argument("--dtype", default="bf16", help="f32, f16/fp16, bf16 or fp8 (default bf16)")
+    p.add_argument("--tile", default=None, help="pin tile sizes by axis, e.g. q=128,x=64 (others are chosen)")
+    p.add_argument("--warps", type=int, default=None, help="warps per CTA (default: from the tile and registers)")
+    p.add_argument("--stages", type=int, default=None, help="SMEM buffers per streamed array (default: 2 if it fits)")
+    p.add_argument("--causal", action="store_true", help="attention: causal mask")
+    p.add_argument("--kv-heads", type=int, default=None, help="attention: key/value heads (grouped-query)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="gelu", help="mlp: activation (default gelu)")
+
+
+def _problem(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int], dict[str, Any]]:
+    if args.diagram not in DIAGRAMS:
+        raise UsageError(f"unknown diagram '{args.diagram}' (expected one of {', '.join(DIAGRAMS)})")
+    if args.dtype.lower() not in DTYPE_ALIASES:
+        raise UsageError(f"unsupported dtype '{args.dtype}' (expected f32, f16, bf16 or fp8)")
+    if args.diagram != "attention" and (args.causal or args.kv_heads is not None):
+        raise UsageError("--causal and --kv-heads apply to attention only")
+    if args.warps is not None and not 1 <= args.warps <= 32:
+        raise UsageError(f"--warps must be between 1 and 32, got {args.warps}")
+    if args.stages is not None and not 1 <= args.stages <= 8:
+        raise UsageError(f"--stages must be between 1 and 8, got {args.stages}")
+    hw = load_gpu(args.gpu)
+    hw.peak(args.dtype)
+    dims = parse_sizes(args.dims, "--dims")
+    tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
+    options: dict[str, Any] = {}
+    if args.diagram == "attention":
+        options = {"causal": args.causal, "kv_heads": args.kv_heads}
+    elif args.diagram == "mlp":
+        options = {"activation": args.activation}
+    return dims, tiles, options
+
+
+def _model(args: argparse.Namespace):
+    """(choice, report, program) for the command-line problem."""
+    from napkin_mlir.cost import evaluate
+    from napkin_mlir.tiles import choose_tiles, partitioned
+
+    dims, tiles, options = _problem(args)
+    override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None
+    try:
+        choice = choose_tiles(args.diagram, dims, args.dtype, args.gpu, fixed=tiles, **options)
+    except UsageError:
+        if not tiles:
+            raise
+        choice = None  # the pinned tiles fit nowhere: report them anyway, with the violations
+    prog = partitioned(args.diagram, dims, choice.tiles if choice else tiles, args.dtype, **options)
+    stages = args.stages or (choice.stages if choice else 1)
+    report = evaluate(prog, args.gpu, override, warps=args.warps, stages=stages)
+    return choice, report, prog, dims, options
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    choice, report, prog, _, _ = _model(args)
+    if args.plot:
+        _plot(args, choice, report, prog)
+    if args.json:
+        out = report.to_dict()
+        out["choice"] = choice.to_json() if choice else None
+        print(json.dumps(out, indent=2))
+        return 0
+    if choice:
+        print(choice.table())
+        print()
+    print(report.table())
+    for key, expr in report.symbolic.items():
+        print(f"  {key:<24} {expr}")
+    if args.plot:
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _plot(args: argparse.Namespace, choice, report, prog) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from napkin_mlir.cost import evaluate
+
+    hw = load_gpu(args.gpu)
+    override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None
+    tiles = choice.tiles if choice else report.tiles
+    axis = next(a for a in tiles if tiles[a] > 1)
+    div = choice.divisors.get(axis, 1) if choice else 16
+    full = next(p.full for p in prog.partitions() if p.axis == axis)
+    sizes = sorted({min(full, div * k) for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)})
+    xs, hbm, l2, times, fits = [], [], [], [], []
+    for s in sizes:
+        r = evaluate(prog.retile({**tiles, axis: s}), hw, override, stages=report.stages)
+        xs.append(s)
+        hbm.append(r.level("HBM")["transfer_bytes"] / 1e9)
+        l2.append(r.level("L2")["transfer_bytes"] / 1e9)
+        times.append(r.predicted_seconds * 1e6)
+        fits.append(r.fits)
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.5))
+    a1.plot(xs, l2, "o-", label="L2 <-> SM (H above SMEM)")
+    a1.plot(xs, hbm, "s-", label="HBM")
+    a1.set_xlabel(f"tile {axis}")
+    a1.set_ylabel("transfer volume (GB)")
+    a1.legend()
+    a1.set_title("transfers vs tile")
+    a2.plot(xs, times, "o-")
+    for x, t, ok in zip(xs, times, fits, strict=True):
+        if not ok:
+            a2.plot([x], [t], "rx")
+    a2.axvline(tiles[axis], color="gray", ls="--", label=f"chosen {axis}={tiles[axis]}")
+    a2.set_xlabel(f"tile {axis} (x: does not fit)")
+    a2.set_ylabel("predicted time (us)")
+    a2.legend()
+    a2.set_title("predicted time vs tile")
+    peak = hw.peak(args.dtype) / 1e12
+    bw = hw.hbm_bandwidth / 1e12
+    import numpy as np
+
+    ai = np.logspace(0, 4, 200)
+    a3.loglog(ai, np.minimum(peak, ai * bw), label=f"roofline ({peak:.0f} TFLOP/s, {bw:.2f} TB/s)")
+    point_ai = report.tensor_flops / max(1.0, report.level("HBM")["transfer_bytes"])
+    a3.loglog([point_ai], [report.achieved_tflops], "r*", ms=14, label=f"chosen: {report.achieved_tflops:.0f} TFLOP/s")
+    a3.set_xlabel("arithmetic intensity (FLOP / HBM byte)")
+    a3.set_ylabel("TFLOP/s")
+    a3.legend()
+    a3.set_title(f"{args.diagram} on {hw.title}")
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=100)
+    plt.close(fig)
+
+
+def cmd_pseudocode(args: argparse.Namespace) -> int:
+    from napkin_mlir.harness import VerifyConfig, build
+    from napkin_mlir.passmanager import run_pipeline
+    from napkin_mlir.pipeline import derivation
+    from napkin_mlir.pseudocode import pseudocode
+    from napkin_mlir.tiles import diagram_sizes, storage_dtype
+
+    _, report, _, dims, options = _model(args)
+    override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None
+    with napkin_context(), ir.Location.unknown():
+        module = build(VerifyConfig(args.diagram, dims, storage_dtype(args.dtype), **options))
+        run_pipeline(module, derivation(args.diagram, diagram_sizes(module), report.tiles))
+        print(pseudocode(module, args.gpu, override, report=report))
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this module's subcommands on the `napkin` parser."""
+    model = sub.add_parser("model", help="performance model: transfers, memory, time, occupancy, chosen tiles")
+    _add_args(model)
+    model.add_argument("--json", action="store_true", help="print the report as JSON")
+    model.add_argument(
+        "--plot", default=None, metavar="FILE.png", help="plot transfers and time vs tile, and a roofline"
+    )
+    model.set_defaults(fn=cmd_model)
+    pseudo = sub.add_parser("pseudocode", help="the looped algorithm of the derived program, with hardware features")
+    _add_args(pseudo)
+    pseudo.set_defaults(fn=cmd_pseudocode)
