@@ -1157,9 +1157,8 @@ def _buffers(program: Program, steps: list[Step]) -> tuple[list[Buffer], Callabl
     # names: function arguments by name, results "out", transfers keep their source's name
     counts: dict[str, int] = {}
     names: dict[int, str] = {}
-    for a in program.body.args:
-        if program.wires[a].name:
-            names[uf.find(a)] = program.wires[a].name
+    for i, a in enumerate(program.body.args):
+        names[uf.find(a)] = program.wires[a].name or f"arg{i}"
     for r in program.body.results:
         names.setdefault(uf.find(r), "out")
     for st in steps:
@@ -1206,6 +1205,8 @@ def _buffers(program: Program, steps: list[Step]) -> tuple[list[Buffer], Callabl
         last[r] = n_steps - 1
     for res in program.body.results:
         last[uf.find(res)] = n_steps - 1
+        if program.wires[res].level == "gmem":  # the output array exists before the kernel runs
+            first[uf.find(res)] = 0
     buffers = []
     for r in sorted(first):
         members = [w for w in program.wires if uf.find(w) == r]
@@ -1251,7 +1252,9 @@ def render_pseudocode(program: Program, path: Path, title: str, caption: list[st
         for lv in lanes:
             texts += [(f"{b.name} {b.label}", True) for b in live[i][lv]]
             texts.append((format_bytes(totals[i][lv]), True))
-        col_w.append(max(text_width(t, FS_SMALL, bold) for t, bold in texts) + 10)
+        col_w.append(
+            max(text_width(t, FS_SMALL, bold) for t, bold in texts) + (22 if st.box.kind == "transfer" else 10)
+        )
     depth = max((len(st.loops) for st in steps), default=0)
     margin = 14.0
     title_h = 26.0
