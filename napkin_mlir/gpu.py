@@ -271,9 +271,7 @@ def compile_gpu(module: ir.Module, target: str, stop_after: str = "ptx") -> tupl
         raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
     if stop_after == "nvvm":
         return None, str(module)
-    binary = next(op for op in module.body.operations if op.operation.name == "gpu.binary")
-    obj = gpu_d.ObjectAttr(ir.ArrayAttr(binary.attributes["objects"])[0])
-    ptx = obj.object.decode() if isinstance(obj.object, bytes) else str(obj.object)
+    ptx = _ptx_of(module)
     entry = re.search(r"\.visible \.entry (\w+)\(", ptx)
     if not entry:
         raise NapkinError("the PTX has no kernel entry")
@@ -312,6 +310,74 @@ def _launch_arg_order(module: ir.Module) -> list[int]:
     if sorted(order) != list(range(len(params))):
         raise NapkinError("every kernel argument must be one of the function's arrays")
     return order
+
+
+#: The NVVM tail for a module that already holds a gpu.module (pastes into mlir-opt unchanged).
+KERNEL_PIPELINE = (
+    "builtin.module(nvvm-attach-target{{chip={chip} features={features} O=3}},"
+    "gpu.module(convert-vector-to-scf,expand-strided-metadata,lower-affine,convert-scf-to-cf,"
+    "convert-nvgpu-to-nvvm,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},convert-vector-to-llvm,"
+    "canonicalize,cse),gpu.module(convert-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=isa}})"
+)
+
+
+def compile_tensorcore_attention(
+    partitioned: ir.Module, target: str, stop_after: str = "ptx"
+) -> tuple[GpuKernel | None, str]:
+    """The tensor-core rule: a partitioned attention program -> the mma.sync kernel."""
+    from napkin_mlir.tensorcore import AttentionPlan, emit_attention_kernel
+
+    if target not in TARGETS:
+        raise NapkinError(f"unknown GPU target '{target}' (expected {', '.join(TARGETS)})")
+    plan = AttentionPlan.from_partitioned(partitioned)
+    name, args = _kernel_args_from_diagram(partitioned)
+    text = emit_attention_kernel(plan)
+    if stop_after == "gpu":
+        return None, text
+    module = ir.Module.parse(text)
+    pipeline = KERNEL_PIPELINE.format(chip=target, features=TARGETS[target])
+    if stop_after == "nvvm":
+        pipeline = pipeline.replace(",gpu-module-to-binary{format=isa})", ")")
+    try:
+        PassManager.parse(pipeline).run(module.operation)
+    except ir.MLIRError as err:
+        raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
+    if stop_after == "nvvm":
+        return None, str(module)
+    ptx = _ptx_of(module)
+    kernel = GpuKernel(
+        target,
+        "attention_tc",
+        plan.grid,
+        (plan.threads, 1, 1),
+        plan.smem_bytes,
+        args,
+        ptx,
+        problem={"function": name, "kernel": "tensorcore", "warps": plan.warps, "tile": {"q": plan.gq, "x": plan.sx}},
+    )
+    return kernel, ptx
+
+
+def _kernel_args_from_diagram(partitioned: ir.Module) -> tuple[str, list[KernelArg]]:
+    """Arguments of a diagram function (inputs, then one output per result), in order."""
+    func = next(op.operation for op in partitioned.body.operations if op.operation.name == "func.func")
+    block = func.regions[0].blocks[0]
+    names = [ir.StringAttr(n).value for n in ir.ArrayAttr(func.attributes["arg_names"])]
+    args = [
+        KernelArg(n, "input", t.dtype, t.shape, t.axes)
+        for n, t in zip(names, (ArrayType.from_mlir(a.type) for a in block.arguments), strict=True)
+    ]
+    ret = list(block.operations)[-1]
+    for i, v in enumerate(ret.operands):
+        t = ArrayType.from_mlir(v.type)
+        args.append(KernelArg(f"out{i}", "output", t.dtype, t.shape, t.axes))
+    return ir.StringAttr(func.attributes["sym_name"]).value, args
+
+
+def _ptx_of(module: ir.Module) -> str:
+    binary = next(op for op in module.body.operations if op.operation.name == "gpu.binary")
+    obj = gpu_d.ObjectAttr(ir.ArrayAttr(binary.attributes["objects"])[0])
+    return obj.object.decode() if isinstance(obj.object, bytes) else str(obj.object)
 
 
 def _launch_shape(module: ir.Module) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

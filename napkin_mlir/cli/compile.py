@@ -18,9 +18,10 @@ from mlir import ir
 from napkin_mlir.cli.napkin import add_problem_args, problem_config
 from napkin_mlir.context import napkin_context
 from napkin_mlir.errors import UsageError
-from napkin_mlir.gpu import TARGETS, assemble, compile_gpu, write_sidecar
+from napkin_mlir.gpu import TARGETS, assemble, compile_gpu, compile_tensorcore_attention, write_sidecar
 from napkin_mlir.harness import build
-from napkin_mlir.pipeline import compile_to_loops
+from napkin_mlir.passmanager import run_pipeline
+from napkin_mlir.pipeline import compile_to_loops, derivation
 
 EMIT = ("gpu", "nvvm", "ptx", "cubin")
 
@@ -37,12 +38,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
             from napkin_mlir.arrays import ArrayType
 
             sizes.update(ArrayType.from_mlir(arg.type).sizes)
-        compile_to_loops(module, config.diagram, sizes, config.tiles)
-        kernel, text = compile_gpu(module, args.target, stop_after="ptx" if args.emit == "cubin" else args.emit)
+        stop = "ptx" if args.emit == "cubin" else args.emit
+        kernel_kind = args.kernel
+        if kernel_kind == "auto":
+            kernel_kind = "tensorcore" if config.diagram == "attention" and config.dtype in ("bf16", "f16") else "simt"
+        if kernel_kind == "tensorcore":
+            if config.diagram != "attention":
+                raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
+            run_pipeline(module, derivation(config.diagram, sizes, config.tiles))
+            kernel, text = compile_tensorcore_attention(module, args.target, stop_after=stop)
+        else:
+            compile_to_loops(module, config.diagram, sizes, config.tiles)
+            kernel, text = compile_gpu(module, args.target, stop_after=stop)
     if kernel is None:
         out.write_text(text)
         print(f"wrote {out} ({args.emit} stage)")
         return 0
+    kernel.problem.setdefault("kernel", "simt")
     kernel.problem.update(
         {
             "diagram": config.diagram,
@@ -71,5 +83,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_problem_args(p)
     p.add_argument("--target", choices=tuple(TARGETS), required=True, help="GPU architecture")
     p.add_argument("--emit", choices=EMIT, default="cubin", help="stage to write (default cubin)")
+    p.add_argument(
+        "--kernel",
+        choices=("auto", "tensorcore", "simt"),
+        default="auto",
+        help="tensorcore: the mma.sync rule for attention (bf16/f16); simt: every diagram, CUDA cores (default auto)",
+    )
     p.add_argument("-o", "--output", required=True, help="output file")
     p.set_defaults(fn=cmd_compile)

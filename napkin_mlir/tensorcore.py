@@ -1,0 +1,503 @@
+"""Tensor-core lowering (sm_80 `mma.sync`) of the FlashAttention-shaped partition.
+
+The relabeling passes turn attention into: a grid group over (b, h, q-tile), and inside it a
+stream over `x` whose step is the online softmax of a contraction (`napkin-stream-partition`
+derives it). This module is the GPU rule for that pattern. It reads the tile sizes, axes,
+mask and dtypes from the partitioned program (`AttentionPlan.from_partitioned`), refuses
+anything else, and emits one `gpu.func` in which
+
+* each warp owns 16 query rows (one m16 MMA tile) of the CTA's rows, which are the group's
+  (r, q) rows flattened (grouped-query heads sharing a K/V head share the CTA and its K/V);
+* Q, K and V tiles are copied global -> shared with 16-byte `cp.async`
+  (`nvgpu.device_async_copy`, zero-filled past the end of q and x), K/V double-buffered so
+  chunk j+1 loads while chunk j computes;
+* fragments come from shared memory with `ldmatrix` (`.trans` for V);
+* S = Q Kᵀ and O += P V run on `mma.sync.m16n8k16` (bf16/f16 in, f32 accumulate);
+* the online softmax stays in registers: row max and sums across the 4 lanes of a quad with
+  `shfl.xor`, the running sum kept per thread and reduced once at the end;
+* P is repacked from the S accumulator layout into A fragments without touching memory.
+
+Shared-memory rows are padded by 8 elements (16 bytes) so `ldmatrix` reads are free of bank
+conflicts. The fragment layouts used here are those of the PTX ISA for m16n8k16 and
+ldmatrix; `napkin_mlir.tensorcore_layout` checks them with a numpy model of a warp.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mlir import ir
+
+from napkin_mlir.arrays import ArrayType
+from napkin_mlir.errors import NapkinError
+from napkin_mlir.tensorcore_layout import A_ROWS, MMA_K, MMA_M, MMA_N
+
+ELEM = {"bf16": "bf16", "f16": "f16"}
+PAD = 8  # elements of padding per shared-memory row (16 bytes)
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """What the tensor-core kernel needs, read off the partitioned attention program."""
+
+    b: int
+    h: int  # key/value heads
+    r: int  # query heads per key/value head
+    q: int
+    x: int
+    d: int
+    gq: int  # query rows per CTA (per query head)
+    sx: int  # keys per stream chunk
+    dtype: str
+    causal: bool
+    scale: float
+    names: tuple[str, str, str]  # Q, K, V argument names
+
+    @property
+    def rows(self) -> int:
+        """Query rows of one CTA: the r heads times the q tile."""
+        return self.r * self.gq
+
+    @property
+    def warps(self) -> int:
+        return self.rows // MMA_M
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return (-(-self.q // self.gq), self.h, self.b)
+
+    @property
+    def smem_bytes(self) -> int:
+        row = (self.d + PAD) * 2
+        return self.rows * row + 2 * 2 * self.sx * row
+
+    def check(self) -> None:
+        problems = []
+        if self.dtype not in ELEM:
+            problems.append(f"dtype {self.dtype} (tensor cores take bf16 or f16)")
+        if self.d % 16 or self.d > 256:
+            problems.append(f"head dim d={self.d} (a multiple of 16, at most 256)")
+        if self.gq % MMA_M:
+            problems.append(f"q tile {self.gq} (a multiple of {MMA_M}: one m16 tile per warp)")
+        if self.sx % MMA_K:
+            problems.append(f"x chunk {self.sx} (a multiple of {MMA_K})")
+        if self.warps > 16:
+            problems.append(f"{self.warps} warps per CTA (at most 16)")
+        if self.smem_bytes > 227 * 1024:
+            problems.append(f"{self.smem_bytes} bytes of shared memory (at most 227 KiB)")
+        if problems:
+            raise NapkinError("the tensor-core attention kernel cannot take " + "; ".join(problems))
+
+    @staticmethod
+    def from_partitioned(module: ir.Module) -> AttentionPlan:
+        """Match grid group -> stream(online softmax) and read the plan; NapkinError if the
+        program does not have that shape."""
+        func = next(op.operation for op in module.body.operations if op.operation.name == "func.func")
+        body = func.regions[0].blocks[0]
+        groups = [op.operation for op in body.operations if op.operation.name == "napkin.group"]
+        if len(groups) != 1:
+            raise NapkinError("tensor-core attention needs one grid group partition (run the derivation first)")
+        group = groups[0]
+        axes = [ir.StringAttr(a).value for a in ir.ArrayAttr(group.attributes["axes"])]
+        sizes = dict(zip(axes, ir.DenseI64ArrayAttr(group.attributes["sizes"]), strict=True))
+        gbody = group.regions[0].blocks[0]
+        streams = [op.operation for op in gbody.operations if op.operation.name == "napkin.stream"]
+        if len(streams) != 1:
+            raise NapkinError("tensor-core attention needs one stream partition inside the group")
+        stream = streams[0]
+        step = stream.regions[1].blocks[0]
+        names = [op.operation.name for op in step.operations]
+        if names.count("napkin.contract") != 2 or "napkin.exp" not in names or "napkin.reduce" not in names:
+            raise NapkinError("the stream step is not an online softmax between two contractions")
+        args = [ArrayType.from_mlir(a.type) for a in body.arguments]
+        qa, ka = args[0], args[1]
+        dims = {**qa.sizes, **ka.sizes}
+        if set(qa.axes) - {"b", "h", "r", "q", "d"} or ka.axes != ("b", "h", "x", "d"):
+            raise NapkinError(f"unexpected attention layout: Q {qa.axes}, K {ka.axes}")
+        scales = [
+            ir.FloatAttr(op.attributes["factor"]).value for op in step.operations if op.operation.name == "napkin.scale"
+        ]
+        causal = any(op.operation.name == "napkin.mask" for op in step.operations)
+        arg_names = [ir.StringAttr(n).value for n in ir.ArrayAttr(func.attributes["arg_names"])]
+        if any(sizes.get(a, 1) != 1 for a in ("b", "h")) or "r" in sizes:
+            raise NapkinError("tensor-core attention needs one (b, h) slice per CTA with all r heads in it")
+        plan = AttentionPlan(
+            b=dims["b"],
+            h=dims["h"],
+            r=dims.get("r", 1),
+            q=dims["q"],
+            x=dims["x"],
+            d=dims["d"],
+            gq=sizes["q"],
+            sx=ir.IntegerAttr(stream.attributes["size"]).value,
+            dtype=qa.dtype,
+            causal=causal,
+            scale=scales[0] if scales else 1.0,
+            names=(arg_names[0], arg_names[1], arg_names[2]),
+        )
+        plan.check()
+        return plan
+
+
+class _Emitter:
+    """Builds MLIR text with fresh SSA names (the kernel is unrolled at the fragment level)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.n = 0
+        self.consts: dict[tuple[str, str], str] = {}
+        self.indent = 6
+
+    def fresh(self, hint: str = "v") -> str:
+        self.n += 1
+        return f"%{hint}{self.n}"
+
+    def emit(self, text: str) -> None:
+        self.lines.append(" " * self.indent + text)
+
+    def op(self, text: str, hint: str = "v") -> str:
+        name = self.fresh(hint)
+        self.emit(f"{name} = {text}")
+        return name
+
+    def idx(self, value: int) -> str:
+        key = ("index", str(value))
+        if key not in self.consts:
+            self.consts[key] = f"%c{value}".replace("-", "m")
+        return self.consts[key]
+
+    def const(self, value: float | int, t: str) -> str:
+        key = (t, repr(value))
+        if key not in self.consts:
+            tag = t.replace("<", "_").replace(">", "").replace("x", "_")
+            self.consts[key] = f"%k{len(self.consts)}_{tag}"
+        return self.consts[key]
+
+    def const_lines(self) -> list[str]:
+        out = []
+        for (t, value), name in self.consts.items():
+            if t == "index":
+                out.append(f"{name} = arith.constant {value} : index")
+            elif t.startswith("vector"):
+                out.append(f"{name} = arith.constant dense<{value}> : {t}")
+            else:
+                v = float(value) if t.startswith("f") else int(value)
+                lit = "0xFF800000" if v == -math.inf else repr(v)
+                out.append(f"{name} = arith.constant {lit} : {t}")
+        return out
+
+    # index arithmetic
+    def add(self, a: str, b: str) -> str:
+        return self.op(f"arith.addi {a}, {b} : index", "i")
+
+    def mul(self, a: str, b: str) -> str:
+        return self.op(f"arith.muli {a}, {b} : index", "i")
+
+    def div(self, a: str, b: str) -> str:
+        return self.op(f"arith.divui {a}, {b} : index", "i")
+
+    def rem(self, a: str, b: str) -> str:
+        return self.op(f"arith.remui {a}, {b} : index", "i")
+
+    def minu(self, a: str, b: str) -> str:
+        return self.op(f"arith.minui {a}, {b} : index", "i")
+
+
+def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> str:
+    """The whole module (gpu.container_module with one kernel) as MLIR text."""
+    e = _Emitter()
+    el = ELEM[plan.dtype]
+    d, sx, rows, gq = plan.d, plan.sx, plan.rows, plan.gq
+    row_len = d + PAD
+    q_shape = (plan.b, plan.h, plan.r, plan.q, d)
+    kv_shape = (plan.b, plan.h, plan.x, d)
+    qt = f"memref<{'x'.join(map(str, q_shape))}x{el}>"
+    kvt = f"memref<{'x'.join(map(str, kv_shape))}x{el}>"
+    wg = "#gpu.address_space<workgroup>"
+    qs_t = f"memref<{rows}x{row_len}x{el}, {wg}>"
+    kvs_t = f"memref<2x{sx}x{row_len}x{el}, {wg}>"
+    f32 = "f32"
+    acc_t = "vector<2x2xf32>"
+    a_t = f"vector<4x2x{el}>"
+    b_t = f"vector<2x2x{el}>"
+    log2e = 1.4426950408889634
+    scale2 = plan.scale * log2e  # exp(s*scale - m) = exp2(s*scale*log2e - m') with m' in log2 units
+
+    base = e.op(f"gpu.dynamic_shared_memory : memref<?xi8, {wg}>", "smem")
+    q_bytes = rows * row_len * 2
+    kv_bytes = 2 * sx * row_len * 2
+    e.emit(f"%qs = memref.view {base}[{e.idx(0)}][] : memref<?xi8, {wg}> to {qs_t}")
+    e.emit(f"%ks = memref.view {base}[{e.idx(q_bytes)}][] : memref<?xi8, {wg}> to {kvs_t}")
+    e.emit(f"%vs = memref.view {base}[{e.idx(q_bytes + kv_bytes)}][] : memref<?xi8, {wg}> to {kvs_t}")
+    tid = e.op("gpu.thread_id x", "tid")
+    bx = e.op("gpu.block_id x", "bx")
+    head = e.op("gpu.block_id y", "kvh")
+    batch = e.op("gpu.block_id z", "bat")
+    lane = e.rem(tid, e.idx(32))
+    warp = e.div(tid, e.idx(32))
+    g = e.div(lane, e.idx(4))  # row of the fragment (and row + 8)
+    c = e.rem(lane, e.idx(4))  # column pair
+    q0 = e.mul(bx, e.idx(gq))
+
+    def mma(a: str, b: str, acc: str) -> str:
+        """mma.sync m16n8k16, f32 accumulate. nvgpu.mma.sync lowers f16 only, so bf16 goes
+        through nvvm.mma.sync on the packed 32-bit registers."""
+        if el == "f16":
+            return e.op(
+                f"nvgpu.mma.sync ({a}, {b}, {acc}) {{mmaShape = [16, 8, 16]}} : ({a_t}, {b_t}, {acc_t}) -> {acc_t}",
+                "mm",
+            )
+
+        def packed(frag: str, rows: int) -> list[str]:
+            regs = []
+            for i in range(rows):
+                pair = e.op(f"vector.extract {frag}[{i}] : vector<2x{el}> from vector<{rows}x2x{el}>", "pk")
+                word = e.op(f"vector.bitcast {pair} : vector<2x{el}> to vector<1xi32>", "pk")
+                regs.append(e.op(f"vector.extract {word}[0] : i32 from vector<1xi32>", "pk"))
+            return regs
+
+        ra, rb = packed(a, 4), packed(b, 2)
+        rc = [e.op(f"vector.extract {acc}[{i}, {k}] : f32 from {acc_t}", "pk") for i in range(2) for k in range(2)]
+        res = e.op(
+            f"nvvm.mma.sync A[{', '.join(ra)}] B[{', '.join(rb)}] C[{', '.join(rc)}] "
+            "{layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, "
+            f"multiplicandAPtxType = #nvvm.mma_type<{el}>, multiplicandBPtxType = #nvvm.mma_type<{el}>, "
+            "shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>",
+            "mm",
+        )
+        outs = [e.op(f"llvm.extractvalue {res}[{i}] : !llvm.struct<(f32, f32, f32, f32)>", "pk") for i in range(4)]
+        return e.op(f"vector.from_elements {', '.join(outs)} : {acc_t}", "mm")
+
+    # --- cp.async copies: each thread moves 16-byte vectors (8 elements) --------------------
+    vec = 8
+    per_row = d // vec
+
+    def copy_tile(
+        dst: str, dst_prefix: list[str], src: str, nrows: int, src_row: Callable, valid: Callable
+    ) -> list[str]:
+        """Every thread issues the same number of 16-byte cp.async; a copy past the tile's
+        last vector goes (zero bytes read) to the padding of a row, so no branch is needed."""
+        chunks = nrows * per_row
+        tokens = []
+        for it in range(-(-chunks // plan.threads)):
+            chunk = e.add(tid, e.idx(it * plan.threads))
+            inb = e.op(f"arith.cmpi ult, {chunk}, {e.idx(chunks)} : index", "p")
+            row = e.rem(e.div(chunk, e.idx(per_row)), e.idx(nrows))
+            col = e.mul(e.rem(chunk, e.idx(per_row)), e.idx(vec))
+            dst_col = e.op(f"arith.select {inb}, {col}, {e.idx(d)} : index", "i")
+            ok = e.op(f"arith.andi {valid(row)}, {inb} : i1", "p")
+            n = e.op(f"arith.select {ok}, {e.idx(vec)}, {e.idx(0)} : index", "n")
+            dst_idx = ", ".join([*dst_prefix, row, dst_col])
+            tokens.append(
+                e.op(
+                    f"nvgpu.device_async_copy {src}[{', '.join([*src_row(row), col])}], {dst}[{dst_idx}], {vec}, {n}"
+                    f" {{bypassL1}} : {qt if src == '%Q' else kvt} to {qs_t if dst == '%qs' else kvs_t}",
+                    "cp",
+                )
+            )
+        return tokens
+
+    def q_src(row: str) -> list[str]:
+        ri = e.div(row, e.idx(gq))  # which of the r query heads
+        qi = e.minu(e.add(q0, e.rem(row, e.idx(gq))), e.idx(plan.q - 1))
+        return [batch, head, ri, qi]
+
+    def q_valid(row: str) -> str:
+        qi = e.add(q0, e.rem(row, e.idx(gq)))
+        return e.op(f"arith.cmpi ult, {qi}, {e.idx(plan.q)} : index", "p")
+
+    def kv_loader(chunk: str, stage: str) -> str:
+        x0 = e.mul(chunk, e.idx(sx))
+        tokens: list[str] = []
+        for buf, src in (("%ks", "%K"), ("%vs", "%V")):
+
+            def src_row(row: str, x0: str = x0) -> list[str]:
+                return [batch, head, e.minu(e.add(x0, row), e.idx(plan.x - 1))]  # clamped: stays in bounds
+
+            def valid(row: str, x0: str = x0) -> str:
+                return e.op(f"arith.cmpi ult, {e.add(x0, row)}, {e.idx(plan.x)} : index", "p")
+
+            tokens += copy_tile(buf, [stage], src, sx, src_row, valid)
+        return e.op(f"nvgpu.device_async_create_group {', '.join(tokens)}", "grp")
+
+    e.op(f"nvgpu.device_async_create_group {', '.join(copy_tile('%qs', [], '%Q', rows, q_src, q_valid))}", "grp")
+    first = kv_loader(e.idx(0), e.idx(0))
+    e.emit(f"nvgpu.device_async_wait {first} {{numGroups = 1 : i32}}")
+    e.emit("gpu.barrier")
+
+    # --- Q fragments: A operands for the d/16 k-steps of S = Q K^T -------------------------
+    wrow = e.mul(warp, e.idx(MMA_M))
+    a_row = e.add(wrow, e.rem(lane, e.idx(16)))
+    a_col = e.mul(e.div(lane, e.idx(16)), e.idx(8))
+    qfrag = []
+    for kt in range(d // MMA_K):
+        col = e.add(a_col, e.idx(kt * MMA_K))
+        qfrag.append(
+            e.op(
+                f"nvgpu.ldmatrix %qs[{a_row}, {col}] {{numTiles = 4 : i32, transpose = false}} : {qs_t} -> {a_t}", "qa"
+            )
+        )
+
+    # rows of this thread: flattened CTA rows -> (r, q)
+    my_rows = [e.add(wrow, g), e.add(e.add(wrow, g), e.idx(8))]
+    my_q = [e.add(q0, e.rem(rw, e.idx(gq))) for rw in my_rows]
+
+    # --- the stream over x --------------------------------------------------------------------
+    n_chunks = -(-plan.x // sx)
+    upper = e.idx(n_chunks)
+    if plan.causal:
+        last = e.div(e.add(q0, e.idx(gq + sx - 1)), e.idx(sx))
+        upper = e.minu(last, e.idx(n_chunks))
+    ninf = e.const(-math.inf, f32)
+    zero = e.const(0.0, f32)
+    zacc = e.const(0.0, acc_t)
+    n_o = d // MMA_N
+    n_s = sx // MMA_N
+    state = ["%m0", "%m1", "%l0", "%l1"] + [f"%o{i}" for i in range(n_o)]
+    init = [ninf, ninf, zero, zero] + [zacc] * n_o
+    types = [f32] * 4 + [acc_t] * n_o
+    loop_res = e.fresh("st")
+    e.emit(
+        f"{loop_res}:{len(state)} = scf.for %j = {e.idx(0)} to {upper} step {e.idx(1)} iter_args("
+        + ", ".join(f"{s} = {i}" for s, i in zip(state, init, strict=True))
+        + f") -> ({', '.join(types)}) {{"
+    )
+    e.indent += 2
+    stage = e.rem("%j", e.idx(2))
+    nxt = e.add("%j", e.idx(1))
+    # prefetch chunk j+1 into the other stage while chunk j computes (past the last chunk the
+    # copies read nothing: every row is out of range, so they zero-fill an unused stage)
+    group = kv_loader(nxt, e.rem(nxt, e.idx(2)))
+    e.emit(f"nvgpu.device_async_wait {group} {{numGroups = 1 : i32}}")
+    e.emit("gpu.barrier")
+    x0 = e.mul("%j", e.idx(sx))
+
+    # S = Q K^T: n_s accumulators of 16x8
+    b_row = e.rem(lane, e.idx(8))
+    b_col = e.mul(e.rem(e.div(lane, e.idx(8)), e.idx(2)), e.idx(8))
+    s = []
+    for nt in range(n_s):
+        acc = zacc
+        krow = e.add(b_row, e.idx(nt * MMA_N))
+        for kt in range(d // MMA_K):
+            kb = e.op(
+                f"nvgpu.ldmatrix %ks[{stage}, {krow}, {e.add(b_col, e.idx(kt * MMA_K))}] {{numTiles = 2 : i32, transpose = false}} : {kvs_t} -> {b_t}",
+                "kb",
+            )
+            acc = mma(qfrag[kt], kb, acc)
+        s.append(acc)
+
+    # scale into log2 units and mask: element (nt, half i, e) is row my_rows[i], col x0 + 8nt + 2c + e
+    svals: list[list[list[str]]] = []
+    scl = e.const(scale2, f32)
+    for nt in range(n_s):
+        tile = []
+        for i in range(2):
+            pair = []
+            for k in range(2):
+                v = e.op(f"vector.extract {s[nt]}[{i}, {k}] : f32 from {acc_t}", "e")
+                v = e.op(f"arith.mulf {v}, {scl} : f32", "e")
+                col = e.add(x0, e.add(e.mul(c, e.idx(2)), e.idx(nt * MMA_N + k)))
+                bad = e.op(f"arith.cmpi uge, {col}, {e.idx(plan.x)} : index", "p")
+                if plan.causal:
+                    late = e.op(f"arith.cmpi ugt, {col}, {my_q[i]} : index", "p")
+                    bad = e.op(f"arith.ori {bad}, {late} : i1", "p")
+                pair.append(e.op(f"arith.select {bad}, {ninf}, {v} : f32", "e"))
+            tile.append(pair)
+        svals.append(tile)
+
+    def quad_reduce(v: str, combine: str) -> str:
+        for off in (1, 2):
+            sh = e.fresh("sh")
+            e.emit(f"{sh}, {e.fresh('ok')} = gpu.shuffle xor {v}, {e.const(off, 'i32')}, {e.const(32, 'i32')} : f32")
+            v = e.op(f"{combine} {v}, {sh} : f32", "r")
+        return v
+
+    new_state: dict[str, str] = {}
+    alphas = []
+    for i in range(2):
+        mx = f"%m{i}"
+        for nt in range(n_s):
+            for k in range(2):
+                mx = e.op(f"arith.maximumf {mx}, {svals[nt][i][k]} : f32", "mx")
+        mx = quad_reduce(mx, "arith.maximumf")
+        alpha = e.op(f"math.exp2 {e.op(f'arith.subf %m{i}, {mx} : f32', 'd')} : f32", "al")
+        alphas.append(alpha)
+        new_state[f"%m{i}"] = mx
+    probs: list[list[list[str]]] = []
+    for nt in range(n_s):
+        tile = []
+        for i in range(2):
+            m_new = new_state[f"%m{i}"]
+            diffs = [e.op(f"arith.subf {svals[nt][i][k]}, {m_new} : f32", "d") for k in range(2)]
+            tile.append([e.op(f"math.exp2 {x} : f32", "p") for x in diffs])
+        probs.append(tile)
+    for i in range(2):
+        total = e.op(f"arith.mulf %l{i}, {alphas[i]} : f32", "l")
+        for nt in range(n_s):
+            for k in range(2):
+                total = e.op(f"arith.addf {total}, {probs[nt][i][k]} : f32", "l")
+        new_state[f"%l{i}"] = total  # per-thread partial sum; the quad reduces it at the end
+
+    # P as A fragments: tiles 2t and 2t+1 form the 16x16 A operand of k-step t
+    pfrag = []
+    for t in range(sx // MMA_K):
+        elems = [probs[2 * t + half][i][k] for half, i in A_ROWS for k in range(2)]
+        pv = e.op(f"vector.from_elements {', '.join(elems)} : vector<4x2xf32>", "pf")
+        pfrag.append(e.op(f"arith.truncf {pv} : vector<4x2xf32> to {a_t}", "pa"))
+    # rescale O and accumulate P V (V fragments transposed by ldmatrix)
+    alpha_v = e.op(f"vector.from_elements {alphas[0]}, {alphas[0]}, {alphas[1]}, {alphas[1]} : {acc_t}", "av")
+    v_row = e.rem(lane, e.idx(16))
+    for nt in range(n_o):
+        acc = e.op(f"arith.mulf %o{nt}, {alpha_v} : {acc_t}", "o")
+        for t in range(sx // MMA_K):
+            vb = e.op(
+                f"nvgpu.ldmatrix %vs[{stage}, {e.add(v_row, e.idx(t * MMA_K))}, {e.idx(nt * MMA_N)}] {{numTiles = 2 : i32, transpose = true}} : {kvs_t} -> {b_t}",
+                "vb",
+            )
+            acc = mma(pfrag[t], vb, acc)
+        new_state[f"%o{nt}"] = acc
+    e.emit("gpu.barrier")  # the next iteration's copy overwrites the stage read here
+    e.emit(f"scf.yield {', '.join(new_state[s_] for s_ in state)} : {', '.join(types)}")
+    e.indent -= 2
+    e.emit("}")
+
+    # --- finish: O / l, convert, store the valid rows ----------------------------------------
+    final = {s_: f"{loop_res}#{i}" for i, s_ in enumerate(state)}
+    inv = []
+    for i in range(2):
+        total = quad_reduce(final[f"%l{i}"], "arith.addf")
+        inv.append(e.op(f"arith.divf {e.const(1.0, f32)}, {total} : f32", "inv"))
+    inv_v = e.op(f"vector.from_elements {inv[0]}, {inv[0]}, {inv[1]}, {inv[1]} : {acc_t}", "iv")
+    ri = [e.div(rw, e.idx(gq)) for rw in my_rows]
+    ok = [e.op(f"arith.cmpi ult, {mq}, {e.idx(plan.q)} : index", "p") for mq in my_q]
+    for nt in range(n_o):
+        o = e.op(f"arith.mulf {final[f'%o{nt}']}, {inv_v} : {acc_t}", "fo")
+        o16 = e.op(f"arith.truncf {o} : {acc_t} to vector<2x2x{el}>", "fo")
+        col = e.add(e.mul(c, e.idx(2)), e.idx(nt * MMA_N))
+        for i in range(2):
+            pair = e.op(f"vector.extract {o16}[{i}] : vector<2x{el}> from vector<2x2x{el}>", "pr")
+            e.emit(f"scf.if {ok[i]} {{")
+            e.indent += 2
+            e.emit(
+                f"vector.store {pair}, %O[{batch}, {head}, {ri[i]}, {my_q[i]}, {col}] {{alignment = 4 : i64}} : {qt}, vector<2x{el}>"
+            )
+            e.indent -= 2
+            e.emit("}")
+    e.emit("gpu.return")
+
+    body = [" " * 6 + line for line in e.const_lines()] + e.lines
+    return (
+        "module attributes {gpu.container_module} {\n"
+        f"  gpu.module @{name}_module {{\n"
+        f"    gpu.func @{name}(%Q: {qt}, %K: {kvt}, %V: {kvt}, %O: {qt})\n"
+        f"        kernel attributes {{known_block_size = array<i32: {plan.threads}, 1, 1>, nvvm.minctasm = 1 : i32}} {{\n"
+        + "\n".join(body)
+        + "\n    }\n  }\n}\n"
+    )
