@@ -510,13 +510,17 @@ class _Walker:
 
 
 def extract(module: ir.Module | ir.Operation) -> Program:
-    """The model's view of the first function of a partitioned module."""
+    """The model's view of the first function of a partitioned module (or of a func.func)."""
     op = module.operation if isinstance(module, ir.Module) else module
-    funcs = [
-        v.operation
-        for v in op.regions[0].blocks[0].operations
-        if v.operation.name == "func.func" and len(v.operation.regions[0].blocks) > 0
-    ]
+    funcs = (
+        [op]
+        if op.name == "func.func"
+        else [
+            v.operation
+            for v in op.regions[0].blocks[0].operations
+            if v.operation.name == "func.func" and len(v.operation.regions[0].blocks) > 0
+        ]
+    )
     if not funcs:
         raise NapkinError("cost analysis: no function in the module")
     func = funcs[0]

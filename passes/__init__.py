@@ -43,6 +43,7 @@ PASS_MODULES = [
     "passes.stream_partition",
     "passes.lower_to_loops",
     "passes.erase_memory_spaces",
+    "passes.cost_analysis",
 ]
 
 
