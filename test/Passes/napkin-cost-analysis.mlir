@@ -17,7 +17,7 @@
 // CHECK:         "napkin.stream"
 
 // PRINT:       gpu h100  dtype fp8
-// PRINT:       occupancy: 12 CTAs x 4 warps
+// PRINT:       occupancy: 12 CTAs x 2 warps
 // PRINT:       func.func @matmul
 // PRINT-SAME:    gpu = "h100"
 
