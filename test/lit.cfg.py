@@ -44,10 +44,13 @@ llvm_bin = os.path.normpath(os.path.join(_mlir_libs, "..", "..", "llvm", "bin"))
 
 napkin_opt_script = os.path.join(bindir, "napkin-opt")
 napkin_opt = napkin_opt_script if os.path.exists(napkin_opt_script) else f"{sys.executable} -m napkin_mlir.cli.opt"
+napkin_script = os.path.join(bindir, "napkin")
+napkin = napkin_script if os.path.exists(napkin_script) else f"{sys.executable} -m napkin_mlir.cli.napkin"
 
 # Longer names first: lit applies substitutions in order and `%irdl` must not eat a prefix.
 config.substitutions += [
     ("%napkin-opt", napkin_opt),
+    ("%napkin", napkin),
     ("%mlir-opt", os.path.join(mlir_bin, "mlir-opt")),
     ("%FileCheck", os.path.join(llvm_bin, "FileCheck")),
     ("%python", sys.executable),

@@ -1,0 +1,123 @@
+"""The tensor-core attention rule without a GPU: the fragment addressing it emits is checked
+with a numpy model of a warp, and every variant it accepts assembles with ptxas for sm_80
+and sm_90a without spills, with the shared memory and launch shape the plan predicts."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from mlir import ir
+
+from napkin_mlir.arrays import ArrayType
+from napkin_mlir.context import napkin_context
+from napkin_mlir.errors import NapkinError
+from napkin_mlir.gpu import assemble, compile_tensorcore_attention
+from napkin_mlir.harness import VerifyConfig, build
+from napkin_mlir.passmanager import run_pipeline
+from napkin_mlir.pipeline import derivation
+from napkin_mlir.tensorcore import AttentionPlan
+from napkin_mlir.tensorcore_layout import a_coords, b_coords, c_coords, simulate_warp_attention_step
+
+
+@pytest.mark.parametrize(("d", "sx"), [(64, 32), (128, 64), (32, 16)])
+def test_fragment_addressing_reproduces_the_matmuls(d: int, sx: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    q, k, v = rng.standard_normal((16, d)), rng.standard_normal((sx, d)), rng.standard_normal((sx, d))
+    s, o = simulate_warp_attention_step(q, k, v)
+    np.testing.assert_allclose(s, q @ k.T, atol=1e-9)
+    np.testing.assert_allclose(o, (q @ k.T) @ v, atol=1e-9)
+
+
+def test_fragment_layouts_cover_each_element_once() -> None:
+    for coords, shape, per_lane in ((a_coords, (16, 16), 8), (b_coords, (16, 8), 4), (c_coords, (16, 8), 4)):
+        seen = [rc for lane in range(32) for rc in coords(lane)]
+        assert len(seen) == 32 * per_lane == shape[0] * shape[1] and len(set(seen)) == len(seen)
+
+
+def _partitioned(
+    dims: dict[str, int], dtype: str, causal: bool, kv_heads: int | None, tiles: dict[str, int]
+) -> ir.Module:
+    module = build(VerifyConfig("attention", dims, dtype, causal=causal, kv_heads=kv_heads))
+    sizes: dict[str, int] = {}
+    for arg in module.body.operations[0].regions[0].blocks[0].arguments:
+        sizes.update(ArrayType.from_mlir(arg.type).sizes)
+    run_pipeline(module, derivation("attention", sizes, tiles))
+    return module
+
+
+VARIANTS = [
+    # dims, dtype, causal, kv_heads, tiles
+    ({"b": 2, "h": 4, "q": 200, "x": 333, "d": 64}, "bf16", True, None, {"q": 64, "x": 32}),
+    ({"b": 1, "h": 16, "q": 4096, "x": 4096, "d": 128}, "bf16", False, None, {"q": 64, "x": 64}),
+    ({"b": 1, "h": 16, "q": 4096, "x": 4096, "d": 128}, "f16", True, None, {"q": 128, "x": 32}),
+    ({"b": 1, "h": 8, "q": 1000, "x": 777, "d": 64}, "bf16", True, 2, {"q": 32, "x": 64}),
+]
+
+
+@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa"])
+def test_kernel_assembles_without_spills(variant: tuple, target: str, tmp_path) -> None:
+    dims, dtype, causal, kv_heads, tiles = variant
+    with napkin_context(), ir.Location.unknown():
+        module = _partitioned(dims, dtype, causal, kv_heads, tiles)
+        plan = AttentionPlan.from_partitioned(module)
+        kernel, ptx = compile_tensorcore_attention(module, target)
+    report = assemble(ptx, target, tmp_path / "k.cubin")
+    assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, report["raw"]
+    assert 0 < report["registers"] <= 255
+    # one CTA's registers must fit the SM (64K) and its shared memory the per-CTA limit
+    assert report["registers"] * plan.threads <= 65536
+    assert kernel.dynamic_smem_bytes == plan.smem_bytes <= 227 * 1024
+    r = plan.r
+    assert plan.warps == r * tiles["q"] // 16 and kernel.block == (32 * plan.warps, 1, 1)
+    assert kernel.grid == (-(-dims["q"] // tiles["q"]), dims["h"] // r, dims["b"])
+    mma = re.findall(r"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.(\w+)\.\w+\.f32", ptx)
+    assert mma and set(mma) == {dtype}
+    # per chunk and warp: (x/8)(d/16) MMAs for S and (d/8)(x/16) for O
+    assert len(mma) == (tiles["x"] // 8) * (dims["d"] // 16) + (dims["d"] // 8) * (tiles["x"] // 16)
+    assert "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16" in ptx and "cp.async.cg.shared.global" in ptx
+    assert ("setp" in ptx) and (kernel.args[0].name, kernel.args[-1].role) == ("Q", "output")
+
+
+def test_tiles_the_tensor_cores_cannot_take_are_refused() -> None:
+    with napkin_context(), ir.Location.unknown():
+        module = _partitioned({"b": 1, "h": 1, "q": 100, "x": 100, "d": 64}, "bf16", False, None, {"q": 24, "x": 32})
+        with pytest.raises(NapkinError, match="q tile 24"):
+            AttentionPlan.from_partitioned(module)
+        module = _partitioned({"b": 1, "h": 1, "q": 100, "x": 100, "d": 64}, "f32", False, None, {"q": 32, "x": 32})
+        with pytest.raises(NapkinError, match="bf16 or f16"):
+            AttentionPlan.from_partitioned(module)
+
+
+def test_only_the_attention_pattern_matches() -> None:
+    with napkin_context(), ir.Location.unknown():
+        module = build(VerifyConfig("matmul", {"m": 64, "n": 64, "k": 64}, "bf16"))
+        run_pipeline(module, derivation("matmul", {"m": 64, "n": 64, "k": 64}, {}))
+        with pytest.raises(NapkinError, match="online softmax"):
+            AttentionPlan.from_partitioned(module)
+
+
+def _has_gpu() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _has_gpu(), reason="no CUDA GPU (CuPy with a device) on this machine")
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_tensorcore_kernel_matches_jax_on_gpu(causal: bool, tmp_path) -> None:
+    from napkin_mlir import gpu_runner
+    from napkin_mlir.cli.napkin import main
+
+    out = tmp_path / "att.cubin"
+    argv = ["compile", "attention", "--dims", "b=2,h=4,q=200,x=333,d=64", "--dtype", "bf16", "--tile", "q=64,x=32"]
+    with pytest.raises(SystemExit) as done:
+        main([*argv, *(["--causal"] if causal else []), "--target", "sm_80", "-o", str(out)])
+    assert done.value.code == 0
+    report = gpu_runner.run(out.with_suffix(".cubin.json"), repeats=5, warmup=2)
+    assert report["passed"], report["errors"]
