@@ -14,7 +14,7 @@ by `cost.evaluate`, the function behind `cost.analyze`, so the choice agrees wit
 * stages: 2 (the next chunk's load overlaps the current compute: one more SMEM buffer per
   streamed array) when it fits, else 1.
 
-The winner minimises the predicted time; ties go to fewer bytes from HBM. `optimal_transfer`
+The winner minimises the predicted time; ties go to fewer bytes from HBM, then through L2. `optimal_transfer`
 is the paper's single-level model instead: minimise `H` subject to `M <= budget` elements,
 with `H` and `M` the symbolic expressions read off the program.
 """
@@ -255,8 +255,7 @@ def _search(
                 break
         if chosen is None:
             continue
-        key = (chosen.report.predicted_seconds, chosen.report.level("HBM")["transfer_bytes"])
-        if best is None or key < (best.report.predicted_seconds, best.report.level("HBM")["transfer_bytes"]):
+        if best is None or _key(chosen.report) < _key(best.report):
             best = chosen
     if best is None:
         raise UsageError(f"no tile configuration of {diagram} fits {hw.title} (SMEM per CTA and registers per thread)")
@@ -272,6 +271,11 @@ def _search(
         divs,
         tried,
     )
+
+
+def _key(r: CostReport) -> tuple[float, float, float]:
+    """Fastest first; among equal predictions, fewer bytes from HBM, then through L2."""
+    return (round(r.predicted_seconds, 12), r.level("HBM")["transfer_bytes"], r.level("L2")["transfer_bytes"])
 
 
 def _program_dtype(prog: Program) -> str:
