@@ -244,15 +244,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="gpu_runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("sidecars", nargs="+", type=Path)
+    p.add_argument("sidecars", nargs="+", type=Path, help="kernel sidecars (.json) or directories of them")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     reports, ok = [], True
+    sidecars: list[Path] = []
+    for path in args.sidecars:
+        sidecars += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    sidecars = [s for s in sidecars if s.name != "results.json"]
     try:
-        for s in args.sidecars:
+        for i, s in enumerate(sidecars, start=1):
+            print(f"[{i}/{len(sidecars)}] {s.name}", file=sys.stderr, flush=True)
             r = run(s, args.repeats, args.warmup, args.seed)
             reports.append(r)
             ok = ok and r["passed"]
@@ -261,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.json:
-        args.json.write_text(json.dumps(reports, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"device": reports[0]["device"] if reports else None, "runs": reports}, indent=2) + "\n"
+        )
     return 0 if ok else 1
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from pathlib import Path
 
 from napkin_mlir.bench import bench_attention_cpu, progress, write_results
@@ -15,11 +17,109 @@ from napkin_mlir.harness import VerifyConfig
 CPU_SWEEP = (256, 512, 1024)
 
 
+#: The GPU sweep (issue 5): q = x from 512 to 16k with b*q = 16k and h*d = 2048.
+GPU_SEQS = (512, 1024, 2048, 4096, 8192, 16384)
+GPU_HEAD_DIMS = (64, 128)
+GPU_TILES = {64: {"q": 64, "x": 64}, 128: {"q": 64, "x": 64}}
+
+
+def gpu_sweep() -> list[tuple[dict[str, int], bool]]:
+    problems = []
+    for d in GPU_HEAD_DIMS:
+        for n in GPU_SEQS:
+            for causal in (False, True):
+                problems.append(({"b": 16384 // n, "h": 2048 // d, "q": n, "x": n, "d": d}, causal))
+    return problems
+
+
+def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
+    """Compile the sweep's kernels (cubin + sidecar each) into `directory`."""
+    from napkin_mlir.cli.napkin import main as napkin_main
+
+    directory.mkdir(parents=True, exist_ok=True)
+    problems = gpu_sweep()
+    for i, (dims, causal) in enumerate(problems):
+        label = f"d{dims['d']}-n{dims['q']}{'-causal' if causal else ''}"
+        progress(i, len(problems), label)
+        tiles = GPU_TILES[dims["d"]]
+        argv = ["compile", "attention", "--dims", ",".join(f"{k}={v}" for k, v in dims.items()), "--dtype", dtype]
+        argv += ["--tile", ",".join(f"{k}={v}" for k, v in tiles.items()), "--target", arch]
+        argv += ["--causal"] if causal else []
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                napkin_main([*argv, "-o", str(directory / f"attention-{label}.cubin")])
+        except SystemExit as done:
+            if done.code:
+                raise UsageError(f"compiling {label} failed") from None
+    progress(len(problems), len(problems), "done")
+    print(f"compiled {len(problems)} kernels into {directory}")
+    print(f"next, on the GPU machine: python -m napkin_mlir.gpu_runner {directory} --json {directory}/results.json")
+    print(f"then here: napkin bench attention --target gpu --report {directory}/results.json")
+    return 0
+
+
+def report_gpu(results: Path, plot: Path | None) -> int:
+    """Tabulate (and plot) a GPU runner's results: TFLOP/s per kernel, ratio to cuDNN."""
+    import json
+
+    try:
+        data = json.loads(results.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {results}: {err}") from None
+    runs = data["runs"]
+    print(f"device: {data.get('device')}")
+    print(f"{'problem':<40} {'check':>5} {'napkin':>8} {'cuDNN':>8} {'XLA':>8} {'vs cuDNN':>9}  (TFLOP/s)")
+    for r in runs:
+        p = r["problem"]
+        label = ",".join(f"{k}={v}" for k, v in p["dims"].items()) + (" causal" if p["causal"] else "")
+        t = r["tflops"]
+        ratio = r.get("ratio_to_cudnn")
+        print(
+            f"{label:<40} {'PASS' if r['passed'] else 'FAIL':>5} {t['napkin']:>8.1f} {t.get('cudnn', float('nan')):>8.1f} "
+            f"{t.get('xla', float('nan')):>8.1f} {(1 / ratio if ratio else float('nan')):>9.2f}"
+        )
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(10, 6))
+        groups = sorted({(r["problem"]["dims"]["d"], r["problem"]["causal"]) for r in runs})
+        for i, (d, causal) in enumerate(groups):
+            ax = fig.add_subplot(2, 2, i + 1)
+            sel = sorted(
+                (r for r in runs if (r["problem"]["dims"]["d"], r["problem"]["causal"]) == (d, causal)),
+                key=lambda r: r["problem"]["dims"]["q"],
+            )
+            n = [r["problem"]["dims"]["q"] for r in sel]
+            for impl in ("napkin", "cudnn", "xla"):
+                ax.plot(n, [r["tflops"].get(impl, float("nan")) for r in sel], marker="o", label=impl)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"head dim {d}{', causal' if causal else ''}")
+            ax.set_xlabel("sequence length")
+            ax.set_ylabel("TFLOP/s")
+            ax.legend()
+        fig.suptitle(f"attention forward on {data.get('device')}")
+        fig.tight_layout()
+        fig.savefig(plot)
+        print(f"wrote {plot}")
+    return 0 if all(r["passed"] for r in runs) else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.diagram != "attention":
         raise UsageError(f"napkin bench: only attention is benchmarked so far, not '{args.diagram}'")
-    if args.target != "cpu":
-        raise UsageError("napkin bench: --target gpu needs the GPU backend, which is not built yet")
+    if args.target == "gpu":
+        if args.report:
+            return report_gpu(Path(args.report), Path(args.plot) if args.plot else None)
+        if args.prepare:
+            return prepare_gpu(Path(args.prepare), args.arch, args.dtype if args.dtype != "f32" else "bf16")
+        raise UsageError(
+            "napkin bench --target gpu: the kernels are compiled here and run where the GPU is: "
+            "--prepare DIR compiles the sweep, `python -m napkin_mlir.gpu_runner DIR --json DIR/results.json` runs it "
+            "on the GPU machine, --report DIR/results.json tabulates and plots it"
+        )
     tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
     if args.sweep:
         problems = [{"b": 1, "h": 8, "q": n, "x": n, "d": 64} for n in CPU_SWEEP]
@@ -58,4 +158,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=10, help="timed calls of each (median reported)")
     p.add_argument("--sweep", action="store_true", help=f"sweep q=x over {CPU_SWEEP}")
     p.add_argument("-o", "--output", default=None, help="JSON file (default bench/results/...)")
+    p.add_argument("--prepare", default=None, help="gpu: compile the sweep's kernels into DIR")
+    p.add_argument("--arch", choices=("sm_80", "sm_90a"), default="sm_90a", help="gpu: target of --prepare")
+    p.add_argument("--report", default=None, help="gpu: tabulate a gpu_runner results JSON")
+    p.add_argument("--plot", default=None, help="gpu: with --report, plot TFLOP/s per kernel to FILE.png")
     p.set_defaults(fn=cmd_bench)

@@ -1,0 +1,73 @@
+"""`napkin bench --target gpu` without a GPU: the sweep compiles here (--prepare), and a
+runner's results file is tabulated and plotted (--report). Running needs the GPU machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from napkin_mlir.cli import bench
+from napkin_mlir.gpu_runner import load_sidecar
+
+
+def _run(argv: list[str]) -> int:
+    from napkin_mlir.cli.napkin import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    return int(done.value.code or 0)
+
+
+def test_sweep_shapes() -> None:
+    problems = bench.gpu_sweep()
+    assert len(problems) == len(bench.GPU_SEQS) * len(bench.GPU_HEAD_DIMS) * 2
+    for dims, _causal in problems:
+        assert dims["b"] * dims["q"] == 16384 and dims["h"] * dims["d"] == 2048 and dims["q"] == dims["x"]
+
+
+def test_prepare_compiles_runnable_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "GPU_SEQS", (512,))
+    monkeypatch.setattr(bench, "GPU_HEAD_DIMS", (64,))
+    assert _run(["bench", "attention", "--target", "gpu", "--prepare", str(tmp_path), "--arch", "sm_80"]) == 0
+    sidecars = sorted(tmp_path.glob("*.cubin.json"))
+    assert [s.name for s in sidecars] == ["attention-d64-n512-causal.cubin.json", "attention-d64-n512.cubin.json"]
+    side = load_sidecar(sidecars[0])
+    assert side.binary.exists() and side.problem["causal"] is True and side.problem["kernel"] == "tensorcore"
+    assert side.problem["dims"] == {"b": 32, "h": 32, "q": 512, "x": 512, "d": 64}
+
+
+def test_gpu_without_prepare_or_report_explains_the_flow(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["bench", "attention", "--target", "gpu"]) == 2
+    assert "--prepare" in capsys.readouterr().err
+
+
+def test_report_tabulates_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = []
+    for d in (64, 128):
+        for n in (512, 1024):
+            for causal in (False, True):
+                ms = {"napkin": 1.0 + n / 1000, "cudnn": 0.5 + n / 2000, "xla": 2.0}
+                runs.append(
+                    {
+                        "problem": {
+                            "dims": {"b": 16384 // n, "h": 2048 // d, "q": n, "x": n, "d": d},
+                            "causal": causal,
+                        },
+                        "passed": True,
+                        "median_ms": ms,
+                        "tflops": {k: 100.0 / v for k, v in ms.items()},
+                        "ratio_to_cudnn": ms["napkin"] / ms["cudnn"],
+                    }
+                )
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"device": "test device", "runs": runs}))
+    plot = tmp_path / "tflops.png"
+    assert _run(["bench", "attention", "--target", "gpu", "--report", str(results), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "test device" in out and out.count("PASS") == len(runs)
+    assert plot.stat().st_size > 10_000
+    runs[0]["passed"] = False
+    results.write_text(json.dumps({"device": "test device", "runs": runs}))
+    assert _run(["bench", "attention", "--target", "gpu", "--report", str(results)]) == 1
