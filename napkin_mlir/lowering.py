@@ -251,12 +251,20 @@ def lower_contract(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[
     acc_t = element_type(out.dtype)
     fill(out, 0.0)
 
-    def body(xs: list[ir.Value], acc: ir.Value, _: Callable) -> ir.Value:
-        return arith.addf(acc, arith.mulf(convert(xs[0], acc_t), convert(xs[1], acc_t)))
+    # Loop order for the host's vectorizer: when the last reduced axis is contiguous in both
+    # operands (Q Kᵀ over d), it goes innermost as a dot product whose sum may be reassociated;
+    # otherwise the last output axis goes innermost (unit stride, no loop-carried dependence).
+    dot = bool(reduced) and lhs.axes[-1] == rhs.axes[-1] == reduced[-1]
+    fast = arith.FastMathFlags.reassoc if dot else None
 
-    # reductions outside the last (contiguous) output axis: the innermost loop is unit-stride
-    # and free of loop-carried dependences, so LLVM vectorizes it
-    loops = [*out.axes[:-1], *reduced, *out.axes[-1:]] if out.axes else reduced
+    def body(xs: list[ir.Value], acc: ir.Value, _: Callable) -> ir.Value:
+        prod = arith.mulf(convert(xs[0], acc_t), convert(xs[1], acc_t))
+        return arith.addf(acc, prod, fastmath=fast) if fast else arith.addf(acc, prod)
+
+    if dot or not out.axes:
+        loops = [*out.axes, *reduced]
+    else:
+        loops = [*out.axes[:-1], *reduced, *out.axes[-1:]]
     generic([lhs, rhs], out, loops, body, reduced)
 
 
