@@ -35,6 +35,7 @@ from mlir.passmanager import PassManager
 from napkin_mlir.arrays import DTYPE_BYTES, ArrayType
 from napkin_mlir.context import format_diagnostics
 from napkin_mlir.errors import NapkinError, ToolError
+from napkin_mlir.knobs import knobs
 
 TARGETS = {"sm_80": "+ptx80", "sm_90a": "+ptx80"}
 
@@ -397,7 +398,12 @@ def _launch_shape(module: ir.Module) -> tuple[tuple[int, int, int], tuple[int, i
 
 
 def ptxas_path() -> str:
-    """ptxas from the nvidia-cuda-nvcc wheel, else from PATH."""
+    """NAPKIN_PTXAS, else ptxas from the nvidia-cuda-nvcc wheel, else from PATH."""
+    override = knobs().ptxas
+    if override is not None:
+        if not override.exists():
+            raise ToolError(f"NAPKIN_PTXAS={override}: no such file")
+        return str(override)
     try:
         import nvidia
 

@@ -261,10 +261,7 @@ def lower_contract(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[
         prod = arith.mulf(convert(xs[0], acc_t), convert(xs[1], acc_t))
         return arith.addf(acc, prod, fastmath=fast) if fast else arith.addf(acc, prod)
 
-    if dot or not out.axes:
-        loops = [*out.axes, *reduced]
-    else:
-        loops = [*out.axes[:-1], *reduced, *out.axes[-1:]]
+    loops = [*out.axes, *reduced] if dot or not out.axes else [*out.axes[:-1], *reduced, *out.axes[-1:]]
     generic([lhs, rhs], out, loops, body, reduced)
 
 

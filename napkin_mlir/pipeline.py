@@ -24,6 +24,7 @@ from mlir import ir
 
 from napkin_mlir.cpu import CPU_PIPELINE
 from napkin_mlir.errors import UsageError
+from napkin_mlir.knobs import knobs
 from napkin_mlir.passmanager import run_pipeline
 
 
@@ -100,7 +101,11 @@ def compile_to_loops(
     print_after_all: bool = False,
     dump_dir: Path | None = None,
 ) -> None:
-    """Run the napkin stages from `diagram` to `loops` on `module` in place."""
+    """Run the napkin stages from `diagram` to `loops` on `module` in place (the
+    NAPKIN_PRINT_IR_AFTER_ALL and NAPKIN_DUMP_DIR knobs apply when the arguments are unset)."""
+    settings = knobs()
+    print_after_all = print_after_all or settings.print_ir_after_all
+    dump_dir = dump_dir or settings.dump_dir
     if tiled and diagram is not None:
         partition = derivation(diagram, sizes, tiles)
         log(f"relabel: {partition}")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from napkin_mlir.errors import NapkinError, UsageError
+from napkin_mlir.knobs import knobs
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -50,6 +51,12 @@ def run_main(body: Callable[[], int]) -> NoReturn:
     except MemoryError:
         sys.stderr.write("error: out of memory (the problem is too large for this machine)\n")
         code = 1
+    except Exception:  # an internal error: one line, unless NAPKIN_DEBUG asks for the traceback
+        if knobs().debug:
+            raise
+        err = sys.exc_info()[1]
+        sys.stderr.write(f"error: internal error: {type(err).__name__}: {err} (NAPKIN_DEBUG=1 shows the traceback)\n")
+        code = 70
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         code = 130

@@ -35,6 +35,7 @@ from mlir.passmanager import PassManager
 from napkin_mlir.cli.common import ArgumentParser, run_main
 from napkin_mlir.context import napkin_context
 from napkin_mlir.errors import NapkinError, UsageError
+from napkin_mlir.knobs import knobs
 from napkin_mlir.passmanager import (
     PassFailure,
     PipelineDiagnostic,
@@ -307,11 +308,7 @@ def process_chunk(
                     filename=filename,
                 )
             except PassFailure as err:
-                if (
-                    isinstance(err.cause, Exception)
-                    and not isinstance(err.cause, NapkinError)
-                    and os.environ.get("NAPKIN_DEBUG")
-                ):
+                if isinstance(err.cause, Exception) and not isinstance(err.cause, NapkinError) and knobs().debug:
                     traceback.print_exception(err.cause)
                 return ChunkResult(None, _failure_diagnostics(err))
         text = module.operation.get_asm(print_generic_op_form=True) if generic else str(module)
@@ -399,7 +396,7 @@ def _guarded(argv: list[str]) -> int:
     except (NapkinError, KeyboardInterrupt, BrokenPipeError, SystemExit):
         raise
     except Exception as e:  # never a traceback for users; NAPKIN_DEBUG=1 shows it
-        if os.environ.get("NAPKIN_DEBUG"):
+        if knobs().debug:
             traceback.print_exc()
         sys.stderr.write(f"error: internal error: {type(e).__name__}: {e}\n")
         return 1

@@ -3,13 +3,14 @@
 // tiles -> memref.subview, smem/reg buffers -> workgroup/private memory spaces.
 // RUN: %napkin-opt %s --split-input-file --napkin-lower-to-loops | filecheck %s
 
-// A plain matmul: results become output parameters; one fill and one reduction generic.
+// A plain matmul: results become output parameters; one fill and one reduction generic,
+// its loops ordered (m, k, n) so the innermost loop walks the contiguous n axis.
 
 // CHECK-LABEL: func.func @plain
 // CHECK-SAME:    (%[[A:.*]]: memref<8x16xf32>, %[[B:.*]]: memref<16x6xf32>, %[[C:.*]]: memref<8x6xf32>)
 // CHECK-SAME:    llvm.emit_c_interface
 // CHECK:         linalg.fill ins(%{{.*}} : f32) outs(%[[C]] : memref<8x6xf32>)
-// CHECK:         linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins(%[[A]], %[[B]] : memref<8x16xf32>, memref<16x6xf32>) outs(%[[C]] : memref<8x6xf32>)
+// CHECK:         linalg.generic {{.*}}iterator_types = ["parallel", "reduction", "parallel"]{{.*}} ins(%[[A]], %[[B]] : memref<8x16xf32>, memref<16x6xf32>) outs(%[[C]] : memref<8x6xf32>)
 // CHECK:         return
 func.func @plain(%A: tensor<8x16xf32, {axes = ["m", "k"]}>, %B: tensor<16x6xf32, {axes = ["k", "n"]}>) -> tensor<8x6xf32, {axes = ["m", "n"]}> {
   %0 = "napkin.contract"(%A, %B) : (tensor<8x16xf32, {axes = ["m", "k"]}>, tensor<16x6xf32, {axes = ["k", "n"]}>) -> tensor<8x6xf32, {axes = ["m", "n"]}>
