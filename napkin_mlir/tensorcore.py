@@ -77,6 +77,17 @@ class AttentionPlan:
         row = (self.d + PAD) * 2
         return self.rows * row + 2 * 2 * self.sx * row
 
+    @property
+    def registers_estimate(self) -> int:
+        """32-bit registers per thread: S and O accumulators, Q and P fragments, softmax state
+        and addressing (ptxas lands within about 20% of this)."""
+        return (3 * self.sx) // 4 + (3 * self.d) // 4 + 40
+
+    def fits_registers(self) -> bool:
+        """1.25x the estimate must fit both the 255-register cap and the SM's 64K registers."""
+        need = int(self.registers_estimate * 1.25)
+        return need <= 255 and need * self.threads <= 65536
+
     def check(self) -> None:
         problems = []
         if self.dtype not in ELEM:
@@ -91,6 +102,11 @@ class AttentionPlan:
             problems.append(f"{self.warps} warps per CTA (at most 16)")
         if self.smem_bytes > 227 * 1024:
             problems.append(f"{self.smem_bytes} bytes of shared memory (at most 227 KiB)")
+        if not self.fits_registers():
+            problems.append(
+                f"about {self.registers_estimate} registers per thread for {self.threads} threads "
+                "(the accumulators of x chunk and head dim must stay in registers)"
+            )
         if problems:
             raise NapkinError("the tensor-core attention kernel cannot take " + "; ".join(problems))
 
@@ -143,6 +159,29 @@ class AttentionPlan:
         )
         plan.check()
         return plan
+
+
+def tiles_fit_kernel(tiles: dict[str, int], sizes: dict[str, int], dtype: str) -> bool:
+    """Whether the tensor-core kernel can take `tiles` (q, x) for attention of `sizes`."""
+    plan = AttentionPlan(
+        b=sizes["b"],
+        h=sizes["h"],
+        r=sizes.get("r", 1),
+        q=sizes["q"],
+        x=sizes["x"],
+        d=sizes["d"],
+        gq=tiles.get("q", sizes["q"]),
+        sx=tiles.get("x", sizes["x"]),
+        dtype=dtype,
+        causal=False,
+        scale=1.0,
+        names=("Q", "K", "V"),
+    )
+    try:
+        plan.check()
+    except NapkinError:
+        return False
+    return True
 
 
 class _Emitter:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,14 +216,16 @@ def search(
     diagram: str,
     sizes: dict[str, int],
     fixed: dict[str, int] | None = None,
+    feasible: Callable[[dict[str, int]], bool] | None = None,
 ) -> TileChoice:
-    """Evaluate the candidate tiles of `prog` and return the fastest that fits."""
+    """Evaluate the candidate tiles of `prog` and return the fastest that fits (and that
+    `feasible`, a backend's own limits, accepts)."""
     dt = canonical_dtype(dtype) if dtype else None
     try:
-        return _search(prog, hw, dt, diagram, sizes, fixed or {}, None)
+        return _search(prog, hw, dt, diagram, sizes, fixed or {}, None, feasible)
     except UsageError:
         # nothing fits with whole 128-byte lines: fall back to 32-byte sectors
-        return _search(prog, hw, dt, diagram, sizes, fixed or {}, 32)
+        return _search(prog, hw, dt, diagram, sizes, fixed or {}, 32, feasible)
 
 
 def _search(
@@ -233,6 +236,7 @@ def _search(
     sizes: dict[str, int],
     fixed: dict[str, int],
     coalesce: int | None,
+    feasible: Callable[[dict[str, int]], bool] | None = None,
 ) -> TileChoice:
     divs = divisors(prog, hw, dt or _program_dtype(prog), coalesce)
     axes = [a for a in PARTITIONS.get(diagram, ((), ""))[0] if a in divs] + [
@@ -244,6 +248,8 @@ def _search(
     tried: list[Candidate] = []
     for combo in itertools.product(*options):
         tiles = dict(zip(axes, combo, strict=True))
+        if feasible is not None and not feasible(tiles):
+            continue
         p = prog.retile(tiles)
         chosen = None
         for stages in (2, 1):
@@ -286,7 +292,13 @@ def _program_dtype(prog: Program) -> str:
 
 
 def choose_tiles(
-    diagram: str, sizes: dict[str, int], dtype: str, gpu: str, fixed: dict[str, int] | None = None, **options: Any
+    diagram: str,
+    sizes: dict[str, int],
+    dtype: str,
+    gpu: str,
+    fixed: dict[str, int] | None = None,
+    feasible: Callable[[dict[str, int]], bool] | None = None,
+    **options: Any,
 ) -> TileChoice:
     """The tile sizes (group and stream, by axis name) that minimise the predicted time of
     `diagram` at `sizes` in `dtype` on `gpu`, subject to capacity and divisibility.
@@ -297,7 +309,7 @@ def choose_tiles(
     hw.peak(dtype)  # reject fp8 on Ampere early
     prog = partitioned(diagram, sizes, None, dtype, **options)
     override = canonical_dtype(dtype) if canonical_dtype(dtype) == "fp8" else None
-    return search(prog, hw, override or dtype, diagram, sizes, fixed)
+    return search(prog, hw, override or dtype, diagram, sizes, fixed, feasible)
 
 
 # --------------------------------------------------------------------------------------

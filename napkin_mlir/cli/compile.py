@@ -19,11 +19,35 @@ from napkin_mlir.cli.napkin import add_problem_args, problem_config
 from napkin_mlir.context import napkin_context
 from napkin_mlir.errors import UsageError
 from napkin_mlir.gpu import TARGETS, assemble, compile_gpu, compile_tensorcore_attention, write_sidecar
-from napkin_mlir.harness import build
+from napkin_mlir.harness import VerifyConfig, build
 from napkin_mlir.passmanager import run_pipeline
-from napkin_mlir.pipeline import compile_to_loops, derivation
+from napkin_mlir.pipeline import PARTITIONS, compile_to_loops, derivation
+from napkin_mlir.tensorcore import tiles_fit_kernel
+from napkin_mlir.tiles import choose_tiles
 
 EMIT = ("gpu", "nvvm", "ptx", "cubin")
+
+#: The cost model's description of each target.
+GPU_OF = {"sm_80": "a100", "sm_90a": "h100"}
+
+
+def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str) -> dict[str, int]:
+    """The given tiles, completed by the cost model's choice among those the tensor-core
+    kernel can take (registers, shared memory, MMA shapes)."""
+    grouped, streamed = PARTITIONS["attention"]
+    if all(a in config.tiles for a in (*grouped, streamed)):
+        return dict(config.tiles)
+    choice = choose_tiles(
+        "attention",
+        config.dims,
+        config.dtype,
+        GPU_OF[target],
+        fixed=dict(config.tiles),
+        feasible=lambda t: tiles_fit_kernel(t, sizes, config.dtype),
+        causal=config.causal,
+        kv_heads=config.kv_heads,
+    )
+    return {a: choice.tiles[a] for a in (*grouped, streamed)}
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -45,7 +69,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if kernel_kind == "tensorcore":
             if config.diagram != "attention":
                 raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
-            run_pipeline(module, derivation(config.diagram, sizes, config.tiles))
+            tiles = _model_tiles(config, sizes, args.target)
+            print(
+                f"tiles {tiles} ({'given' if tiles == config.tiles else 'chosen by the cost model for ' + GPU_OF[args.target]})"
+            )
+            run_pipeline(module, derivation(config.diagram, sizes, tiles))
             kernel, text = compile_tensorcore_attention(module, args.target, stop_after=stop)
         else:
             compile_to_loops(module, config.diagram, sizes, config.tiles)

@@ -4,6 +4,7 @@ and sm_90a without spills, with the shared memory and launch shape the plan pred
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -121,3 +122,40 @@ def test_tensorcore_kernel_matches_jax_on_gpu(causal: bool, tmp_path) -> None:
     assert done.value.code == 0
     report = gpu_runner.run(out.with_suffix(".cubin.json"), repeats=5, warmup=2)
     assert report["passed"], report["errors"]
+
+
+@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+def test_compile_without_tiles_takes_the_models_choice(
+    target: str, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --tile: the cost model picks the tiles among those the kernel can take; the kernel
+    then assembles without spills."""
+    from napkin_mlir.cli.compile import GPU_OF
+    from napkin_mlir.cli.napkin import main
+    from napkin_mlir.tensorcore import tiles_fit_kernel
+    from napkin_mlir.tiles import choose_tiles
+
+    dims = {"b": 4, "h": 16, "q": 4096, "x": 4096, "d": 128}
+    out = tmp_path / "k.cubin"
+    with pytest.raises(SystemExit) as done:
+        main(
+            [
+                "compile",
+                "attention",
+                "--dims",
+                "b=4,h=16,q=4096,x=4096,d=128",
+                "--dtype",
+                "bf16",
+                "--target",
+                target,
+                "-o",
+                str(out),
+            ]
+        )
+    assert done.value.code == 0
+    side = json.loads(out.with_suffix(".cubin.json").read_text())
+    expect = choose_tiles(
+        "attention", dims, "bf16", GPU_OF[target], feasible=lambda t: tiles_fit_kernel(t, dims, "bf16")
+    )
+    assert side["problem"]["tile"] == {"q": expect.tiles["q"], "x": expect.tiles["x"]}
+    assert side["ptxas"]["spill_stores_bytes"] == 0 and "chosen by the cost model" in capsys.readouterr().out
