@@ -170,6 +170,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result = verify(cfg, log=lambda s: None)
         print(f"   {result.summary()}\n")
         ok = ok and result.passed
+    _demo_model()
     _demo_pictures(dims, config)
     _demo_gpu(dims)
     print("demo finished: all results match JAX" if ok else "demo finished: a result did NOT match JAX")
@@ -177,6 +178,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 DEMO_DIR = Path("out/demo")
+
+
+def _demo_model() -> None:
+    """The cost model's tile choice and prediction for attention on each GPU, and pseudocode."""
+    from napkin_mlir.pseudocode import pseudocode
+    from napkin_mlir.tiles import choose_tiles
+
+    dims = {"b": 4, "h": 16, "q": 4096, "x": 4096, "d": 128}
+    print("The performance model: attention bf16, b=4 h=16 q=x=4096 d=128, tiles chosen analytically (no autotuning):")
+    useful = 4.0 * dims["b"] * dims["h"] * dims["q"] * dims["x"] * dims["d"]  # TFLOP/s as FlashAttention counts
+    for gpu in ("a100", "h100", "h200"):
+        c = choose_tiles("attention", dims, "bf16", gpu)
+        r = c.report
+        hbm = r.level("HBM")["transfer_bytes"] / 1e6
+        print(
+            f"   {gpu}: tiles {c.tiles}, {c.warps} warps/CTA, {r.warps_per_sm} warps/SM, "
+            f"HBM {hbm:.0f} MB, predicted {r.predicted_seconds * 1e6:.0f} us = {useful / r.predicted_seconds / 1e12:.0f} TFLOP/s "
+            f"({r.bound}-bound)"
+        )
+    choice = choose_tiles("attention", dims, "bf16", "a100")
+    with napkin_context(), ir.Location.unknown():
+        module = build(VerifyConfig("attention", dims, "bf16"))
+        run_pipeline(module, derivation("attention", _sizes_of(module), choice.tiles))
+        text = pseudocode(module, "a100", report=choice.report)
+    print("\n   Its pseudocode on the A100 (napkin pseudocode attention --gpu a100 ...):")
+    print("\n".join("   " + line for line in text.splitlines()))
+    print()
 
 
 def _demo_pictures(dims: dict[str, int], config: VerifyConfig) -> None:
