@@ -26,7 +26,18 @@ def compiled(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for target in ("sm_80", "sm_90a"):
         path = out / f"attention_{target}.cubin"
-        argv = ["compile", "attention", *ATTENTION, "--dtype", "bf16", "--causal", "--kv-heads", "1", "--kernel", "simt"]
+        argv = [
+            "compile",
+            "attention",
+            *ATTENTION,
+            "--dtype",
+            "bf16",
+            "--causal",
+            "--kv-heads",
+            "1",
+            "--kernel",
+            "simt",
+        ]
         with pytest.raises(SystemExit) as done:
             main([*argv, "--target", target, "-o", str(path)])
         assert done.value.code == 0
@@ -78,7 +89,12 @@ def test_ptxas_report_parsing() -> None:
         "ptxas info    : Used 168 registers, used 1 barriers, 1024 bytes smem, 384 bytes cmem[0]\n"
     )
     r = parse_ptxas_report(text)
-    assert (r["registers"], r["spill_stores_bytes"], r["spill_loads_bytes"], r["static_smem_bytes"]) == (168, 4, 4, 1024)
+    assert (r["registers"], r["spill_stores_bytes"], r["spill_loads_bytes"], r["static_smem_bytes"]) == (
+        168,
+        4,
+        4,
+        1024,
+    )
     assert Path(ptxas_path()).exists()
 
 
