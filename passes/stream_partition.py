@@ -137,17 +137,23 @@ def _factor_normalizers(ops: list[ir.Operation], axis: str) -> bool:
 def _classify(
     ops: list[ir.Operation], outputs: list[ir.Value], axis: str, online: bool
 ) -> tuple[list[ir.Operation], list[Accumulator]]:
-    """The ops to move into the stream (those touching the axis) and the accumulators."""
-    streamed = [op for op in ops if any(has_axis(v, axis) for v in [*op.operands, *op.results])]
-    if not streamed:
+    """The ops to move into the stream and the accumulators. Streamed are the boxes that
+    touch the axis and lead to a reduction over it; boxes that only carry the axis along
+    (woven over it, independent of the reduction) stay outside."""
+    touching = [op for op in ops if any(has_axis(v, axis) for v in [*op.operands, *op.results])]
+    if not touching:
         raise NapkinError(f"napkin-stream-partition: no box uses axis '{axis}'")
+    feeds: set[ir.Operation] = {op for op in touching if _reduces(op, axis)}
+    for op in reversed(ops):
+        if op in touching and any(u in feeds for r in op.results for u in _users(r)):
+            feeds.add(op)
+    streamed = [op for op in touching if op in feeds] or touching
+    produced = {r for op in streamed for r in op.results}
     for i, v in enumerate(outputs):
-        if has_axis(v, axis):
+        if has_axis(v, axis) and (v in produced or not feeds):
             raise NapkinError(
                 f"cannot stream axis '{axis}': output #{i} ({array(v)}) keeps it; a stream partition needs an axis the function reduces"
             )
-    in_stream = set(map(id, streamed))
-    del in_stream
     streamed_set = streamed
     reduced: list[ir.Operation] = [op for op in streamed if _reduces(op, axis)]
     # values that depend on a whole-axis reduction
@@ -199,10 +205,12 @@ def _classify(
                 )
         for r in op.results:
             for u in _users(r):
-                if u not in streamed_set and u.name != "func.return" and u.name != "gpu.yield":
-                    continue
-                if u.name in ("func.return", "gpu.yield"):
-                    raise fail(op, f"cannot stream axis '{axis}': this value keeps the axis and leaves the diagram")
+                if u not in streamed_set:
+                    raise fail(
+                        op,
+                        f"cannot stream axis '{axis}': this value is computed per chunk of '{axis}' but '{u.name}' "
+                        "outside the stream needs it whole",
+                    )
     return streamed_set, accs
 
 
@@ -210,9 +218,23 @@ def _row_type(t: ArrayType, axis: str) -> ArrayType:
     return t.without(axis).with_dtype("f32")
 
 
+def _target_block(f: ir.Operation, axis: str) -> ir.Block:
+    """The innermost group body, or, when it holds a stream over another axis whose step
+    uses `axis`, that step (streams nest: a contraction axis consumed in chunks per chunk)."""
+    block = innermost_block(f)
+    while True:
+        streams = [op.operation for op in block.operations if op.operation.name == "napkin.stream"]
+        if len(streams) != 1 or _str(streams[0], "axis") == axis:
+            return block
+        step = streams[0].regions[1].blocks[0]
+        if not any(has_axis(v, axis) for op in step.operations for v in [*op.operands, *op.results]):
+            return block
+        block = step
+
+
 def partition(f: ir.Operation, options: StreamPartitionOptions) -> None:
     axis, size = options.axis, options.size
-    block = innermost_block(f)
+    block = _target_block(f, axis)
     while _factor_normalizers(body_ops(block), axis):
         pass
     ops = body_ops(block)

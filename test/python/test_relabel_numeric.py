@@ -134,3 +134,28 @@ def test_relabelings_recurse_to_warps(causal: bool, seed: int) -> None:
     )
     passed, criterion = judge(config, c)
     assert passed, f"{c} vs {criterion}"
+
+
+@pytest.mark.parametrize("d_chunk", [8, 16], ids=["d8", "d16-partial"])
+def test_contraction_axis_streamed_inside_each_chunk(d_chunk: int, seed: int) -> None:
+    """Streams nest: after x is streamed, d (used only by Q Kᵀ inside the step) is streamed too."""
+    dims = {"b": 1, "h": 2, "q": 45, "x": 37, "d": 24}
+    pipeline = (
+        "builtin.module(napkin-assign-levels,napkin-group-partition{axes=b,h,q sizes=1,1,16 level=grid},"
+        f"napkin-stream-partition{{axis=x size=8}},napkin-stream-partition{{axis=d size={d_chunk}}},"
+        f"napkin-verify,{LOOPS_PIPELINE})"
+    )
+    with napkin_context(), ir.Location.unknown():
+        module = attention(dims, causal=True)
+        run_pipeline(module, pipeline)
+        assert str(module).count("scf.for %") == 2, "two nested stream loops"
+        kernel = CpuKernel(module)
+        sig = next(iter(kernel.signatures.values()))
+        inputs = reference.random_inputs(sig.inputs, seed)
+        (out,) = kernel(sig.name, *inputs)
+    config = VerifyConfig("attention", dims, causal=True)
+    c = reference.compare(
+        out, reference.attention_ref(*inputs, jnp.float64, True), reference.attention_ref(*inputs, jnp.float32, True)
+    )
+    passed, criterion = judge(config, c)
+    assert passed, f"{c} vs {criterion}"
