@@ -36,6 +36,7 @@ from napkin_mlir.arrays import DTYPE_BYTES, ArrayType
 from napkin_mlir.context import format_diagnostics
 from napkin_mlir.errors import NapkinError, ToolError
 from napkin_mlir.knobs import knobs
+from napkin_mlir.regions import retype_memory_spaces
 
 TARGETS = {"sm_80": "+ptx80", "sm_90a": "+ptx80"}
 
@@ -159,26 +160,9 @@ def map_to_threads(module: ir.Module) -> None:
 # --- shared memory --------------------------------------------------------------------------
 
 
-def _workgroup(t: ir.Type) -> ir.Type:
-    if isinstance(t, ir.MemRefType) and t.memory_space is not None:
-        space = ir.Attribute.parse("#gpu.address_space<workgroup>")
-        return ir.MemRefType.get(t.shape, t.element_type, layout=t.layout, memory_space=space)
-    return t
-
-
 def registers_to_shared(module: ir.Module) -> None:
     """Retype register-level (private) buffers as shared: the SIMT mapping shares tiles."""
-
-    def visit(op: ir.Operation) -> ir.WalkResult:
-        for r in op.results:
-            r.set_type(_workgroup(r.type))
-        for region in op.regions:
-            for block in region.blocks:
-                for a in block.arguments:
-                    a.set_type(_workgroup(a.type))
-        return ir.WalkResult.ADVANCE
-
-    module.operation.walk(visit)
+    retype_memory_spaces(module.operation, "#gpu.address_space<workgroup>")
 
 
 def promote_allocs(module: ir.Module) -> int:

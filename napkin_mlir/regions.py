@@ -178,3 +178,30 @@ def fail(op: ir.Operation, message: str) -> NapkinError:
     if loc.startswith("loc(") and loc.endswith(")"):
         loc = loc[4:-1].replace('"', "")
     return NapkinError(message, where=None if loc == "unknown" else loc)
+
+
+def retype_memory_spaces(root: ir.Operation, space: str | None) -> None:
+    """Give every memref under `root` that has a memory space the memory space `space`
+    (None: the default space), in results, block arguments and function signatures."""
+    new_space = ir.Attribute.parse(space) if space else None
+
+    def fix(t: ir.Type) -> ir.Type:
+        if isinstance(t, ir.MemRefType) and t.memory_space is not None:
+            return ir.MemRefType.get(t.shape, t.element_type, layout=t.layout, memory_space=new_space)
+        return t
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        for r in op.results:
+            r.set_type(fix(r.type))
+        for region in op.regions:
+            for block in region.blocks:
+                for a in block.arguments:
+                    a.set_type(fix(a.type))
+        if op.name == "func.func":
+            ft = ir.FunctionType(ir.TypeAttr(op.attributes["function_type"]).value)
+            op.attributes["function_type"] = ir.TypeAttr.get(
+                ir.FunctionType.get([fix(t) for t in ft.inputs], [fix(t) for t in ft.results])
+            )
+        return ir.WalkResult.ADVANCE
+
+    root.walk(visit)

@@ -73,3 +73,13 @@ def seed(request: pytest.FixtureRequest) -> int:
     """A seed that differs between tests (and between parametrisations of one test)."""
     offset = int(os.environ.get("NAPKIN_TEST_SEED", "0"))
     return (zlib.crc32(request.node.nodeid.encode()) + offset) % (2**31)
+
+
+def has_gpu() -> bool:
+    """True when CuPy is installed and sees a CUDA device (GPU tests skip otherwise)."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import has_gpu
 
 from napkin_mlir import gpu_runner
 from napkin_mlir.gpu import parse_ptxas_report, ptxas_path
@@ -128,16 +129,7 @@ def test_runner_inputs_layout_and_judge(compiled: dict[str, Path]) -> None:
     assert not bad_ok and not nan_ok
 
 
-def _has_gpu() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _has_gpu(), reason="no CUDA GPU (CuPy with a device) on this machine")
+@pytest.mark.skipif(not has_gpu(), reason="no CUDA GPU (CuPy with a device) on this machine")
 def test_kernel_runs_and_matches_jax_on_gpu(compiled: dict[str, Path]) -> None:
     report = gpu_runner.run(compiled["sm_80"].with_suffix(".cubin.json"), repeats=5, warmup=2)
     assert report["passed"], report["errors"]

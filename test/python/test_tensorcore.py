@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import has_gpu
 from mlir import ir
 
 from napkin_mlir.arrays import ArrayType
@@ -100,16 +101,7 @@ def test_only_the_attention_pattern_matches() -> None:
             AttentionPlan.from_partitioned(module)
 
 
-def _has_gpu() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _has_gpu(), reason="no CUDA GPU (CuPy with a device) on this machine")
+@pytest.mark.skipif(not has_gpu(), reason="no CUDA GPU (CuPy with a device) on this machine")
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_tensorcore_kernel_matches_jax_on_gpu(causal: bool, tmp_path) -> None:
     from napkin_mlir import gpu_runner
