@@ -508,27 +508,41 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     e.emit("}")
 
     # --- finish: O / l, convert, store the valid rows ----------------------------------------
+    e.emit(f"nvgpu.device_async_wait {first} {{numGroups = 0 : i32}}")  # the last (empty) prefetch
     final = {s_: f"{loop_res}#{i}" for i, s_ in enumerate(state)}
     inv = []
     for i in range(2):
         total = quad_reduce(final[f"%l{i}"], "arith.addf")
         inv.append(e.op(f"arith.divf {e.const(1.0, f32)}, {total} : f32", "inv"))
     inv_v = e.op(f"vector.from_elements {inv[0]}, {inv[0]}, {inv[1]}, {inv[1]} : {acc_t}", "iv")
-    ri = [e.div(rw, e.idx(gq)) for rw in my_rows]
-    ok = [e.op(f"arith.cmpi ult, {mq}, {e.idx(plan.q)} : index", "p") for mq in my_q]
+    # stage O through shared memory (the Q tile's buffer, free since its fragments live in
+    # registers), then write it with 16-byte vector stores, one 8-element row piece per thread
     for nt in range(n_o):
         o = e.op(f"arith.mulf {final[f'%o{nt}']}, {inv_v} : {acc_t}", "fo")
         o16 = e.op(f"arith.truncf {o} : {acc_t} to vector<2x2x{el}>", "fo")
         col = e.add(e.mul(c, e.idx(2)), e.idx(nt * MMA_N))
         for i in range(2):
             pair = e.op(f"vector.extract {o16}[{i}] : vector<2x{el}> from vector<2x2x{el}>", "pr")
-            e.emit(f"scf.if {ok[i]} {{")
-            e.indent += 2
-            e.emit(
-                f"vector.store {pair}, %O[{batch}, {head}, {ri[i]}, {my_q[i]}, {col}] {{alignment = 4 : i64}} : {qt}, vector<2x{el}>"
-            )
-            e.indent -= 2
-            e.emit("}")
+            e.emit(f"vector.store {pair}, %qs[{my_rows[i]}, {col}] : {qs_t}, vector<2x{el}>")
+    e.emit("gpu.barrier")
+    chunks = rows * per_row
+    for it in range(-(-chunks // plan.threads)):
+        chunk = e.add(tid, e.idx(it * plan.threads))
+        row = e.div(chunk, e.idx(per_row))
+        col = e.mul(e.rem(chunk, e.idx(per_row)), e.idx(vec))
+        qi = e.add(q0, e.rem(row, e.idx(gq)))
+        inb = e.op(f"arith.cmpi ult, {chunk}, {e.idx(chunks)} : index", "p")
+        valid = e.op(f"arith.cmpi ult, {qi}, {e.idx(plan.q)} : index", "p")
+        ok = e.op(f"arith.andi {inb}, {valid} : i1", "p")
+        e.emit(f"scf.if {ok} {{")
+        e.indent += 2
+        piece = e.op(f"vector.load %qs[{row}, {col}] : {qs_t}, vector<{vec}x{el}>", "w")
+        e.emit(
+            f"vector.store {piece}, %O[{batch}, {head}, {e.div(row, e.idx(gq))}, {qi}, {col}] "
+            f"{{alignment = 16 : i64}} : {qt}, vector<{vec}x{el}>"
+        )
+        e.indent -= 2
+        e.emit("}")
     e.emit("gpu.return")
 
     body = [" " * 6 + line for line in e.const_lines()] + e.lines

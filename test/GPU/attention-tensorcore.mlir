@@ -2,9 +2,9 @@
 // its PTX uses the tensor cores (mma.sync m16n8k16), ldmatrix (plain for Q and K,
 // transposed for V), 16-byte cp.async copies (L1-bypassing, committed in groups and
 // waited on with one group in flight: double buffering), quad shuffles for the row max and
-// sum, ex2 for the exponentials, and 32-bit vector stores.
+// sum, ex2 for the exponentials, and O staged through shared memory for 16-byte stores.
 // RUN: %napkin compile attention --dims b=2,h=4,q=200,x=333,d=64 --dtype bf16 --causal --tile q=64,x=32 --target sm_80 --emit ptx -o %t.sm80.ptx
-// RUN: %FileCheck %s --input-file=%t.sm80.ptx --check-prefixes=CHECK,SM80 --implicit-check-not=st.global.b16
+// RUN: %FileCheck %s --input-file=%t.sm80.ptx --check-prefixes=CHECK,SM80 --implicit-check-not=st.global.b16 --implicit-check-not=st.global.b32
 // RUN: %napkin compile attention --dims b=2,h=4,q=200,x=333,d=64 --dtype bf16 --causal --tile q=64,x=32 --target sm_90a --emit ptx -o %t.sm90.ptx
 // RUN: %FileCheck %s --input-file=%t.sm90.ptx --check-prefixes=CHECK,SM90
 
@@ -22,4 +22,7 @@
 // CHECK:     ex2.approx
 // CHECK:     ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16
 // CHECK:     mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
-// CHECK:     st.global.b32
+// CHECK:     st.shared.b32
+// CHECK:     bar.sync 0;
+// CHECK:     ld.shared.v4.b32
+// CHECK:     st.global.v4.b32
