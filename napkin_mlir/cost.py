@@ -54,6 +54,10 @@ from napkin_mlir.hardware import gpu as load_gpu
 
 #: Registers per thread the model adds for addresses, indices and loop counters (estimate).
 REGISTER_OVERHEAD = 32
+#: Registers per thread for per-lane addresses and indices in the tensor-core mapping.
+TENSOR_CORE_OVERHEAD = 48
+#: Padding per shared-memory row in the tensor-core mapping (bytes).
+SMEM_ROW_PADDING = 16
 
 #: Ops computed as one MUFU (special-function) instruction per element.
 EXP_OPS = {"napkin.exp": 1, "napkin.tanh": 1, "napkin.gelu": 1, "napkin.silu": 1, "napkin.softmax": 1}
@@ -633,20 +637,32 @@ def analyze(
     dtype: str | None = None,
     warps: int | None = None,
     stages: int = 1,
+    tensor_cores: bool = False,
 ) -> CostReport:
     """The cost report of the partitioned napkin program in `module` on `gpu`.
 
     `dtype` reprices the program's storage type (e.g. "fp8" for an f16/bf16 program);
     `warps` per CTA (default: one warp per 32 rows of the first grouped axis, doubled while
     registers overflow); `stages`: SMEM buffers per streamed array (2 = the next chunk loads
-    while the current one is used, one more buffer)."""
-    return evaluate(extract(module), gpu, dtype, warps, stages)
+    while the current one is used, one more buffer); `tensor_cores`: price the resources of the
+    mma.sync mapping (see `evaluate`)."""
+    return evaluate(extract(module), gpu, dtype, warps, stages, tensor_cores)
 
 
 def evaluate(
-    prog: Program, gpu: str | Hardware, dtype: str | None = None, warps: int | None = None, stages: int = 1
+    prog: Program,
+    gpu: str | Hardware,
+    dtype: str | None = None,
+    warps: int | None = None,
+    stages: int = 1,
+    tensor_cores: bool = False,
 ) -> CostReport:
-    """`analyze` on an extracted (possibly retiled) program."""
+    """`analyze` on an extracted (possibly retiled) program.
+
+    With `tensor_cores`, the resources follow the mma.sync mapping of `napkin_mlir.tensorcore`:
+    one warp per 16 rows (an m16 tile), contraction operands that stay fixed through a stream
+    (Q) held in registers as fragments, shared-memory rows padded by 16 bytes (conflict-free
+    ldmatrix), and TENSOR_CORE_OVERHEAD registers of per-lane addressing."""
     hw = gpu if isinstance(gpu, Hardware) else load_gpu(gpu)
     low = _low_precision(prog)
     compute_dtype = canonical_dtype(dtype) if dtype else canonical_dtype(low or "f32")
@@ -763,10 +779,28 @@ def evaluate(
 
     # ---- occupancy
     reg_bytes = peaks["reg"]
+    overhead = REGISTER_OVERHEAD
+    if tensor_cores:
+        streamed = {p.axis for p in prog.partitions() if p.kind == "stream"}
+        fixed = {id(a): a for a, ctx, is_contract in smem_reads if is_contract and not set(a.axes) & streamed}
+        reg_bytes += sum(a.elements * nbytes(a) for a in fixed.values())
+        rows = sum(a.elements / a.shape[-1] for v in vals.values() if (a := v.array).level == "smem" and not v.alias)
+        stream_rows = stream_smem_elems and sum(
+            a.elements / a.shape[-1]
+            for v in vals.values()
+            if (a := v.array).level == "smem" and not v.alias and set(a.axes) & streamed
+        )
+        smem_per_cta += int((rows + (stages - 1) * stream_rows) * SMEM_ROW_PADDING)
+        overhead = TENSOR_CORE_OVERHEAD
 
     def regs_for(w: int) -> int:
-        return math.ceil(reg_bytes / 4 / (32 * w)) + REGISTER_OVERHEAD
+        return math.ceil(reg_bytes / 4 / (32 * w)) + overhead
 
+    if warps is None and tensor_cores:
+        # one warp per m16 tile of the output rows (all of the tile's rows: with grouped-query
+        # attention the r query heads sharing a K/V head are rows of the same tile)
+        rows_out = max((a.elements / a.shape[-1] for v in vals.values() if (a := v.array).level == "reg"), default=16)
+        warps = max(1, min(16, int(rows_out) // 16))
     if warps is None:
         warps = max(1, min(16, row_tile // 32))
         while regs_for(warps) > hw.registers_per_thread and warps < 16:

@@ -217,15 +217,16 @@ def search(
     sizes: dict[str, int],
     fixed: dict[str, int] | None = None,
     feasible: Callable[[dict[str, int]], bool] | None = None,
+    tensor_cores: bool = False,
 ) -> TileChoice:
     """Evaluate the candidate tiles of `prog` and return the fastest that fits (and that
-    `feasible`, a backend's own limits, accepts)."""
+    `feasible`, a backend's own limits, accepts); `tensor_cores` prices the mma.sync mapping."""
     dt = canonical_dtype(dtype) if dtype else None
     try:
-        return _search(prog, hw, dt, diagram, sizes, fixed or {}, None, feasible)
+        return _search(prog, hw, dt, diagram, sizes, fixed or {}, None, feasible, tensor_cores)
     except UsageError:
         # nothing fits with whole 128-byte lines: fall back to 32-byte sectors
-        return _search(prog, hw, dt, diagram, sizes, fixed or {}, 32, feasible)
+        return _search(prog, hw, dt, diagram, sizes, fixed or {}, 32, feasible, tensor_cores)
 
 
 def _search(
@@ -237,6 +238,7 @@ def _search(
     fixed: dict[str, int],
     coalesce: int | None,
     feasible: Callable[[dict[str, int]], bool] | None = None,
+    tensor_cores: bool = False,
 ) -> TileChoice:
     divs = divisors(prog, hw, dt or _program_dtype(prog), coalesce)
     axes = [a for a in PARTITIONS.get(diagram, ((), ""))[0] if a in divs] + [
@@ -253,7 +255,7 @@ def _search(
         p = prog.retile(tiles)
         chosen = None
         for stages in (2, 1):
-            rep = evaluate(p, hw, dt, stages=stages)
+            rep = evaluate(p, hw, dt, stages=stages, tensor_cores=tensor_cores)
             cand = Candidate(tiles, stages, rep)
             tried.append(cand)
             if rep.fits:
@@ -298,6 +300,7 @@ def choose_tiles(
     gpu: str,
     fixed: dict[str, int] | None = None,
     feasible: Callable[[dict[str, int]], bool] | None = None,
+    tensor_cores: bool = False,
     **options: Any,
 ) -> TileChoice:
     """The tile sizes (group and stream, by axis name) that minimise the predicted time of
@@ -309,7 +312,7 @@ def choose_tiles(
     hw.peak(dtype)  # reject fp8 on Ampere early
     prog = partitioned(diagram, sizes, None, dtype, **options)
     override = canonical_dtype(dtype) if canonical_dtype(dtype) == "fp8" else None
-    return search(prog, hw, override or dtype, diagram, sizes, fixed, feasible)
+    return search(prog, hw, override or dtype, diagram, sizes, fixed, feasible, tensor_cores)
 
 
 # --------------------------------------------------------------------------------------

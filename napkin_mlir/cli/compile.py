@@ -44,6 +44,7 @@ def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str) -> di
         GPU_OF[target],
         fixed=dict(config.tiles),
         feasible=lambda t: tiles_fit_kernel(t, sizes, config.dtype),
+        tensor_cores=True,
         causal=config.causal,
         kv_heads=config.kv_heads,
     )

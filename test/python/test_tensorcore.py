@@ -147,7 +147,50 @@ def test_compile_without_tiles_takes_the_models_choice(
     assert done.value.code == 0
     side = json.loads(out.with_suffix(".cubin.json").read_text())
     expect = choose_tiles(
-        "attention", dims, "bf16", GPU_OF[target], feasible=lambda t: tiles_fit_kernel(t, dims, "bf16")
+        "attention",
+        dims,
+        "bf16",
+        GPU_OF[target],
+        feasible=lambda t: tiles_fit_kernel(t, dims, "bf16"),
+        tensor_cores=True,
     )
     assert side["problem"]["tile"] == {"q": expect.tiles["q"], "x": expect.tiles["x"]}
     assert side["ptxas"]["spill_stores_bytes"] == 0 and "chosen by the cost model" in capsys.readouterr().out
+
+
+def _occupancy(hw, registers: int, smem: int, warps: int) -> int:
+    """Warps per SM from a kernel's real resources (CUDA's occupancy rules)."""
+    unit = hw.register_alloc_unit
+    regs_per_warp = -(-registers * 32 // unit) * unit
+    ctas = min(
+        hw.max_ctas_per_sm,
+        hw.max_warps_per_sm // warps,
+        hw.registers_per_sm // (regs_per_warp * warps),
+        hw.smem_per_sm // (smem + hw.smem_reserved_per_cta),
+    )
+    return ctas * warps
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa"])
+@pytest.mark.parametrize(("target", "gpu"), [("sm_80", "a100"), ("sm_90a", "h100")])
+def test_cost_model_predicts_the_kernels_resources(variant: tuple, target: str, gpu: str, tmp_path) -> None:
+    """The model of the tensor-core mapping against ptxas: SMEM per CTA and warps per CTA
+    exactly, registers per thread within 25%, and the same occupancy (warps per SM)."""
+    from napkin_mlir.cost import analyze
+    from napkin_mlir.hardware import gpu as load_gpu
+
+    dims, dtype, causal, kv_heads, tiles = variant
+    with napkin_context(), ir.Location.unknown():
+        module = _partitioned(dims, dtype, causal, kv_heads, tiles)
+        report = analyze(module, gpu, stages=2, tensor_cores=True)
+        kernel, ptx = compile_tensorcore_attention(module, target)
+    real = assemble(ptx, target, tmp_path / "k.cubin")
+    warps = kernel.block[0] // 32
+    assert report.smem_per_cta == kernel.dynamic_smem_bytes
+    assert report.warps_per_cta == warps
+    assert abs(report.registers_per_thread - real["registers"]) <= 0.25 * real["registers"], (
+        report.registers_per_thread,
+        real,
+    )
+    hw = load_gpu(gpu)
+    assert report.warps_per_sm == _occupancy(hw, real["registers"], kernel.dynamic_smem_bytes, warps)
