@@ -222,6 +222,7 @@ def _demo_pictures(dims: dict[str, int], config: VerifyConfig) -> None:
 
 def _demo_gpu(dims: dict[str, int]) -> None:
     """Compile the derived attention kernel (tensor cores) for both targets; run it if a GPU is here."""
+    from napkin_mlir.cost import analyze
     from napkin_mlir.gpu import assemble, compile_tensorcore_attention, write_sidecar
     from napkin_mlir.tensorcore import AttentionPlan
 
@@ -233,6 +234,7 @@ def _demo_gpu(dims: dict[str, int]) -> None:
             module = build(VerifyConfig("attention", problem, "bf16", causal=True))
             run_pipeline(module, derivation("attention", _sizes_of(module), tiles))
             plan = AttentionPlan.from_partitioned(module)
+            model = analyze(module, {"sm_80": "a100", "sm_90a": "h100"}[target], stages=2, tensor_cores=True)
             kernel, ptx = compile_tensorcore_attention(module, target)
         cubin = DEMO_DIR / f"attention-{target}.cubin"
         kernel.ptxas = assemble(ptx, target, cubin)
@@ -243,9 +245,12 @@ def _demo_gpu(dims: dict[str, int]) -> None:
         r = kernel.ptxas
         print(
             f"   {target}: {cubin}  mma.sync x{ptx.count('mma.sync.aligned')}, ldmatrix x{ptx.count('ldmatrix.sync')}, "
-            f"cp.async x{ptx.count('cp.async.cg')}; ptxas: {r['registers']} registers, "
-            f"{r['spill_stores_bytes']} B spilled; shared memory {kernel.dynamic_smem_bytes} B per CTA "
-            f"(plan: {plan.smem_bytes} B, {plan.warps} warps)"
+            f"cp.async x{ptx.count('cp.async.cg')}\n"
+            f"      ptxas: {r['registers']} registers/thread, {r['spill_stores_bytes']} B spilled, "
+            f"{kernel.dynamic_smem_bytes} B shared memory/CTA, {plan.warps} warps/CTA\n"
+            f"      model: {model.registers_per_thread} registers/thread, {model.smem_per_cta} B shared memory/CTA, "
+            f"{model.warps_per_cta} warps/CTA, {model.warps_per_sm} warps/SM, "
+            f"predicted {model.predicted_seconds * 1e6:.1f} us ({model.bound}-bound)"
         )
     try:
         import cupy
