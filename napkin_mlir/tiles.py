@@ -72,7 +72,9 @@ def partitioned(
     with napkin_context(), ir.Location.unknown():
         module = build(VerifyConfig(diagram, dict(sizes), storage_dtype(dtype), **options))
         built = diagram_sizes(module)
-        pipeline = derivation(diagram, built, tiles)
+        grouped, streamed = PARTITIONS[diagram]
+        tileable = {a: s for a, s in (tiles or {}).items() if a in (*grouped, streamed)}  # b, h: one per group
+        pipeline = derivation(diagram, built, tileable)
         if not fuse:
             pipeline = _drop_stream(pipeline.replace("napkin-assign-levels", "napkin-assign-levels{fuse=false}"))
         run_pipeline(module, pipeline)

@@ -158,7 +158,7 @@ def _plot(args: argparse.Namespace, choice, report, prog) -> None:
 def cmd_pseudocode(args: argparse.Namespace) -> int:
     from napkin_mlir.harness import VerifyConfig, build
     from napkin_mlir.passmanager import run_pipeline
-    from napkin_mlir.pipeline import derivation
+    from napkin_mlir.pipeline import PARTITIONS, derivation
     from napkin_mlir.pseudocode import pseudocode
     from napkin_mlir.tiles import diagram_sizes, storage_dtype
 
@@ -166,7 +166,9 @@ def cmd_pseudocode(args: argparse.Namespace) -> int:
     override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None
     with napkin_context(), ir.Location.unknown():
         module = build(VerifyConfig(args.diagram, dims, storage_dtype(args.dtype), **options))
-        run_pipeline(module, derivation(args.diagram, diagram_sizes(module), report.tiles))
+        grouped, streamed = PARTITIONS[args.diagram]
+        tileable = {a: t for a, t in report.tiles.items() if a in (*grouped, streamed)}
+        run_pipeline(module, derivation(args.diagram, diagram_sizes(module), tileable))
         print(pseudocode(module, args.gpu, override, report=report))
     return 0
 

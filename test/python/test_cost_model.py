@@ -171,3 +171,31 @@ def test_napkin_model_table_tile_and_errors(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
     bad = _napkin("model", "attention", "--gpu", "b200", "--dims", PROBLEMS["attention"])
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_model_plot(tmp_path) -> None:
+    """--plot draws transfer volume and time against the tile size and the roofline."""
+    import matplotlib.image as mpimg
+
+    from napkin_mlir.cli.napkin import main
+
+    out = tmp_path / "model.png"
+    with pytest.raises(SystemExit) as done:
+        main(
+            [
+                "model",
+                "attention",
+                "--gpu",
+                "h100",
+                "--dtype",
+                "bf16",
+                "--dims",
+                "b=1,h=8,q=2048,x=2048,d=64",
+                "--plot",
+                str(out),
+            ]
+        )
+    assert done.value.code == 0
+    img = mpimg.imread(out)
+    assert img.shape[0] > 200 and img.shape[1] > 600
+    assert len({tuple(px) for px in img.reshape(-1, img.shape[-1])[::97]}) > 20, "the plot has curves, not a blank page"
