@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlir import ir
+from mlir.dialects import arith, memref
 from mlir.dialects import gpu as gpu_d
-from mlir.dialects import memref
 from mlir.dialects.transform import interpreter
 from mlir.passmanager import PassManager
 
-from napkin_mlir.arrays import DTYPE_BYTES, ArrayType
+from napkin_mlir.arrays import ArrayType
 from napkin_mlir.context import format_diagnostics
 from napkin_mlir.errors import NapkinError, ToolError
 from napkin_mlir.knobs import knobs
@@ -200,8 +200,6 @@ def promote_allocs(module: ir.Module) -> int:
             size = t.element_type.width // 8
             for s in t.shape:
                 size *= s
-            from mlir.dialects import arith
-
             view = memref.view(t, base, arith.constant(ir.IndexType.get(), offset), [])
             op.results[0].replace_all_uses_with(view)
             op.erase()
@@ -440,7 +438,3 @@ def write_sidecar(kernel: GpuKernel, binary: Path) -> Path:
     path = binary.with_suffix(binary.suffix + ".json")
     path.write_text(json.dumps(kernel.sidecar(binary.name), indent=2) + "\n")
     return path
-
-
-def element_bytes(dtype: str) -> int:
-    return DTYPE_BYTES[dtype]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from mlir import ir
@@ -78,7 +79,7 @@ def build(config: VerifyConfig) -> ir.Module:
     raise UsageError(f"unknown diagram '{config.diagram}' (expected matmul, attention or mlp)")
 
 
-def _references(config: VerifyConfig, inputs: list[np.ndarray]) -> tuple[object, object]:
+def _references(config: VerifyConfig, inputs: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
     low = jnp.dtype(NUMPY_DTYPES[config.dtype])
     if config.diagram == "matmul":
         fn: Callable = reference.matmul_ref

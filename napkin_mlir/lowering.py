@@ -402,7 +402,6 @@ def _yielded(block: ir.Block) -> list[ir.Value]:
 
 
 def _tile_view(lw: Lowerer, buf: Buffer, offsets: dict[str, ir.Value], tile: dict[str, int]) -> Buffer:
-    shape = [tile.get(a, 0) for a in buf.axes]
     if not any(a in offsets for a in buf.axes):
         return buf
     # sizes: valid extent where partial, else the tile size; untiled axes keep their full size
@@ -468,7 +467,7 @@ def _causal_bound(lw: Lowerer, op: ir.Operation, axis: str, full: int) -> ir.Val
     enclosing group, the end of that group's rows (later chunks are fully masked: skipped)."""
     bound = _index(full)
     step = _body(op, 1)
-    inner = set(map(lambda a: a, step.arguments))
+    inner = set(step.arguments)
     for inner_op in step.operations:
         if inner_op.name != "napkin.mask" or ir.StringAttr(inner_op.attributes["cols"]).value != axis:
             continue

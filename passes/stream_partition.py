@@ -18,6 +18,12 @@ the boxes it finds and derives head, body and tail:
 Anything else (a box inside the chunk that needs a reduction over the whole axis, an output
 that keeps the axis) is refused with a diagnostic naming the box; never wrong code.
 
+Only the boxes that touch the axis *and* lead to a reduction over it are streamed; boxes woven
+over it but independent of that reduction stay where they are. The pass works on the body of
+the innermost group, or, when that body holds a stream over another axis whose step uses this
+one, inside that step: streams nest (after `axis=x`, `axis=d` consumes the d-contraction of
+Q Kᵀ in chunks within each x chunk).
+
 Before (`axis=x size=32`, inside a group over q):
 
     %s = "napkin.contract"(%Qt, %Kt) -> tensor<64x300xf32, {axes = ["q", "x"]}>
@@ -154,7 +160,6 @@ def _classify(
             raise NapkinError(
                 f"cannot stream axis '{axis}': output #{i} ({array(v)}) keeps it; a stream partition needs an axis the function reduces"
             )
-    streamed_set = streamed
     reduced: list[ir.Operation] = [op for op in streamed if _reduces(op, axis)]
     # values that depend on a whole-axis reduction
     derived: set[ir.Value] = set()
@@ -163,7 +168,7 @@ def _classify(
             derived.update(op.results)
     accs: list[Accumulator] = []
     claimed: set[ir.Operation] = set()
-    for op in streamed_set:
+    for op in streamed:
         if op.name == "napkin.softmax" and _str(op, "axis") == axis:
             if not online:
                 raise fail(
@@ -193,7 +198,7 @@ def _classify(
             continue
         kind = "max" if op.name == "napkin.reduce" and _str(op, "kind") == "max" else "sum"
         accs.append(Accumulator(kind, [op]))
-    for op in streamed_set:
+    for op in streamed:
         if op in reduced:
             continue
         for v in op.operands:
@@ -205,13 +210,13 @@ def _classify(
                 )
         for r in op.results:
             for u in _users(r):
-                if u not in streamed_set:
+                if u not in streamed:
                     raise fail(
                         op,
                         f"cannot stream axis '{axis}': this value is computed per chunk of '{axis}' but '{u.name}' "
                         "outside the stream needs it whole",
                     )
-    return streamed_set, accs
+    return streamed, accs
 
 
 def _row_type(t: ArrayType, axis: str) -> ArrayType:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlir import ir
 
+from napkin_mlir.arrays import ArrayType
 from napkin_mlir.cli.napkin import add_problem_args, problem_config
 from napkin_mlir.context import napkin_context
 from napkin_mlir.errors import UsageError
@@ -60,8 +61,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
         module = build(config)
         sizes: dict[str, int] = {}
         for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-            from napkin_mlir.arrays import ArrayType
-
             sizes.update(ArrayType.from_mlir(arg.type).sizes)
         stop = "ptx" if args.emit == "cubin" else args.emit
         kernel_kind = args.kernel
