@@ -121,7 +121,8 @@ def test_runner_inputs_layout_and_judge(compiled: dict[str, Path]) -> None:
     assert q.std() > 0.5 and arrays["Q"].dtype.itemsize == 2
     back = gpu_runner.from_jax_layout(gpu_runner.to_jax_layout(q), q.shape)
     assert np.array_equal(back, q)
-    ref64, same, _ = gpu_runner.attention_references(arrays, side)
+    ref64, same, _, index = gpu_runner.attention_references(arrays, side)
+    assert ref64.shape == arrays["out0"][index].shape == arrays["out0"].shape, "small problems are checked whole"
     ok, errs = gpu_runner.judge(same, ref64, same, "bf16")
     assert ok and errs["ref_max_abs"] > 0
     bad_ok, _ = gpu_runner.judge(same + 0.1, ref64, same, "bf16")
@@ -143,3 +144,42 @@ def test_missing_ptxas_is_a_clean_error(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises((ToolError, FileNotFoundError)):
         g.assemble(".version 8.0\n.target sm_80\n.address_size 64\n", "sm_80", tmp_path / "x.cubin")
     assert shutil.which("true")
+
+
+def test_huge_problems_check_a_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 16k tokens the float64 score matrices do not fit a GPU: the check covers as many
+    heads of batch 0 as fit the budget (the whole output is still checked for finiteness)."""
+
+    def arg(name: str, role: str, shape: list[int], axes: list[str]) -> dict:
+        return {"name": name, "role": role, "dtype": "bf16", "shape": shape, "axes": axes}
+
+    side_file = tmp_path / "k.cubin.json"
+    side_file.write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "binary": "k.cubin",
+                "target": "sm_90a",
+                "entry": "attention_tc",
+                "grid": [2, 4, 2],
+                "block": [128, 1, 1],
+                "dynamic_smem_bytes": 1024,
+                "args": [
+                    arg("Q", "input", [2, 4, 40, 16], ["b", "h", "q", "d"]),
+                    arg("K", "input", [2, 4, 30, 16], ["b", "h", "x", "d"]),
+                    arg("V", "input", [2, 4, 30, 16], ["b", "h", "x", "d"]),
+                    arg("out0", "output", [2, 4, 40, 16], ["b", "h", "q", "d"]),
+                ],
+                "problem": {"diagram": "attention", "causal": True},
+            }
+        )
+    )
+    side = gpu_runner.load_sidecar(side_file)
+    assert gpu_runner.check_slice(side) == 4
+    monkeypatch.setattr(gpu_runner, "REFERENCE_BUDGET", 2 * 40 * 30)  # two heads' score matrices
+    assert gpu_runner.check_slice(side) == 2
+    arrays = gpu_runner.make_inputs(side, seed=5)
+    ref64, same, _, index = gpu_runner.attention_references(arrays, side)
+    assert ref64.shape == same.shape == (1, 2, 40, 16) == arrays["Q"][index].shape
+    ok, _ = gpu_runner.judge(same, ref64, same, "bf16")
+    assert ok
