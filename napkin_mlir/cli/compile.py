@@ -38,6 +38,11 @@ def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str) -> di
     grouped, streamed = PARTITIONS["attention"]
     if all(a in config.tiles for a in (*grouped, streamed)):
         return dict(config.tiles)
+    if not tiles_fit_kernel({"q": 16, "x": 16}, sizes, config.dtype):  # d or the dtype rule it out at any tile
+        raise UsageError(
+            f"the tensor-core attention kernel takes bf16/f16 with a head dim that is a multiple of 16 (at most 256), "
+            f"got {config.dtype} with d={sizes['d']}; use --kernel simt"
+        )
     choice = choose_tiles(
         "attention",
         config.dims,
@@ -57,6 +62,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.emit in ("ptx", "cubin") and out.suffix != f".{args.emit}":
         raise UsageError(f"-o {out}: --emit {args.emit} writes a .{args.emit} file")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: directory {out.parent} does not exist")
     with napkin_context(), ir.Location.unknown():
         module = build(config)
         sizes: dict[str, int] = {}
@@ -65,7 +72,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
         stop = "ptx" if args.emit == "cubin" else args.emit
         kernel_kind = args.kernel
         if kernel_kind == "auto":
-            kernel_kind = "tensorcore" if config.diagram == "attention" and config.dtype in ("bf16", "f16") else "simt"
+            tensor = config.diagram == "attention" and config.dtype in ("bf16", "f16") and sizes["d"] % 16 == 0
+            kernel_kind = "tensorcore" if tensor else "simt"
+            print(
+                f"kernel: {kernel_kind}"
+                + ("" if tensor else " (the tensor-core rule takes attention in bf16/f16 with d % 16 == 0)")
+            )
         if kernel_kind == "tensorcore":
             if config.diagram != "attention":
                 raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
