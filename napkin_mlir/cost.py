@@ -745,22 +745,8 @@ def evaluate(
 
     # ---- liveness: peak SMEM per CTA, register bytes per CTA, elements below gmem
     in_place: dict[int, float] = {}
-    for o in prog.ops:
-        if o.name in ELEMENTWISE and o.results:
-            res = vals[o.results[0]]
-            for vid in o.operands:
-                info = vals.get(vid) if vid is not None else None
-                if (
-                    info
-                    and info.last == o.pos
-                    and info.defined <= o.pos
-                    and info.array.shape == res.array.shape
-                    and info.array.level == res.array.level
-                ):
-                    in_place[o.pos] = (
-                        in_place.get(o.pos, 0.0) + min(nbytes(info.array), nbytes(res.array)) * res.array.elements
-                    )
-                    break
+    for pos, info, res in _in_place(prog):
+        in_place[pos] = in_place.get(pos, 0.0) + min(nbytes(info.array), nbytes(res.array)) * res.array.elements
     peaks = {"smem": 0.0, "reg": 0.0}
     peak_elems = 0.0
     live = [v for v in vals.values() if not v.alias and not v.accumulate and v.array.level in peaks]
@@ -943,6 +929,27 @@ def evaluate(
 # Symbolic memory: the live elements at every column of the program, as expressions
 
 
+def _in_place(prog: Program) -> list[tuple[int, _Value, _Value]]:
+    """Elementwise boxes whose result can overwrite an operand that dies there (same shape
+    and level): (position, operand, result), at most one operand per box."""
+    found = []
+    for o in prog.ops:
+        if o.name in ELEMENTWISE and o.results:
+            res = prog.values[o.results[0]]
+            for vid in o.operands:
+                info = prog.values.get(vid) if vid is not None else None
+                if (
+                    info
+                    and info.last == o.pos
+                    and info.defined <= o.pos
+                    and info.array.shape == res.array.shape
+                    and info.array.level == res.array.level
+                ):
+                    found.append((o.pos, info, res))
+                    break
+    return found
+
+
 def _array_expr(v: _Value) -> Expr:
     """Elements of a value as an expression in axis sizes and the tile symbols of its partitions."""
     inner = {p.axis: p for p in v.ctx}
@@ -970,20 +977,9 @@ def live_element_exprs(prog: Program, levels: tuple[str, ...] = ("smem", "reg"))
             if v.defined <= p <= v.last:
                 e = e + _array_expr(v)
         exprs[p] = e
-    for o in prog.ops:
-        if o.name in ELEMENTWISE and o.results:
-            res = vals[o.results[0]]
-            for vid in o.operands:
-                info = vals.get(vid) if vid is not None else None
-                if (
-                    info
-                    and info.last == o.pos
-                    and info.array.shape == res.array.shape
-                    and info.array.level == res.array.level
-                    and info.array.level in levels
-                ):
-                    exprs[o.pos] = exprs[o.pos] + (-1) * _array_expr(res)
-                    break
+    for pos, info, res in _in_place(prog):
+        if info.array.level in levels:
+            exprs[pos] = exprs[pos] + (-1) * _array_expr(res)
     # drop duplicates (many columns hold the same set)
     out: list[Expr] = []
     for e in exprs.values():
