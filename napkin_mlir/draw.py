@@ -866,35 +866,23 @@ class Painter:
     def container(self, n: LNode, x: float, y: float) -> None:
         inner = n.inner
         ax = self.ax
-        if inner.kind == "group":
-            ax.add_patch(
-                patches.FancyBboxPatch(
-                    (x, y),
-                    n.w,
-                    n.h,
-                    boxstyle="round,pad=0,rounding_size=6",
-                    facecolor="#fbf7fd",
-                    edgecolor=GROUP_COLOUR,
-                    lw=1.8,
-                    ls=(0, (5, 3)),
-                    zorder=1,
-                )
+        group = inner.kind == "group"
+        colour = GROUP_COLOUR if group else STREAM_COLOUR
+        ax.add_patch(
+            patches.FancyBboxPatch(
+                (x, y),
+                n.w,
+                n.h,
+                boxstyle="round,pad=0,rounding_size=6",
+                facecolor="#fbf7fd" if group else "#fef9f0",
+                edgecolor=colour,
+                lw=1.8 if group else 2.2,
+                ls=(0, (5, 3)) if group else "solid",
+                zorder=1,
             )
-            self.text(x + FPAD, y + FRAME_TITLE / 2 + 1, inner.title, FS, GROUP_COLOUR, ha="left", bold=True)
-        else:
-            ax.add_patch(
-                patches.FancyBboxPatch(
-                    (x, y),
-                    n.w,
-                    n.h,
-                    boxstyle="round,pad=0,rounding_size=6",
-                    facecolor="#fef9f0",
-                    edgecolor=STREAM_COLOUR,
-                    lw=2.2,
-                    zorder=1,
-                )
-            )
-            self.text(x + FPAD, y + FRAME_TITLE / 2 + 1, inner.title, FS, STREAM_COLOUR, ha="left", bold=True)
+        )
+        self.text(x + FPAD, y + FRAME_TITLE / 2 + 1, inner.title, FS, colour, ha="left", bold=True)
+        if not group:
             captions = {"init": "init (head)", "step": "step: each chunk (accumulator update)", "finish": "finish"}
             for role, lay, px, py in inner.parts:
                 rx, ry = x + px - FPAD / 2, y + py - COMPARTMENT_TITLE
