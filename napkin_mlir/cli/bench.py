@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
+import tempfile
+import time
 from pathlib import Path
 
-from napkin_mlir.bench import bench_attention_cpu, progress, write_results
+from napkin_mlir.bench import RESULTS_DIR, bench_attention_cpu, progress, write_results
 from napkin_mlir.cli.common import parse_sizes
 from napkin_mlir.cli.napkin import DTYPE_CHOICES
 from napkin_mlir.errors import UsageError
@@ -59,15 +62,22 @@ def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
 
 
 def report_gpu(results: Path, plot: Path | None) -> int:
-    """Tabulate (and plot) a GPU runner's results: TFLOP/s per kernel, ratio to cuDNN."""
-    import json
-
+    """Tabulate and plot a GPU runner's results (TFLOP/s per kernel, ratio to cuDNN) and
+    archive them under bench/results/ with the device's name."""
     try:
         data = json.loads(results.read_text())
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot read {results}: {err}") from None
     runs = data["runs"]
-    print(f"device: {data.get('device')}")
+    device = str(data.get("device") or "unknown-gpu")
+    slug = "".join(ch if ch.isalnum() else "-" for ch in device.lower()).strip("-")
+    archive = RESULTS_DIR / f"gpu-attention-{slug}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    if results.resolve().parent != RESULTS_DIR.resolve():
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        archive.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"archived the results as {archive}")
+    plot = plot or archive.with_suffix(".png")
+    print(f"device: {device}")
     print(f"{'problem':<40} {'check':>5} {'napkin':>8} {'cuDNN':>8} {'XLA':>8} {'vs cuDNN':>9}  (TFLOP/s)")
     for r in runs:
         p = r["problem"]
@@ -78,7 +88,7 @@ def report_gpu(results: Path, plot: Path | None) -> int:
             f"{label:<40} {'PASS' if r['passed'] else 'FAIL':>5} {t['napkin']:>8.1f} {t.get('cudnn', float('nan')):>8.1f} "
             f"{t.get('xla', float('nan')):>8.1f} {(1 / ratio if ratio else float('nan')):>9.2f}"
         )
-    if plot:
+    if plot is not None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -107,6 +117,16 @@ def report_gpu(results: Path, plot: Path | None) -> int:
     return 0 if all(r["passed"] for r in runs) else 1
 
 
+def has_cuda_device() -> bool:
+    """CuPy installed and a CUDA device visible."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.diagram != "attention":
         raise UsageError(f"napkin bench: only attention is benchmarked so far, not '{args.diagram}'")
@@ -115,8 +135,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return report_gpu(Path(args.report), Path(args.plot) if args.plot else None)
         if args.prepare:
             return prepare_gpu(Path(args.prepare), args.arch, args.dtype if args.dtype != "f32" else "bf16")
+        if has_cuda_device():
+            directory = Path(tempfile.mkdtemp(prefix="napkin-sweep-"))
+            prepare_gpu(directory, args.arch, args.dtype if args.dtype != "f32" else "bf16")
+            from napkin_mlir import gpu_runner
+
+            code = gpu_runner.main(
+                [str(directory), "--json", str(directory / "results.json"), "--repeats", str(max(20, args.repeats))]
+            )
+            report_gpu(directory / "results.json", Path(args.plot) if args.plot else None)
+            return code
         raise UsageError(
-            "napkin bench --target gpu: the kernels are compiled here and run where the GPU is: "
+            "napkin bench --target gpu: no CUDA device here. The kernels are compiled here and run where the GPU is: "
             "--prepare DIR compiles the sweep, `python -m napkin_mlir.gpu_runner DIR --json DIR/results.json` runs it "
             "on the GPU machine, --report DIR/results.json tabulates and plots it"
         )

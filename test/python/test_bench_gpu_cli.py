@@ -38,12 +38,18 @@ def test_prepare_compiles_runnable_kernels(tmp_path: Path, monkeypatch: pytest.M
     assert side.problem["dims"] == {"b": 32, "h": 32, "q": 512, "x": 512, "d": 64}
 
 
-def test_gpu_without_prepare_or_report_explains_the_flow(capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpu_without_prepare_or_report_explains_the_flow(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "has_cuda_device", lambda: False)
     assert _run(["bench", "attention", "--target", "gpu"]) == 2
     assert "--prepare" in capsys.readouterr().err
 
 
-def test_report_tabulates_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_tabulates_and_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path / "archive")
     runs = []
     for d in (64, 128):
         for n in (512, 1024):
@@ -68,6 +74,9 @@ def test_report_tabulates_and_plots(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "test device" in out and out.count("PASS") == len(runs)
     assert plot.stat().st_size > 10_000
+    (archived,) = (tmp_path / "archive").glob("gpu-attention-test-device-*.json")
+    assert json.loads(archived.read_text())["runs"] == runs
     runs[0]["passed"] = False
     results.write_text(json.dumps({"device": "test device", "runs": runs}))
     assert _run(["bench", "attention", "--target", "gpu", "--report", str(results)]) == 1
+    assert list((tmp_path / "archive").glob("*.png")), "without --plot the plot goes beside the archived JSON"
