@@ -44,6 +44,7 @@ class VerifyConfig:
     activation: str = "gelu"
     tiles: dict[str, int] = field(default_factory=dict)
     tiled: bool = True
+    gpu: str | None = None  # choose the missing tiles with the cost model for this GPU
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,20 @@ def _references(config: VerifyConfig, inputs: list[np.ndarray]) -> tuple[jax.Arr
     return fn(*inputs, jnp.float64, *extra), fn(*inputs, low, *extra)
 
 
+def model_tiles(config: VerifyConfig) -> dict[str, int]:
+    """The given tiles, completed by the cost model's choice for `config.gpu`."""
+    from napkin_mlir.pipeline import PARTITIONS
+    from napkin_mlir.tiles import choose_tiles
+
+    grouped, streamed = PARTITIONS[config.diagram]
+    options = {"causal": config.causal, "kv_heads": config.kv_heads} if config.diagram == "attention" else {}
+    if config.diagram == "mlp":
+        options = {"activation": config.activation}
+    dtype = "f16" if config.dtype == "f32" else config.dtype  # the model prices tensor-core dtypes
+    choice = choose_tiles(config.diagram, config.dims, dtype, config.gpu, fixed=dict(config.tiles), **options)
+    return {a: choice.tiles[a] for a in (*grouped, streamed) if a in choice.tiles}
+
+
 def judge(config: VerifyConfig, c: reference.Comparison) -> tuple[bool, str]:
     if config.dtype in ("f32", "f64"):
         return c.rel_fro <= F32_TOLERANCE, f"rel. Frobenius <= {F32_TOLERANCE:.0e}"
@@ -106,7 +121,8 @@ def verify(config: VerifyConfig, log: Callable[[str], None] = lambda _: None) ->
         sizes = {}
         for arg in module.body.operations[0].regions[0].blocks[0].arguments:
             sizes.update(ArrayType.from_mlir(arg.type).sizes)
-        compile_to_loops(module, config.diagram, sizes, config.tiles, config.tiled, log=log)
+        tiles = model_tiles(config) if config.gpu and config.tiled else config.tiles
+        compile_to_loops(module, config.diagram, sizes, tiles, config.tiled, log=log)
         kernel = CpuKernel(module)
         t1 = time.perf_counter()
         sig = next(iter(kernel.signatures.values()))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from napkin_mlir.cli.common import ArgumentParser, parse_sizes, run_main
 from napkin_mlir.context import napkin_context
 from napkin_mlir.diagrams import DIAGRAMS
 from napkin_mlir.errors import UsageError
-from napkin_mlir.harness import VerifyConfig, build, verify
+from napkin_mlir.harness import VerifyConfig, build, model_tiles, verify
 from napkin_mlir.passmanager import parse_pipeline, run_pipeline
 from napkin_mlir.pipeline import derivation
 
@@ -99,6 +100,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     config = problem_config(args)
+    if args.gpu:
+        config = dataclasses.replace(config, gpu=args.gpu)
+        print(f"tiles chosen by the cost model for {args.gpu}: {model_tiles(config)}")
     dims = ",".join(f"{k}={v}" for k, v in config.dims.items())
     print(f"verify {config.diagram} dims {dims} dtype {config.dtype} seed {config.seed}")
     result = verify(config, log=lambda s: print(f"  {s}"))
@@ -278,6 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     demo.set_defaults(fn=cmd_demo)
     ver = sub.add_parser("verify", help="compile a built-in diagram, run it on the CPU, compare with JAX")
     add_problem_args(ver)
+    ver.add_argument(
+        "--gpu",
+        choices=("a100", "h100", "h200"),
+        default=None,
+        help="choose the tiles with the cost model for this GPU",
+    )
     ver.set_defaults(fn=cmd_verify)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)

@@ -159,3 +159,24 @@ def test_contraction_axis_streamed_inside_each_chunk(d_chunk: int, seed: int) ->
     )
     passed, criterion = judge(config, c)
     assert passed, f"{c} vs {criterion}"
+
+
+@pytest.mark.parametrize(
+    ("diagram", "dims", "gpu"),
+    [
+        ("attention", {"b": 1, "h": 2, "q": 150, "x": 130, "d": 32}, "h100"),
+        ("matmul", {"m": 96, "n": 80, "k": 72}, "a100"),
+        ("mlp", {"m": 40, "k": 32, "f": 96, "n": 24}, "h200"),
+    ],
+)
+def test_relabeling_with_the_models_tiles(diagram: str, dims: dict[str, int], gpu: str, seed: int) -> None:
+    """No --tile but a GPU: the derivation takes the cost model's tiles, and still verifies."""
+    from napkin_mlir.harness import model_tiles
+    from napkin_mlir.pipeline import PARTITIONS
+
+    config = VerifyConfig(diagram, dims, "bf16", seed, gpu=gpu)
+    tiles = model_tiles(config)
+    grouped, streamed = PARTITIONS[diagram]
+    assert set(tiles) == {*grouped, streamed}
+    result = verify(config)
+    assert result.passed, result.summary()
