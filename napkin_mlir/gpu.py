@@ -1,6 +1,8 @@
-"""The GPU backend: the loop program mapped to CTAs and threads, lowered to NVVM, PTX, cubin.
+"""The GPU backends: PTX and cubins from the partitioned program, with their sidecars.
 
-The same loop program the CPU runs is mapped with upstream transforms:
+Two rules (see docs/gpu.md). Attention in bf16/f16 goes to the tensor-core kernel of
+`napkin_mlir.tensorcore` (`compile_tensorcore_attention`). Every other program takes the SIMT
+rule here (`compile_gpu`): the same loop program the CPU runs, mapped with upstream transforms:
 
 1. every linalg op is tiled over the CTA's threads (`transform.structured.tile_using_forall`,
    the last parallel axis over `#gpu.thread<x>`, the one before over `#gpu.thread<y>`);
@@ -8,7 +10,7 @@ The same loop program the CPU runs is mapped with upstream transforms:
    loops are mapped with barriers between them (`transform.gpu.map_nested_forall_to_threads`);
 3. the tile buffers become views of one dynamic shared-memory buffer. In this SIMT mapping
    the register-level tiles are shared by the CTA's threads, so they live in shared memory
-   too; the tensor-core mapping (fragments in registers) is not built yet;
+   too (the tensor-core rule keeps them in registers as MMA fragments);
 4. `gpu-kernel-outlining`, the upstream NVVM tail (`GPU_PIPELINE`, pastes into mlir-opt) and
    `gpu-module-to-binary{format=isa}` give PTX; `ptxas` from the `nvidia-cuda-nvcc` wheel
    assembles the cubin and reports registers, spills and shared memory.
