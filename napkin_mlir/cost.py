@@ -54,8 +54,10 @@ from napkin_mlir.hardware import gpu as load_gpu
 
 #: Registers per thread the model adds for addresses, indices and loop counters (estimate).
 REGISTER_OVERHEAD = 32
-#: Registers per thread for per-lane addresses and indices in the tensor-core mapping.
-TENSOR_CORE_OVERHEAD = 48
+#: Registers per thread for per-lane addresses and indices in the tensor-core mapping: a base,
+#: plus per m16 tile of the warp (its row indices, masks and softmax scalars).
+TENSOR_CORE_OVERHEAD = 32
+TENSOR_CORE_OVERHEAD_PER_M_TILE = 16
 #: Padding per shared-memory row in the tensor-core mapping (bytes).
 SMEM_ROW_PADDING = 16
 
@@ -638,6 +640,7 @@ def analyze(
     warps: int | None = None,
     stages: int = 1,
     tensor_cores: bool = False,
+    warp_rows: int = 16,
 ) -> CostReport:
     """The cost report of the partitioned napkin program in `module` on `gpu`.
 
@@ -646,7 +649,7 @@ def analyze(
     registers overflow); `stages`: SMEM buffers per streamed array (2 = the next chunk loads
     while the current one is used, one more buffer); `tensor_cores`: price the resources of the
     mma.sync mapping (see `evaluate`)."""
-    return evaluate(extract(module), gpu, dtype, warps, stages, tensor_cores)
+    return evaluate(extract(module), gpu, dtype, warps, stages, tensor_cores, warp_rows)
 
 
 def evaluate(
@@ -656,13 +659,14 @@ def evaluate(
     warps: int | None = None,
     stages: int = 1,
     tensor_cores: bool = False,
+    warp_rows: int = 16,
 ) -> CostReport:
     """`analyze` on an extracted (possibly retiled) program.
 
     With `tensor_cores`, the resources follow the mma.sync mapping of `napkin_mlir.tensorcore`:
-    one warp per 16 rows (an m16 tile), contraction operands that stay fixed through a stream
+    one warp per `warp_rows` rows (m16 tiles), contraction operands that stay fixed through a stream
     (Q) held in registers as fragments, shared-memory rows padded by 16 bytes (conflict-free
-    ldmatrix), and TENSOR_CORE_OVERHEAD registers of per-lane addressing."""
+    ldmatrix), and TENSOR_CORE_OVERHEAD (+ per m16 tile) registers of per-lane addressing."""
     hw = gpu if isinstance(gpu, Hardware) else load_gpu(gpu)
     low = _low_precision(prog)
     compute_dtype = canonical_dtype(dtype) if dtype else canonical_dtype(low or "f32")
@@ -777,7 +781,7 @@ def evaluate(
             if (a := v.array).level == "smem" and not v.alias and set(a.axes) & streamed
         )
         smem_per_cta += int((rows + (stages - 1) * stream_rows) * SMEM_ROW_PADDING)
-        overhead = TENSOR_CORE_OVERHEAD
+        overhead = TENSOR_CORE_OVERHEAD + TENSOR_CORE_OVERHEAD_PER_M_TILE * max(1, warp_rows // 16)
 
     def regs_for(w: int) -> int:
         return math.ceil(reg_bytes / 4 / (32 * w)) + overhead
@@ -786,7 +790,7 @@ def evaluate(
         # one warp per m16 tile of the output rows (all of the tile's rows: with grouped-query
         # attention the r query heads sharing a K/V head are rows of the same tile)
         rows_out = max((a.elements / a.shape[-1] for v in vals.values() if (a := v.array).level == "reg"), default=16)
-        warps = max(1, min(16, int(rows_out) // 16))
+        warps = max(1, min(16, int(rows_out) // warp_rows))
     if warps is None:
         warps = max(1, min(16, row_tile // 32))
         while regs_for(warps) > hw.registers_per_thread and warps < 16:

@@ -307,14 +307,15 @@ KERNEL_PIPELINE = (
 
 
 def compile_tensorcore_attention(
-    partitioned: ir.Module, target: str, stop_after: str = "ptx"
+    partitioned: ir.Module, target: str, stop_after: str = "ptx", warp_rows: int = 16
 ) -> tuple[GpuKernel | None, str]:
-    """The tensor-core rule: a partitioned attention program -> the mma.sync kernel."""
+    """The tensor-core rule: a partitioned attention program -> the mma.sync kernel
+    (`warp_rows` rows of the CTA tile per warp, a multiple of 16)."""
     from napkin_mlir.tensorcore import AttentionPlan, emit_attention_kernel
 
     if target not in TARGETS:
         raise NapkinError(f"unknown GPU target '{target}' (expected {', '.join(TARGETS)})")
-    plan = AttentionPlan.from_partitioned(partitioned)
+    plan = AttentionPlan.from_partitioned(partitioned, warp_rows)
     name, args = _kernel_args_from_diagram(partitioned)
     text = emit_attention_kernel(plan)
     if stop_after == "gpu":
@@ -338,7 +339,13 @@ def compile_tensorcore_attention(
         plan.smem_bytes,
         args,
         ptx,
-        problem={"function": name, "kernel": "tensorcore", "warps": plan.warps, "tile": {"q": plan.gq, "x": plan.sx}},
+        problem={
+            "function": name,
+            "kernel": "tensorcore",
+            "warps": plan.warps,
+            "warp_rows": plan.warp_rows,
+            "tile": {"q": plan.gq, "x": plan.sx},
+        },
     )
     return kernel, ptx
 

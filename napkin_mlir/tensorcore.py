@@ -54,6 +54,7 @@ class AttentionPlan:
     causal: bool
     scale: float
     names: tuple[str, str, str]  # Q, K, V argument names
+    warp_rows: int = MMA_M  # rows of the CTA tile per warp: a multiple of 16 (m16 MMA tiles)
 
     @property
     def rows(self) -> int:
@@ -62,7 +63,7 @@ class AttentionPlan:
 
     @property
     def warps(self) -> int:
-        return self.rows // MMA_M
+        return self.rows // self.warp_rows
 
     @property
     def threads(self) -> int:
@@ -81,7 +82,7 @@ class AttentionPlan:
     def registers_estimate(self) -> int:
         """32-bit registers per thread: S and O accumulators, Q and P fragments, softmax state
         and addressing (ptxas lands within about 20% of this)."""
-        return (3 * self.sx) // 4 + (3 * self.d) // 4 + 40
+        return (self.warp_rows // MMA_M) * ((3 * self.sx) // 4 + (3 * self.d) // 4) + 40
 
     def fits_registers(self) -> bool:
         """1.25x the estimate must fit both the 255-register cap and the SM's 64K registers."""
@@ -96,6 +97,8 @@ class AttentionPlan:
             problems.append(f"head dim d={self.d} (a multiple of 16, at most 256)")
         if self.gq % MMA_M:
             problems.append(f"q tile {self.gq} (a multiple of {MMA_M}: one m16 tile per warp)")
+        if self.warp_rows % MMA_M or self.gq % self.warp_rows:
+            problems.append(f"{self.warp_rows} rows per warp (a multiple of {MMA_M} dividing the q tile {self.gq})")
         if self.sx % MMA_K:
             problems.append(f"x chunk {self.sx} (a multiple of {MMA_K})")
         if self.warps > 16:
@@ -111,7 +114,7 @@ class AttentionPlan:
             raise NapkinError("the tensor-core attention kernel cannot take " + "; ".join(problems))
 
     @staticmethod
-    def from_partitioned(module: ir.Module) -> AttentionPlan:
+    def from_partitioned(module: ir.Module, warp_rows: int = MMA_M) -> AttentionPlan:
         """Match grid group -> stream(online softmax) and read the plan; NapkinError if the
         program does not have that shape."""
         func = next(op.operation for op in module.body.operations if op.operation.name == "func.func")
@@ -156,12 +159,13 @@ class AttentionPlan:
             causal=causal,
             scale=scales[0] if scales else 1.0,
             names=(arg_names[0], arg_names[1], arg_names[2]),
+            warp_rows=warp_rows,
         )
         plan.check()
         return plan
 
 
-def tiles_fit_kernel(tiles: dict[str, int], sizes: dict[str, int], dtype: str) -> bool:
+def tiles_fit_kernel(tiles: dict[str, int], sizes: dict[str, int], dtype: str, warp_rows: int = MMA_M) -> bool:
     """Whether the tensor-core kernel can take `tiles` (q, x) for attention of `sizes`."""
     plan = AttentionPlan(
         b=sizes["b"],
@@ -176,6 +180,7 @@ def tiles_fit_kernel(tiles: dict[str, int], sizes: dict[str, int], dtype: str) -
         causal=False,
         scale=1.0,
         names=("Q", "K", "V"),
+        warp_rows=warp_rows,
     )
     try:
         plan.check()
@@ -370,22 +375,31 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     e.emit(f"nvgpu.device_async_wait {first} {{numGroups = 1 : i32}}")
     e.emit("gpu.barrier")
 
-    # --- Q fragments: A operands for the d/16 k-steps of S = Q K^T -------------------------
-    wrow = e.mul(warp, e.idx(MMA_M))
-    a_row = e.add(wrow, e.rem(lane, e.idx(16)))
+    # --- Q fragments: A operands for the d/16 k-steps of S = Q K^T, per m16 tile of the warp --
+    mt = plan.warp_rows // MMA_M
+    tiles_m = range(mt)
+    wrow = e.mul(warp, e.idx(plan.warp_rows))
     a_col = e.mul(e.div(lane, e.idx(16)), e.idx(8))
-    qfrag = []
-    for kt in range(d // MMA_K):
-        col = e.add(a_col, e.idx(kt * MMA_K))
-        qfrag.append(
-            e.op(
-                f"nvgpu.ldmatrix %qs[{a_row}, {col}] {{numTiles = 4 : i32, transpose = false}} : {qs_t} -> {a_t}", "qa"
+    qfrag: list[list[str]] = []
+    for mi in tiles_m:
+        a_row = e.add(e.add(wrow, e.idx(mi * MMA_M)), e.rem(lane, e.idx(16)))
+        frags = []
+        for kt in range(d // MMA_K):
+            col = e.add(a_col, e.idx(kt * MMA_K))
+            frags.append(
+                e.op(
+                    f"nvgpu.ldmatrix %qs[{a_row}, {col}] {{numTiles = 4 : i32, transpose = false}} : {qs_t} -> {a_t}",
+                    "qa",
+                )
             )
-        )
+        qfrag.append(frags)
 
-    # rows of this thread: flattened CTA rows -> (r, q)
-    my_rows = [e.add(wrow, g), e.add(e.add(wrow, g), e.idx(8))]
-    my_q = [e.add(q0, e.rem(rw, e.idx(gq))) for rw in my_rows]
+    # rows of this thread (per m tile, rows g and g+8): flattened CTA rows -> (r, q)
+    my_rows = []
+    for mi in tiles_m:
+        base = e.add(e.add(wrow, e.idx(mi * MMA_M)), g)
+        my_rows.append([base, e.add(base, e.idx(8))])
+    my_q = [[e.add(q0, e.rem(rw, e.idx(gq))) for rw in pair] for pair in my_rows]
 
     # --- the stream over x --------------------------------------------------------------------
     n_chunks = -(-plan.x // sx)
@@ -398,9 +412,11 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     zacc = e.const(0.0, acc_t)
     n_o = d // MMA_N
     n_s = sx // MMA_N
-    state = ["%m0", "%m1", "%l0", "%l1"] + [f"%o{i}" for i in range(n_o)]
-    init = [ninf, ninf, zero, zero] + [zacc] * n_o
-    types = [f32] * 4 + [acc_t] * n_o
+    state, init, types = [], [], []
+    for mi in tiles_m:
+        state += [f"%m{mi}_0", f"%m{mi}_1", f"%l{mi}_0", f"%l{mi}_1"] + [f"%o{mi}_{nt}" for nt in range(n_o)]
+        init += [ninf, ninf, zero, zero] + [zacc] * n_o
+        types += [f32] * 4 + [acc_t] * n_o
     loop_res = e.fresh("st")
     e.emit(
         f"{loop_res}:{len(state)} = scf.for %j = {e.idx(0)} to {upper} step {e.idx(1)} iter_args("
@@ -417,39 +433,44 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     e.emit("gpu.barrier")
     x0 = e.mul("%j", e.idx(sx))
 
-    # S = Q K^T: n_s accumulators of 16x8
+    # S = Q K^T: n_s accumulators of 16x8 per m tile; each K fragment serves every m tile
     b_row = e.rem(lane, e.idx(8))
     b_col = e.mul(e.rem(e.div(lane, e.idx(8)), e.idx(2)), e.idx(8))
-    s = []
+    s = [[zacc] * n_s for _ in tiles_m]
     for nt in range(n_s):
-        acc = zacc
         krow = e.add(b_row, e.idx(nt * MMA_N))
         for kt in range(d // MMA_K):
             kb = e.op(
                 f"nvgpu.ldmatrix %ks[{stage}, {krow}, {e.add(b_col, e.idx(kt * MMA_K))}] {{numTiles = 2 : i32, transpose = false}} : {kvs_t} -> {b_t}",
                 "kb",
             )
-            acc = mma(qfrag[kt], kb, acc)
-        s.append(acc)
+            for mi in tiles_m:
+                s[mi][nt] = mma(qfrag[mi][kt], kb, s[mi][nt])
 
-    # scale into log2 units and mask: element (nt, half i, e) is row my_rows[i], col x0 + 8nt + 2c + e
-    svals: list[list[list[str]]] = []
+    # scale into log2 units and mask: element (nt, half i, e) is row my_rows[mi][i], col x0 + 8nt + 2c + e
     scl = e.const(scale2, f32)
-    for nt in range(n_s):
-        tile = []
-        for i in range(2):
-            pair = []
-            for k in range(2):
-                v = e.op(f"vector.extract {s[nt]}[{i}, {k}] : f32 from {acc_t}", "e")
-                v = e.op(f"arith.mulf {v}, {scl} : f32", "e")
-                col = e.add(x0, e.add(e.mul(c, e.idx(2)), e.idx(nt * MMA_N + k)))
-                bad = e.op(f"arith.cmpi uge, {col}, {e.idx(plan.x)} : index", "p")
-                if plan.causal:
-                    late = e.op(f"arith.cmpi ugt, {col}, {my_q[i]} : index", "p")
-                    bad = e.op(f"arith.ori {bad}, {late} : i1", "p")
-                pair.append(e.op(f"arith.select {bad}, {ninf}, {v} : f32", "e"))
-            tile.append(pair)
-        svals.append(tile)
+    cols = [[e.add(x0, e.add(e.mul(c, e.idx(2)), e.idx(nt * MMA_N + k))) for k in range(2)] for nt in range(n_s)]
+    past_x = [
+        [e.op(f"arith.cmpi uge, {cols[nt][k]}, {e.idx(plan.x)} : index", "p") for k in range(2)] for nt in range(n_s)
+    ]
+    svals: list[list[list[list[str]]]] = []
+    for mi in tiles_m:
+        per_tile = []
+        for nt in range(n_s):
+            tile = []
+            for i in range(2):
+                pair = []
+                for k in range(2):
+                    v = e.op(f"vector.extract {s[mi][nt]}[{i}, {k}] : f32 from {acc_t}", "e")
+                    v = e.op(f"arith.mulf {v}, {scl} : f32", "e")
+                    bad = past_x[nt][k]
+                    if plan.causal:
+                        late = e.op(f"arith.cmpi ugt, {cols[nt][k]}, {my_q[mi][i]} : index", "p")
+                        bad = e.op(f"arith.ori {bad}, {late} : i1", "p")
+                    pair.append(e.op(f"arith.select {bad}, {ninf}, {v} : f32", "e"))
+                tile.append(pair)
+            per_tile.append(tile)
+        svals.append(per_tile)
 
     def quad_reduce(v: str, combine: str) -> str:
         for off in (1, 2):
@@ -459,49 +480,54 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
         return v
 
     new_state: dict[str, str] = {}
-    alphas = []
-    for i in range(2):
-        mx = f"%m{i}"
-        for nt in range(n_s):
-            for k in range(2):
-                mx = e.op(f"arith.maximumf {mx}, {svals[nt][i][k]} : f32", "mx")
-        mx = quad_reduce(mx, "arith.maximumf")
-        alpha = e.op(f"math.exp2 {e.op(f'arith.subf %m{i}, {mx} : f32', 'd')} : f32", "al")
-        alphas.append(alpha)
-        new_state[f"%m{i}"] = mx
-    probs: list[list[list[str]]] = []
-    for nt in range(n_s):
-        tile = []
+    pfrag: list[list[str]] = []
+    alpha_v: list[str] = []
+    for mi in tiles_m:
+        alphas = []
         for i in range(2):
-            m_new = new_state[f"%m{i}"]
-            diffs = [e.op(f"arith.subf {svals[nt][i][k]}, {m_new} : f32", "d") for k in range(2)]
-            tile.append([e.op(f"math.exp2 {x} : f32", "p") for x in diffs])
-        probs.append(tile)
-    for i in range(2):
-        total = e.op(f"arith.mulf %l{i}, {alphas[i]} : f32", "l")
+            mx = f"%m{mi}_{i}"
+            for nt in range(n_s):
+                for k in range(2):
+                    mx = e.op(f"arith.maximumf {mx}, {svals[mi][nt][i][k]} : f32", "mx")
+            mx = quad_reduce(mx, "arith.maximumf")
+            alphas.append(e.op(f"math.exp2 {e.op(f'arith.subf %m{mi}_{i}, {mx} : f32', 'd')} : f32", "al"))
+            new_state[f"%m{mi}_{i}"] = mx
+        probs: list[list[list[str]]] = []
         for nt in range(n_s):
-            for k in range(2):
-                total = e.op(f"arith.addf {total}, {probs[nt][i][k]} : f32", "l")
-        new_state[f"%l{i}"] = total  # per-thread partial sum; the quad reduces it at the end
-
-    # P as A fragments: tiles 2t and 2t+1 form the 16x16 A operand of k-step t
-    pfrag = []
-    for t in range(sx // MMA_K):
-        elems = [probs[2 * t + half][i][k] for half, i in A_ROWS for k in range(2)]
-        pv = e.op(f"vector.from_elements {', '.join(elems)} : vector<4x2xf32>", "pf")
-        pfrag.append(e.op(f"arith.truncf {pv} : vector<4x2xf32> to {a_t}", "pa"))
-    # rescale O and accumulate P V (V fragments transposed by ldmatrix)
-    alpha_v = e.op(f"vector.from_elements {alphas[0]}, {alphas[0]}, {alphas[1]}, {alphas[1]} : {acc_t}", "av")
+            tile = []
+            for i in range(2):
+                m_new = new_state[f"%m{mi}_{i}"]
+                diffs = [e.op(f"arith.subf {svals[mi][nt][i][k]}, {m_new} : f32", "d") for k in range(2)]
+                tile.append([e.op(f"math.exp2 {x} : f32", "p") for x in diffs])
+            probs.append(tile)
+        for i in range(2):
+            total = e.op(f"arith.mulf %l{mi}_{i}, {alphas[i]} : f32", "l")
+            for nt in range(n_s):
+                for k in range(2):
+                    total = e.op(f"arith.addf {total}, {probs[nt][i][k]} : f32", "l")
+            new_state[f"%l{mi}_{i}"] = total  # per-thread partial sum; the quad reduces it at the end
+        # P as A fragments: tiles 2t and 2t+1 form the 16x16 A operand of k-step t
+        frags = []
+        for t in range(sx // MMA_K):
+            elems = [probs[2 * t + half][i][k] for half, i in A_ROWS for k in range(2)]
+            pv = e.op(f"vector.from_elements {', '.join(elems)} : vector<4x2xf32>", "pf")
+            frags.append(e.op(f"arith.truncf {pv} : vector<4x2xf32> to {a_t}", "pa"))
+        pfrag.append(frags)
+        alpha_v.append(e.op(f"vector.from_elements {alphas[0]}, {alphas[0]}, {alphas[1]}, {alphas[1]} : {acc_t}", "av"))
+    # rescale O and accumulate P V (V fragments transposed by ldmatrix, shared by the m tiles)
     v_row = e.rem(lane, e.idx(16))
+    o_acc = [[e.op(f"arith.mulf %o{mi}_{nt}, {alpha_v[mi]} : {acc_t}", "o") for nt in range(n_o)] for mi in tiles_m]
     for nt in range(n_o):
-        acc = e.op(f"arith.mulf %o{nt}, {alpha_v} : {acc_t}", "o")
         for t in range(sx // MMA_K):
             vb = e.op(
                 f"nvgpu.ldmatrix %vs[{stage}, {e.add(v_row, e.idx(t * MMA_K))}, {e.idx(nt * MMA_N)}] {{numTiles = 2 : i32, transpose = true}} : {kvs_t} -> {b_t}",
                 "vb",
             )
-            acc = mma(pfrag[t], vb, acc)
-        new_state[f"%o{nt}"] = acc
+            for mi in tiles_m:
+                o_acc[mi][nt] = mma(pfrag[mi][t], vb, o_acc[mi][nt])
+    for mi in tiles_m:
+        for nt in range(n_o):
+            new_state[f"%o{mi}_{nt}"] = o_acc[mi][nt]
     e.emit("gpu.barrier")  # the next iteration's copy overwrites the stage read here
     e.emit(f"scf.yield {', '.join(new_state[s_] for s_ in state)} : {', '.join(types)}")
     e.indent -= 2
@@ -510,20 +536,21 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     # --- finish: O / l, convert, store the valid rows ----------------------------------------
     e.emit(f"nvgpu.device_async_wait {first} {{numGroups = 0 : i32}}")  # the last (empty) prefetch
     final = {s_: f"{loop_res}#{i}" for i, s_ in enumerate(state)}
-    inv = []
-    for i in range(2):
-        total = quad_reduce(final[f"%l{i}"], "arith.addf")
-        inv.append(e.op(f"arith.divf {e.const(1.0, f32)}, {total} : f32", "inv"))
-    inv_v = e.op(f"vector.from_elements {inv[0]}, {inv[0]}, {inv[1]}, {inv[1]} : {acc_t}", "iv")
     # stage O through shared memory (the Q tile's buffer, free since its fragments live in
     # registers), then write it with 16-byte vector stores, one 8-element row piece per thread
-    for nt in range(n_o):
-        o = e.op(f"arith.mulf {final[f'%o{nt}']}, {inv_v} : {acc_t}", "fo")
-        o16 = e.op(f"arith.truncf {o} : {acc_t} to vector<2x2x{el}>", "fo")
-        col = e.add(e.mul(c, e.idx(2)), e.idx(nt * MMA_N))
+    for mi in tiles_m:
+        inv = []
         for i in range(2):
-            pair = e.op(f"vector.extract {o16}[{i}] : vector<2x{el}> from vector<2x2x{el}>", "pr")
-            e.emit(f"vector.store {pair}, %qs[{my_rows[i]}, {col}] : {qs_t}, vector<2x{el}>")
+            total = quad_reduce(final[f"%l{mi}_{i}"], "arith.addf")
+            inv.append(e.op(f"arith.divf {e.const(1.0, f32)}, {total} : f32", "inv"))
+        inv_v = e.op(f"vector.from_elements {inv[0]}, {inv[0]}, {inv[1]}, {inv[1]} : {acc_t}", "iv")
+        for nt in range(n_o):
+            o = e.op(f"arith.mulf {final[f'%o{mi}_{nt}']}, {inv_v} : {acc_t}", "fo")
+            o16 = e.op(f"arith.truncf {o} : {acc_t} to vector<2x2x{el}>", "fo")
+            col = e.add(e.mul(c, e.idx(2)), e.idx(nt * MMA_N))
+            for i in range(2):
+                pair = e.op(f"vector.extract {o16}[{i}] : vector<2x{el}> from vector<2x2x{el}>", "pr")
+                e.emit(f"vector.store {pair}, %qs[{my_rows[mi][i]}, {col}] : {qs_t}, vector<2x{el}>")
     e.emit("gpu.barrier")
     chunks = rows * per_row
     for it in range(-(-chunks // plan.threads)):

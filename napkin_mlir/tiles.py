@@ -220,15 +220,18 @@ def search(
     fixed: dict[str, int] | None = None,
     feasible: Callable[[dict[str, int]], bool] | None = None,
     tensor_cores: bool = False,
+    warp_rows: int = 16,
 ) -> TileChoice:
     """Evaluate the candidate tiles of `prog` and return the fastest that fits (and that
-    `feasible`, a backend's own limits, accepts); `tensor_cores` prices the mma.sync mapping."""
+    `feasible`, a backend's own limits, accepts); `tensor_cores` prices the mma.sync mapping
+    with `warp_rows` rows per warp."""
     dt = canonical_dtype(dtype) if dtype else None
+    mapping = (feasible, tensor_cores, warp_rows)
     try:
-        return _search(prog, hw, dt, diagram, sizes, fixed or {}, None, feasible, tensor_cores)
+        return _search(prog, hw, dt, diagram, sizes, fixed or {}, None, *mapping)
     except UsageError:
         # nothing fits with whole 128-byte lines: fall back to 32-byte sectors
-        return _search(prog, hw, dt, diagram, sizes, fixed or {}, 32, feasible, tensor_cores)
+        return _search(prog, hw, dt, diagram, sizes, fixed or {}, 32, *mapping)
 
 
 def _search(
@@ -241,6 +244,7 @@ def _search(
     coalesce: int | None,
     feasible: Callable[[dict[str, int]], bool] | None = None,
     tensor_cores: bool = False,
+    warp_rows: int = 16,
 ) -> TileChoice:
     divs = divisors(prog, hw, dt or _program_dtype(prog), coalesce)
     axes = [a for a in PARTITIONS.get(diagram, ((), ""))[0] if a in divs] + [
@@ -257,7 +261,7 @@ def _search(
         p = prog.retile(tiles)
         chosen = None
         for stages in (2, 1):
-            rep = evaluate(p, hw, dt, stages=stages, tensor_cores=tensor_cores)
+            rep = evaluate(p, hw, dt, stages=stages, tensor_cores=tensor_cores, warp_rows=warp_rows)
             cand = Candidate(tiles, stages, rep)
             tried.append(cand)
             if rep.fits:
@@ -303,6 +307,7 @@ def choose_tiles(
     fixed: dict[str, int] | None = None,
     feasible: Callable[[dict[str, int]], bool] | None = None,
     tensor_cores: bool = False,
+    warp_rows: int = 16,
     **options: Any,
 ) -> TileChoice:
     """The tile sizes (group and stream, by axis name) that minimise the predicted time of
@@ -314,7 +319,7 @@ def choose_tiles(
     hw.peak(dtype)  # reject fp8 on Ampere early
     prog = partitioned(diagram, sizes, None, dtype, **options)
     override = canonical_dtype(dtype) if canonical_dtype(dtype) == "fp8" else None
-    return search(prog, hw, override or dtype, diagram, sizes, fixed, feasible, tensor_cores)
+    return search(prog, hw, override or dtype, diagram, sizes, fixed, feasible, tensor_cores, warp_rows)
 
 
 # --------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ EMIT = ("gpu", "nvvm", "ptx", "cubin")
 GPU_OF = {"sm_80": "a100", "sm_90a": "h100"}
 
 
-def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str) -> dict[str, int]:
+def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str, warp_rows: int = 16) -> dict[str, int]:
     """The given tiles, completed by the cost model's choice among those the tensor-core
     kernel can take (registers, shared memory, MMA shapes)."""
     grouped, streamed = PARTITIONS["attention"]
@@ -49,8 +49,9 @@ def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str) -> di
         config.dtype,
         GPU_OF[target],
         fixed=dict(config.tiles),
-        feasible=lambda t: tiles_fit_kernel(t, sizes, config.dtype),
+        feasible=lambda t: tiles_fit_kernel(t, sizes, config.dtype, warp_rows),
         tensor_cores=True,
+        warp_rows=warp_rows,
         causal=config.causal,
         kv_heads=config.kv_heads,
     )
@@ -81,12 +82,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if kernel_kind == "tensorcore":
             if config.diagram != "attention":
                 raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
-            tiles = _model_tiles(config, sizes, args.target)
+            tiles = _model_tiles(config, sizes, args.target, args.warp_rows)
             print(
                 f"tiles {tiles} ({'given' if tiles == config.tiles else 'chosen by the cost model for ' + GPU_OF[args.target]})"
             )
             run_pipeline(module, derivation(config.diagram, sizes, tiles))
-            kernel, text = compile_tensorcore_attention(module, args.target, stop_after=stop)
+            kernel, text = compile_tensorcore_attention(module, args.target, stop_after=stop, warp_rows=args.warp_rows)
         else:
             compile_to_loops(module, config.diagram, sizes, config.tiles)
             kernel, text = compile_gpu(module, args.target, stop_after=stop)
@@ -123,6 +124,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_problem_args(p)
     p.add_argument("--target", choices=tuple(TARGETS), required=True, help="GPU architecture")
     p.add_argument("--emit", choices=EMIT, default="cubin", help="stage to write (default cubin)")
+    p.add_argument(
+        "--warp-rows", type=int, default=16, help="tensorcore: rows of the tile per warp, a multiple of 16 (default 16)"
+    )
     p.add_argument(
         "--kernel",
         choices=("auto", "tensorcore", "simt"),

@@ -206,3 +206,37 @@ def test_same_tiles_verify_on_the_cpu(variant: tuple, seed: int) -> None:
     small = {**dims, "b": 1, "q": tiles["q"] + 13, "x": tiles["x"] * 2 + 5, "h": 2 if kv_heads else 1}
     result = verify(VerifyConfig("attention", small, dtype, seed, causal=causal, kv_heads=kv_heads, tiles=tiles))
     assert result.passed, result.summary()
+
+
+@pytest.mark.parametrize(("target", "gpu"), [("sm_80", "a100"), ("sm_90a", "h100")])
+@pytest.mark.parametrize(
+    ("dims", "tiles"),
+    [
+        ({"b": 2, "h": 8, "q": 1000, "x": 1000, "d": 64}, {"q": 64, "x": 32}),
+        ({"b": 1, "h": 4, "q": 300, "x": 333, "d": 64}, {"q": 128, "x": 16}),
+    ],
+    ids=["q64x32", "q128x16-rem"],
+)
+def test_two_m_tiles_per_warp(dims: dict[str, int], tiles: dict[str, int], target: str, gpu: str, tmp_path) -> None:
+    """32 rows per warp: every K and V fragment feeds two MMAs (fewer ldmatrix per MMA), no
+    spills; the model with warp_rows=32 predicts SMEM and warps exactly, registers within 25%
+    and occupancy within one CTA per SM (these tiles sit near a register-allocation step)."""
+    from napkin_mlir.cost import analyze
+    from napkin_mlir.hardware import gpu as load_gpu
+
+    with napkin_context(), ir.Location.unknown():
+        module = _partitioned(dims, "bf16", True, None, tiles)
+        wide, wide_ptx = compile_tensorcore_attention(module, target, warp_rows=32)
+        _, narrow_ptx = compile_tensorcore_attention(module, target)
+        report = analyze(module, gpu, stages=2, tensor_cores=True, warp_rows=32)
+    real = assemble(wide_ptx, target, tmp_path / "k.cubin")
+    assert real["spill_stores_bytes"] == 0 and wide.block == (32 * tiles["q"] // 32, 1, 1)
+    mma_wide, ld_wide = wide_ptx.count("mma.sync.aligned"), wide_ptx.count("ldmatrix.sync")
+    mma_narrow, ld_narrow = narrow_ptx.count("mma.sync.aligned"), narrow_ptx.count("ldmatrix.sync")
+    assert mma_wide == 2 * mma_narrow and ld_wide / mma_wide < ld_narrow / mma_narrow
+    warps = wide.block[0] // 32
+    assert report.smem_per_cta == wide.dynamic_smem_bytes and report.warps_per_cta == warps
+    assert abs(report.registers_per_thread - real["registers"]) <= 0.25 * real["registers"]
+    assert (
+        abs(report.warps_per_sm - _occupancy(load_gpu(gpu), real["registers"], wide.dynamic_smem_bytes, warps)) <= warps
+    )
