@@ -183,3 +183,22 @@ def test_huge_problems_check_a_slice(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert ref64.shape == same.shape == (1, 2, 40, 16) == arrays["Q"][index].shape
     ok, _ = gpu_runner.judge(same, ref64, same, "bf16")
     assert ok
+
+
+def test_runner_without_a_gpu_is_a_clean_error(compiled: dict[str, Path]) -> None:
+    """Here (no CuPy or no device) the runner says why in one line and exits 1."""
+    import subprocess
+    import sys
+
+    if has_gpu():
+        pytest.skip("a GPU is present: the runner runs instead")
+    side = compiled["sm_80"].with_suffix(".cubin.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "napkin_mlir.gpu_runner", str(side)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert any(line.startswith("error:") for line in proc.stderr.splitlines()), proc.stderr
+    # the runner must work where the MLIR wheels are absent: it never imports them
+    probe = "import sys, napkin_mlir.gpu_runner; print(any(m == 'mlir' or m.startswith('mlir.') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
