@@ -9,6 +9,15 @@
       | napkin-erase-memory-spaces, then CPU_PIPELINE (upstream; pastes into mlir-opt)
     cpu           LLVM dialect, run by the ExecutionEngine
 
+    GPU, from `partitioned` (napkin_mlir.gpu; `napkin compile --emit gpu|nvvm|ptx|cubin`):
+    gpu           tensor-core rule (attention): one gpu.func with nvgpu/nvvm ops
+                  (napkin_mlir.tensorcore); SIMT rule (any program): `loops` mapped with
+                  transform.gpu.map_forall_to_blocks / map_nested_forall_to_threads
+      | KERNEL_PIPELINE / GPU_PIPELINE (upstream; paste into mlir-opt)
+    nvvm, ptx     NVVM/LLVM dialect, then PTX from gpu-module-to-binary
+      | ptxas (nvidia-cuda-nvcc wheel)
+    cubin         the kernel, with its JSON sidecar for the runner
+
 `derivation(diagram, sizes, tiles)` is the named relabeling pipeline of each built-in
 diagram (attention -> FlashAttention-2: weave b, h; group q; stream x online; fused).
 Every stage can be printed or dumped through `napkin_mlir.passmanager.run_pipeline`.
@@ -39,11 +48,16 @@ STAGES: tuple[Stage, ...] = (
     Stage("partitioned", "levels, transfers, group and stream partitions (the paper's relabelings)"),
     Stage("loops", "scf.forall / scf.for / linalg on memref buffers in level memory spaces"),
     Stage("cpu", "LLVM dialect for the host CPU: " + CPU_PIPELINE),
+    Stage("gpu", "a gpu.func: the tensor-core rule (attention) or the loops mapped to CTAs and threads"),
+    Stage("nvvm", "NVVM/LLVM dialect inside gpu.module (napkin_mlir.gpu.KERNEL_PIPELINE / GPU_PIPELINE)"),
+    Stage("ptx", "PTX text from gpu-module-to-binary{format=isa}"),
+    Stage("cubin", "ptxas output plus the JSON sidecar a runner launches it with"),
 )
 
 LOOPS_PIPELINE = "napkin-lower-to-loops,canonicalize,cse"
 
-#: Default tile sizes per diagram (until the cost model chooses them): group axes then the stream axis.
+#: Tile sizes when none are given and no GPU is named (`napkin verify` without --gpu); with a
+#: GPU (`napkin verify --gpu`, `napkin compile`) the cost model chooses them.
 DEFAULT_TILES: dict[str, dict[str, int]] = {
     "attention": {"q": 64, "x": 64},
     "matmul": {"m": 64, "n": 64, "k": 32},
