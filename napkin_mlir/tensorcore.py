@@ -114,6 +114,33 @@ class AttentionPlan:
             raise NapkinError("the tensor-core attention kernel cannot take " + "; ".join(problems))
 
     @staticmethod
+    def of(
+        sizes: dict[str, int],
+        tiles: dict[str, int],
+        dtype: str,
+        causal: bool = False,
+        scale: float = 1.0,
+        names: tuple[str, str, str] = ("Q", "K", "V"),
+        warp_rows: int = MMA_M,
+    ) -> AttentionPlan:
+        """A plan from axis sizes (b, h, [r,] q, x, d) and tiles (q, x; whole axis if absent)."""
+        return AttentionPlan(
+            b=sizes["b"],
+            h=sizes["h"],
+            r=sizes.get("r", 1),
+            q=sizes["q"],
+            x=sizes["x"],
+            d=sizes["d"],
+            gq=tiles.get("q", sizes["q"]),
+            sx=tiles.get("x", sizes["x"]),
+            dtype=dtype,
+            causal=causal,
+            scale=scale,
+            names=names,
+            warp_rows=warp_rows,
+        )
+
+    @staticmethod
     def from_partitioned(module: ir.Module, warp_rows: int = MMA_M) -> AttentionPlan:
         """Match grid group -> stream(online softmax) and read the plan; NapkinError if the
         program does not have that shape."""
@@ -146,16 +173,10 @@ class AttentionPlan:
         arg_names = [ir.StringAttr(n).value for n in ir.ArrayAttr(func.attributes["arg_names"])]
         if any(sizes.get(a, 1) != 1 for a in ("b", "h")) or "r" in sizes:
             raise NapkinError("tensor-core attention needs one (b, h) slice per CTA with all r heads in it")
-        plan = AttentionPlan(
-            b=dims["b"],
-            h=dims["h"],
-            r=dims.get("r", 1),
-            q=dims["q"],
-            x=dims["x"],
-            d=dims["d"],
-            gq=sizes["q"],
-            sx=ir.IntegerAttr(stream.attributes["size"]).value,
-            dtype=qa.dtype,
+        plan = AttentionPlan.of(
+            dims,
+            {"q": sizes["q"], "x": ir.IntegerAttr(stream.attributes["size"]).value},
+            qa.dtype,
             causal=causal,
             scale=scales[0] if scales else 1.0,
             names=(arg_names[0], arg_names[1], arg_names[2]),
@@ -167,21 +188,7 @@ class AttentionPlan:
 
 def tiles_fit_kernel(tiles: dict[str, int], sizes: dict[str, int], dtype: str, warp_rows: int = MMA_M) -> bool:
     """Whether the tensor-core kernel can take `tiles` (q, x) for attention of `sizes`."""
-    plan = AttentionPlan(
-        b=sizes["b"],
-        h=sizes["h"],
-        r=sizes.get("r", 1),
-        q=sizes["q"],
-        x=sizes["x"],
-        d=sizes["d"],
-        gq=tiles.get("q", sizes["q"]),
-        sx=tiles.get("x", sizes["x"]),
-        dtype=dtype,
-        causal=False,
-        scale=1.0,
-        names=("Q", "K", "V"),
-        warp_rows=warp_rows,
-    )
+    plan = AttentionPlan.of(sizes, tiles, dtype, warp_rows=warp_rows)
     try:
         plan.check()
     except NapkinError:
