@@ -21,14 +21,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mlir import ir
 
 from napkin_mlir import reference
-from napkin_mlir.arrays import ArrayType
-from napkin_mlir.context import napkin_context
-from napkin_mlir.cpu import NUMPY_DTYPES, CpuKernel
-from napkin_mlir.harness import VerifyConfig, build
-from napkin_mlir.pipeline import compile_to_loops
+from napkin_mlir.cpu import NUMPY_DTYPES
+from napkin_mlir.harness import VerifyConfig, compile_cpu
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
 
@@ -78,14 +74,7 @@ def progress(i: int, n: int, label: str) -> None:
 
 def bench_attention_cpu(config: VerifyConfig, repeats: int = 10, warmup: int = 2) -> Measurement:
     """Time the derived attention kernel and XLA's attention on the same inputs."""
-    with napkin_context(), ir.Location.unknown():
-        module = build(config)
-        sizes: dict[str, int] = {}
-        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-            sizes.update(ArrayType.from_mlir(arg.type).sizes)
-        compile_to_loops(module, config.diagram, sizes, config.tiles)
-        kernel = CpuKernel(module)
-    sig = next(iter(kernel.signatures.values()))
+    kernel, sig = compile_cpu(config)
     inputs = reference.random_inputs(sig.inputs, config.seed)
     dtype = jnp.dtype(NUMPY_DTYPES[config.dtype])
     qj, kj, vj = (reference._bhqd_to_jax(jnp.asarray(t, dtype)) for t in inputs)

@@ -102,6 +102,15 @@ def mlp(dims: dict[str, int], dtype: str = "f32", activation: str = "gelu") -> i
     return d.ret(d.cast(y, dtype))
 
 
+def diagram_sizes(module: ir.Module) -> dict[str, int]:
+    """Axis name -> size over the arguments of the module's (first) diagram function, as built
+    (with `r` for grouped-query attention): what the derivation pipelines are sized by."""
+    sizes: dict[str, int] = {}
+    for arg in module.body.operations[0].regions[0].blocks[0].arguments:
+        sizes.update(ArrayType.from_mlir(arg.type).sizes)
+    return sizes
+
+
 DIAGRAMS: dict[str, DiagramSpec] = {
     "matmul": DiagramSpec("matmul", ("m", "n", "k"), matmul, "C[m,n] = A[m,k] B[k,n]"),
     "attention": DiagramSpec("attention", ("b", "h", "q", "x", "d"), attention, "softmax(Q K^T / sqrt(d)) V"),

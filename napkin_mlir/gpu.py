@@ -36,6 +36,7 @@ from mlir.passmanager import PassManager
 
 from napkin_mlir.arrays import ArrayType
 from napkin_mlir.context import format_diagnostics
+from napkin_mlir.cpu import signature_of
 from napkin_mlir.errors import NapkinError, ToolError
 from napkin_mlir.knobs import knobs
 from napkin_mlir.regions import retype_memory_spaces
@@ -213,8 +214,6 @@ def promote_allocs(module: ir.Module) -> int:
 
 
 def _kernel_args(module: ir.Module) -> tuple[str, list[KernelArg]]:
-    from napkin_mlir.cpu import signature_of
-
     func = next(op.operation for op in module.body.operations if op.operation.name == "func.func")
     sig = signature_of(func)
     names = list(sig.input_names) + [f"out{i}" for i in range(len(sig.outputs))]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +20,9 @@ import numpy as np
 from mlir import ir
 
 from napkin_mlir import reference
-from napkin_mlir.arrays import ArrayType
 from napkin_mlir.context import napkin_context
-from napkin_mlir.cpu import NUMPY_DTYPES, CpuKernel
-from napkin_mlir.diagrams import attention, matmul, mlp
+from napkin_mlir.cpu import NUMPY_DTYPES, CpuKernel, FunctionSignature
+from napkin_mlir.diagrams import attention, diagram_sizes, matmul, mlp
 from napkin_mlir.errors import UsageError
 from napkin_mlir.pipeline import compile_to_loops
 
@@ -92,17 +92,22 @@ def _references(config: VerifyConfig, inputs: list[np.ndarray]) -> tuple[jax.Arr
     return fn(*inputs, jnp.float64, *extra), fn(*inputs, low, *extra)
 
 
-def model_tiles(config: VerifyConfig) -> dict[str, int]:
-    """The given tiles, completed by the cost model's choice for `config.gpu`."""
+def model_tiles(config: VerifyConfig, **mapping: Any) -> dict[str, int]:
+    """The given tiles, completed by the cost model's choice for `config.gpu`; `mapping` goes
+    to `choose_tiles` (a backend's `feasible` limits, `tensor_cores`, `warp_rows`)."""
     from napkin_mlir.pipeline import PARTITIONS
     from napkin_mlir.tiles import choose_tiles
 
     grouped, streamed = PARTITIONS[config.diagram]
+    if all(a in config.tiles for a in (*grouped, streamed)):
+        return dict(config.tiles)
     options = {"causal": config.causal, "kv_heads": config.kv_heads} if config.diagram == "attention" else {}
     if config.diagram == "mlp":
         options = {"activation": config.activation}
     dtype = "f16" if config.dtype == "f32" else config.dtype  # the model prices tensor-core dtypes
-    choice = choose_tiles(config.diagram, config.dims, dtype, config.gpu, fixed=dict(config.tiles), **options)
+    choice = choose_tiles(
+        config.diagram, config.dims, dtype, config.gpu, fixed=dict(config.tiles), **mapping, **options
+    )
     return {a: choice.tiles[a] for a in (*grouped, streamed) if a in choice.tiles}
 
 
@@ -113,22 +118,26 @@ def judge(config: VerifyConfig, c: reference.Comparison) -> tuple[bool, str]:
     return c.max_abs <= bound, f"max |err| <= 2 x JAX's + 1e-6 = {bound:.3e}"
 
 
-def verify(config: VerifyConfig, log: Callable[[str], None] = lambda _: None) -> VerifyResult:
-    """Compile `config`'s diagram, run it on the CPU and compare with JAX."""
+def compile_cpu(
+    config: VerifyConfig, log: Callable[[str], None] = lambda _: None
+) -> tuple[CpuKernel, FunctionSignature]:
+    """`config`'s diagram through its derivation and the CPU backend: the kernel and its signature."""
     with napkin_context(), ir.Location.unknown():
         module = build(config)
-        t0 = time.perf_counter()
-        sizes = {}
-        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-            sizes.update(ArrayType.from_mlir(arg.type).sizes)
         tiles = model_tiles(config) if config.gpu and config.tiled else config.tiles
-        compile_to_loops(module, config.diagram, sizes, tiles, config.tiled, log=log)
+        compile_to_loops(module, config.diagram, diagram_sizes(module), tiles, config.tiled, log=log)
         kernel = CpuKernel(module)
-        t1 = time.perf_counter()
-        sig = next(iter(kernel.signatures.values()))
-        inputs = reference.random_inputs(sig.inputs, config.seed)
-        (out,) = kernel(sig.name, *inputs)
-        t2 = time.perf_counter()
+    return kernel, next(iter(kernel.signatures.values()))
+
+
+def verify(config: VerifyConfig, log: Callable[[str], None] = lambda _: None) -> VerifyResult:
+    """Compile `config`'s diagram, run it on the CPU and compare with JAX."""
+    t0 = time.perf_counter()
+    kernel, sig = compile_cpu(config, log)
+    t1 = time.perf_counter()
+    inputs = reference.random_inputs(sig.inputs, config.seed)
+    (out,) = kernel(sig.name, *inputs)
+    t2 = time.perf_counter()
     ref64, ref_low = _references(config, inputs)
     comparison = reference.compare(out, ref64, ref_low)
     passed, criterion = judge(config, comparison)

@@ -151,12 +151,13 @@ def offset_mask(mask: ir.Operation, offsets: dict[str, ir.Value]) -> ir.Operatio
         return mask
     operands = list(mask.operands)
     with ir.InsertionPoint(mask), mask.location:
-        zero = arith.constant(ir.IndexType.get(), 0)
-        current = operands[1:] if len(operands) == 3 else [zero, zero]
+        current: list[ir.Value | None] = operands[1:] if len(operands) == 3 else [None, None]
         new_offsets = []
         for axis, cur in zip((rows, cols), current, strict=True):
             if axis in offsets:
-                cur = offsets[axis] if _is_zero(cur) else arith.addi(cur, offsets[axis])
+                cur = offsets[axis] if cur is None or _is_zero(cur) else arith.addi(cur, offsets[axis])
+            elif cur is None:
+                cur = arith.constant(ir.IndexType.get(), 0)  # this axis keeps a zero offset
             new_offsets.append(cur)
         attrs = {name: mask.attributes[name] for name in ("kind", "rows", "cols")}
         new = ir.Operation.create(

@@ -296,6 +296,12 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     c = e.rem(lane, e.idx(4))  # column pair
     q0 = e.mul(bx, e.idx(gq))
 
+    def ldmatrix(buf: str, buf_t: str, index: list[str], tiles: int, transpose: bool) -> str:
+        """One ldmatrix.x{tiles}: an A fragment (x4) or a B fragment (x2, `.trans` for V)."""
+        frag_t = a_t if tiles == 4 else b_t
+        attrs = f"{{numTiles = {tiles} : i32, transpose = {'true' if transpose else 'false'}}}"
+        return e.op(f"nvgpu.ldmatrix {buf}[{', '.join(index)}] {attrs} : {buf_t} -> {frag_t}", "lm")
+
     def mma(a: str, b: str, acc: str) -> str:
         """mma.sync m16n8k16, f32 accumulate. nvgpu.mma.sync lowers f16 only, so bf16 goes
         through nvvm.mma.sync on the packed 32-bit registers."""
@@ -393,12 +399,7 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
         frags = []
         for kt in range(d // MMA_K):
             col = e.add(a_col, e.idx(kt * MMA_K))
-            frags.append(
-                e.op(
-                    f"nvgpu.ldmatrix %qs[{a_row}, {col}] {{numTiles = 4 : i32, transpose = false}} : {qs_t} -> {a_t}",
-                    "qa",
-                )
-            )
+            frags.append(ldmatrix("%qs", qs_t, [a_row, col], 4, False))
         qfrag.append(frags)
 
     # rows of this thread (per m tile, rows g and g+8): flattened CTA rows -> (r, q)
@@ -447,10 +448,7 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     for nt in range(n_s):
         krow = e.add(b_row, e.idx(nt * MMA_N))
         for kt in range(d // MMA_K):
-            kb = e.op(
-                f"nvgpu.ldmatrix %ks[{stage}, {krow}, {e.add(b_col, e.idx(kt * MMA_K))}] {{numTiles = 2 : i32, transpose = false}} : {kvs_t} -> {b_t}",
-                "kb",
-            )
+            kb = ldmatrix("%ks", kvs_t, [stage, krow, e.add(b_col, e.idx(kt * MMA_K))], 2, False)
             for mi in tiles_m:
                 s[mi][nt] = mma(qfrag[mi][kt], kb, s[mi][nt])
 
@@ -526,10 +524,7 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     o_acc = [[e.op(f"arith.mulf %o{mi}_{nt}, {alpha_v[mi]} : {acc_t}", "o") for nt in range(n_o)] for mi in tiles_m]
     for nt in range(n_o):
         for t in range(sx // MMA_K):
-            vb = e.op(
-                f"nvgpu.ldmatrix %vs[{stage}, {e.add(v_row, e.idx(t * MMA_K))}, {e.idx(nt * MMA_N)}] {{numTiles = 2 : i32, transpose = true}} : {kvs_t} -> {b_t}",
-                "vb",
-            )
+            vb = ldmatrix("%vs", kvs_t, [stage, e.add(v_row, e.idx(t * MMA_K)), e.idx(nt * MMA_N)], 2, True)
             for mi in tiles_m:
                 o_acc[mi][nt] = mma(pfrag[mi][t], vb, o_acc[mi][nt])
     for mi in tiles_m:

@@ -29,9 +29,9 @@ from typing import Any
 
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType
 from napkin_mlir.context import napkin_context
 from napkin_mlir.cost import CostReport, Program, evaluate, extract, live_element_exprs
+from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.errors import UsageError
 from napkin_mlir.hardware import DTYPE_BYTES, Hardware, canonical_dtype
 from napkin_mlir.hardware import gpu as load_gpu
@@ -48,13 +48,6 @@ def storage_dtype(dtype: str) -> str:
     """The dtype the diagram is built with (fp8 is modelled on an f16 program, repriced)."""
     dt = canonical_dtype(dtype)
     return {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "fp8": "f16", "tf32": "f32"}.get(dt, "f32")
-
-
-def diagram_sizes(module: ir.Module) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-        sizes.update(ArrayType.from_mlir(arg.type).sizes)
-    return sizes
 
 
 def partitioned(

@@ -10,21 +10,21 @@ grid, block, dynamic shared memory, arguments in order, ptxas's resource report)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType
 from napkin_mlir.cli.napkin import add_problem_args, problem_config
 from napkin_mlir.context import napkin_context
+from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.errors import UsageError
 from napkin_mlir.gpu import TARGETS, assemble, compile_gpu, compile_tensorcore_attention, write_sidecar
-from napkin_mlir.harness import VerifyConfig, build
+from napkin_mlir.harness import VerifyConfig, build, model_tiles
 from napkin_mlir.passmanager import run_pipeline
 from napkin_mlir.pipeline import PARTITIONS, compile_to_loops, derivation
 from napkin_mlir.tensorcore import tiles_fit_kernel
-from napkin_mlir.tiles import choose_tiles
 
 EMIT = ("gpu", "nvvm", "ptx", "cubin")
 
@@ -43,19 +43,12 @@ def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str, warp_
             f"the tensor-core attention kernel takes bf16/f16 with a head dim that is a multiple of 16 (at most 256), "
             f"got {config.dtype} with d={sizes['d']}; use --kernel simt"
         )
-    choice = choose_tiles(
-        "attention",
-        config.dims,
-        config.dtype,
-        GPU_OF[target],
-        fixed=dict(config.tiles),
+    return model_tiles(
+        dataclasses.replace(config, gpu=GPU_OF[target]),
         feasible=lambda t: tiles_fit_kernel(t, sizes, config.dtype, warp_rows),
         tensor_cores=True,
         warp_rows=warp_rows,
-        causal=config.causal,
-        kv_heads=config.kv_heads,
     )
-    return {a: choice.tiles[a] for a in (*grouped, streamed)}
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -67,9 +60,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {out}: directory {out.parent} does not exist")
     with napkin_context(), ir.Location.unknown():
         module = build(config)
-        sizes: dict[str, int] = {}
-        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-            sizes.update(ArrayType.from_mlir(arg.type).sizes)
+        sizes = diagram_sizes(module)
         stop = "ptx" if args.emit == "cubin" else args.emit
         kernel_kind = args.kernel
         if kernel_kind == "auto":

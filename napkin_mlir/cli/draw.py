@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlir import ir
 
+from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.errors import NapkinError, UsageError
 
 #: Sizes used when --dims is left out (drawings only need labels).
@@ -123,7 +124,6 @@ def cmd_draw(args: argparse.Namespace) -> int:
     if args.diagram.endswith(".mlir") or Path(args.diagram).is_file():
         return _draw_file(args, out)
 
-    from napkin_mlir.arrays import ArrayType
     from napkin_mlir.cli.napkin import ACTIVATIONS, DTYPE_CHOICES, problem_config
     from napkin_mlir.context import napkin_context
     from napkin_mlir.diagrams import DIAGRAMS
@@ -143,9 +143,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
     config = problem_config(ns)
     with napkin_context(), ir.Location.unknown():
         module = build(config)
-        sizes: dict[str, int] = {}
-        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-            sizes.update(ArrayType.from_mlir(arg.type).sizes)
+        sizes = diagram_sizes(module)
         steps = select_steps(derivation_steps(config.diagram, sizes, config.tiles), args.after, args.stage)
         if steps:
             run_pipeline(module, f"builtin.module({','.join(steps)})")

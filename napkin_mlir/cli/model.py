@@ -156,11 +156,12 @@ def _plot(args: argparse.Namespace, choice, report, prog) -> None:
 
 
 def cmd_pseudocode(args: argparse.Namespace) -> int:
+    from napkin_mlir.diagrams import diagram_sizes
     from napkin_mlir.harness import VerifyConfig, build
     from napkin_mlir.passmanager import run_pipeline
     from napkin_mlir.pipeline import PARTITIONS, derivation
     from napkin_mlir.pseudocode import pseudocode
-    from napkin_mlir.tiles import diagram_sizes, storage_dtype
+    from napkin_mlir.tiles import storage_dtype
 
     _, report, _, dims, options = _model(args)
     override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None

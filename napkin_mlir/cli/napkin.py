@@ -20,7 +20,7 @@ from mlir import ir
 from napkin_mlir.arrays import ArrayType
 from napkin_mlir.cli.common import ArgumentParser, parse_sizes, run_main
 from napkin_mlir.context import napkin_context
-from napkin_mlir.diagrams import DIAGRAMS
+from napkin_mlir.diagrams import DIAGRAMS, diagram_sizes
 from napkin_mlir.errors import UsageError
 from napkin_mlir.harness import VerifyConfig, build, model_tiles, verify
 from napkin_mlir.passmanager import parse_pipeline, run_pipeline
@@ -70,13 +70,6 @@ def problem_config(args: argparse.Namespace) -> VerifyConfig:
     )
 
 
-def _sizes_of(module: ir.Module) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-        sizes.update(ArrayType.from_mlir(arg.type).sizes)
-    return sizes
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     """Print (or write) the built-in diagram as napkin IR, ready for napkin-opt."""
     config = problem_config(args)
@@ -93,7 +86,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     """Print the relabeling pipeline of a built-in diagram (for napkin-opt --pass-pipeline)."""
     config = problem_config(args)
     with napkin_context(), ir.Location.unknown():
-        sizes = _sizes_of(build(config))
+        sizes = diagram_sizes(build(config))
     print(derivation(config.diagram, sizes, config.tiles))
     return 0
 
@@ -204,7 +197,7 @@ def _demo_model() -> None:
     choice = choose_tiles("attention", dims, "bf16", "a100")
     with napkin_context(), ir.Location.unknown():
         module = build(VerifyConfig("attention", dims, "bf16"))
-        run_pipeline(module, derivation("attention", _sizes_of(module), choice.tiles))
+        run_pipeline(module, derivation("attention", diagram_sizes(module), choice.tiles))
         text = pseudocode(module, "a100", report=choice.report)
     print("\n   Its pseudocode on the A100 (napkin pseudocode attention --gpu a100 ...):")
     print("\n".join("   " + line for line in text.splitlines()))
@@ -236,7 +229,7 @@ def _demo_gpu(dims: dict[str, int]) -> None:
     for target in ("sm_80", "sm_90a"):
         with napkin_context(), ir.Location.unknown():
             module = build(VerifyConfig("attention", problem, "bf16", causal=True))
-            run_pipeline(module, derivation("attention", _sizes_of(module), tiles))
+            run_pipeline(module, derivation("attention", diagram_sizes(module), tiles))
             plan = AttentionPlan.from_partitioned(module)
             model = analyze(module, {"sm_80": "a100", "sm_90a": "h100"}[target], stages=2, tensor_cores=True)
             kernel, ptx = compile_tensorcore_attention(module, target)

@@ -16,8 +16,8 @@ from matplotlib import colors
 from matplotlib import image as mpimg
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType
 from napkin_mlir.context import napkin_context
+from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.draw import LEVEL_COLOURS, draw, extract, stage_of
 from napkin_mlir.harness import VerifyConfig, build
 from napkin_mlir.passmanager import parse_pipeline, run_pipeline
@@ -36,9 +36,7 @@ def _render(name: str, stage: str, path: Path, pseudocode: bool = False) -> str:
     config = CONFIGS[name]
     with napkin_context(), ir.Location.unknown():
         module = build(config)
-        sizes: dict[str, int] = {}
-        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-            sizes.update(ArrayType.from_mlir(arg.type).sizes)
+        sizes = diagram_sizes(module)
         if stage != "diagram":
             steps = [e.text for e in parse_pipeline(derivation(name, sizes, config.tiles))]
             names = [s.split("{")[0] for s in steps]

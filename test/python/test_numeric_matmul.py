@@ -20,9 +20,9 @@ import pytest
 from mlir import ir
 
 from napkin_mlir import reference
-from napkin_mlir.arrays import ArrayType
 from napkin_mlir.context import napkin_context
 from napkin_mlir.cpu import NUMPY_DTYPES, CpuKernel
+from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.harness import VerifyConfig, build, judge, verify
 from napkin_mlir.pipeline import compile_to_loops
 
@@ -38,9 +38,7 @@ def run_kernel(config: VerifyConfig) -> tuple[list[np.ndarray], np.ndarray]:
     """Build, lower and run `config`'s diagram on inputs drawn as the harness draws them."""
     with napkin_context(), ir.Location.unknown():
         module = build(config)
-        sizes: dict[str, int] = {}
-        for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-            sizes.update(ArrayType.from_mlir(arg.type).sizes)
+        sizes = diagram_sizes(module)
         compile_to_loops(module, config.diagram, sizes, config.tiles, config.tiled)
         kernel = CpuKernel(module)
         (sig,) = kernel.signatures.values()

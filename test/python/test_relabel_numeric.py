@@ -62,6 +62,25 @@ def test_mlp_tiled(activation: str, dtype: str, seed: int) -> None:
     _check(VerifyConfig("mlp", dims, dtype=dtype, seed=seed, activation=activation, tiles={"m": 4, "f": 8}))
 
 
+def _run_against_jax(
+    module: ir.Module, dims: dict[str, int], causal: bool, seed: int, q_scale: float = 1.0
+) -> tuple[bool, str]:
+    """Compile a loop-stage attention module for the CPU, run it on fresh inputs (Q scaled by
+    `q_scale`) and judge it against JAX; returns (passed, description)."""
+    kernel = CpuKernel(module)
+    sig = next(iter(kernel.signatures.values()))
+    inputs = reference.random_inputs(sig.inputs, seed)
+    inputs[0] = inputs[0] * q_scale
+    (out,) = kernel(sig.name, *inputs)
+    c = reference.compare(
+        out,
+        reference.attention_ref(*inputs, jnp.float64, causal),
+        reference.attention_ref(*inputs, jnp.float32, causal),
+    )
+    passed, criterion = judge(VerifyConfig("attention", dims, causal=causal), c)
+    return passed, f"{c} vs {criterion}"
+
+
 def _drop_rescale(module: ir.Module) -> int:
     """Replace the last `napkin.mul` inside each napkin.stream step (o * alpha) by o."""
     streams: list[ir.Operation] = []
@@ -88,23 +107,14 @@ def _drop_rescale(module: ir.Module) -> int:
 @pytest.mark.parametrize("break_it", [False, True], ids=["intact", "no-rescale"])
 def test_broken_online_update_is_caught(break_it: bool, seed: int) -> None:
     dims = {"b": 1, "h": 1, "q": 16, "x": 64, "d": 8}
-    config = VerifyConfig("attention", dims, seed=seed, tiles={"q": 16, "x": 8})
     with napkin_context(), ir.Location.unknown():
         module = attention(dims)
-        sizes = dict(dims)
-        run_pipeline(module, derivation("attention", sizes, config.tiles))
+        run_pipeline(module, derivation("attention", dict(dims), {"q": 16, "x": 8}))
         if break_it:
             assert _drop_rescale(module) == 1
         run_pipeline(module, f"builtin.module(napkin-verify,{LOOPS_PIPELINE})")
-        kernel = CpuKernel(module)
-        sig = next(iter(kernel.signatures.values()))
-        inputs = reference.random_inputs(sig.inputs, seed)
         # Scale Q so the row maxima change between chunks: then the rescale matters.
-        inputs[0] = inputs[0] * 3
-        (out,) = kernel(sig.name, *inputs)
-    ref64 = reference.attention_ref(*inputs, jnp.float64, False)
-    ref32 = reference.attention_ref(*inputs, jnp.float32, False)
-    passed, _ = judge(config, reference.compare(out, ref64, ref32))
+        passed, _ = _run_against_jax(module, dims, False, seed, q_scale=3)
     assert passed is (not break_it)
 
 
@@ -122,18 +132,8 @@ def test_relabelings_recurse_to_warps(causal: bool, seed: int) -> None:
         run_pipeline(module, pipeline)
         text = str(module)
         assert "#gpu.warp<x>" in text and "#gpu.block<x>" in text
-        kernel = CpuKernel(module)
-        sig = next(iter(kernel.signatures.values()))
-        inputs = reference.random_inputs(sig.inputs, seed)
-        (out,) = kernel(sig.name, *inputs)
-    config = VerifyConfig("attention", dims, causal=causal)
-    c = reference.compare(
-        out,
-        reference.attention_ref(*inputs, jnp.float64, causal),
-        reference.attention_ref(*inputs, jnp.float32, causal),
-    )
-    passed, criterion = judge(config, c)
-    assert passed, f"{c} vs {criterion}"
+        passed, why = _run_against_jax(module, dims, causal, seed)
+    assert passed, why
 
 
 @pytest.mark.parametrize("d_chunk", [8, 16], ids=["d8", "d16-partial"])
@@ -149,16 +149,8 @@ def test_contraction_axis_streamed_inside_each_chunk(d_chunk: int, seed: int) ->
         module = attention(dims, causal=True)
         run_pipeline(module, pipeline)
         assert str(module).count("scf.for %") == 2, "two nested stream loops"
-        kernel = CpuKernel(module)
-        sig = next(iter(kernel.signatures.values()))
-        inputs = reference.random_inputs(sig.inputs, seed)
-        (out,) = kernel(sig.name, *inputs)
-    config = VerifyConfig("attention", dims, causal=True)
-    c = reference.compare(
-        out, reference.attention_ref(*inputs, jnp.float64, True), reference.attention_ref(*inputs, jnp.float32, True)
-    )
-    passed, criterion = judge(config, c)
-    assert passed, f"{c} vs {criterion}"
+        passed, why = _run_against_jax(module, dims, True, seed)
+    assert passed, why
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import pytest
 from conftest import has_gpu
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType
 from napkin_mlir.context import napkin_context
+from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.gpu import assemble, compile_tensorcore_attention
 from napkin_mlir.harness import VerifyConfig, build
@@ -42,9 +42,7 @@ def _partitioned(
     dims: dict[str, int], dtype: str, causal: bool, kv_heads: int | None, tiles: dict[str, int]
 ) -> ir.Module:
     module = build(VerifyConfig("attention", dims, dtype, causal=causal, kv_heads=kv_heads))
-    sizes: dict[str, int] = {}
-    for arg in module.body.operations[0].regions[0].blocks[0].arguments:
-        sizes.update(ArrayType.from_mlir(arg.type).sizes)
+    sizes = diagram_sizes(module)
     run_pipeline(module, derivation("attention", sizes, tiles))
     return module
 
