@@ -307,9 +307,11 @@ KERNEL_PIPELINE = (
 
 def compile_tensorcore_attention(
     partitioned: ir.Module, target: str, stop_after: str = "ptx", warp_rows: int = 16
-) -> tuple[GpuKernel | None, str]:
+) -> tuple[GpuKernel, str]:
     """The tensor-core rule: a partitioned attention program -> the mma.sync kernel
-    (`warp_rows` rows of the CTA tile per warp, a multiple of 16)."""
+    (`warp_rows` rows of the CTA tile per warp, a multiple of 16). Returns the kernel's launch
+    description and the text at `stop_after` (gpu | nvvm | ptx); `kernel.ptx` is empty
+    before the ptx stage."""
     from napkin_mlir.tensorcore import AttentionPlan, emit_attention_kernel
 
     if target not in TARGETS:
@@ -317,8 +319,24 @@ def compile_tensorcore_attention(
     plan = AttentionPlan.from_partitioned(partitioned, warp_rows)
     name, args = _kernel_args_from_diagram(partitioned)
     text = emit_attention_kernel(plan)
+    kernel = GpuKernel(
+        target,
+        "attention_tc",
+        plan.grid,
+        (plan.threads, 1, 1),
+        plan.smem_bytes,
+        args,
+        "",
+        problem={
+            "function": name,
+            "kernel": "tensorcore",
+            "warps": plan.warps,
+            "warp_rows": plan.warp_rows,
+            "tile": {"q": plan.gq, "x": plan.sx},
+        },
+    )
     if stop_after == "gpu":
-        return None, text
+        return kernel, text
     module = ir.Module.parse(text)
     pipeline = KERNEL_PIPELINE.format(chip=target, features=TARGETS[target])
     if stop_after == "nvvm":
@@ -328,25 +346,9 @@ def compile_tensorcore_attention(
     except ir.MLIRError as err:
         raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
     if stop_after == "nvvm":
-        return None, str(module)
-    ptx = _ptx_of(module)
-    kernel = GpuKernel(
-        target,
-        "attention_tc",
-        plan.grid,
-        (plan.threads, 1, 1),
-        plan.smem_bytes,
-        args,
-        ptx,
-        problem={
-            "function": name,
-            "kernel": "tensorcore",
-            "warps": plan.warps,
-            "warp_rows": plan.warp_rows,
-            "tile": {"q": plan.gq, "x": plan.sx},
-        },
-    )
-    return kernel, ptx
+        return kernel, str(module)
+    kernel.ptx = _ptx_of(module)
+    return kernel, kernel.ptx
 
 
 def _kernel_args_from_diagram(partitioned: ir.Module) -> tuple[str, list[KernelArg]]:

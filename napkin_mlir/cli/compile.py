@@ -4,7 +4,9 @@
                    [--tile q=64,x=32] [--emit gpu|nvvm|ptx|cubin] -o FILE
 
 `--emit ptx` and `--emit cubin` also write `FILE.json`, the sidecar a runner needs (entry,
-grid, block, dynamic shared memory, arguments in order, ptxas's resource report).
+grid, block, dynamic shared memory, arguments in order, ptxas's resource report); so does
+`--emit gpu` for the tensor-core kernel, whose gpu-stage IR `napkin emulate FILE.json` runs
+on the CPU emulator.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from napkin_mlir.cli.napkin import add_problem_args, problem_config
 from napkin_mlir.context import napkin_context
 from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.errors import UsageError
-from napkin_mlir.gpu import TARGETS, assemble, compile_gpu, compile_tensorcore_attention, write_sidecar
+from napkin_mlir.gpu import TARGETS, GpuKernel, assemble, compile_gpu, compile_tensorcore_attention, write_sidecar
 from napkin_mlir.harness import VerifyConfig, build, model_tiles
 from napkin_mlir.passmanager import run_pipeline
 from napkin_mlir.pipeline import PARTITIONS, compile_to_loops, derivation
@@ -51,18 +53,15 @@ def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str, warp_
     )
 
 
-def cmd_compile(args: argparse.Namespace) -> int:
-    config = problem_config(args)
-    out = Path(args.output)
-    if args.emit in ("ptx", "cubin") and out.suffix != f".{args.emit}":
-        raise UsageError(f"-o {out}: --emit {args.emit} writes a .{args.emit} file")
-    if not out.parent.is_dir():
-        raise UsageError(f"-o {out}: directory {out.parent} does not exist")
+def compile_kernel(
+    config: VerifyConfig, target: str, stop: str, kernel_kind: str = "auto", warp_rows: int = 16
+) -> tuple[GpuKernel | None, str]:
+    """A built-in diagram through the derivation to the GPU stage `stop` (gpu | nvvm | ptx).
+    Returns the kernel's launch description (None for the SIMT rule before the ptx stage,
+    whose launch is only fixed by outlining) and the text of that stage."""
     with napkin_context(), ir.Location.unknown():
         module = build(config)
         sizes = diagram_sizes(module)
-        stop = "ptx" if args.emit == "cubin" else args.emit
-        kernel_kind = args.kernel
         if kernel_kind == "auto":
             tensor = config.diagram == "attention" and config.dtype in ("bf16", "f16") and sizes["d"] % 16 == 0
             kernel_kind = "tensorcore" if tensor else "simt"
@@ -73,30 +72,45 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if kernel_kind == "tensorcore":
             if config.diagram != "attention":
                 raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
-            tiles = _model_tiles(config, sizes, args.target, args.warp_rows)
-            print(
-                f"tiles {tiles} ({'given' if tiles == config.tiles else 'chosen by the cost model for ' + GPU_OF[args.target]})"
-            )
+            tiles = _model_tiles(config, sizes, target, warp_rows)
+            print(f"tiles {tiles} ({'given' if tiles == config.tiles else 'chosen by the cost model for ' + GPU_OF[target]})")
             run_pipeline(module, derivation(config.diagram, sizes, tiles))
-            kernel, text = compile_tensorcore_attention(module, args.target, stop_after=stop, warp_rows=args.warp_rows)
+            kernel, text = compile_tensorcore_attention(module, target, stop_after=stop, warp_rows=warp_rows)
         else:
             compile_to_loops(module, config.diagram, sizes, config.tiles)
-            kernel, text = compile_gpu(module, args.target, stop_after=stop)
-    if kernel is None:
+            kernel, text = compile_gpu(module, target, stop_after=stop)
+    if kernel is not None:
+        kernel.problem.setdefault("kernel", "simt")
+        kernel.problem.update(
+            {
+                "diagram": config.diagram,
+                "dims": config.dims,
+                "dtype": config.dtype,
+                "causal": config.causal,
+                "kv_heads": config.kv_heads,
+                "tiles": config.tiles,
+            }
+        )
+    return kernel, text
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    config = problem_config(args)
+    out = Path(args.output)
+    if args.emit in ("ptx", "cubin") and out.suffix != f".{args.emit}":
+        raise UsageError(f"-o {out}: --emit {args.emit} writes a .{args.emit} file")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: directory {out.parent} does not exist")
+    stop = "ptx" if args.emit == "cubin" else args.emit
+    kernel, text = compile_kernel(config, args.target, stop, args.kernel, args.warp_rows)
+    if args.emit in ("gpu", "nvvm"):
         out.write_text(text)
         print(f"wrote {out} ({args.emit} stage)")
+        if kernel is not None and args.emit == "gpu":
+            sidecar = write_sidecar(kernel, out)
+            print(f"wrote {sidecar}: `napkin emulate {sidecar}` runs this kernel on the CPU emulator")
         return 0
-    kernel.problem.setdefault("kernel", "simt")
-    kernel.problem.update(
-        {
-            "diagram": config.diagram,
-            "dims": config.dims,
-            "dtype": config.dtype,
-            "causal": config.causal,
-            "kv_heads": config.kv_heads,
-            "tiles": config.tiles,
-        }
-    )
+    assert kernel is not None
     cubin = out.with_suffix(".cubin")
     kernel.ptxas = assemble(kernel.ptx, args.target, cubin)
     if args.emit == "ptx":

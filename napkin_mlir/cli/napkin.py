@@ -4,6 +4,8 @@
     napkin verify matmul|attention|mlp --dims ... [--dtype f32|f16|bf16] [--seed N] ...
     napkin build attention --dims ... [-o FILE]   the diagram as napkin IR
     napkin pipeline attention --dims ...           its relabeling pipeline (for napkin-opt)
+    napkin compile attention --target sm_80 ...    a GPU kernel (PTX/cubin + sidecar)
+    napkin emulate attention --dims ...            that kernel run on the CPU emulator vs JAX
 
 `verify` ends with a line starting with PASS or FAIL and exits 0 only on PASS.
 """
@@ -27,7 +29,7 @@ from napkin_mlir.passmanager import parse_pipeline, run_pipeline
 from napkin_mlir.pipeline import derivation
 
 #: Modules that add more subcommands: each defines `add_commands(subparsers)`.
-COMMAND_MODULES = ("napkin_mlir.cli.model", "napkin_mlir.cli.draw", "napkin_mlir.cli.bench", "napkin_mlir.cli.compile")
+COMMAND_MODULES = ("napkin_mlir.cli.model", "napkin_mlir.cli.draw", "napkin_mlir.cli.bench", "napkin_mlir.cli.compile", "napkin_mlir.cli.emulate")
 
 DTYPE_CHOICES = ("f32", "f16", "bf16")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
@@ -39,9 +41,9 @@ def _dtype(value: str) -> str:
     return value
 
 
-def add_problem_args(p: argparse.ArgumentParser) -> None:
+def add_problem_args(p: argparse.ArgumentParser, dims_required: bool = True) -> None:
     p.add_argument("diagram", help="built-in diagram: " + ", ".join(DIAGRAMS))
-    p.add_argument("--dims", required=True, help="axis sizes by name, e.g. m=300,n=200,k=100")
+    p.add_argument("--dims", required=dims_required, help="axis sizes by name, e.g. m=300,n=200,k=100")
     p.add_argument("--dtype", type=_dtype, default="f32", help="element type: f32, f16 or bf16 (default f32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--causal", action="store_true", help="attention: causal mask")

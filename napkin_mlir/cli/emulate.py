@@ -1,0 +1,69 @@
+"""`napkin emulate`: run a GPU kernel's IR on the CPU emulator and check it against JAX.
+
+    napkin emulate attention --dims b=1,h=4,q=300,x=300,d=64 --dtype bf16 [--causal]
+                   [--kv-heads N] [--tile q=64,x=64] [--warp-rows 16|32] [--seed N] [--json F]
+    napkin emulate kernel.mlir.json          (a sidecar `napkin compile --emit gpu` wrote)
+
+The first form compiles the tensor-core kernel exactly as `napkin compile --target sm_80`
+does and stops at the gpu stage; both then execute that IR thread by thread
+(`napkin_mlir.emulator`), with memory and race checks, and compare the output with JAX by
+the GPU runner's rule. The last line starts with PASS or FAIL; exit status 0 only on PASS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from napkin_mlir.cli.napkin import add_problem_args, problem_config
+from napkin_mlir.emulator import EmulationReport, emulate, emulate_sidecar
+from napkin_mlir.errors import UsageError
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r  emulating CTAs {done}/{total}" + ("\n" if done == total else ""))
+        sys.stderr.flush()
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    if args.diagram.endswith(".json"):
+        report: EmulationReport = emulate_sidecar(args.diagram, args.seed, _progress)
+    else:
+        if args.dims is None:
+            raise UsageError("--dims is required with a built-in diagram (or give a kernel sidecar FILE.json)")
+        from napkin_mlir.cli.compile import compile_kernel
+        from napkin_mlir.gpu_runner import Arg, Sidecar
+
+        config = problem_config(args)
+        if config.diagram != "attention":
+            raise UsageError(f"the emulator runs the tensor-core attention kernel; '{config.diagram}' has none")
+        kernel, text = compile_kernel(config, "sm_80", "gpu", "tensorcore", args.warp_rows)
+        assert kernel is not None
+        side = Sidecar(
+            Path("attention_tc.mlir"),
+            kernel.target,
+            kernel.entry,
+            kernel.grid,
+            kernel.block,
+            kernel.dynamic_smem_bytes,
+            tuple(Arg(a.name, a.role, a.dtype, tuple(a.shape), tuple(a.axes)) for a in kernel.args),
+            kernel.problem,
+        )
+        report = emulate(text, side, args.seed, "attention_tc.mlir", _progress)
+    print("\n".join(report.lines()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return 0 if report.passed else 1
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emulate", help="run the GPU kernel's IR on the CPU emulator and check it against JAX")
+    add_problem_args(p, dims_required=False)
+    p.add_argument(
+        "--warp-rows", type=int, default=16, help="rows of the tile per warp, a multiple of 16 (default 16)"
+    )
+    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    p.set_defaults(fn=cmd_emulate)
