@@ -1,0 +1,327 @@
+"""The CPU emulator runs the tensor-core kernel's gpu-stage IR thread by thread.
+
+Its instruction semantics are checked against the PTX ISA layouts stated independently in
+`tensorcore_layout`; the kernel variants the tensor-core rule accepts must then pass the GPU
+runner's check (FlashAttention's rule against a float64 reference) with no sanitizer
+finding; and kernels broken on purpose (a missing barrier, an early wait, a wrong layout,
+a bad launch) must be caught, each by the check that should catch it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlir import ir
+
+from napkin_mlir import emulator, gpu_runner
+from napkin_mlir.context import napkin_context
+from napkin_mlir.diagrams import diagram_sizes
+from napkin_mlir.emulator import EmulationError
+from napkin_mlir.gpu import compile_tensorcore_attention
+from napkin_mlir.harness import VerifyConfig, build
+from napkin_mlir.passmanager import run_pipeline
+from napkin_mlir.pipeline import derivation
+from napkin_mlir.tensorcore_layout import a_coords, b_coords, c_coords, ldmatrix
+
+
+def test_mma_follows_the_isa_fragment_layouts(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    warps = 3
+    A, B, C = (
+        rng.standard_normal((warps, 16, 16)),
+        rng.standard_normal((warps, 16, 8)),
+        rng.standard_normal((warps, 16, 8)),
+    )
+    a, b, c = np.zeros((1, 32 * warps, 4, 2)), np.zeros((1, 32 * warps, 2, 2)), np.zeros((1, 32 * warps, 2, 2))
+    for w in range(warps):
+        for lane in range(32):
+            t = 32 * w + lane
+            a[0, t] = np.array([A[w][rc] for rc in a_coords(lane)]).reshape(4, 2)
+            b[0, t] = np.array([B[w][kn] for kn in b_coords(lane)]).reshape(2, 2)
+            c[0, t] = np.array([C[w][rc] for rc in c_coords(lane)]).reshape(2, 2)
+    d = emulator.mma_m16n8k16(a.astype(np.float32), b.astype(np.float32), c.astype(np.float32))
+    for w in range(warps):
+        expect = A[w] @ B[w] + C[w]
+        for lane in range(32):
+            got = d[0, 32 * w + lane].reshape(4)
+            np.testing.assert_allclose(got, [expect[rc] for rc in c_coords(lane)], rtol=1e-5, atol=1e-5)
+
+
+#: A two-warp kernel: copy a 32x16 tile to shared memory with 16-byte accesses (thread t:
+#: row t % 32, column 8 * (t // 32)), then each warp w loads rows 16w.. with ldmatrix.x4
+#: (A-fragment addressing: lane l gives row 16w + l % 16, column 8 * (l // 16)).
+LDMATRIX_KERNEL = """
+module attributes {gpu.container_module} {
+  gpu.module @m {
+    gpu.func @k(%A: memref<32x16xf16>, %OUT: memref<64x4x2xf16>) kernel attributes {known_block_size = array<i32: 64, 1, 1>} {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c2 = arith.constant 2 : index
+      %c3 = arith.constant 3 : index
+      %c8 = arith.constant 8 : index
+      %c16 = arith.constant 16 : index
+      %c32 = arith.constant 32 : index
+      %smem = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+      %tile = memref.view %smem[%c0][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<32x16xf16, #gpu.address_space<workgroup>>
+      %t = gpu.thread_id x
+      %row = arith.remui %t, %c32 : index
+      %half = arith.divui %t, %c32 : index
+      %col = arith.muli %half, %c8 : index
+      %v = vector.load %A[%row, %col] : memref<32x16xf16>, vector<8xf16>
+      vector.store %v, %tile[%row, %col] : memref<32x16xf16, #gpu.address_space<workgroup>>, vector<8xf16>
+      gpu.barrier
+      %lane = arith.remui %t, %c32 : index
+      %in16 = arith.remui %lane, %c16 : index
+      %base = arith.muli %half, %c16 : index
+      %lrow = arith.addi %base, %in16 : index
+      %lhalf = arith.divui %lane, %c16 : index
+      %lcol = arith.muli %lhalf, %c8 : index
+      %frag = nvgpu.ldmatrix %tile[%lrow, %lcol] {numTiles = 4 : i32, transpose = TRANSPOSE} : memref<32x16xf16, #gpu.address_space<workgroup>> -> vector<4x2xf16>
+      %f0 = vector.extract %frag[0] : vector<2xf16> from vector<4x2xf16>
+      %f1 = vector.extract %frag[1] : vector<2xf16> from vector<4x2xf16>
+      %f2 = vector.extract %frag[2] : vector<2xf16> from vector<4x2xf16>
+      %f3 = vector.extract %frag[3] : vector<2xf16> from vector<4x2xf16>
+      vector.store %f0, %OUT[%t, %c0, %c0] : memref<64x4x2xf16>, vector<2xf16>
+      vector.store %f1, %OUT[%t, %c1, %c0] : memref<64x4x2xf16>, vector<2xf16>
+      vector.store %f2, %OUT[%t, %c2, %c0] : memref<64x4x2xf16>, vector<2xf16>
+      vector.store %f3, %OUT[%t, %c3, %c0] : memref<64x4x2xf16>, vector<2xf16>
+      gpu.return
+    }
+  }
+}
+"""
+
+
+def _run_ldmatrix(text: str, a: np.ndarray, smem: int = 1024) -> tuple[np.ndarray, emulator.Stats]:
+    out = np.full((64, 4, 2), np.nan, np.float16)
+    with napkin_context(), ir.Location.unknown():
+        kernel = emulator.load_kernel(text, "ldmatrix.mlir")
+    stats = emulator.run_kernel(kernel, (1, 1, 1), (64, 1, 1), smem, [a, out], outputs=[1], names=["A", "OUT"])
+    return out, stats
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_ldmatrix_follows_the_isa(transpose: bool, seed: int) -> None:
+    a = np.random.default_rng(seed).standard_normal((32, 16)).astype(np.float16)
+    out, stats = _run_ldmatrix(LDMATRIX_KERNEL.replace("TRANSPOSE", str(transpose).lower()), a)
+    addresses = [(lane % 16, 8 * (lane // 16)) for lane in range(32)]
+    for w in range(2):
+        expect = ldmatrix(a[16 * w : 16 * w + 16].astype(np.float64), addresses, 4, transpose)
+        np.testing.assert_array_equal(
+            out[32 * w : 32 * w + 32].astype(np.float64).reshape(32, -1), expect.reshape(32, -1)
+        )
+    assert stats.warp_instructions["ldmatrix"] == 2 and stats.warp_instructions["bar.sync"] == 2
+    # unpadded 32-byte rows: the 8 rows of an ldmatrix phase fall on 4 bank groups, twice each
+    assert stats.smem_wavefronts["ldmatrix"] == 2 * stats.smem_ideal_wavefronts["ldmatrix"] == 16
+
+
+def test_missing_barrier_is_a_race() -> None:
+    text = LDMATRIX_KERNEL.replace("TRANSPOSE", "false").replace("      gpu.barrier\n", "")
+    with pytest.raises(EmulationError, match=r"ldmatrix.mlir:\d+:\d+ \(nvgpu.ldmatrix\): shared-memory race") as err:
+        _run_ldmatrix(text, np.ones((32, 16), np.float16))
+    assert "%tile" in str(err.value) and "vector.store" in str(err.value)
+
+
+def test_launch_without_enough_shared_memory_is_refused() -> None:
+    with pytest.raises(EmulationError, match=r"view %tile covers bytes \[0, 1024\) but the launch gives 512 B"):
+        _run_ldmatrix(LDMATRIX_KERNEL.replace("TRANSPOSE", "false"), np.ones((32, 16), np.float16), smem=512)
+
+
+def test_misaligned_ldmatrix_row_is_refused() -> None:
+    text = LDMATRIX_KERNEL.replace("TRANSPOSE", "false").replace(
+        "%tile[%lrow, %lcol] {numTiles", "%tile[%lrow, %c1] {numTiles"
+    )
+    with pytest.raises(EmulationError, match="misaligned access: shared %tile byte offset 2 is not a multiple of 16"):
+        _run_ldmatrix(text, np.ones((32, 16), np.float16))
+
+
+def test_unknown_op_is_named() -> None:
+    text = LDMATRIX_KERNEL.replace("TRANSPOSE", "false").replace("arith.remui %lane, %c16", "arith.shrui %lane, %c16")
+    with pytest.raises(EmulationError, match=r"ldmatrix.mlir:\d+:\d+ \(arith.shrui\): the emulator has no rule"):
+        _run_ldmatrix(text, np.ones((32, 16), np.float16))
+
+
+# --- the tensor-core attention kernel ------------------------------------------------------------
+
+
+def _kernel(
+    dims: dict[str, int], dtype: str, causal: bool, kv_heads: int | None, tiles: dict[str, int], warp_rows: int = 16
+) -> tuple[str, gpu_runner.Sidecar]:
+    with napkin_context(), ir.Location.unknown():
+        module = build(VerifyConfig("attention", dims, dtype, causal=causal, kv_heads=kv_heads))
+        run_pipeline(module, derivation("attention", diagram_sizes(module), tiles))
+        kernel, text = compile_tensorcore_attention(module, "sm_80", stop_after="gpu", warp_rows=warp_rows)
+    args = tuple(gpu_runner.Arg(a.name, a.role, a.dtype, tuple(a.shape), tuple(a.axes)) for a in kernel.args)
+    side = gpu_runner.Sidecar(
+        Path("k.mlir"),
+        "sm_80",
+        kernel.entry,
+        kernel.grid,
+        kernel.block,
+        kernel.dynamic_smem_bytes,
+        args,
+        {"causal": causal},
+    )
+    return text, side
+
+
+VARIANTS = {
+    # dims, dtype, causal, kv_heads, tiles, warp_rows
+    "hd64-bf16-causal-remainders": (
+        {"b": 2, "h": 2, "q": 200, "x": 200, "d": 64},
+        "bf16",
+        True,
+        None,
+        {"q": 64, "x": 32},
+        16,
+    ),
+    "hd128-f16": ({"b": 1, "h": 2, "q": 256, "x": 256, "d": 128}, "f16", False, None, {"q": 64, "x": 64}, 16),
+    "hd128-bf16-causal": ({"b": 1, "h": 1, "q": 256, "x": 256, "d": 128}, "bf16", True, None, {"q": 64, "x": 64}, 16),
+    "gqa-bf16-causal": ({"b": 1, "h": 4, "q": 150, "x": 150, "d": 64}, "bf16", True, 2, {"q": 32, "x": 64}, 16),
+    "cross-q<x-f16": ({"b": 1, "h": 2, "q": 70, "x": 300, "d": 64}, "f16", False, None, {"q": 32, "x": 64}, 16),
+    "warp-rows-32": ({"b": 1, "h": 2, "q": 256, "x": 192, "d": 64}, "bf16", False, None, {"q": 64, "x": 32}, 32),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
+def test_kernel_variants_pass_on_the_emulator(variant: tuple, seed: int) -> None:
+    dims, dtype, causal, kv_heads, tiles, warp_rows = variant
+    text, side = _kernel(dims, dtype, causal, kv_heads, tiles, warp_rows)
+    report = emulator.emulate(text, side, seed)
+    assert report.passed, report.lines()
+    assert 0 < report.errors["max_abs"] <= 2 * report.errors["ref_max_abs"] + 1e-6
+    s = report.stats
+    assert s.unretired_copies == 0
+    # padded rows: every shared-memory request takes the conflict-free number of wavefronts
+    for kind, w in s.bank_conflict_summary().items():
+        assert w["wavefronts"] == w["ideal"] > 0, kind
+    warps = side.block[0] // 32
+    per_chunk = (warp_rows // 16) * ((tiles["x"] // 8) * (dims["d"] // 16) + (dims["d"] // 8) * (tiles["x"] // 16))
+    chunks = math.ceil(dims["x"] / tiles["x"])
+    if causal:  # chunk j runs for a CTA whose last row is at least j * x-tile
+        chunks_per_cta = [
+            min(chunks, (min(i * tiles["q"] + tiles["q"], dims["q"]) - 1) // tiles["x"] + 1)
+            for i in range(side.grid[0])
+        ]
+        expected = sum(chunks_per_cta) * side.grid[1] * side.grid[2] * warps * per_chunk
+    else:
+        expected = s.ctas * chunks * warps * per_chunk
+    assert s.warp_instructions["mma.sync"] == expected
+
+
+SMALL = ({"b": 1, "h": 2, "q": 100, "x": 100, "d": 64}, "bf16", False, None, {"q": 32, "x": 32})
+
+
+def _mutated(edit) -> tuple[str, gpu_runner.Sidecar]:
+    text, side = _kernel(*SMALL)
+    return edit(text), side
+
+
+def _drop_line(text: str, pick) -> str:
+    lines = text.splitlines()
+    index = pick(lines)
+    return "\n".join(line for i, line in enumerate(lines) if i != index)
+
+
+def test_the_unbroken_small_kernel_passes(seed: int) -> None:
+    text, side = _kernel(*SMALL)
+    assert emulator.emulate(text, side, seed).passed
+
+
+def test_v_fragments_without_transpose_fail_the_check(seed: int) -> None:
+    text, side = _mutated(lambda t: t.replace("transpose = true", "transpose = false"))
+    report = emulator.emulate(text, side, seed)
+    assert not report.passed and report.errors["max_abs"] > 10 * report.errors["ref_max_abs"]
+
+
+def test_prefetch_without_the_barrier_that_ends_a_chunk_is_a_race(seed: int) -> None:
+    def drop(lines: list[str]) -> int:
+        end = next(i for i, line in enumerate(lines) if "scf.yield" in line)
+        assert "gpu.barrier" in lines[end - 1]
+        return end - 1
+
+    text, side = _mutated(lambda t: _drop_line(t, drop))
+    with pytest.raises(
+        EmulationError, match=r"\(nvgpu.device_async_copy\): shared-memory race .* %ks, .*nvgpu.ldmatrix"
+    ):
+        emulator.emulate(text, side, seed)
+
+
+def test_reading_a_chunk_before_its_wait_is_a_race(seed: int) -> None:
+    text, side = _mutated(lambda t: t.replace("{numGroups = 1 : i32}", "{numGroups = 2 : i32}"))
+    with pytest.raises(EmulationError, match=r"shared-memory race .*landing at a device_async_wait"):
+        emulator.emulate(text, side, seed)
+
+
+def test_a_grid_larger_than_the_batch_reads_out_of_bounds(seed: int) -> None:
+    text, side = _kernel(*SMALL)
+    side = gpu_runner.Sidecar(
+        side.binary, side.target, side.entry, (side.grid[0], side.grid[1], 2), side.block, side.dynamic_smem_bytes,
+        side.args, side.problem,
+    )  # fmt: skip
+    with pytest.raises(EmulationError, match=r"out of bounds: Q\[1, 0, 0, \d+, \d+\] .* of shape \[1, 2, 1, 100, 64\]"):
+        emulator.emulate(text, side, seed)
+
+
+def test_every_cta_writing_the_first_tile_is_caught(seed: int) -> None:
+    text, side = _mutated(lambda t: re.sub(r"(%\w+) = gpu.block_id x", r"\1 = arith.constant 0 : index", t))
+    with pytest.raises(EmulationError, match="is written by two threads"):
+        emulator.emulate(text, side, seed)
+
+
+def test_an_output_never_stored_stays_poisoned(seed: int) -> None:
+    text, side = _mutated(
+        lambda t: "\n".join(ln for ln in t.splitlines() if not ("vector.store" in ln and "%O[" in ln))
+    )
+    report = emulator.emulate(text, side, seed)
+    assert not report.passed and report.errors["max_abs"] == float("inf")
+    assert report.stats.warp_instructions["st.global"] == 0
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def test_cli_emulates_the_kernel_the_model_picks(run_cli, tmp_path) -> None:
+    report = tmp_path / "report.json"
+    r = run_cli(
+        "napkin", "emulate", "attention", "--dims", "b=1,h=2,q=160,x=160,d=64", "--dtype", "f16", "--causal",
+        "--json", str(report),
+    )  # fmt: skip
+    assert r.rc == 0, r.describe()
+    assert "chosen by the cost model" in r.stdout and "no bank conflicts" in r.stdout
+    assert r.last_line().startswith("PASS")
+    data = json.loads(report.read_text())
+    assert data["passed"] and data["per_cta_warp_instructions"]["mma.sync"] > 0
+
+
+def test_cli_emulates_a_compiled_sidecar(run_cli, tmp_path) -> None:
+    ir_file = tmp_path / "k.mlir"
+    r = run_cli(
+        "napkin", "compile", "attention", "--target", "sm_90a", "--dims", "b=1,h=2,q=96,x=130,d=128",
+        "--dtype", "bf16", "--tile", "q=32,x=32", "--emit", "gpu", "-o", str(ir_file),
+    )  # fmt: skip
+    assert r.rc == 0, r.describe()
+    side = json.loads((tmp_path / "k.mlir.json").read_text())
+    assert side["binary"] == "k.mlir" and side["grid"] == [3, 2, 1] and side["problem"]["tile"] == {"q": 32, "x": 32}
+    r = run_cli("napkin", "emulate", str(tmp_path / "k.mlir.json"))
+    assert r.rc == 0 and r.last_line().startswith("PASS"), r.describe()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["attention"], "--dims is required"),
+        (["matmul", "--dims", "m=64,n=64,k=64", "--dtype", "bf16"], "'matmul' has none"),
+        (["attention", "--dims", "b=1,h=1,q=64,x=64,d=64"], "takes bf16/f16"),
+        (["missing.json"], "cannot read sidecar missing.json"),
+    ],
+)
+def test_cli_errors_are_clean(run_cli, args: list[str], message: str) -> None:
+    r = run_cli("napkin", "emulate", *args)
+    assert r.rc != 0 and "Traceback" not in r.stderr and r.stderr.startswith("error:"), r.describe()
+    assert message in r.stderr, r.describe()
