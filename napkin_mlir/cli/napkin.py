@@ -29,7 +29,13 @@ from napkin_mlir.passmanager import parse_pipeline, run_pipeline
 from napkin_mlir.pipeline import derivation
 
 #: Modules that add more subcommands: each defines `add_commands(subparsers)`.
-COMMAND_MODULES = ("napkin_mlir.cli.model", "napkin_mlir.cli.draw", "napkin_mlir.cli.bench", "napkin_mlir.cli.compile", "napkin_mlir.cli.emulate")
+COMMAND_MODULES = (
+    "napkin_mlir.cli.model",
+    "napkin_mlir.cli.draw",
+    "napkin_mlir.cli.bench",
+    "napkin_mlir.cli.compile",
+    "napkin_mlir.cli.emulate",
+)
 
 DTYPE_CHOICES = ("f32", "f16", "bf16")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
@@ -171,7 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ok = ok and result.passed
     _demo_model()
     _demo_pictures(dims, config)
-    _demo_gpu(dims)
+    ok = _demo_gpu(dims) and ok
     print("demo finished: all results match JAX" if ok else "demo finished: a result did NOT match JAX")
     return 0 if ok else 1
 
@@ -219,8 +225,9 @@ def _demo_pictures(dims: dict[str, int], config: VerifyConfig) -> None:
     print(f"Pictures of the diagram before and after the relabelings: {plain} and {derived}\n")
 
 
-def _demo_gpu(dims: dict[str, int]) -> None:
-    """Compile the derived attention kernel (tensor cores) for both targets; run it if a GPU is here."""
+def _demo_gpu(dims: dict[str, int]) -> bool:
+    """Compile the derived attention kernel (tensor cores) for both targets, run it on the CPU
+    emulator, and on the GPU if one is here. True when every run matched JAX."""
     from napkin_mlir.cost import analyze
     from napkin_mlir.gpu import assemble, compile_tensorcore_attention, write_sidecar
     from napkin_mlir.tensorcore import AttentionPlan
@@ -251,6 +258,7 @@ def _demo_gpu(dims: dict[str, int]) -> None:
             f"{model.warps_per_cta} warps/CTA, {model.warps_per_sm} warps/SM, "
             f"predicted {model.predicted_seconds * 1e6:.1f} us ({model.bound}-bound)"
         )
+    ok = _demo_emulator(tiles)
     try:
         import cupy
 
@@ -264,9 +272,34 @@ def _demo_gpu(dims: dict[str, int]) -> None:
         print(
             f"   on {rep['device']}: {'PASS' if rep['passed'] else 'FAIL'} {rep['errors']}; median ms {rep['median_ms']}"
         )
+        ok = ok and bool(rep["passed"])
     else:
         print("   (no GPU here: python -m napkin_mlir.gpu_runner out/demo/attention-sm_80.cubin.json runs it on one)")
     print()
+    return ok
+
+
+def _demo_emulator(tiles: dict[str, int]) -> bool:
+    """The same kernel (tiles, warps, causal mask) on a smaller problem, run thread by thread
+    on the CPU emulator and compared with JAX."""
+    from napkin_mlir.emulator import emulate
+    from napkin_mlir.gpu import compile_tensorcore_attention
+    from napkin_mlir.gpu_runner import Arg, Sidecar
+
+    problem = {"b": 1, "h": 2, "q": 300, "x": 300, "d": 64}
+    with napkin_context(), ir.Location.unknown():
+        module = build(VerifyConfig("attention", problem, "bf16", causal=True))
+        run_pipeline(module, derivation("attention", diagram_sizes(module), tiles))
+        kernel, text = compile_tensorcore_attention(module, "sm_80", stop_after="gpu")
+    args = tuple(Arg(a.name, a.role, a.dtype, tuple(a.shape), tuple(a.axes)) for a in kernel.args)
+    side = Sidecar(
+        Path("attention_tc.mlir"), "sm_80", kernel.entry, kernel.grid, kernel.block, kernel.dynamic_smem_bytes, args,
+        {"causal": True},
+    )  # fmt: skip
+    report = emulate(text, side)
+    print("   The same kernel on the CPU emulator (napkin emulate), b=1 h=2 q=x=300, every thread in lockstep:")
+    print("\n".join("      " + line for line in report.lines()))
+    return report.passed
 
 
 def main(argv: list[str] | None = None) -> None:

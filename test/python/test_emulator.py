@@ -19,6 +19,7 @@ import pytest
 from mlir import ir
 
 from napkin_mlir import emulator, gpu_runner
+from napkin_mlir.cli.bench import GPU_TILES
 from napkin_mlir.context import napkin_context
 from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.emulator import EmulationError
@@ -212,6 +213,17 @@ def test_kernel_variants_pass_on_the_emulator(variant: tuple, seed: int) -> None
     else:
         expected = s.ctas * chunks * warps * per_chunk
     assert s.warp_instructions["mma.sync"] == expected
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("d", sorted(GPU_TILES))
+def test_the_benchmark_sweep_kernels_pass_at_a_reduced_size(d: int, causal: bool, seed: int) -> None:
+    """The sweep's kernels differ from these only in the bounds of q and x: same tiles, warps,
+    head dim, mask and dtype."""
+    dims = {"b": 1, "h": 1, "q": 200, "x": 200, "d": d}
+    text, side = _kernel(dims, "bf16", causal, None, GPU_TILES[d])
+    report = emulator.emulate(text, side, seed)
+    assert report.passed, report.lines()
 
 
 SMALL = ({"b": 1, "h": 2, "q": 100, "x": 100, "d": 64}, "bf16", False, None, {"q": 32, "x": 32})
