@@ -73,7 +73,9 @@ def compile_kernel(
             if config.diagram != "attention":
                 raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
             tiles = _model_tiles(config, sizes, target, warp_rows)
-            print(f"tiles {tiles} ({'given' if tiles == config.tiles else 'chosen by the cost model for ' + GPU_OF[target]})")
+            print(
+                f"tiles {tiles} ({'given' if tiles == config.tiles else 'chosen by the cost model for ' + GPU_OF[target]})"
+            )
             run_pipeline(module, derivation(config.diagram, sizes, tiles))
             kernel, text = compile_tensorcore_attention(module, target, stop_after=stop, warp_rows=warp_rows)
         else:

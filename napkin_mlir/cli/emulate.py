@@ -62,8 +62,6 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("emulate", help="run the GPU kernel's IR on the CPU emulator and check it against JAX")
     add_problem_args(p, dims_required=False)
-    p.add_argument(
-        "--warp-rows", type=int, default=16, help="rows of the tile per warp, a multiple of 16 (default 16)"
-    )
+    p.add_argument("--warp-rows", type=int, default=16, help="rows of the tile per warp, a multiple of 16 (default 16)")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.set_defaults(fn=cmd_emulate)
