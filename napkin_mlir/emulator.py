@@ -98,8 +98,8 @@ class MemRef:
     name: str
     space: str  # "global" or "shared"
     data: np.ndarray  # global: (elements,); shared: (CTAs, elements), a view of the CTA's bytes
-    offset: int  # in elements
-    shape: tuple[int, ...]
+    offset: Any  # in elements: an int, or one per thread for a subview at a per-thread offset
+    shape: tuple[Any, ...]  # ints, or per-thread sizes (arrays) for dynamic subviews
     strides: tuple[int, ...]
 
     @property
@@ -162,6 +162,13 @@ class Compiler:
         return [self.slot(v) for v in last.operands]
 
 
+def _enclosing_func(op: ir.Operation) -> ir.Operation | None:
+    parent = op.parent
+    while parent is not None and parent.name != "func.func":
+        parent = parent.parent
+    return parent
+
+
 @dataclass
 class Kernel:
     """A gpu.func compiled to steps, with its argument slots and types."""
@@ -185,11 +192,17 @@ def load_kernel(text: str, filename: str = "kernel.mlir", entry: str | None = No
         return ir.WalkResult.ADVANCE
 
     module.operation.walk(visit)
+    if not funcs:  # the SIMT rule's gpu stage: a host function holding the gpu.launch
+        launches: list[ir.Operation] = []
+        module.operation.walk(
+            lambda o: (launches.append(o) if o.name == "gpu.launch" else None) or ir.WalkResult.ADVANCE
+        )
+        funcs = list({id(h): h for h in (_enclosing_func(o) for o in launches) if h is not None}.values())
     names = [ir.StringAttr(f.attributes["sym_name"]).value for f in funcs]
     if entry is not None:
         funcs = [f for f, n in zip(funcs, names, strict=True) if n == entry]
     if len(funcs) != 1:
-        wanted = f"kernel '{entry}'" if entry else "exactly one kernel gpu.func"
+        wanted = f"kernel '{entry}'" if entry else "exactly one kernel (a gpu.func, or a func.func with a gpu.launch)"
         raise EmulationError(f"expected {wanted} in the IR, found {names or 'none'}", filename)
     func = funcs[0]
     c = Compiler(filename, text)
@@ -333,16 +346,17 @@ def _address(m: Machine, ref: MemRef, indices: list[Any], width: int, where: str
     bounds checked for the lanes in `mask`."""
     if len(indices) != len(ref.shape):
         raise EmulationError(f"{len(indices)} indices into a rank-{len(ref.shape)} memref", where)
-    lin = np.full((m.C, m.T), ref.offset, np.int64)
+    lin = np.broadcast_to(np.asarray(ref.offset, np.int64), (m.C, m.T))
     for d, (i, size, stride) in enumerate(zip(indices, ref.shape, ref.strides, strict=True)):
         i = np.broadcast_to(np.asarray(i, np.int64), (m.C, m.T))
         span = width if d == len(ref.shape) - 1 else 1
         bad = mask & ((i < 0) | (i + span > size))
         if bad.any():
             c, t = (int(a[0]) for a in np.nonzero(bad))
-            idx = [int(np.broadcast_to(np.asarray(j), (m.C, m.T))[c, t]) for j in indices]
+            idx = [int(m.full(j, 0)[c, t]) for j in indices]
+            shape = [int(m.full(n, 0)[c, t]) for n in ref.shape]
             raise EmulationError(
-                f"out of bounds: {ref.name}{idx} (+{width} elements) of shape {list(ref.shape)}, "
+                f"out of bounds: {ref.name}{idx} (+{width} elements) of shape {shape}, "
                 f"{ref.space} memory, by {m.describe_lane(c, t)}",
                 where,
             )
@@ -481,7 +495,7 @@ def _wavefronts(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask: np.n
 
 # --- rules ----------------------------------------------------------------------------------------
 
-TERMINATORS = {"scf.yield", "gpu.return", "gpu.terminator"}
+TERMINATORS = {"scf.yield", "gpu.return", "gpu.terminator", "func.return"}
 Rule = Callable[[ir.Operation, Compiler], Step]
 RULES: dict[str, Rule] = {}
 
@@ -822,6 +836,78 @@ def _if(op: ir.Operation, c: Compiler) -> Step:
     return step
 
 
+# -- affine maps --
+
+
+def _affine(expr: ir.AffineExpr, n_dims: int) -> Callable[[list[Any]], Any]:
+    """A numpy evaluator of an affine expression over operand values (dims, then symbols)."""
+    if isinstance(expr, ir.AffineConstantExpr):
+        value = expr.value
+        return lambda ops: value
+    if isinstance(expr, ir.AffineDimExpr):
+        pos = expr.position
+        return lambda ops: ops[pos]
+    if isinstance(expr, ir.AffineSymbolExpr):
+        pos = n_dims + expr.position
+        return lambda ops: ops[pos]
+    lhs, rhs = _affine(expr.lhs, n_dims), _affine(expr.rhs, n_dims)
+    combine = {
+        ir.AffineAddExpr: np.add,
+        ir.AffineMulExpr: np.multiply,
+        ir.AffineModExpr: _rem,
+        ir.AffineFloorDivExpr: _floor_div,
+        ir.AffineCeilDivExpr: _ceil_div,
+    }[type(expr)]
+    return lambda ops: combine(lhs(ops), rhs(ops))
+
+
+@rule("affine.apply", "affine.min", "affine.max")
+def _affine_op(op: ir.Operation, c: Compiler) -> Step:
+    amap = ir.AffineMapAttr(op.attributes["map"]).value
+    results = [_affine(e, amap.n_dims) for e in amap.results]
+    ins = [c.slot(v) for v in op.operands]
+    out = c.slot(op.results[0])
+    fold = {"affine.apply": None, "affine.min": np.minimum, "affine.max": np.maximum}[op.name]
+
+    def step(m: Machine) -> None:
+        ops = [np.asarray(m.env[i], np.int64) for i in ins]
+        values = [np.asarray(r(ops), np.int64) for r in results]
+        m.env[out] = values[0] if fold is None else fold.reduce(np.broadcast_arrays(*values))
+
+    return step
+
+
+# -- kernels launched from a host function (the SIMT rule's gpu stage) --
+
+
+@rule("gpu.launch")
+def _launch(op: ir.Operation, c: Compiler) -> Step:
+    view = op.opview
+    if len(list(view.asyncDependencies)) or view.clusterSizeX is not None:
+        raise EmulationError("async or clustered launches are not supported", c.where(op))
+    sizes = [c.slot(v) for v in (view.gridSizeX, view.gridSizeY, view.gridSizeZ)]
+    sizes += [c.slot(v) for v in (view.blockSizeX, view.blockSizeY, view.blockSizeZ)]
+    body = op.regions[0].blocks[0]
+    ids = [c.slot(a) for a in body.arguments]
+    steps = c.block(body)
+    where = c.where(op)
+
+    def step(m: Machine) -> None:
+        launched = [m.uniform(m.env[s], where, "the launch size") for s in sizes]
+        if tuple(launched[:3]) != m.grid_dims or tuple(launched[3:]) != m.block_dims:
+            raise EmulationError(
+                f"the IR launches grid {tuple(launched[:3])} x block {tuple(launched[3:])}, "
+                f"but the emulator was given grid {m.grid_dims} x block {m.block_dims}",
+                where,
+            )
+        values = [*m.block_ids, *m.thread_ids, *(np.asarray(g, np.int64) for g in (*m.grid_dims, *m.block_dims))]
+        for slot, value in zip(ids, values, strict=True):
+            m.env[slot] = value
+        m.run(steps)
+
+    return step
+
+
 # -- memory --
 
 
@@ -862,6 +948,56 @@ def _view(op: ir.Operation, c: Compiler) -> Step:
         if byte % dtype.itemsize:
             raise EmulationError(f"view {name} at byte {byte} is not aligned to its element type", where)
         m.env[out] = MemRef(name, "shared", base.data.view(dtype), byte // dtype.itemsize, shape, row_major(shape))
+
+    return step
+
+
+DYNAMIC = -(2**63)
+
+
+@rule("memref.subview")
+def _subview(op: ir.Operation, c: Compiler) -> Step:
+    view = op.opview
+    src = c.slot(view.source)
+    rank = ir.MemRefType(view.source.type).rank
+    if ir.MemRefType(op.results[0].type).rank != rank:
+        raise EmulationError("rank-reducing subviews are not supported", c.where(op))
+    dynamic = {
+        "offsets": iter([c.slot(v) for v in view.offsets]),
+        "sizes": iter([c.slot(v) for v in view.sizes]),
+        "strides": iter([c.slot(v) for v in view.strides]),
+    }
+    parts = {
+        key: [(next(dynamic[key]) if s == DYNAMIC else None, s) for s in getattr(view, f"static_{key}")]
+        for key in ("offsets", "sizes", "strides")
+    }
+    name = c.result_name(op)
+    out = c.slot(op.results[0])
+    where = c.where(op)
+
+    def step(m: Machine) -> None:
+        ref: MemRef = m.env[src]
+
+        def values(key: str) -> list[Any]:
+            return [m.env[slot] if slot is not None else static for slot, static in parts[key]]
+
+        offsets, sizes = values("offsets"), values("sizes")
+        steps = [m.uniform(v, where, "a subview stride") for v in values("strides")]
+        offset = ref.offset
+        for d in range(rank):
+            first, count = m.full(offsets[d], 0), m.full(sizes[d], 0)
+            last = first + (count - 1) * steps[d]
+            bad = m.mask & (count > 0) & ((first < 0) | (last >= m.full(ref.shape[d], 0)) | (last < 0))
+            if bad.any():
+                c_, t = (int(a[0]) for a in np.nonzero(bad))
+                raise EmulationError(
+                    f"subview {name} of {ref.name} out of bounds in dimension {d}: offset {int(first[c_, t])}, "
+                    f"size {int(count[c_, t])} of {int(m.full(ref.shape[d], 0)[c_, t])}, by {m.describe_lane(c_, t)}",
+                    where,
+                )
+            offset = offset + np.asarray(offsets[d], np.int64) * ref.strides[d]
+        strides = tuple(s * k for s, k in zip(ref.strides, steps, strict=True))
+        m.env[out] = MemRef(ref.name, ref.space, ref.data, offset, tuple(sizes), strides)
 
     return step
 
@@ -1170,6 +1306,7 @@ class EmulationReport:
     smem_bytes: int
     passed: bool
     errors: dict[str, float]
+    criterion: str
     stats: Stats
     seconds: float
 
@@ -1194,7 +1331,7 @@ class EmulationReport:
             "sanitizer: every access in bounds and aligned, no shared-memory race, each output element written once"
             + (f"; {s.unretired_copies} cp.async copies never waited for" if s.unretired_copies else ""),
             f"{verdict} max |error| {self.errors['max_abs']:.3g} (JAX in the same dtype: {self.errors['ref_max_abs']:.3g}), "
-            f"relative Frobenius {self.errors['rel_fro']:.3g}",
+            f"relative Frobenius {self.errors['rel_fro']:.3g}; rule: {self.criterion}",
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -1206,6 +1343,7 @@ class EmulationReport:
             "dynamic_smem_bytes": self.smem_bytes,
             "passed": self.passed,
             "errors": self.errors,
+            "criterion": self.criterion,
             "seconds": self.seconds,
             "ctas": s.ctas,
             "per_cta_warp_instructions": {k: self.per_cta(v) for k, v in s.warp_instructions.items()},
@@ -1223,16 +1361,27 @@ def emulate(
     filename: str = "kernel.mlir",
     progress: Callable[[int, int], None] | None = None,
 ) -> EmulationReport:
-    """Run an attention kernel's gpu-stage IR with the launch its sidecar (a
-    `gpu_runner.Sidecar`) describes, on fresh random inputs and a NaN-poisoned output, and
-    judge it as the GPU runner does (FlashAttention's rule against a float64 reference)."""
+    """Run a kernel's gpu-stage IR with the launch its sidecar (a `gpu_runner.Sidecar`)
+    describes, on fresh random inputs and NaN-poisoned outputs, and judge the result against
+    JAX by the project's rule (`harness.judge`) for the problem the sidecar names."""
     import time
 
-    from napkin_mlir import gpu_runner
+    from napkin_mlir import gpu_runner, harness, reference
     from napkin_mlir.context import napkin_context
 
-    if side.problem.get("diagram", "attention") != "attention":
-        raise EmulationError(f"the emulator's check compares attention kernels, not '{side.problem['diagram']}'")
+    problem = side.problem
+    if not {"diagram", "dims", "dtype"} <= problem.keys():
+        raise EmulationError(
+            "the sidecar does not name its problem (diagram, dims, dtype): no reference to compare with"
+        )
+    config = harness.VerifyConfig(
+        problem["diagram"],
+        dict(problem["dims"]),
+        problem["dtype"],
+        causal=bool(problem.get("causal", False)),
+        kv_heads=problem.get("kv_heads"),
+        activation=problem.get("activation", "gelu"),
+    )
     with napkin_context(), ir.Location.unknown():
         kernel = load_kernel(text, filename, side.entry)
     inputs = gpu_runner.make_inputs(side, seed)
@@ -1250,10 +1399,25 @@ def emulate(
         progress=progress,
     )
     seconds = time.perf_counter() - start
-    ref64, same, _, index = gpu_runner.attention_references(inputs, side)
-    out = inputs[side.args[outputs[0]].name]
-    passed, errors = gpu_runner.judge(out[index], ref64, same, side.args[outputs[0]].dtype)
-    return EmulationReport(kernel.name, side.grid, side.block, side.dynamic_smem_bytes, passed, errors, stats, seconds)
+    ref64, same = harness.references(config, [arrays[i] for i, a in enumerate(side.args) if a.role == "input"])
+    with np.errstate(invalid="ignore"):
+        c = reference.compare(arrays[outputs[0]], ref64, same)
+    passed, criterion = harness.judge(config, c)
+    finite = bool(np.all(np.isfinite(arrays[outputs[0]].astype(np.float32))))
+    errors = {"max_abs": c.max_abs, "rel_fro": c.rel_fro, "ref_max_abs": c.jax_max_abs, "ref_rel_fro": c.jax_rel_fro}
+    if not finite:
+        errors.update(max_abs=float("inf"), rel_fro=float("inf"))
+    return EmulationReport(
+        kernel.name,
+        side.grid,
+        side.block,
+        side.dynamic_smem_bytes,
+        passed and finite,
+        errors,
+        criterion,
+        stats,
+        seconds,
+    )
 
 
 def emulate_sidecar(

@@ -224,8 +224,9 @@ def _kernel_args(module: ir.Module) -> tuple[str, list[KernelArg]]:
 
 
 def compile_gpu(module: ir.Module, target: str, stop_after: str = "ptx") -> tuple[GpuKernel | None, str]:
-    """Map a loop program to the GPU and lower it. Returns the kernel description and the IR
-    (or PTX) text at `stop_after` (gpu | nvvm | ptx)."""
+    """Map a loop program to the GPU and lower it. Returns the kernel description (None at the
+    nvvm stage) and the IR (or PTX) text at `stop_after` (gpu | nvvm | ptx). At the gpu stage
+    the kernel is the host function holding the `gpu.launch`, its entry the function's name."""
     if target not in TARGETS:
         raise NapkinError(f"unknown GPU target '{target}' (expected {', '.join(TARGETS)})")
     name, args = _kernel_args(module)
@@ -241,8 +242,8 @@ def compile_gpu(module: ir.Module, target: str, stop_after: str = "ptx") -> tupl
         PassManager.parse("builtin.module(func.func(convert-linalg-to-loops),canonicalize,cse)").run(module.operation)
     except ir.MLIRError as err:
         raise NapkinError(format_diagnostics(err)) from None
-    if stop_after == "gpu":
-        return None, str(module)
+    if stop_after == "gpu":  # before outlining the launch takes the function's arguments in order
+        return GpuKernel(target, name, launch[0], launch[1], smem, args, "", problem={"function": name}), str(module)
     pipeline = GPU_PIPELINE.format(chip=target, features=TARGETS[target])
     outline, rest = pipeline.split("gpu-kernel-outlining,")
     if stop_after == "nvvm":

@@ -80,7 +80,7 @@ def build(config: VerifyConfig) -> ir.Module:
     raise UsageError(f"unknown diagram '{config.diagram}' (expected matmul, attention or mlp)")
 
 
-def _references(config: VerifyConfig, inputs: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
+def references(config: VerifyConfig, inputs: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
     low = jnp.dtype(NUMPY_DTYPES[config.dtype])
     if config.diagram == "matmul":
         fn: Callable = reference.matmul_ref
@@ -138,7 +138,7 @@ def verify(config: VerifyConfig, log: Callable[[str], None] = lambda _: None) ->
     inputs = reference.random_inputs(sig.inputs, config.seed)
     (out,) = kernel(sig.name, *inputs)
     t2 = time.perf_counter()
-    ref64, ref_low = _references(config, inputs)
+    ref64, ref_low = references(config, inputs)
     comparison = reference.compare(out, ref64, ref_low)
     passed, criterion = judge(config, comparison)
     return VerifyResult(config, comparison, passed, criterion, t1 - t0, t2 - t1)

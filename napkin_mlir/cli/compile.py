@@ -5,8 +5,7 @@
 
 `--emit ptx` and `--emit cubin` also write `FILE.json`, the sidecar a runner needs (entry,
 grid, block, dynamic shared memory, arguments in order, ptxas's resource report); so does
-`--emit gpu` for the tensor-core kernel, whose gpu-stage IR `napkin emulate FILE.json` runs
-on the CPU emulator.
+`--emit gpu`, whose IR `napkin emulate FILE.json` runs on the CPU emulator.
 """
 
 from __future__ import annotations
@@ -57,8 +56,8 @@ def compile_kernel(
     config: VerifyConfig, target: str, stop: str, kernel_kind: str = "auto", warp_rows: int = 16
 ) -> tuple[GpuKernel | None, str]:
     """A built-in diagram through the derivation to the GPU stage `stop` (gpu | nvvm | ptx).
-    Returns the kernel's launch description (None for the SIMT rule before the ptx stage,
-    whose launch is only fixed by outlining) and the text of that stage."""
+    Returns the kernel's launch description (None for the SIMT rule's nvvm stage) and the text
+    of that stage."""
     with napkin_context(), ir.Location.unknown():
         module = build(config)
         sizes = diagram_sizes(module)
@@ -90,6 +89,7 @@ def compile_kernel(
                 "dtype": config.dtype,
                 "causal": config.causal,
                 "kv_heads": config.kv_heads,
+                "activation": config.activation,
                 "tiles": config.tiles,
             }
         )

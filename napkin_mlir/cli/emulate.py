@@ -1,13 +1,15 @@
 """`napkin emulate`: run a GPU kernel's IR on the CPU emulator and check it against JAX.
 
     napkin emulate attention --dims b=1,h=4,q=300,x=300,d=64 --dtype bf16 [--causal]
-                   [--kv-heads N] [--tile q=64,x=64] [--warp-rows 16|32] [--seed N] [--json F]
+                   [--kv-heads N] [--tile q=64,x=64] [--warp-rows 16|32] [--kernel auto|tensorcore|simt]
+                   [--seed N] [--json F]
+    napkin emulate matmul --dims m=300,n=200,k=100          (the SIMT rule's kernel)
     napkin emulate kernel.mlir.json          (a sidecar `napkin compile --emit gpu` wrote)
 
-The first form compiles the tensor-core kernel exactly as `napkin compile --target sm_80`
-does and stops at the gpu stage; both then execute that IR thread by thread
-(`napkin_mlir.emulator`), with memory and race checks, and compare the output with JAX by
-the GPU runner's rule. The last line starts with PASS or FAIL; exit status 0 only on PASS.
+The first forms compile the kernel exactly as `napkin compile --target sm_80` does and stop
+at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator`),
+with memory and race checks, and compare the output with JAX by the project's rule (see the
+README's "Correctness rule"). The last line starts with PASS or FAIL; exit status 0 only on PASS.
 """
 
 from __future__ import annotations
@@ -38,12 +40,10 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         from napkin_mlir.gpu_runner import Arg, Sidecar
 
         config = problem_config(args)
-        if config.diagram != "attention":
-            raise UsageError(f"the emulator runs the tensor-core attention kernel; '{config.diagram}' has none")
-        kernel, text = compile_kernel(config, "sm_80", "gpu", "tensorcore", args.warp_rows)
+        kernel, text = compile_kernel(config, "sm_80", "gpu", args.kernel, args.warp_rows)
         assert kernel is not None
         side = Sidecar(
-            Path("attention_tc.mlir"),
+            Path(f"{kernel.entry}.mlir"),
             kernel.target,
             kernel.entry,
             kernel.grid,
@@ -52,7 +52,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             tuple(Arg(a.name, a.role, a.dtype, tuple(a.shape), tuple(a.axes)) for a in kernel.args),
             kernel.problem,
         )
-        report = emulate(text, side, args.seed, "attention_tc.mlir", _progress)
+        report = emulate(text, side, args.seed, f"{kernel.entry}.mlir", _progress)
     print("\n".join(report.lines()))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -63,5 +63,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("emulate", help="run the GPU kernel's IR on the CPU emulator and check it against JAX")
     add_problem_args(p, dims_required=False)
     p.add_argument("--warp-rows", type=int, default=16, help="rows of the tile per warp, a multiple of 16 (default 16)")
+    p.add_argument(
+        "--kernel",
+        choices=("auto", "tensorcore", "simt"),
+        default="auto",
+        help="which GPU rule's kernel to run, as for napkin compile (default auto)",
+    )
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.set_defaults(fn=cmd_emulate)
