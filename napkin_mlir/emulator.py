@@ -42,6 +42,7 @@ from the GPU runner.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -1418,6 +1419,19 @@ def emulate(
         stats,
         seconds,
     )
+
+
+def emulate_kernel(
+    kernel: Any, text: str, seed: int = 0, progress: Callable[[int, int], None] | None = None
+) -> EmulationReport:
+    """`emulate` the gpu-stage `text` of a `gpu.GpuKernel` (as `napkin compile` builds them)."""
+    from pathlib import Path
+
+    from napkin_mlir import gpu_runner
+
+    filename = f"{kernel.entry}.mlir"
+    side = gpu_runner.parse_sidecar(json.loads(json.dumps(kernel.sidecar(filename))), Path(filename))
+    return emulate(text, side, seed, filename, progress)
 
 
 def emulate_sidecar(

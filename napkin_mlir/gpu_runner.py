@@ -66,6 +66,11 @@ def load_sidecar(path: Path) -> Sidecar:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise RunnerError(f"cannot read sidecar {path}: {err}") from None
+    return parse_sidecar(data, Path(path))
+
+
+def parse_sidecar(data: dict[str, Any], path: Path) -> Sidecar:
+    """Validate a sidecar's contents (`path`: where it lives, for messages and the binary)."""
     if data.get("format") != SIDECAR_FORMAT:
         raise RunnerError(f"sidecar {path}: unsupported format {data.get('format')!r} (expected {SIDECAR_FORMAT})")
     for key in ("binary", "target", "entry", "grid", "block", "dynamic_smem_bytes", "args"):

@@ -123,7 +123,16 @@ class AttentionPlan:
         names: tuple[str, str, str] = ("Q", "K", "V"),
         warp_rows: int = MMA_M,
     ) -> AttentionPlan:
-        """A plan from axis sizes (b, h, [r,] q, x, d) and tiles (q, x; whole axis if absent)."""
+        """A plan from axis sizes (b, h, [r,] q, x, d) and tiles (q, x; whole axis if absent).
+
+        A tile that covers its whole axis is rounded up to whole MMA tiles (`warp_rows` rows,
+        16 keys), so short sequences (decoding with q=1, a handful of keys) take the same
+        kernel: rows past q are never stored and keys past x are zero-filled and masked."""
+
+        def cover(axis: str, unit: int) -> int:
+            tile = tiles.get(axis, sizes[axis])
+            return -(-sizes[axis] // unit) * unit if tile >= sizes[axis] else tile
+
         return AttentionPlan(
             b=sizes["b"],
             h=sizes["h"],
@@ -131,8 +140,8 @@ class AttentionPlan:
             q=sizes["q"],
             x=sizes["x"],
             d=sizes["d"],
-            gq=tiles.get("q", sizes["q"]),
-            sx=tiles.get("x", sizes["x"]),
+            gq=cover("q", warp_rows),
+            sx=cover("x", MMA_K),
             dtype=dtype,
             causal=causal,
             scale=scale,
@@ -338,26 +347,34 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     def copy_tile(
         dst: str, dst_prefix: list[str], src: str, nrows: int, src_row: Callable, valid: Callable
     ) -> list[str]:
-        """Every thread issues the same number of 16-byte cp.async; a copy past the tile's
-        last vector goes (zero bytes read) to the padding of a row, so no branch is needed."""
+        """The CTA's threads move the tile in rounds of one 16-byte cp.async each; rows past
+        the end of q or x read zero bytes (zero fill). When the last round is partial, its
+        copies sit in an `scf.if`: the idle threads issue nothing (a copy of theirs would
+        write some other thread's bytes). Returns the tokens of the unconditional copies;
+        the commit group takes every earlier cp.async of the thread either way."""
         chunks = nrows * per_row
         tokens = []
         for it in range(-(-chunks // plan.threads)):
             chunk = e.add(tid, e.idx(it * plan.threads))
-            inb = e.op(f"arith.cmpi ult, {chunk}, {e.idx(chunks)} : index", "p")
-            row = e.rem(e.div(chunk, e.idx(per_row)), e.idx(nrows))
+            row = e.div(chunk, e.idx(per_row))
             col = e.mul(e.rem(chunk, e.idx(per_row)), e.idx(vec))
-            dst_col = e.op(f"arith.select {inb}, {col}, {e.idx(d)} : index", "i")
-            ok = e.op(f"arith.andi {valid(row)}, {inb} : i1", "p")
-            n = e.op(f"arith.select {ok}, {e.idx(vec)}, {e.idx(0)} : index", "n")
-            dst_idx = ", ".join([*dst_prefix, row, dst_col])
-            tokens.append(
-                e.op(
-                    f"nvgpu.device_async_copy {src}[{', '.join([*src_row(row), col])}], {dst}[{dst_idx}], {vec}, {n}"
-                    f" {{bypassL1}} : {qt if src == '%Q' else kvt} to {qs_t if dst == '%qs' else kvs_t}",
-                    "cp",
-                )
+            n = e.op(f"arith.select {valid(row)}, {e.idx(vec)}, {e.idx(0)} : index", "n")
+            dst_idx = ", ".join([*dst_prefix, row, col])
+            partial = (it + 1) * plan.threads > chunks
+            if partial:
+                inb = e.op(f"arith.cmpi ult, {chunk}, {e.idx(chunks)} : index", "p")
+                e.emit(f"scf.if {inb} {{")
+                e.indent += 2
+            token = e.op(
+                f"nvgpu.device_async_copy {src}[{', '.join([*src_row(row), col])}], {dst}[{dst_idx}], {vec}, {n}"
+                f" {{bypassL1}} : {qt if src == '%Q' else kvt} to {qs_t if dst == '%qs' else kvs_t}",
+                "cp",
             )
+            if partial:
+                e.indent -= 2
+                e.emit("}")
+            else:
+                tokens.append(token)
         return tokens
 
     def q_src(row: str) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from mlir import ir
@@ -53,7 +54,12 @@ def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str, warp_
 
 
 def compile_kernel(
-    config: VerifyConfig, target: str, stop: str, kernel_kind: str = "auto", warp_rows: int = 16
+    config: VerifyConfig,
+    target: str,
+    stop: str,
+    kernel_kind: str = "auto",
+    warp_rows: int = 16,
+    log: Callable[[str], None] = print,
 ) -> tuple[GpuKernel | None, str]:
     """A built-in diagram through the derivation to the GPU stage `stop` (gpu | nvvm | ptx).
     Returns the kernel's launch description (None for the SIMT rule's nvvm stage) and the text
@@ -64,7 +70,7 @@ def compile_kernel(
         if kernel_kind == "auto":
             tensor = config.diagram == "attention" and config.dtype in ("bf16", "f16") and sizes["d"] % 16 == 0
             kernel_kind = "tensorcore" if tensor else "simt"
-            print(
+            log(
                 f"kernel: {kernel_kind}"
                 + ("" if tensor else " (the tensor-core rule takes attention in bf16/f16 with d % 16 == 0)")
             )

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from napkin_mlir.cli.napkin import add_problem_args, problem_config
-from napkin_mlir.emulator import EmulationReport, emulate, emulate_sidecar
+from napkin_mlir.emulator import EmulationReport, emulate_kernel, emulate_sidecar
 from napkin_mlir.errors import UsageError
 
 
@@ -37,22 +37,11 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         if args.dims is None:
             raise UsageError("--dims is required with a built-in diagram (or give a kernel sidecar FILE.json)")
         from napkin_mlir.cli.compile import compile_kernel
-        from napkin_mlir.gpu_runner import Arg, Sidecar
 
         config = problem_config(args)
         kernel, text = compile_kernel(config, "sm_80", "gpu", args.kernel, args.warp_rows)
         assert kernel is not None
-        side = Sidecar(
-            Path(f"{kernel.entry}.mlir"),
-            kernel.target,
-            kernel.entry,
-            kernel.grid,
-            kernel.block,
-            kernel.dynamic_smem_bytes,
-            tuple(Arg(a.name, a.role, a.dtype, tuple(a.shape), tuple(a.axes)) for a in kernel.args),
-            kernel.problem,
-        )
-        report = emulate(text, side, args.seed, f"{kernel.entry}.mlir", _progress)
+        report = emulate_kernel(kernel, text, args.seed, _progress)
     print("\n".join(report.lines()))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n")

@@ -282,21 +282,12 @@ def _demo_gpu(dims: dict[str, int]) -> bool:
 def _demo_emulator(tiles: dict[str, int]) -> bool:
     """The same kernel (tiles, warps, causal mask) on a smaller problem, run thread by thread
     on the CPU emulator and compared with JAX."""
-    from napkin_mlir.emulator import emulate
-    from napkin_mlir.gpu import compile_tensorcore_attention
-    from napkin_mlir.gpu_runner import Arg, Sidecar
+    from napkin_mlir.cli.compile import compile_kernel
+    from napkin_mlir.emulator import emulate_kernel
 
-    problem = {"b": 1, "h": 2, "q": 300, "x": 300, "d": 64}
-    with napkin_context(), ir.Location.unknown():
-        module = build(VerifyConfig("attention", problem, "bf16", causal=True))
-        run_pipeline(module, derivation("attention", diagram_sizes(module), tiles))
-        kernel, text = compile_tensorcore_attention(module, "sm_80", stop_after="gpu")
-    args = tuple(Arg(a.name, a.role, a.dtype, tuple(a.shape), tuple(a.axes)) for a in kernel.args)
-    side = Sidecar(
-        Path("attention_tc.mlir"), "sm_80", kernel.entry, kernel.grid, kernel.block, kernel.dynamic_smem_bytes, args,
-        {"causal": True},
-    )  # fmt: skip
-    report = emulate(text, side)
+    config = VerifyConfig("attention", {"b": 1, "h": 2, "q": 300, "x": 300, "d": 64}, "bf16", causal=True, tiles=tiles)
+    kernel, text = compile_kernel(config, "sm_80", "gpu", "tensorcore", log=lambda _: None)
+    report = emulate_kernel(kernel, text)
     print("   The same kernel on the CPU emulator (napkin emulate), b=1 h=2 q=x=300, every thread in lockstep:")
     print("\n".join("      " + line for line in report.lines()))
     return report.passed

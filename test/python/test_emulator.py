@@ -9,6 +9,7 @@ a bad launch) must be caught, each by the check that should catch it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -22,12 +23,8 @@ from napkin_mlir import emulator, gpu_runner
 from napkin_mlir.cli.bench import GPU_TILES
 from napkin_mlir.cli.compile import compile_kernel
 from napkin_mlir.context import napkin_context
-from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.emulator import EmulationError
-from napkin_mlir.gpu import compile_tensorcore_attention
-from napkin_mlir.harness import VerifyConfig, build
-from napkin_mlir.passmanager import run_pipeline
-from napkin_mlir.pipeline import derivation
+from napkin_mlir.harness import VerifyConfig
 from napkin_mlir.tensorcore_layout import a_coords, b_coords, c_coords, ldmatrix
 
 
@@ -154,22 +151,9 @@ def test_unknown_op_is_named() -> None:
 def _kernel(
     dims: dict[str, int], dtype: str, causal: bool, kv_heads: int | None, tiles: dict[str, int], warp_rows: int = 16
 ) -> tuple[str, gpu_runner.Sidecar]:
-    with napkin_context(), ir.Location.unknown():
-        module = build(VerifyConfig("attention", dims, dtype, causal=causal, kv_heads=kv_heads))
-        run_pipeline(module, derivation("attention", diagram_sizes(module), tiles))
-        kernel, text = compile_tensorcore_attention(module, "sm_80", stop_after="gpu", warp_rows=warp_rows)
-    args = tuple(gpu_runner.Arg(a.name, a.role, a.dtype, tuple(a.shape), tuple(a.axes)) for a in kernel.args)
-    side = gpu_runner.Sidecar(
-        Path("k.mlir"),
-        "sm_80",
-        kernel.entry,
-        kernel.grid,
-        kernel.block,
-        kernel.dynamic_smem_bytes,
-        args,
-        {"causal": causal},
-    )
-    return text, side
+    config = VerifyConfig("attention", dims, dtype, causal=causal, kv_heads=kv_heads, tiles=tiles)
+    kernel, text = compile_kernel(config, "sm_80", "gpu", "tensorcore", warp_rows, log=lambda _: None)
+    return text, gpu_runner.parse_sidecar(kernel.sidecar("k.mlir"), Path("k.mlir"))
 
 
 VARIANTS = {
@@ -186,6 +170,9 @@ VARIANTS = {
     "hd128-bf16-causal": ({"b": 1, "h": 1, "q": 256, "x": 256, "d": 128}, "bf16", True, None, {"q": 64, "x": 64}, 16),
     "gqa-bf16-causal": ({"b": 1, "h": 4, "q": 150, "x": 150, "d": 64}, "bf16", True, 2, {"q": 32, "x": 64}, 16),
     "cross-q<x-f16": ({"b": 1, "h": 2, "q": 70, "x": 300, "d": 64}, "f16", False, None, {"q": 32, "x": 64}, 16),
+    "partial-copy-round": ({"b": 1, "h": 2, "q": 300, "x": 40, "d": 64}, "bf16", True, None, {"q": 128, "x": 16}, 16),
+    "decode-q1": ({"b": 2, "h": 4, "q": 1, "x": 200, "d": 128}, "bf16", False, 2, {"q": 1, "x": 64}, 16),
+    "short-q5-x7-causal": ({"b": 1, "h": 2, "q": 5, "x": 7, "d": 64}, "f16", True, None, {"q": 5, "x": 7}, 16),
     "warp-rows-32": ({"b": 1, "h": 2, "q": 256, "x": 192, "d": 64}, "bf16", False, None, {"q": 64, "x": 32}, 32),
 }
 
@@ -203,13 +190,12 @@ def test_kernel_variants_pass_on_the_emulator(variant: tuple, seed: int) -> None
     for kind, w in s.bank_conflict_summary().items():
         assert w["wavefronts"] == w["ideal"] > 0, kind
     warps = side.block[0] // 32
-    per_chunk = (warp_rows // 16) * ((tiles["x"] // 8) * (dims["d"] // 16) + (dims["d"] // 8) * (tiles["x"] // 16))
-    chunks = math.ceil(dims["x"] / tiles["x"])
+    gq, sx = side.problem["tile"]["q"], side.problem["tile"]["x"]  # a tile spanning its axis is rounded up to 16
+    assert (gq, sx) == tuple(-(-dims[a] // 16) * 16 if tiles[a] >= dims[a] else tiles[a] for a in ("q", "x"))
+    per_chunk = (warp_rows // 16) * ((sx // 8) * (dims["d"] // 16) + (dims["d"] // 8) * (sx // 16))
+    chunks = math.ceil(dims["x"] / sx)
     if causal:  # chunk j runs for a CTA whose last row is at least j * x-tile
-        chunks_per_cta = [
-            min(chunks, (min(i * tiles["q"] + tiles["q"], dims["q"]) - 1) // tiles["x"] + 1)
-            for i in range(side.grid[0])
-        ]
+        chunks_per_cta = [min(chunks, (min(i * gq + gq, dims["q"]) - 1) // sx + 1) for i in range(side.grid[0])]
         expected = sum(chunks_per_cta) * side.grid[1] * side.grid[2] * warps * per_chunk
     else:
         expected = s.ctas * chunks * warps * per_chunk
@@ -273,10 +259,7 @@ def test_reading_a_chunk_before_its_wait_is_a_race(seed: int) -> None:
 
 def test_a_grid_larger_than_the_batch_reads_out_of_bounds(seed: int) -> None:
     text, side = _kernel(*SMALL)
-    side = gpu_runner.Sidecar(
-        side.binary, side.target, side.entry, (side.grid[0], side.grid[1], 2), side.block, side.dynamic_smem_bytes,
-        side.args, side.problem,
-    )  # fmt: skip
+    side = dataclasses.replace(side, grid=(side.grid[0], side.grid[1], 2))
     with pytest.raises(EmulationError, match=r"out of bounds: Q\[1, 0, 0, \d+, \d+\] .* of shape \[1, 2, 1, 100, 64\]"):
         emulator.emulate(text, side, seed)
 
@@ -302,18 +285,7 @@ def test_an_output_never_stored_stays_poisoned(seed: int) -> None:
 def _simt(config: VerifyConfig) -> tuple[str, gpu_runner.Sidecar]:
     kernel, text = compile_kernel(config, "sm_80", "gpu", "simt")
     assert kernel is not None and "gpu.launch" in text
-    args = tuple(gpu_runner.Arg(a.name, a.role, a.dtype, tuple(a.shape), tuple(a.axes)) for a in kernel.args)
-    side = gpu_runner.Sidecar(
-        Path("k.mlir"),
-        "sm_80",
-        kernel.entry,
-        kernel.grid,
-        kernel.block,
-        kernel.dynamic_smem_bytes,
-        args,
-        kernel.problem,
-    )
-    return text, side
+    return text, gpu_runner.parse_sidecar(kernel.sidecar("k.mlir"), Path("k.mlir"))
 
 
 SIMT = {
