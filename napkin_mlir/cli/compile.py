@@ -78,7 +78,7 @@ def compile_kernel(
             if config.diagram != "attention":
                 raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
             tiles = _model_tiles(config, sizes, target, warp_rows)
-            print(
+            log(
                 f"tiles {tiles} ({'given' if tiles == config.tiles else 'chosen by the cost model for ' + GPU_OF[target]})"
             )
             run_pipeline(module, derivation(config.diagram, sizes, tiles))
