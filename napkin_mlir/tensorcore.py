@@ -386,6 +386,15 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
         qi = e.add(q0, e.rem(row, e.idx(gq)))
         return e.op(f"arith.cmpi ult, {qi}, {e.idx(plan.q)} : index", "p")
 
+    # --- the stream's extent: every chunk, or for a causal CTA those up to its last row -----
+    n_chunks = -(-plan.x // sx)
+    upper = e.idx(n_chunks)
+    kv_end = e.idx(plan.x)  # keys past this are never loaded (zero-filled)
+    if plan.causal:
+        last = e.div(e.add(q0, e.idx(gq + sx - 1)), e.idx(sx))
+        upper = e.minu(last, e.idx(n_chunks))
+        kv_end = e.minu(e.mul(upper, e.idx(sx)), kv_end)
+
     def kv_loader(chunk: str, stage: str) -> str:
         x0 = e.mul(chunk, e.idx(sx))
         tokens: list[str] = []
@@ -395,7 +404,7 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
                 return [batch, head, e.minu(e.add(x0, row), e.idx(plan.x - 1))]  # clamped: stays in bounds
 
             def valid(row: str, x0: str = x0) -> str:
-                return e.op(f"arith.cmpi ult, {e.add(x0, row)}, {e.idx(plan.x)} : index", "p")
+                return e.op(f"arith.cmpi ult, {e.add(x0, row)}, {kv_end} : index", "p")
 
             tokens += copy_tile(buf, [stage], src, sx, src_row, valid)
         return e.op(f"nvgpu.device_async_create_group {', '.join(tokens)}", "grp")
@@ -427,11 +436,6 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     my_q = [[e.add(q0, e.rem(rw, e.idx(gq))) for rw in pair] for pair in my_rows]
 
     # --- the stream over x --------------------------------------------------------------------
-    n_chunks = -(-plan.x // sx)
-    upper = e.idx(n_chunks)
-    if plan.causal:
-        last = e.div(e.add(q0, e.idx(gq + sx - 1)), e.idx(sx))
-        upper = e.minu(last, e.idx(n_chunks))
     ninf = e.const(-math.inf, f32)
     zero = e.const(0.0, f32)
     zacc = e.const(0.0, acc_t)
@@ -451,8 +455,8 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     e.indent += 2
     stage = e.rem("%j", e.idx(2))
     nxt = e.add("%j", e.idx(1))
-    # prefetch chunk j+1 into the other stage while chunk j computes (past the last chunk the
-    # copies read nothing: every row is out of range, so they zero-fill an unused stage)
+    # prefetch chunk j+1 into the other stage while chunk j computes (past this CTA's last
+    # chunk the copies read nothing: every row is past kv_end, so they zero-fill an unused stage)
     group = kv_loader(nxt, e.rem(nxt, e.idx(2)))
     e.emit(f"nvgpu.device_async_wait {group} {{numGroups = 1 : i32}}")
     e.emit("gpu.barrier")

@@ -23,8 +23,12 @@ from napkin_mlir import emulator, gpu_runner
 from napkin_mlir.cli.bench import GPU_TILES
 from napkin_mlir.cli.compile import compile_kernel
 from napkin_mlir.context import napkin_context
+from napkin_mlir.cost import analyze
+from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.emulator import EmulationError
-from napkin_mlir.harness import VerifyConfig
+from napkin_mlir.harness import VerifyConfig, build
+from napkin_mlir.passmanager import run_pipeline
+from napkin_mlir.pipeline import derivation
 from napkin_mlir.tensorcore_layout import a_coords, b_coords, c_coords, ldmatrix
 
 
@@ -211,6 +215,36 @@ def test_the_benchmark_sweep_kernels_pass_at_a_reduced_size(d: int, causal: bool
     text, side = _kernel(dims, "bf16", causal, None, GPU_TILES[d])
     report = emulator.emulate(text, side, seed)
     assert report.passed, report.lines()
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_global_traffic_is_what_the_model_prices(causal: bool, seed: int) -> None:
+    """Bytes the kernel moves to and from global memory, counted by the emulator: exactly the
+    cost model's L2 transfers without a mask; with the causal mask, Q and O once and K/V only
+    up to each CTA's diagonal chunk (no prefetch past it). The model does not price the
+    causal skip, so it is an upper bound there."""
+    dims, tiles = {"b": 2, "h": 4, "q": 256, "x": 256, "d": 64}, {"q": 64, "x": 64}
+    config = VerifyConfig("attention", dims, "bf16", causal=causal, kv_heads=2, tiles=tiles)
+    with napkin_context(), ir.Location.unknown():
+        module = build(config)
+        run_pipeline(module, derivation("attention", diagram_sizes(module), tiles))
+        model = analyze(module, "a100", stages=2, tensor_cores=True)
+    priced = {
+        direction: sum(
+            t["total_bytes"] for t in model.transfers if t["boundary"] == "L2" and t["direction"] == direction
+        )
+        for direction in ("load", "store")
+    }
+    text, side = _kernel(dims, "bf16", causal, 2, tiles)
+    stats = emulator.emulate(text, side, seed).stats
+    q_bytes = dims["b"] * dims["h"] * dims["q"] * dims["d"] * 2  # Q and O: bf16
+    assert stats.global_write_bytes == priced["store"] == q_bytes
+    if not causal:
+        assert stats.global_read_bytes == priced["load"]
+    else:
+        kv_heads_slices = dims["b"] * 2  # (batch, key/value head) slices
+        rows = sum(min(dims["x"], (i + 1) * tiles["q"]) for i in range(dims["q"] // tiles["q"]))  # keys read per slice
+        assert stats.global_read_bytes == q_bytes + kv_heads_slices * rows * dims["d"] * 2 * 2 < priced["load"]
 
 
 SMALL = ({"b": 1, "h": 2, "q": 100, "x": 100, "d": 64}, "bf16", False, None, {"q": 32, "x": 32})

@@ -59,7 +59,9 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
-@pytest.mark.parametrize("variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa", "partial-copy-round"])
+@pytest.mark.parametrize(
+    "variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa", "partial-copy-round"]
+)
 def test_kernel_assembles_without_spills(variant: tuple, target: str, tmp_path) -> None:
     dims, dtype, causal, kv_heads, tiles = variant
     with napkin_context(), ir.Location.unknown():
@@ -171,7 +173,9 @@ def _occupancy(hw, registers: int, smem: int, warps: int) -> int:
     return ctas * warps
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa", "partial-copy-round"])
+@pytest.mark.parametrize(
+    "variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa", "partial-copy-round"]
+)
 @pytest.mark.parametrize(("target", "gpu"), [("sm_80", "a100"), ("sm_90a", "h100")])
 def test_cost_model_predicts_the_kernels_resources(variant: tuple, target: str, gpu: str, tmp_path) -> None:
     """The model of the tensor-core mapping against ptxas: SMEM per CTA and warps per CTA
@@ -196,7 +200,9 @@ def test_cost_model_predicts_the_kernels_resources(variant: tuple, target: str, 
     assert report.warps_per_sm == _occupancy(hw, real["registers"], kernel.dynamic_smem_bytes, warps)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa", "partial-copy-round"])
+@pytest.mark.parametrize(
+    "variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa", "partial-copy-round"]
+)
 def test_same_tiles_verify_on_the_cpu(variant: tuple, seed: int) -> None:
     """The tiled program each kernel comes from, at the kernel's tile configuration, runs on
     the CPU and matches JAX (smaller sequences, partial last tiles on q and x)."""
