@@ -654,6 +654,22 @@ def _extract(op: ir.Operation, c: Compiler) -> Step:
     return step
 
 
+@rule("vector.extract_strided_slice")
+def _extract_strided_slice(op: ir.Operation, c: Compiler) -> Step:
+    offsets, sizes, strides = (
+        [ir.IntegerAttr(a).value for a in ir.ArrayAttr(op.attributes[k])] for k in ("offsets", "sizes", "strides")
+    )
+    src, out = c.slot(op.operands[0]), c.slot(op.results[0])
+    rank = len(vector_shape(op.operands[0].type))
+    index = (Ellipsis, *(slice(o, o + n * k, k) for o, n, k in zip(offsets, sizes, strides, strict=True)))
+    index += (slice(None),) * (rank - len(offsets))
+
+    def step(m: Machine) -> None:
+        m.env[out] = m.env[src][index]
+
+    return step
+
+
 @rule("vector.from_elements")
 def _from_elements(op: ir.Operation, c: Compiler) -> Step:
     ins = [c.slot(v) for v in op.operands]

@@ -19,7 +19,7 @@ anything else, and emits one `gpu.func` in which
 
 Shared-memory rows are padded by 8 elements (16 bytes) so `ldmatrix` reads are free of bank
 conflicts. The fragment layouts used here are those of the PTX ISA for m16n8k16 and
-ldmatrix; `napkin_mlir.tensorcore_layout` checks them with a numpy model of a warp.
+ldmatrix; `napkin emulate` runs the emitted kernel on the CPU (`napkin_mlir.emulator`).
 """
 
 from __future__ import annotations
@@ -305,11 +305,23 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     c = e.rem(lane, e.idx(4))  # column pair
     q0 = e.mul(bx, e.idx(gq))
 
-    def ldmatrix(buf: str, buf_t: str, index: list[str], tiles: int, transpose: bool) -> str:
-        """One ldmatrix.x{tiles}: an A fragment (x4) or a B fragment (x2, `.trans` for V)."""
-        frag_t = a_t if tiles == 4 else b_t
-        attrs = f"{{numTiles = {tiles} : i32, transpose = {'true' if transpose else 'false'}}}"
-        return e.op(f"nvgpu.ldmatrix {buf}[{', '.join(index)}] {attrs} : {buf_t} -> {frag_t}", "lm")
+    def ldmatrix(buf: str, buf_t: str, index: list[str], transpose: bool) -> str:
+        """One ldmatrix.x4: an A fragment (Q) or two B fragments (K, `.trans` for V)."""
+        attrs = f"{{numTiles = 4 : i32, transpose = {'true' if transpose else 'false'}}}"
+        return e.op(f"nvgpu.ldmatrix {buf}[{', '.join(index)}] {attrs} : {buf_t} -> {a_t}", "lm")
+
+    def b_pair(buf: str, index: list[str], transpose: bool) -> tuple[str, str]:
+        """The B fragments of two neighbouring n8 tiles from one ldmatrix.x4 (lanes 0-15 give
+        the rows of the first tile, lanes 16-31 those of the second)."""
+        both = ldmatrix(buf, kvs_t, index, transpose)
+        return tuple(  # type: ignore[return-value]
+            e.op(
+                f"vector.extract_strided_slice {both} {{offsets = [{first}, 0], sizes = [2, 2], strides = [1, 1]}}"
+                f" : {a_t} to {b_t}",
+                "kb",
+            )
+            for first in (0, 2)
+        )
 
     def mma(a: str, b: str, acc: str) -> str:
         """mma.sync m16n8k16, f32 accumulate. nvgpu.mma.sync lowers f16 only, so bf16 goes
@@ -425,7 +437,7 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
         frags = []
         for kt in range(d // MMA_K):
             col = e.add(a_col, e.idx(kt * MMA_K))
-            frags.append(ldmatrix("%qs", qs_t, [a_row, col], 4, False))
+            frags.append(ldmatrix("%qs", qs_t, [a_row, col], False))
         qfrag.append(frags)
 
     # rows of this thread (per m tile, rows g and g+8): flattened CTA rows -> (r, q)
@@ -462,16 +474,19 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     e.emit("gpu.barrier")
     x0 = e.mul("%j", e.idx(sx))
 
-    # S = Q K^T: n_s accumulators of 16x8 per m tile; each K fragment serves every m tile
-    b_row = e.rem(lane, e.idx(8))
+    # S = Q K^T: n_s accumulators of 16x8 per m tile; each K fragment serves every m tile.
+    # One ldmatrix.x4 per k-step and pair of n tiles: lane l gives row 8(nt + l//16) + l%8 of
+    # the chunk, columns 16kt + 8((l//8)%2) .. +8.
+    b_row = e.add(e.rem(lane, e.idx(8)), e.mul(e.div(lane, e.idx(16)), e.idx(MMA_N)))
     b_col = e.mul(e.rem(e.div(lane, e.idx(8)), e.idx(2)), e.idx(8))
     s = [[zacc] * n_s for _ in tiles_m]
-    for nt in range(n_s):
+    for nt in range(0, n_s, 2):
         krow = e.add(b_row, e.idx(nt * MMA_N))
         for kt in range(d // MMA_K):
-            kb = ldmatrix("%ks", kvs_t, [stage, krow, e.add(b_col, e.idx(kt * MMA_K))], 2, False)
+            kbs = b_pair("%ks", [stage, krow, e.add(b_col, e.idx(kt * MMA_K))], False)
             for mi in tiles_m:
-                s[mi][nt] = mma(qfrag[mi][kt], kb, s[mi][nt])
+                for half, kb in enumerate(kbs):
+                    s[mi][nt + half] = mma(qfrag[mi][kt], kb, s[mi][nt + half])
 
     # scale into log2 units and mask: element (nt, half i, e) is row my_rows[mi][i], col x0 + 8nt + 2c + e
     scl = e.const(scale2, f32)
@@ -540,14 +555,18 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
             frags.append(e.op(f"arith.truncf {pv} : vector<4x2xf32> to {a_t}", "pa"))
         pfrag.append(frags)
         alpha_v.append(e.op(f"vector.from_elements {alphas[0]}, {alphas[0]}, {alphas[1]}, {alphas[1]} : {acc_t}", "av"))
-    # rescale O and accumulate P V (V fragments transposed by ldmatrix, shared by the m tiles)
+    # rescale O and accumulate P V (V fragments transposed by ldmatrix, shared by the m tiles):
+    # one ldmatrix.x4.trans per k-step and pair of n tiles, lane l giving row 16t + l%16 of
+    # the chunk at columns 8(nt + l//16) .. +8 of the head dim.
     v_row = e.rem(lane, e.idx(16))
+    v_col = e.mul(e.div(lane, e.idx(16)), e.idx(MMA_N))
     o_acc = [[e.op(f"arith.mulf %o{mi}_{nt}, {alpha_v[mi]} : {acc_t}", "o") for nt in range(n_o)] for mi in tiles_m]
-    for nt in range(n_o):
+    for nt in range(0, n_o, 2):
         for t in range(sx // MMA_K):
-            vb = ldmatrix("%vs", kvs_t, [stage, e.add(v_row, e.idx(t * MMA_K)), e.idx(nt * MMA_N)], 2, True)
+            vbs = b_pair("%vs", [stage, e.add(v_row, e.idx(t * MMA_K)), e.add(v_col, e.idx(nt * MMA_N))], True)
             for mi in tiles_m:
-                o_acc[mi][nt] = mma(pfrag[mi][t], vb, o_acc[mi][nt])
+                for half, vb in enumerate(vbs):
+                    o_acc[mi][nt + half] = mma(pfrag[mi][t], vb, o_acc[mi][nt + half])
     for mi in tiles_m:
         for nt in range(n_o):
             new_state[f"%o{mi}_{nt}"] = o_acc[mi][nt]

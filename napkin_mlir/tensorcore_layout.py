@@ -1,10 +1,10 @@
-"""Fragment layouts of `mma.sync.m16n8k16` and `ldmatrix`, and a numpy model of one warp.
+"""Fragment layouts of `mma.sync.m16n8k16` and `ldmatrix`, stated lane by lane.
 
-The tensor-core kernel (`napkin_mlir.tensorcore`) computes, per lane, which shared-memory row
-each `ldmatrix` reads and which matrix element each register holds. This module states the
-PTX ISA's layouts as functions of the lane and simulates a warp with them, so the kernel's
-addressing is checked on any machine: loading fragments the way the kernel does and
-multiplying them the way `mma.sync` does must give the plain matrix product.
+The PTX ISA's layouts as plain functions of the lane (which matrix element each register
+holds, which rows `ldmatrix` hands to which lane), and a one-warp `mma` built from them. They
+are the independent statement of the ISA that the emulator's vectorised `mma.sync` and
+`ldmatrix` (`napkin_mlir.emulator`) are tested against; the emulator then runs the real
+tensor-core kernel. The kernel emitter uses `A_ROWS` to repack P into A fragments.
 """
 
 from __future__ import annotations
@@ -47,74 +47,3 @@ def ldmatrix(smem: np.ndarray, addresses: list[tuple[int, int]], tiles: int, tra
         for lane in range(32):
             out[lane, i] = mat[lane // 4, 2 * (lane % 4) : 2 * (lane % 4) + 2]
     return out
-
-
-def mma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """One warp's mma.sync m16n8k16 on per-lane fragments: a [32,4,2], b [32,2,2], c [32,2,2]."""
-    A = np.zeros((MMA_M, MMA_K))
-    B = np.zeros((MMA_K, MMA_N))
-    C = np.zeros((MMA_M, MMA_N))
-    for lane in range(32):
-        for (r, k), v in zip(a_coords(lane), a[lane].reshape(-1), strict=True):
-            A[r, k] = v
-        for (k, n), v in zip(b_coords(lane), b[lane].reshape(-1), strict=True):
-            B[k, n] = v
-        for (r, n), v in zip(c_coords(lane), c[lane].reshape(-1), strict=True):
-            C[r, n] = v
-    D = A @ B + C
-    return np.stack([np.array([D[r, n] for r, n in c_coords(lane)]).reshape(2, 2) for lane in range(32)])
-
-
-# --- the kernel's addressing (the same formulas napkin_mlir.tensorcore emits) ----------------
-
-
-def q_fragment_address(lane: int, warp_row: int, kstep: int) -> tuple[int, int]:
-    """ldmatrix.x4 row start for the A fragment of Q rows [warp_row, +16), cols [16 kstep, +16)."""
-    return (warp_row + lane % 16, (lane // 16) * 8 + kstep * MMA_K)
-
-
-def k_fragment_address(lane: int, ntile: int, kstep: int) -> tuple[int, int]:
-    """ldmatrix.x2 row start for the B fragment of K rows [8 ntile, +8), cols [16 kstep, +16)."""
-    return (lane % 8 + ntile * MMA_N, ((lane // 8) % 2) * 8 + kstep * MMA_K)
-
-
-def v_fragment_address(lane: int, kstep: int, ntile: int) -> tuple[int, int]:
-    """ldmatrix.x2.trans row start for the B fragment of V rows [16 kstep, +16), cols [8 ntile, +8)."""
-    return (lane % 16 + kstep * MMA_K, ntile * MMA_N)
-
-
-def p_as_a(s_tiles: np.ndarray, t: int) -> np.ndarray:
-    """Repack accumulator tiles 2t, 2t+1 ([ntiles, 32, 2, 2]) into the A fragment of k-step t."""
-    return np.stack([np.stack([s_tiles[2 * t + half, lane, i] for half, i in A_ROWS]) for lane in range(32)])
-
-
-def simulate_warp_attention_step(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """S = Q Kᵀ and O = S V for one warp (Q: 16 x d, K/V: sx x d) through fragments.
-    Returns S [16, sx] and O [16, d] reassembled from the lanes' accumulators."""
-    d, sx = q.shape[1], k.shape[0]
-    qf = [ldmatrix(q, [q_fragment_address(lane, 0, t) for lane in range(32)], 4, False) for t in range(d // MMA_K)]
-    s_tiles = []
-    for nt in range(sx // MMA_N):
-        acc = np.zeros((32, 2, 2))
-        for t in range(d // MMA_K):
-            kb = ldmatrix(k, [k_fragment_address(lane % 16, nt, t) for lane in range(32)], 2, False)
-            acc = mma(qf[t], kb, acc)
-        s_tiles.append(acc)
-    s_arr = np.stack(s_tiles)
-    o_tiles = []
-    for nt in range(d // MMA_N):
-        acc = np.zeros((32, 2, 2))
-        for t in range(sx // MMA_K):
-            vb = ldmatrix(v, [v_fragment_address(lane % 16, t, nt) for lane in range(32)], 2, True)
-            acc = mma(p_as_a(s_arr, t), vb, acc)
-        o_tiles.append(acc)
-    s_full = np.zeros((MMA_M, sx))
-    o_full = np.zeros((MMA_M, d))
-    for lane in range(32):
-        for nt in range(sx // MMA_N):
-            for (r, n), val in zip(c_coords(lane), s_arr[nt, lane].reshape(-1), strict=True):
-                s_full[r, nt * MMA_N + n] = val
-        for nt in range(d // MMA_N):
-            for (r, n), val in zip(c_coords(lane), o_tiles[nt][lane].reshape(-1), strict=True):
-                o_full[r, nt * MMA_N + n] = val
-    return s_full, o_full

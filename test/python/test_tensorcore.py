@@ -1,13 +1,12 @@
-"""The tensor-core attention rule without a GPU: the fragment addressing it emits is checked
-with a numpy model of a warp, and every variant it accepts assembles with ptxas for sm_80
-and sm_90a without spills, with the shared memory and launch shape the plan predicts."""
+"""The tensor-core attention rule without a GPU: every variant it accepts assembles with ptxas
+for sm_80 and sm_90a without spills, with the shared memory and launch shape the plan
+predicts (the kernel's numbers are checked by running it on the emulator, test_emulator.py)."""
 
 from __future__ import annotations
 
 import json
 import re
 
-import numpy as np
 import pytest
 from conftest import has_gpu
 from mlir import ir
@@ -20,16 +19,7 @@ from napkin_mlir.harness import VerifyConfig, build
 from napkin_mlir.passmanager import run_pipeline
 from napkin_mlir.pipeline import derivation
 from napkin_mlir.tensorcore import AttentionPlan
-from napkin_mlir.tensorcore_layout import a_coords, b_coords, c_coords, simulate_warp_attention_step
-
-
-@pytest.mark.parametrize(("d", "sx"), [(64, 32), (128, 64), (32, 16)])
-def test_fragment_addressing_reproduces_the_matmuls(d: int, sx: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    q, k, v = rng.standard_normal((16, d)), rng.standard_normal((sx, d)), rng.standard_normal((sx, d))
-    s, o = simulate_warp_attention_step(q, k, v)
-    np.testing.assert_allclose(s, q @ k.T, atol=1e-9)
-    np.testing.assert_allclose(o, (q @ k.T) @ v, atol=1e-9)
+from napkin_mlir.tensorcore_layout import a_coords, b_coords, c_coords
 
 
 def test_fragment_layouts_cover_each_element_once() -> None:
@@ -81,7 +71,9 @@ def test_kernel_assembles_without_spills(variant: tuple, target: str, tmp_path) 
     assert mma and set(mma) == {dtype}
     # per chunk and warp: (x/8)(d/16) MMAs for S and (d/8)(x/16) for O
     assert len(mma) == (tiles["x"] // 8) * (dims["d"] // 16) + (dims["d"] // 8) * (tiles["x"] // 16)
-    assert "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16" in ptx and "cp.async.cg.shared.global" in ptx
+    # every fragment load is an x4: Q's A fragments, and K's and V's B fragments in pairs of n8 tiles
+    assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in ptx and "cp.async.cg.shared.global" in ptx
+    assert "m8n8.x2" not in ptx and "m8n8.x1" not in ptx
     assert ("setp" in ptx) and (kernel.args[0].name, kernel.args[-1].role) == ("Q", "output")
 
 
