@@ -383,6 +383,7 @@ class _Op:
     operands: list[int | None]
     results: list[int]
     inner: list[str] = field(default_factory=list)  # op names in a napkin.map body
+    mask: tuple[str, str] | None = None  # a causal napkin.mask: its (rows, cols) axes
 
 
 @dataclass
@@ -464,6 +465,8 @@ class _Walker:
         for view in block.operations:
             op = view.operation
             rec = _Op(op.name, self.pos, self.pos, ctx, bid, [self.ids.get(v) for v in op.operands], [])
+            if op.name == "napkin.mask":
+                rec.mask = (ir.StringAttr(op.attributes["rows"]).value, ir.StringAttr(op.attributes["cols"]).value)
             self.pos += 1
             self.ops.append(rec)
             if op.name in ("napkin.group", "napkin.stream"):
@@ -652,6 +655,26 @@ def analyze(
     return evaluate(extract(module), gpu, dtype, warps, stages, tensor_cores, warp_rows)
 
 
+def causal_skip(prog: Program) -> tuple[str | None, float]:
+    """(streamed axis, fraction of its chunks visited) for a causal stream: a stream over a
+    causal mask's cols inside a group over its rows stops at the group's last row, as the
+    lowering and the GPU kernels do (the later chunks are entirely masked). Row tile i visits
+    min(chunks, ceil(min((i+1) g, rows) / s)) chunks. (None, 1.0) without such a mask."""
+    for o in prog.ops:
+        if o.mask is None:
+            continue
+        rows, cols = o.mask
+        group = next((p for p in o.ctx if p.kind == "group" and p.axis == rows), None)
+        stream = next((p for p in o.ctx if p.kind == "stream" and p.axis == cols), None)
+        if group is None or stream is None:
+            continue
+        visited = sum(
+            min(stream.count, -(-min((i + 1) * group.size, group.full) // stream.size)) for i in range(group.count)
+        )
+        return cols, visited / (group.count * stream.count)
+    return None, 1.0
+
+
 def evaluate(
     prog: Program,
     gpu: str | Hardware,
@@ -688,6 +711,12 @@ def evaluate(
     tensor = scalar = exps = 0.0
     smem_reads: list[tuple[ArrayType, tuple[Partition, ...], bool]] = []
     stream_smem_bytes = stream_smem_elems = 0.0
+    skipped_axis, visited = causal_skip(prog)
+
+    def visits(ctx: tuple[Partition, ...]) -> float:
+        """The share of a causal stream's chunks that run (1 outside one)."""
+        return visited if any(p.kind == "stream" and p.axis == skipped_axis for p in ctx) else 1.0
+
     for o in prog.ops:
         name, ctx = o.name, o.ctx
         if not name.startswith("napkin.") or name in ("napkin.group", "napkin.stream"):
@@ -697,10 +726,11 @@ def evaluate(
         if name == "napkin.transfer":
             src, dst = operands[0], results[0]
             total, s_tot, s_step = _total(dst, ctx)
+            total *= visits(ctx)
             boundary = "L2" if "gmem" in (src.level, dst.level) else "SMEM"
             direction = "load" if LEVEL_ORDER.get(dst.level or "", 0) > LEVEL_ORDER.get(src.level or "", 0) else "store"
             b = nbytes(dst)
-            count = math.prod(p.count for p in ctx)
+            count = round(math.prod(p.count for p in ctx) * visits(ctx))
             transfers.append(
                 Transfer(
                     boundary,
@@ -730,13 +760,14 @@ def evaluate(
             res = results[0]
             reduced = {ax: s for a in operands for ax, s in a.sizes.items() if ax not in res.axes}
             total, s_tot, _ = _total(res, ctx, reduced)
-            tensor += 2 * total
+            tensor += 2 * total * visits(ctx)
             sym["tensor_flops"] = sym["tensor_flops"] + 2 * s_tot
             continue
         if not results:
             continue
         basis = operands[0] if name == "napkin.reduce" and operands else results[0]
         total, s_tot, _ = _total(basis, ctx)
+        total *= visits(ctx)
         per = SCALAR_OPS.get(name, 0)
         nexp = EXP_OPS.get(name, 0)
         if name == "napkin.map":
@@ -822,6 +853,7 @@ def evaluate(
     smem_total = smem_step = 0.0
     for a, ctx, is_contract in smem_reads:
         total, s_tot, _ = _total(a, ctx)
+        total *= visits(ctx)
         # every warp (sm_80 ldmatrix) or warpgroup (sm_90a wgmma reads SMEM operands) that
         # splits the rows reads the whole operand that lacks the row axis
         readers = warps if hw.arch == "sm_80" else max(1, warps // 4)

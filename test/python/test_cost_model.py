@@ -199,3 +199,27 @@ def test_model_plot(tmp_path) -> None:
     img = mpimg.imread(out)
     assert img.shape[0] > 200 and img.shape[1] > 600
     assert len({tuple(px) for px in img.reshape(-1, img.shape[-1])[::97]}) > 20, "the plot has curves, not a blank page"
+
+
+def test_causal_attention_prices_only_the_chunks_it_runs():
+    """A causal stream stops at its row tile's diagonal (the CPU lowering and the GPU kernels
+    skip the masked chunks), so the model prices visited (row tile, chunk) pairs only:
+    row tile i of 128 rows visits 2(i+1) of the 64 chunks of 64 keys."""
+    sizes, tiles = {"b": 1, "h": 16, "q": 4096, "x": 4096, "d": 128}, {"q": 128, "x": 64}
+    full = evaluate(partitioned("attention", sizes, tiles, "bf16"), "h100", tensor_cores=True, stages=2)
+    causal = evaluate(partitioned("attention", sizes, tiles, "bf16", causal=True), "h100", tensor_cores=True, stages=2)
+    fraction = sum(2 * (i + 1) for i in range(32)) / (32 * 64)
+    assert causal.tensor_flops == pytest.approx(full.tensor_flops * fraction, rel=1e-12)
+    assert causal.exp_ops == pytest.approx(full.exp_ops * fraction, rel=1e-12)
+
+    def l2(report, direction: str, streamed: bool) -> float:
+        return sum(
+            t["total_bytes"]
+            for t in report.transfers
+            if t["boundary"] == "L2" and t["direction"] == direction and t["loop"].startswith("stream") == streamed
+        )
+
+    assert l2(causal, "load", True) == pytest.approx(l2(full, "load", True) * fraction, rel=1e-12)  # K, V
+    assert l2(causal, "load", False) == l2(full, "load", False) > 0  # Q, once per row tile
+    assert l2(causal, "store", False) == l2(full, "store", False) > 0  # O
+    assert causal.predicted_seconds < 0.6 * full.predicted_seconds
