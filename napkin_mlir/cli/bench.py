@@ -35,8 +35,28 @@ def gpu_sweep() -> list[tuple[dict[str, int], bool]]:
     return problems
 
 
+def preflight(dtype: str) -> None:
+    """Run each kernel configuration of the sweep (head dim, mask; the sweep's tiles) on the
+    CPU emulator at q = x = 200 before any device time is spent; UsageError if one fails."""
+    from napkin_mlir.cli.compile import compile_kernel
+    from napkin_mlir.emulator import emulate_kernel
+
+    for d in GPU_HEAD_DIMS:
+        for causal in (False, True):
+            config = VerifyConfig(
+                "attention", {"b": 1, "h": 2, "q": 200, "x": 200, "d": d}, dtype, causal=causal, tiles=GPU_TILES[d]
+            )
+            kernel, text = compile_kernel(config, "sm_80", "gpu", "tensorcore", log=lambda _: None)
+            report = emulate_kernel(kernel, text)
+            verdict = report.lines()[-1]
+            print(f"preflight on the emulator, d={d}{' causal' if causal else ''} (q = x = 200): {verdict}")
+            if not report.passed:
+                raise UsageError(f"the d={d}{' causal' if causal else ''} kernel fails on the emulator: fix it first")
+
+
 def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
-    """Compile the sweep's kernels (cubin + sidecar each) into `directory`."""
+    """Compile the sweep's kernels (cubin + sidecar each) into `directory`, then check each
+    kernel configuration on the emulator (`preflight`)."""
     from napkin_mlir.cli.napkin import main as napkin_main
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,6 +76,7 @@ def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
                 raise UsageError(f"compiling {label} failed") from None
     progress(len(problems), len(problems), "done")
     print(f"compiled {len(problems)} kernels into {directory}")
+    preflight(dtype)
     print(f"next, on the GPU machine: python -m napkin_mlir.gpu_runner {directory} --json {directory}/results.json")
     print(f"then here: napkin bench attention --target gpu --report {directory}/results.json")
     return 0

@@ -27,10 +27,14 @@ def test_sweep_shapes() -> None:
         assert dims["b"] * dims["q"] == 16384 and dims["h"] * dims["d"] == 2048 and dims["q"] == dims["x"]
 
 
-def test_prepare_compiles_runnable_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prepare_compiles_runnable_kernels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(bench, "GPU_SEQS", (512,))
     monkeypatch.setattr(bench, "GPU_HEAD_DIMS", (64,))
     assert _run(["bench", "attention", "--target", "gpu", "--prepare", str(tmp_path), "--arch", "sm_80"]) == 0
+    preflight = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("preflight on the emulator")]
+    assert len(preflight) == 2 and all(": PASS " in ln for ln in preflight), preflight
     sidecars = sorted(tmp_path.glob("*.cubin.json"))
     assert [s.name for s in sidecars] == ["attention-d64-n512-causal.cubin.json", "attention-d64-n512.cubin.json"]
     side = load_sidecar(sidecars[0])
