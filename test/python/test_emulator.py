@@ -206,6 +206,37 @@ def test_kernel_variants_pass_on_the_emulator(variant: tuple, seed: int) -> None
     assert s.warp_instructions["mma.sync"] == expected
 
 
+@pytest.mark.parametrize("draw", range(3))
+def test_random_configurations_pass_on_the_emulator(draw: int, seed: int) -> None:
+    """Whatever shape, mask, grouping, dtype and tiles the rule accepts must run correctly:
+    configurations drawn at random (from the test's seed) until the kernel takes one."""
+    import random
+
+    from napkin_mlir.errors import NapkinError
+
+    rng = random.Random(seed)
+    for _ in range(20):
+        kv, r = rng.choice([1, 2]), rng.choice([1, 2, 4])
+        dims = {
+            "b": rng.choice([1, 2]),
+            "h": kv * r,
+            "q": rng.choice([1, 3, 16, 17, 50, 100, 129]),
+            "x": rng.choice([1, 5, 16, 31, 77, 150]),
+            "d": rng.choice([16, 32, 64, 128]),
+        }
+        tiles = {"q": min(rng.choice([16, 32, 64, 128]), dims["q"]), "x": min(rng.choice([16, 32, 64]), dims["x"])}
+        dtype, causal, warp_rows = rng.choice(["bf16", "f16"]), rng.random() < 0.5, rng.choice([16, 32])
+        try:
+            text, side = _kernel(dims, dtype, causal, kv if r > 1 else None, tiles, warp_rows)
+        except NapkinError as err:
+            assert "cannot take" in str(err)  # registers, warps or shared memory: drawn again
+            continue
+        report = emulator.emulate(text, side, seed)
+        assert report.passed, (dims, dtype, causal, kv, tiles, warp_rows, report.lines())
+        return
+    pytest.fail("no configuration the kernel takes in 20 draws")
+
+
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("d", sorted(GPU_TILES))
 def test_the_benchmark_sweep_kernels_pass_at_a_reduced_size(d: int, causal: bool, seed: int) -> None:
