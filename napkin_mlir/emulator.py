@@ -229,8 +229,16 @@ class Stats:
     global_write_bytes: int = 0
     smem_wavefronts: Counter = field(default_factory=Counter)
     smem_ideal_wavefronts: Counter = field(default_factory=Counter)
+    global_sectors: Counter = field(default_factory=Counter)
+    global_ideal_sectors: Counter = field(default_factory=Counter)
     ctas: int = 0
     unretired_copies: int = 0
+
+    def coalescing_summary(self) -> dict[str, dict[str, int]]:
+        return {
+            k: {"sectors": self.global_sectors[k], "ideal": self.global_ideal_sectors[k]}
+            for k in sorted(self.global_sectors)
+        }
 
     def bank_conflict_summary(self) -> dict[str, dict[str, int]]:
         return {
@@ -492,6 +500,33 @@ def _wavefronts(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask: np.n
     np.add.at(per_bank, (rows[distinct], sorted_words[distinct] % BANKS), 1)
     m.stats.smem_wavefronts[kind] += int(per_bank.max(axis=1).sum())
     m.stats.smem_ideal_wavefronts[kind] += int(act.any(axis=1).sum())
+
+
+def _sectors(m: Machine, ref: MemRef, lin: np.ndarray, nbytes: Any, mask: np.ndarray, kind: str) -> None:
+    """32-byte global-memory sectors one warp-wide access of CTA 0 touches, against the
+    fewest that could hold the bytes it asks for (a fully coalesced access)."""
+    if not m.measure_banks:
+        return
+    size = np.broadcast_to(np.asarray(nbytes, np.int64), (m.C, m.T))[0]
+    active = mask[0] & (size > 0)
+    start = lin[0] * ref.itemsize
+    ends = np.stack([start // 32, (start + np.maximum(size, 1) - 1) // 32], axis=1)  # (T, 2)
+    spans = ends[:, 1] - ends[:, 0]
+    if np.any(spans[active] > 1):  # a lane spanning three sectors: count them one by one
+        per_lane = [set(range(a, b + 1)) for (a, b), on in zip(ends, active, strict=True) if on]
+        warps = np.arange(m.T) // WARP
+        for w in np.unique(warps[active]):
+            lanes = [per_lane[i] for i, t in enumerate(np.nonzero(active)[0]) if warps[t] == w]
+            m.stats.global_sectors[kind] += len(set().union(*lanes))
+    else:
+        values = np.where(active[:, None], ends, -1).reshape(-1, 2 * WARP)
+        ordered = np.sort(values, axis=1)
+        distinct = (ordered >= 0) & np.concatenate(
+            [np.ones((len(ordered), 1), bool), np.diff(ordered, axis=1) != 0], axis=1
+        )
+        m.stats.global_sectors[kind] += int(distinct.sum())
+    requested = np.where(active, size, 0).reshape(-1, WARP).sum(axis=1)
+    m.stats.global_ideal_sectors[kind] += int((-(-requested // 32)).sum())
 
 
 # --- rules ----------------------------------------------------------------------------------------
@@ -1039,6 +1074,7 @@ def _load(op: ir.Operation, c: Compiler) -> Step:
             _wavefronts(m, ref, lin, width, m.mask, "ld.shared")
         else:
             m.stats.global_read_bytes += int(m.mask.sum()) * width * ref.itemsize
+            _sectors(m, ref, lin, width * ref.itemsize, m.mask, "ld.global")
         m.count("ld." + ref.space)
         m.env[out] = _gather(m, ref, lin, width)
 
@@ -1066,6 +1102,7 @@ def _store(op: ir.Operation, c: Compiler) -> Step:
         else:
             _claim_output(m, ref, lin, width, where)
             m.stats.global_write_bytes += int(m.mask.sum()) * width * ref.itemsize
+            _sectors(m, ref, lin, width * ref.itemsize, m.mask, "st.global")
         m.count("st." + ref.space)
         _scatter(m, ref, lin, width, vals, m.mask)
 
@@ -1154,6 +1191,7 @@ def _async_copy(op: ir.Operation, c: Compiler) -> Step:
         _wavefronts(m, dref, dlin, n, m.mask, "cp.async")
         m.count("cp.async")
         m.stats.global_read_bytes += int(count[m.mask].sum()) * sref.itemsize
+        _sectors(m, sref, slin, count * sref.itemsize, m.mask, "cp.async")
         ci, ti = np.nonzero(m.mask)
         m.open_copies.append(PendingCopy(dref, ci, _positions(dlin[ci, ti], n), data[ci, ti], m.warp[ci, ti], op_id))
         m.env[token] = None
@@ -1336,6 +1374,9 @@ class EmulationReport:
         waves = s.bank_conflict_summary()
         conflicts = sum(v["wavefronts"] - v["ideal"] for v in waves.values())
         banks = ", ".join(f"{k} {v['wavefronts']:,} (ideal {v['ideal']:,})" for k, v in waves.items())
+        coalescing = s.coalescing_summary()
+        extra = sum(v["sectors"] - v["ideal"] for v in coalescing.values())
+        sectors = ", ".join(f"{k} {v['sectors']:,} (ideal {v['ideal']:,})" for k, v in coalescing.items())
         verdict = "PASS" if self.passed else "FAIL"
         return [
             f"kernel {self.entry}: grid {self.grid} x block {self.block}, {self.smem_bytes:,} B dynamic shared memory; "
@@ -1345,6 +1386,8 @@ class EmulationReport:
             f"written {self.per_cta(s.global_write_bytes) / 1024:,.1f} KiB",
             f"shared-memory wavefronts, CTA 0: {banks}: "
             + ("no bank conflicts" if conflicts == 0 else f"{conflicts:,} extra wavefronts from bank conflicts"),
+            f"global-memory sectors, CTA 0: {sectors}: "
+            + ("fully coalesced" if extra == 0 else f"{extra:,} sectors more than fully coalesced accesses need"),
             "sanitizer: every access in bounds and aligned, no shared-memory race, each output element written once"
             + (f"; {s.unretired_copies} cp.async copies never waited for" if s.unretired_copies else ""),
             f"{verdict} max |error| {self.errors['max_abs']:.3g} (JAX in the same dtype: {self.errors['ref_max_abs']:.3g}), "
@@ -1367,6 +1410,7 @@ class EmulationReport:
             "per_cta_global_read_bytes": self.per_cta(s.global_read_bytes),
             "per_cta_global_write_bytes": self.per_cta(s.global_write_bytes),
             "smem_wavefronts_cta0": s.bank_conflict_summary(),
+            "global_sectors_cta0": s.coalescing_summary(),
             "unretired_copies": s.unretired_copies,
         }
 

@@ -190,9 +190,13 @@ def test_kernel_variants_pass_on_the_emulator(variant: tuple, seed: int) -> None
     assert 0 < report.errors["max_abs"] <= 2 * report.errors["ref_max_abs"] + 1e-6
     s = report.stats
     assert s.unretired_copies == 0
-    # padded rows: every shared-memory request takes the conflict-free number of wavefronts
+    # padded rows: every shared-memory request takes the conflict-free number of wavefronts,
+    # and every global access touches the fewest 32-byte sectors its bytes fit in
     for kind, w in s.bank_conflict_summary().items():
         assert w["wavefronts"] == w["ideal"] > 0, kind
+    assert set(s.coalescing_summary()) == {"cp.async", "st.global"}
+    for kind, v in s.coalescing_summary().items():
+        assert v["sectors"] == v["ideal"] > 0, kind
     warps = side.block[0] // 32
     gq, sx = side.problem["tile"]["q"], side.problem["tile"]["x"]  # a tile spanning its axis is rounded up to 16
     assert (gq, sx) == tuple(-(-dims[a] // 16) * 16 if tiles[a] >= dims[a] else tiles[a] for a in ("q", "x"))
