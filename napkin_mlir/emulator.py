@@ -119,6 +119,16 @@ def row_major(shape: Sequence[int]) -> tuple[int, ...]:
 # --- compiling IR into steps -----------------------------------------------------------------
 
 
+class Steps(list):
+    """A block's compiled ops, and how many of them are instructions (not control flow)."""
+
+    ops: int = 0
+
+
+#: Ops that only structure the program: not counted as instructions.
+STRUCTURAL = {"scf.for", "scf.if", "gpu.launch", "memref.view", "memref.subview", "gpu.dynamic_shared_memory"}
+
+
 class Compiler:
     """Turns a region's ops into a list of closures over value slots (one rule per op)."""
 
@@ -146,8 +156,8 @@ class Compiler:
         self.op_names.append(self.where(op))
         return len(self.op_names) - 1
 
-    def block(self, block: ir.Block) -> list[Step]:
-        steps = []
+    def block(self, block: ir.Block) -> Steps:
+        steps = Steps()
         for view in block.operations:
             op = view.operation
             if op.name in TERMINATORS:
@@ -156,6 +166,7 @@ class Compiler:
             if rule is None:
                 raise EmulationError(f"the emulator has no rule for '{op.name}'", self.where(op))
             steps.append(rule(op, self))
+            steps.ops += op.name not in STRUCTURAL
         return steps
 
     def terminator(self, block: ir.Block) -> list[int]:
@@ -321,9 +332,10 @@ class Machine:
             raise EmulationError(f"{what} differs between threads; the emulator needs it uniform", where)
         return int(first)
 
-    def count(self, name: str, mask: np.ndarray | None = None) -> None:
+    def count(self, name: str, mask: np.ndarray | None = None, times: int = 1) -> None:
+        """Count `times` warp-level instructions of kind `name` for every warp with an active lane."""
         m = self.mask if mask is None else mask
-        self.stats.warp_instructions[name] += int(m.reshape(self.C, -1, WARP).any(axis=2).sum())
+        self.stats.warp_instructions[name] += times * int(m.reshape(self.C, -1, WARP).any(axis=2).sum())
 
     def whole_warps(self, where: str) -> None:
         per_warp = self.mask.reshape(self.C, -1, WARP)
@@ -335,6 +347,8 @@ class Machine:
         return f"CTA {b} thread {t}"
 
     def run(self, steps: list[Step]) -> None:
+        if isinstance(steps, Steps) and steps.ops:
+            self.count("IR ops", None, steps.ops)
         for step in steps:
             step(self)
 
