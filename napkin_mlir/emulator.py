@@ -1068,21 +1068,32 @@ def _subview(op: ir.Operation, c: Compiler) -> Step:
     return step
 
 
+def _width(t: ir.Type, op: ir.Operation, c: Compiler) -> int:
+    """Elements one thread moves: 1 for a scalar, n for a vector<n>."""
+    shape = vector_shape(t)
+    if len(shape) > 1:
+        raise EmulationError("only 1-D vector loads and stores are supported", c.where(op))
+    return shape[0] if shape else 1
+
+
+def _plain_address(m: Machine, ref: MemRef, indices: list[Any], width: int, where: str) -> np.ndarray:
+    """Checked element index of a load or store by every active thread (vectors aligned)."""
+    lin = _address(m, ref, indices, width, where, m.mask)
+    if width > 1:
+        _check_alignment(m, ref, lin, min(16, width * ref.itemsize), m.mask, where)
+    return lin
+
+
 @rule("vector.load", "memref.load")
 def _load(op: ir.Operation, c: Compiler) -> Step:
     base, *idx = (c.slot(v) for v in op.operands)
-    shape = vector_shape(op.results[0].type)
-    if len(shape) > 1:
-        raise EmulationError("only 1-D vector loads are supported", c.where(op))
-    width = shape[0] if shape else 1
+    width = _width(op.results[0].type, op, c)
     out = c.slot(op.results[0])
     where, op_id = c.where(op), c.op_id(op)
 
     def step(m: Machine) -> None:
         ref: MemRef = m.env[base]
-        lin = _address(m, ref, [m.env[i] for i in idx], width, where, m.mask)
-        if width > 1:
-            _check_alignment(m, ref, lin, min(16, width * ref.itemsize), m.mask, where)
+        lin = _plain_address(m, ref, [m.env[i] for i in idx], width, where)
         if ref.space == "shared":
             _race_check_read(m, ref, lin, width, m.mask, op_id)
             _wavefronts(m, ref, lin, width, m.mask, "ld.shared")
@@ -1098,18 +1109,13 @@ def _load(op: ir.Operation, c: Compiler) -> Step:
 @rule("vector.store", "memref.store")
 def _store(op: ir.Operation, c: Compiler) -> Step:
     value, base, *idx = (c.slot(v) for v in op.operands)
-    shape = vector_shape(op.operands[0].type)
-    if len(shape) > 1:
-        raise EmulationError("only 1-D vector stores are supported", c.where(op))
-    width = shape[0] if shape else 1
+    width = _width(op.operands[0].type, op, c)
+    rank = len(vector_shape(op.operands[0].type))
     where, op_id = c.where(op), c.op_id(op)
 
     def step(m: Machine) -> None:
         ref: MemRef = m.env[base]
-        lin = _address(m, ref, [m.env[i] for i in idx], width, where, m.mask)
-        if width > 1:
-            _check_alignment(m, ref, lin, min(16, width * ref.itemsize), m.mask, where)
-        vals = m.full(m.env[value], len(shape))
+        lin = _plain_address(m, ref, [m.env[i] for i in idx], width, where)
         if ref.space == "shared":
             _race_check_write(m, ref, lin, width, m.mask, op_id)
             _wavefronts(m, ref, lin, width, m.mask, "st.shared")
@@ -1118,7 +1124,7 @@ def _store(op: ir.Operation, c: Compiler) -> Step:
             m.stats.global_write_bytes += int(m.mask.sum()) * width * ref.itemsize
             _sectors(m, ref, lin, width * ref.itemsize, m.mask, "st.global")
         m.count("st." + ref.space)
-        _scatter(m, ref, lin, width, vals, m.mask)
+        _scatter(m, ref, lin, width, m.full(m.env[value], rank), m.mask)
 
     return step
 
