@@ -617,6 +617,7 @@ ELEMENTWISE: dict[str, Callable[..., Any]] = {
     "arith.negf": np.negative,
     "math.exp": np.exp,
     "math.exp2": np.exp2,
+    "math.fma": lambda a, b, c: np.asarray(a, np.float64) * b + c,  # one rounding (to the result type)
     "math.log": np.log,
     "math.tanh": np.tanh,
     "math.sqrt": np.sqrt,

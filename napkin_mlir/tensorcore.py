@@ -99,6 +99,8 @@ class AttentionPlan:
             problems.append(f"q tile {self.gq} (a multiple of {MMA_M}: one m16 tile per warp)")
         if self.warp_rows % MMA_M or self.gq % self.warp_rows:
             problems.append(f"{self.warp_rows} rows per warp (a multiple of {MMA_M} dividing the q tile {self.gq})")
+        if self.scale <= 0:
+            problems.append(f"score scale {self.scale} (the row max is taken before scaling: it must be positive)")
         if self.sx % MMA_K:
             problems.append(f"x chunk {self.sx} (a multiple of {MMA_K})")
         if self.warps > 16:
@@ -488,7 +490,8 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
                 for half, kb in enumerate(kbs):
                     s[mi][nt + half] = mma(qfrag[mi][kt], kb, s[mi][nt + half])
 
-    # scale into log2 units and mask: element (nt, half i, e) is row my_rows[mi][i], col x0 + 8nt + 2c + e
+    # mask (element (nt, half i, e) is row my_rows[mi][i], col x0 + 8nt + 2c + e); the scores
+    # stay unscaled: the scale (positive) goes into one fma per element with the row max below
     scl = e.const(scale2, f32)
     cols = [[e.add(x0, e.add(e.mul(c, e.idx(2)), e.idx(nt * MMA_N + k))) for k in range(2)] for nt in range(n_s)]
     past_x = [
@@ -503,7 +506,6 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
                 pair = []
                 for k in range(2):
                     v = e.op(f"vector.extract {s[mi][nt]}[{i}, {k}] : f32 from {acc_t}", "e")
-                    v = e.op(f"arith.mulf {v}, {scl} : f32", "e")
                     bad = past_x[nt][k]
                     if plan.causal:
                         late = e.op(f"arith.cmpi ugt, {cols[nt][k]}, {my_q[mi][i]} : index", "p")
@@ -531,15 +533,20 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
                 for k in range(2):
                     mx = e.op(f"arith.maximumf {mx}, {svals[mi][nt][i][k]} : f32", "mx")
             mx = quad_reduce(mx, "arith.maximumf")
-            alphas.append(e.op(f"math.exp2 {e.op(f'arith.subf %m{mi}_{i}, {mx} : f32', 'd')} : f32", "al"))
+            drop = e.op(f"arith.mulf {e.op(f'arith.subf %m{mi}_{i}, {mx} : f32', 'd')}, {scl} : f32", "d")
+            alphas.append(e.op(f"math.exp2 {drop} : f32", "al"))  # 2^((m - m')·scale)
             new_state[f"%m{mi}_{i}"] = mx
+        # p = 2^(s·scale - m'·scale): one fma and one ex2 per element
+        neg_max = []
+        for i in range(2):
+            scaled = e.op(f"arith.mulf {new_state[f'%m{mi}_{i}']}, {scl} : f32", "ms")
+            neg_max.append(e.op(f"arith.negf {scaled} : f32", "ms"))
         probs: list[list[list[str]]] = []
         for nt in range(n_s):
             tile = []
             for i in range(2):
-                m_new = new_state[f"%m{mi}_{i}"]
-                diffs = [e.op(f"arith.subf {svals[mi][nt][i][k]}, {m_new} : f32", "d") for k in range(2)]
-                tile.append([e.op(f"math.exp2 {x} : f32", "p") for x in diffs])
+                args = [e.op(f"math.fma {svals[mi][nt][i][k]}, {scl}, {neg_max[i]} : f32", "d") for k in range(2)]
+                tile.append([e.op(f"math.exp2 {x} : f32", "p") for x in args])
             probs.append(tile)
         for i in range(2):
             total = e.op(f"arith.mulf %l{mi}_{i}, {alphas[i]} : f32", "l")
