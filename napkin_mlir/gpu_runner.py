@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# JAX would otherwise take most of the GPU's memory at its first use, beside CuPy's buffers.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 SIDECAR_FORMAT = 1
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
