@@ -59,6 +59,8 @@ from napkin_mlir.errors import NapkinError
 LANES_PER_BATCH = 8192
 WARP = 32
 BANKS = 32
+#: Bytes of shared memory per race-check shadow entry (the smallest access the kernels make).
+GRANULE = 2
 
 
 class EmulationError(NapkinError):
@@ -306,7 +308,7 @@ class Machine:
         size = -(-smem_bytes // 16) * 16
         self.smem_bytes = smem_bytes
         self.smem = np.full((self.C, size), 0xFF, np.uint8)
-        shadow = (self.C, size)
+        shadow = (self.C, size // GRANULE)
         self.w_epoch, self.w_warp, self.w_op = np.full(shadow, -1), np.full(shadow, -1), np.full(shadow, -1)
         self.r_epoch, self.r_warp, self.r_op = np.full(shadow, -1), np.full(shadow, -1), np.full(shadow, -1)
         self.epoch = 0
@@ -421,8 +423,11 @@ def _scatter(m: Machine, ref: MemRef, lin: np.ndarray, width: int, values: np.nd
 
 
 def _byte_positions(ref: MemRef, lin: np.ndarray, width: int) -> np.ndarray:
-    start = lin * ref.itemsize
-    return start[..., None] + np.arange(width * ref.itemsize)
+    """The shadow granules (GRANULE bytes each) an access of `width` elements covers."""
+    if ref.itemsize < GRANULE:
+        raise EmulationError(f"{ref.itemsize}-byte shared-memory accesses are below the race check's granule")
+    start = lin * ref.itemsize // GRANULE
+    return start[..., None] + np.arange(width * ref.itemsize // GRANULE)
 
 
 def _race_check_write(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask: np.ndarray, op: int) -> None:
@@ -484,8 +489,8 @@ def _race(
     names = m.kernel.op_names
     who = "several other warps" if other_warp == -2 else f"warp {other_warp}"
     raise EmulationError(
-        f"shared-memory race in {m.describe_lane(cta, warp * WARP).split(' thread')[0]}: warp {warp} accesses byte "
-        f"{byte} of {ref.name}{note}, which {who} {kind} at {names[other_op]} with no gpu.barrier in between",
+        f"shared-memory race in {m.describe_lane(cta, warp * WARP).split(' thread')[0]}: warp {warp} accesses "
+        f"shared-memory byte {int(byte) * GRANULE} ({ref.name}){note}, which {who} {kind} at {names[other_op]} with no gpu.barrier in between",
         names[op],
     )
 
@@ -1250,8 +1255,7 @@ def _retire(m: Machine, copy: PendingCopy) -> None:
     """A cp.async lands: shared memory is written now (and counts as a write now)."""
     ref = copy.memref
     cb = copy.ctas[:, None]
-    start = copy.positions[:, :1] * ref.itemsize
-    pos = start + np.arange(copy.positions.shape[1] * ref.itemsize)
+    pos = _byte_positions(ref, copy.positions[:, 0], copy.positions.shape[1])
     w = copy.warps[:, None]
     clash = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
     if clash.any():

@@ -314,7 +314,7 @@ def test_prefetch_without_the_barrier_that_ends_a_chunk_is_a_race(seed: int) -> 
 
     text, side = _mutated(lambda t: _drop_line(t, drop))
     with pytest.raises(
-        EmulationError, match=r"\(nvgpu.device_async_copy\): shared-memory race .* %ks, .*nvgpu.ldmatrix"
+        EmulationError, match=r"\(nvgpu.device_async_copy\): shared-memory race .* \(%ks\), .*nvgpu.ldmatrix"
     ):
         emulator.emulate(text, side, seed)
 
