@@ -304,13 +304,15 @@ class Machine:
         self.warp = np.broadcast_to((t // WARP)[None, :], (self.C, self.T))
         self.cta = np.arange(self.C)[:, None]
         self.global_thread = cta_ids[:, None] * threads + t[None, :]
-        self.measure_banks = bool(cta_ids[0] == 0)
+        self.measure_cta0 = bool(cta_ids[0] == 0)
         size = -(-smem_bytes // 16) * 16
         self.smem_bytes = smem_bytes
         self.smem = np.full((self.C, size), 0xFF, np.uint8)
         shadow = (self.C, size // GRANULE)
-        self.w_epoch, self.w_warp, self.w_op = np.full(shadow, -1), np.full(shadow, -1), np.full(shadow, -1)
-        self.r_epoch, self.r_warp, self.r_op = np.full(shadow, -1), np.full(shadow, -1), np.full(shadow, -1)
+        # race-check shadow: per granule, the barrier interval (epoch), warp and op of the last
+        # write and of the last read (warp -2: read by several warps)
+        self.w_epoch, self.w_warp, self.w_op = (np.full(shadow, -1, np.int32) for _ in range(3))
+        self.r_epoch, self.r_warp, self.r_op = (np.full(shadow, -1, np.int32) for _ in range(3))
         self.epoch = 0
         self.open_copies: list[PendingCopy] = []
         self.groups: deque[list[PendingCopy]] = deque()
@@ -499,7 +501,7 @@ def _wavefronts(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask: np.n
     """Shared-memory wavefronts of one warp-wide access in CTA 0 against the ideal: a request
     of 16-byte lanes is served 8 lanes at a time, 8-byte lanes 16 at a time, smaller ones 32;
     each phase takes as many wavefronts as the most distinct 4-byte words in one bank."""
-    if not m.measure_banks:
+    if not m.measure_cta0:
         return
     nbytes = width * ref.itemsize
     lanes = {16: 8, 8: 16}.get(nbytes, WARP)
@@ -524,7 +526,7 @@ def _wavefronts(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask: np.n
 def _sectors(m: Machine, ref: MemRef, lin: np.ndarray, nbytes: Any, mask: np.ndarray, kind: str) -> None:
     """32-byte global-memory sectors one warp-wide access of CTA 0 touches, against the
     fewest that could hold the bytes it asks for (a fully coalesced access)."""
-    if not m.measure_banks:
+    if not m.measure_cta0:
         return
     size = np.broadcast_to(np.asarray(nbytes, np.int64), (m.C, m.T))[0]
     active = mask[0] & (size > 0)
