@@ -13,6 +13,7 @@ from pathlib import Path
 from napkin_mlir.bench import RESULTS_DIR, bench_attention_cpu, progress, write_results
 from napkin_mlir.cli.common import parse_sizes
 from napkin_mlir.cli.napkin import DTYPE_CHOICES
+from napkin_mlir.emulator import EmulationReport
 from napkin_mlir.errors import UsageError
 from napkin_mlir.harness import VerifyConfig
 
@@ -20,10 +21,10 @@ from napkin_mlir.harness import VerifyConfig
 CPU_SWEEP = (256, 512, 1024)
 
 
-#: The GPU sweep (issue 5): q = x from 512 to 16k with b*q = 16k and h*d = 2048.
+#: The GPU sweep (issue 5): q = x from 512 to 16k with b*q = 16k and h*d = 2048. Each kernel
+#: takes the cost model's tiles for the target, as `napkin compile` without --tile does.
 GPU_SEQS = (512, 1024, 2048, 4096, 8192, 16384)
 GPU_HEAD_DIMS = (64, 128)
-GPU_TILES = {64: {"q": 64, "x": 64}, 128: {"q": 64, "x": 64}}
 
 
 def gpu_sweep() -> list[tuple[dict[str, int], bool]]:
@@ -35,48 +36,85 @@ def gpu_sweep() -> list[tuple[dict[str, int], bool]]:
     return problems
 
 
-def preflight(dtype: str) -> None:
-    """Run each kernel configuration of the sweep (head dim, mask; the sweep's tiles) on the
-    CPU emulator at q = x = 200 before any device time is spent; UsageError if one fails."""
+Configuration = tuple[int, bool, tuple[tuple[str, int], ...]]  # head dim, causal, tiles
+
+
+def sweep_configurations(arch: str = "sm_90a", dtype: str = "bf16") -> dict[Configuration, list[int]]:
+    """The distinct kernel configurations of the sweep (head dim, mask, the model's tiles for
+    `arch`) and the sequence lengths that use each."""
+    from mlir import ir
+
+    from napkin_mlir.cli.compile import _model_tiles
+    from napkin_mlir.context import napkin_context
+    from napkin_mlir.diagrams import diagram_sizes
+    from napkin_mlir.harness import build
+
+    configs: dict[Configuration, list[int]] = {}
+    for dims, causal in gpu_sweep():
+        config = VerifyConfig("attention", dims, dtype, causal=causal)
+        with napkin_context(), ir.Location.unknown():
+            sizes = diagram_sizes(build(config))
+        tiles = _model_tiles(config, sizes, arch)
+        configs.setdefault((dims["d"], causal, tuple(sorted(tiles.items()))), []).append(dims["q"])
+    return configs
+
+
+def emulate_configuration(config: Configuration, dtype: str = "bf16") -> EmulationReport:
+    """One sweep configuration on the CPU emulator at a reduced size: b=1, h=2 and q = x of one
+    and a half q tiles plus a few (partial tiles and chunks included)."""
     from napkin_mlir.cli.compile import compile_kernel
     from napkin_mlir.emulator import emulate_kernel
 
-    for d in GPU_HEAD_DIMS:
-        for causal in (False, True):
-            config = VerifyConfig(
-                "attention", {"b": 1, "h": 2, "q": 200, "x": 200, "d": d}, dtype, causal=causal, tiles=GPU_TILES[d]
-            )
-            kernel, text = compile_kernel(config, "sm_80", "gpu", "tensorcore", log=lambda _: None)
-            report = emulate_kernel(kernel, text)
-            verdict = report.lines()[-1]
-            print(f"preflight on the emulator, d={d}{' causal' if causal else ''} (q = x = 200): {verdict}")
-            if not report.passed:
-                raise UsageError(f"the d={d}{' causal' if causal else ''} kernel fails on the emulator: fix it first")
+    d, causal, tiles = config
+    n = dict(tiles)["q"] * 3 // 2 + 7
+    problem = VerifyConfig(
+        "attention", {"b": 1, "h": 2, "q": n, "x": n, "d": d}, dtype, causal=causal, tiles=dict(tiles)
+    )
+    kernel, text = compile_kernel(problem, "sm_80", "gpu", "tensorcore", log=lambda _: None)
+    return emulate_kernel(kernel, text)
+
+
+def preflight(configs: dict[Configuration, list[int]], dtype: str) -> None:
+    """Run each kernel configuration of the sweep on the CPU emulator (`emulate_configuration`)
+    before any device time is spent; UsageError if one fails."""
+    for config, seqs in configs.items():
+        d, causal, tiles = config
+        label = f"d={d}{' causal' if causal else ''} tiles {dict(tiles)} (q = x in {seqs})"
+        report = emulate_configuration(config, dtype)
+        print(f"preflight on the emulator, {label}: {report.lines()[-1]}")
+        if not report.passed:
+            raise UsageError(f"the {label} kernel fails on the emulator: fix it first")
 
 
 def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
-    """Compile the sweep's kernels (cubin + sidecar each) into `directory`, then check each
-    kernel configuration on the emulator (`preflight`)."""
+    """Compile the sweep's kernels (cubin + sidecar each, the model's tiles) into `directory`,
+    then check each distinct kernel configuration on the emulator (`preflight`)."""
     from napkin_mlir.cli.napkin import main as napkin_main
 
     directory.mkdir(parents=True, exist_ok=True)
     problems = gpu_sweep()
+    configs: dict[Configuration, list[int]] = {}
     for i, (dims, causal) in enumerate(problems):
         label = f"d{dims['d']}-n{dims['q']}{'-causal' if causal else ''}"
         progress(i, len(problems), label)
-        tiles = GPU_TILES[dims["d"]]
         argv = ["compile", "attention", "--dims", ",".join(f"{k}={v}" for k, v in dims.items()), "--dtype", dtype]
-        argv += ["--tile", ",".join(f"{k}={v}" for k, v in tiles.items()), "--target", arch]
+        argv += ["--target", arch, "--kernel", "tensorcore"]
         argv += ["--causal"] if causal else []
+        cubin = directory / f"attention-{label}.cubin"
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                napkin_main([*argv, "-o", str(directory / f"attention-{label}.cubin")])
+                napkin_main([*argv, "-o", str(cubin)])
         except SystemExit as done:
             if done.code:
                 raise UsageError(f"compiling {label} failed") from None
+        side = json.loads(cubin.with_suffix(".cubin.json").read_text())
+        if side["ptxas"]["spill_stores_bytes"] or side["ptxas"]["spill_loads_bytes"]:
+            raise UsageError(f"the {label} kernel spills registers (ptxas: {side['ptxas']['raw']})")
+        tiles = side["problem"]["tile"]
+        configs.setdefault((dims["d"], causal, tuple(sorted(tiles.items()))), []).append(dims["q"])
     progress(len(problems), len(problems), "done")
-    print(f"compiled {len(problems)} kernels into {directory}")
-    preflight(dtype)
+    print(f"compiled {len(problems)} kernels ({len(configs)} configurations) into {directory}")
+    preflight(configs, dtype)
     print(f"next, on the GPU machine: python -m napkin_mlir.gpu_runner {directory} --json {directory}/results.json")
     print(f"then here: napkin bench attention --target gpu --report {directory}/results.json")
     return 0
