@@ -510,12 +510,10 @@ def _wavefronts(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask: np.n
     active = np.broadcast_to(mask[0][:, None], words.shape)
     phases = words.reshape(-1, lanes * words.shape[1])  # (warps * phases, lanes * k)
     act = active.reshape(phases.shape)
-    order = np.argsort(np.where(act, phases, -1), axis=1)
-    sorted_words = np.take_along_axis(phases, order, axis=1)
-    sorted_act = np.take_along_axis(act, order, axis=1)
-    first = np.ones_like(sorted_act)
+    sorted_words = np.sort(np.where(act, phases, -1), axis=1)  # inactive lanes first, as -1
+    first = np.ones(sorted_words.shape, bool)
     first[:, 1:] = sorted_words[:, 1:] != sorted_words[:, :-1]
-    distinct = first & sorted_act
+    distinct = first & (sorted_words >= 0)
     per_bank = np.zeros((phases.shape[0], BANKS), np.int64)
     rows = np.broadcast_to(np.arange(phases.shape[0])[:, None], phases.shape)
     np.add.at(per_bank, (rows[distinct], sorted_words[distinct] % BANKS), 1)

@@ -4,8 +4,11 @@ Two rules (see docs/gpu.md). Attention in bf16/f16 goes to the tensor-core kerne
 `napkin_mlir.tensorcore` (`compile_tensorcore_attention`). Every other program takes the SIMT
 rule here (`compile_gpu`): the same loop program the CPU runs, mapped with upstream transforms:
 
-1. every linalg op is tiled over the CTA's threads (`transform.structured.tile_using_forall`,
-   the last parallel axis over `#gpu.thread<x>`, the one before over `#gpu.thread<y>`);
+1. every linalg op is cut into chunks of 32 along its last parallel axis
+   (`transform.structured.tile_using_for`), and each chunk tiled over the CTA's threads
+   (`transform.structured.tile_using_forall`, that axis over `#gpu.thread<x>`, the one before
+   over `#gpu.thread<y>`): consecutive threads of a warp take consecutive elements, so global
+   accesses coalesce and shared-memory rows are read without bank conflicts;
 2. the group loop becomes the grid (`transform.gpu.map_forall_to_blocks`) and the thread
    loops are mapped with barriers between them (`transform.gpu.map_nested_forall_to_threads`);
 3. the tile buffers become views of one dynamic shared-memory buffer. In this SIMT mapping
@@ -137,10 +140,16 @@ def map_to_threads(module: ir.Module) -> None:
         counts, mapping = _thread_tiling(op)
         if not mapping:
             continue
+        # chunks of BLOCK[0] along the loop mapped to thread x first, so that consecutive threads
+        # of a warp take consecutive elements (coalesced, conflict-free), not a block each
+        x_loop = max(k for k, c in enumerate(counts) if c)
+        chunk = [BLOCK[0] if k == x_loop else 0 for k in range(len(counts))]
         steps.append(
             f"    %m{i} = transform.structured.match attributes{{napkin.thread_tile = {i} : i64}} in %root"
             " : (!transform.any_op) -> !transform.any_op\n"
-            f"    %t{i}, %f{i} = transform.structured.tile_using_forall %m{i} num_threads [{', '.join(map(str, counts))}]"
+            f"    %c{i}, %l{i} = transform.structured.tile_using_for %m{i} tile_sizes [{', '.join(map(str, chunk))}]"
+            " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n"
+            f"    %t{i}, %f{i} = transform.structured.tile_using_forall %c{i} num_threads [{', '.join(map(str, counts))}]"
             f" (mapping = [{', '.join(mapping)}]) : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n"
         )
     script = (
