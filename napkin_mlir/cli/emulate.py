@@ -2,14 +2,16 @@
 
     napkin emulate attention --dims b=1,h=4,q=300,x=300,d=64 --dtype bf16 [--causal]
                    [--kv-heads N] [--tile q=64,x=64] [--warp-rows 16|32] [--kernel auto|tensorcore|simt]
-                   [--seed N] [--json F]
+                   [--target sm_80|sm_90a] [--ctas N] [--seed N] [--json F]
     napkin emulate matmul --dims m=300,n=200,k=100          (the SIMT rule's kernel)
     napkin emulate kernel.mlir.json          (a sidecar `napkin compile --emit gpu` wrote)
 
 The first forms compile the kernel exactly as `napkin compile --target sm_80` does and stop
 at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator`),
 with memory and race checks, and compare the output with JAX by the project's rule (see the
-README's "Correctness rule"). The last line starts with PASS or FAIL; exit status 0 only on PASS.
+README's "Correctness rule"). `--ctas N` runs only N CTAs of the grid (the first, the last
+and evenly spaced ones) and checks the rows they write, so the kernel of a full-size problem
+is checked in seconds. The last line starts with PASS or FAIL; exit status 0 only on PASS.
 """
 
 from __future__ import annotations
@@ -32,16 +34,16 @@ def _progress(done: int, total: int) -> None:
 
 def cmd_emulate(args: argparse.Namespace) -> int:
     if args.diagram.endswith(".json"):
-        report: EmulationReport = emulate_sidecar(args.diagram, args.seed, _progress)
+        report: EmulationReport = emulate_sidecar(args.diagram, args.seed, _progress, args.ctas)
     else:
         if args.dims is None:
             raise UsageError("--dims is required with a built-in diagram (or give a kernel sidecar FILE.json)")
         from napkin_mlir.cli.compile import compile_kernel
 
         config = problem_config(args)
-        kernel, text = compile_kernel(config, "sm_80", "gpu", args.kernel, args.warp_rows)
+        kernel, text = compile_kernel(config, args.target, "gpu", args.kernel, args.warp_rows)
         assert kernel is not None
-        report = emulate_kernel(kernel, text, args.seed, _progress)
+        report = emulate_kernel(kernel, text, args.seed, _progress, args.ctas)
     print("\n".join(report.lines()))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -57,6 +59,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "tensorcore", "simt"),
         default="auto",
         help="which GPU rule's kernel to run, as for napkin compile (default auto)",
+    )
+    p.add_argument(
+        "--target",
+        choices=("sm_80", "sm_90a"),
+        default="sm_80",
+        help="whose tiles the cost model picks when --tile is not given (default sm_80: A100)",
+    )
+    p.add_argument(
+        "--ctas",
+        type=int,
+        default=None,
+        help="attention: run only N CTAs of the grid (first, last, evenly spaced) and check the rows they write",
     )
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.set_defaults(fn=cmd_emulate)

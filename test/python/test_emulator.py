@@ -349,6 +349,22 @@ def test_an_output_never_stored_stays_poisoned(seed: int) -> None:
     assert report.stats.warp_instructions["st.global"] == 0
 
 
+def test_sampled_ctas_check_the_rows_they_write(seed: int) -> None:
+    """--ctas runs a few CTAs of a problem too large to emulate whole and judges their rows."""
+    dims, tiles = {"b": 2, "h": 4, "q": 1000, "x": 1000, "d": 64}, {"q": 64, "x": 64}
+    text, side = _kernel(dims, "bf16", True, 2, tiles)
+    report = emulator.emulate(text, side, seed, ctas=3)
+    assert report.passed, report.lines()
+    assert report.stats.ctas == 3 and "3 of its 64 CTAs" in report.lines()[0]
+    # CTAs 0, 32 and 63 of the (16, 2, 2) grid: rows 0-63 of batch 0 and of batch 1, and rows
+    # 960-999 of batch 1, each for the two query heads sharing a key/value head
+    assert "on the 336 rows" in report.criterion
+    broken = text.replace("transpose = true", "transpose = false")
+    assert not emulator.emulate(broken, side, seed, ctas=3).passed
+    with pytest.raises(EmulationError, match="attention kernels only"):
+        emulator.emulate(*_simt(SIMT["matmul-remainders"]), seed, ctas=2)
+
+
 # --- the SIMT rule's kernels (every other diagram) ------------------------------------------------
 
 
