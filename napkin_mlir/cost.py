@@ -726,11 +726,12 @@ def evaluate(
         if name == "napkin.transfer":
             src, dst = operands[0], results[0]
             total, s_tot, s_step = _total(dst, ctx)
-            total *= visits(ctx)
+            share = visits(ctx)
+            total *= share
             boundary = "L2" if "gmem" in (src.level, dst.level) else "SMEM"
             direction = "load" if LEVEL_ORDER.get(dst.level or "", 0) > LEVEL_ORDER.get(src.level or "", 0) else "store"
             b = nbytes(dst)
-            count = round(math.prod(p.count for p in ctx) * visits(ctx))
+            count = round(math.prod(p.count for p in ctx) * share)
             transfers.append(
                 Transfer(
                     boundary,

@@ -39,6 +39,10 @@ def gpu_sweep() -> list[tuple[dict[str, int], bool]]:
 Configuration = tuple[int, bool, tuple[tuple[str, int], ...]]  # head dim, causal, tiles
 
 
+def _configuration(dims: dict[str, int], causal: bool, tiles: dict[str, int]) -> Configuration:
+    return dims["d"], causal, tuple(sorted(tiles.items()))
+
+
 def sweep_configurations(arch: str = "sm_90a", dtype: str = "bf16") -> dict[Configuration, list[int]]:
     """The distinct kernel configurations of the sweep (head dim, mask, the model's tiles for
     `arch`) and the sequence lengths that use each."""
@@ -55,7 +59,7 @@ def sweep_configurations(arch: str = "sm_90a", dtype: str = "bf16") -> dict[Conf
         with napkin_context(), ir.Location.unknown():
             sizes = diagram_sizes(build(config))
         tiles = _model_tiles(config, sizes, arch)
-        configs.setdefault((dims["d"], causal, tuple(sorted(tiles.items()))), []).append(dims["q"])
+        configs.setdefault(_configuration(dims, causal, tiles), []).append(dims["q"])
     return configs
 
 
@@ -110,8 +114,7 @@ def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
         side = json.loads(cubin.with_suffix(".cubin.json").read_text())
         if side["ptxas"]["spill_stores_bytes"] or side["ptxas"]["spill_loads_bytes"]:
             raise UsageError(f"the {label} kernel spills registers (ptxas: {side['ptxas']['raw']})")
-        tiles = side["problem"]["tile"]
-        configs.setdefault((dims["d"], causal, tuple(sorted(tiles.items()))), []).append(dims["q"])
+        configs.setdefault(_configuration(dims, causal, side["problem"]["tile"]), []).append(dims["q"])
     progress(len(problems), len(problems), "done")
     print(f"compiled {len(problems)} kernels ({len(configs)} configurations) into {directory}")
     preflight(configs, dtype)

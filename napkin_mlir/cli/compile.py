@@ -132,11 +132,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compile", help="compile a built-in diagram to a GPU kernel (PTX/cubin + sidecar)")
-    add_problem_args(p)
-    p.add_argument("--target", choices=tuple(TARGETS), required=True, help="GPU architecture")
-    p.add_argument("--emit", choices=EMIT, default="cubin", help="stage to write (default cubin)")
+def add_kernel_args(p: argparse.ArgumentParser, target_default: str | None = None) -> None:
+    """--target, --warp-rows and --kernel: which kernel `compile_kernel` builds (shared with
+    `napkin emulate`; without a default the target is required)."""
+    p.add_argument(
+        "--target",
+        choices=tuple(TARGETS),
+        required=target_default is None,
+        default=target_default,
+        help="GPU architecture; without --tile the cost model picks tiles for it (A100 or H100)",
+    )
     p.add_argument(
         "--warp-rows", type=int, default=16, help="tensorcore: rows of the tile per warp, a multiple of 16 (default 16)"
     )
@@ -146,5 +151,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="tensorcore: the mma.sync rule for attention (bf16/f16); simt: every diagram, CUDA cores (default auto)",
     )
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile", help="compile a built-in diagram to a GPU kernel (PTX/cubin + sidecar)")
+    add_problem_args(p)
+    add_kernel_args(p)
+    p.add_argument("--emit", choices=EMIT, default="cubin", help="stage to write (default cubin)")
     p.add_argument("-o", "--output", required=True, help="output file")
     p.set_defaults(fn=cmd_compile)

@@ -6,8 +6,8 @@
     napkin emulate matmul --dims m=300,n=200,k=100          (the SIMT rule's kernel)
     napkin emulate kernel.mlir.json          (a sidecar `napkin compile --emit gpu` wrote)
 
-The first forms compile the kernel exactly as `napkin compile --target sm_80` does and stop
-at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator`),
+The first forms compile the kernel exactly as `napkin compile` does (--target sm_80 unless
+given) and stop at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator`),
 with memory and race checks, and compare the output with JAX by the project's rule (see the
 README's "Correctness rule"). `--ctas N` runs only N CTAs of the grid (the first, the last
 and evenly spaced ones) and checks the rows they write, so the kernel of a full-size problem
@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from napkin_mlir.cli.compile import add_kernel_args, compile_kernel
 from napkin_mlir.cli.napkin import add_problem_args, problem_config
 from napkin_mlir.emulator import EmulationReport, emulate_kernel, emulate_sidecar
 from napkin_mlir.errors import UsageError
@@ -38,8 +39,6 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     else:
         if args.dims is None:
             raise UsageError("--dims is required with a built-in diagram (or give a kernel sidecar FILE.json)")
-        from napkin_mlir.cli.compile import compile_kernel
-
         config = problem_config(args)
         kernel, text = compile_kernel(config, args.target, "gpu", args.kernel, args.warp_rows)
         assert kernel is not None
@@ -53,19 +52,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("emulate", help="run the GPU kernel's IR on the CPU emulator and check it against JAX")
     add_problem_args(p, dims_required=False)
-    p.add_argument("--warp-rows", type=int, default=16, help="rows of the tile per warp, a multiple of 16 (default 16)")
-    p.add_argument(
-        "--kernel",
-        choices=("auto", "tensorcore", "simt"),
-        default="auto",
-        help="which GPU rule's kernel to run, as for napkin compile (default auto)",
-    )
-    p.add_argument(
-        "--target",
-        choices=("sm_80", "sm_90a"),
-        default="sm_80",
-        help="whose tiles the cost model picks when --tile is not given (default sm_80: A100)",
-    )
+    add_kernel_args(p, target_default="sm_80")
     p.add_argument(
         "--ctas",
         type=int,
