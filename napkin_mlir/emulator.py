@@ -379,7 +379,7 @@ def _address(m: Machine, ref: MemRef, indices: list[Any], width: int, where: str
         span = width if d == len(ref.shape) - 1 else 1
         bad = mask & ((i < 0) | (i + span > size))
         if bad.any():
-            c, t = (int(a[0]) for a in np.nonzero(bad))
+            c, t = _first(bad)
             idx = [int(m.full(j, 0)[c, t]) for j in indices]
             shape = [int(m.full(n, 0)[c, t]) for n in ref.shape]
             raise EmulationError(
@@ -391,11 +391,16 @@ def _address(m: Machine, ref: MemRef, indices: list[Any], width: int, where: str
     return lin
 
 
+def _first(flags: np.ndarray) -> tuple[int, ...]:
+    """The index of the first set entry of `flags` (the lane a diagnostic names)."""
+    return tuple(int(a[0]) for a in np.nonzero(flags))
+
+
 def _check_alignment(m: Machine, ref: MemRef, lin: np.ndarray, align: int, mask: np.ndarray, where: str) -> None:
     byte = lin * ref.itemsize
     bad = mask & (byte % align != 0)
     if bad.any():
-        c, t = (int(a[0]) for a in np.nonzero(bad))
+        c, t = _first(bad)
         raise EmulationError(
             f"misaligned access: {ref.space} {ref.name} byte offset {int(byte[c, t])} is not a multiple of {align}, "
             f"by {m.describe_lane(c, t)}",
@@ -443,7 +448,7 @@ def _race_check_write(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask
     clash_r = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
     if clash_w.any() or clash_r.any():
         writes = bool(clash_w.any())
-        n, k = (int(a[0]) for a in np.nonzero(clash_w if writes else clash_r))
+        n, k = _first(clash_w if writes else clash_r)
         ops, warps = (m.w_op, m.w_warp) if writes else (m.r_op, m.r_warp)
         c, b = ci[n], pos[n, k]
         _race(m, ref, c, int(w[n, 0]), b, op, int(ops[c, b]), int(warps[c, b]), "wrote" if writes else "read")
@@ -452,7 +457,7 @@ def _race_check_write(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask
     m.w_op[cb, pos] = op
     clash = m.w_warp[cb, pos] != w
     if clash.any():
-        n, k = (int(a[0]) for a in np.nonzero(clash))
+        n, k = _first(clash)
         _race(m, ref, ci[n], int(w[n, 0]), pos[n, k], op, op, int(m.w_warp[ci[n], pos[n, k]]), "wrote")
 
 
@@ -465,7 +470,7 @@ def _race_check_read(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask:
     w = np.broadcast_to(m.warp[ci, ti][:, None], pos.shape)
     clash = (m.w_epoch[cb, pos] == m.epoch) & (m.w_warp[cb, pos] != w)
     if clash.any():
-        n, k = (int(a[0]) for a in np.nonzero(clash))
+        n, k = _first(clash)
         c, b = ci[n], pos[n, k]
         _race(m, ref, c, int(w[n, 0]), b, op, int(m.w_op[c, b]), int(m.w_warp[c, b]), "wrote")
     many = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
@@ -1055,7 +1060,7 @@ def _subview(op: ir.Operation, c: Compiler) -> Step:
             last = first + (count - 1) * steps[d]
             bad = m.mask & (count > 0) & ((first < 0) | (last >= m.full(ref.shape[d], 0)) | (last < 0))
             if bad.any():
-                c_, t = (int(a[0]) for a in np.nonzero(bad))
+                c_, t = _first(bad)
                 raise EmulationError(
                     f"subview {name} of {ref.name} out of bounds in dimension {d}: offset {int(first[c_, t])}, "
                     f"size {int(count[c_, t])} of {int(m.full(ref.shape[d], 0)[c_, t])}, by {m.describe_lane(c_, t)}",
@@ -1145,7 +1150,7 @@ def _claim_output(m: Machine, ref: MemRef, lin: np.ndarray, width: int, where: s
     owners[pos] = me
     clash |= owners[pos] != me
     if clash.any():
-        n, k = (int(a[0]) for a in np.nonzero(clash))
+        n, k = _first(clash)
         raise EmulationError(
             f"output {ref.name} element {int(pos[n, k])} (flat) is written by two threads "
             f"(one of them {m.describe_lane(int(ci[n]), int(ti[n]))})",
@@ -1256,7 +1261,7 @@ def _retire(m: Machine, copy: PendingCopy) -> None:
     w = copy.warps[:, None]
     clash = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
     if clash.any():
-        n, k = (int(a[0]) for a in np.nonzero(clash))
+        n, k = _first(clash)
         c, b = copy.ctas[n], pos[n, k]
         note = " (a cp.async issued here, landing at a device_async_wait)"
         _race(m, ref, c, int(w[n, 0]), b, copy.op, int(m.r_op[c, b]), int(m.r_warp[c, b]), "read", note)
