@@ -1,7 +1,7 @@
 // The napkin dialect: diagrams of the paper "FlashAttention on a Napkin" as MLIR.
 //
 // This file is the single source of truth for the dialect. Python loads it with
-// mlir.dialects.irdl.load_dialects (napkin_mlir.context) and upstream tools load it
+// mlir.dialects.irdl.load_dialects (napkin_mlir.ir.context) and upstream tools load it
 // with `mlir-opt --irdl-file=dialects/napkin.irdl.mlir`.
 //
 // Arrays are builtin ranked tensors whose encoding is a dictionary naming the axes
@@ -9,14 +9,14 @@
 //     tensor<2x4x200x64xf32, {axes = ["b", "h", "q", "d"], level = "gmem"}>
 // IRDL checks operand/result counts, tensor base types and required attributes; the
 // relations IRDL cannot express (axis names and sizes agreeing across operands) are
-// checked by the Python verifier in napkin_mlir/verifier.py. Regions end with
+// checked by the Python verifier in napkin_mlir/ir/verifier.py. Regions end with
 // `gpu.yield`, because IRDL ops cannot be terminators.
 //
 // IRDL binds a constraint variable to the first type it matches, so a `variadic` list
 // must hold values of one single type. Ops whose operand or result lists mix arrays of
 // different shapes (map, group, stream) therefore declare 8 optional slots, each with its
 // own constraint, and carry `operandSegmentSizes` / `resultSegmentSizes` (a 1 for each
-// used slot, used slots first); napkin_mlir.regions.slot_attributes builds them.
+// used slot, used slots first); napkin_mlir.ir.regions.slot_attributes builds them.
 irdl.dialect @napkin {
   // Contraction: out[o] = sum over the axes of the inputs that are not in o of the
   // product of the inputs. Axes shared by inputs and output are woven (mapped).

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType
-from napkin_mlir.context import napkin_context
-from napkin_mlir.draw import draw
-from napkin_mlir.harness import VerifyConfig, build
-from napkin_mlir.passmanager import parse_pipeline, run_pipeline
-from napkin_mlir.pipeline import derivation
+from napkin_mlir.check.harness import VerifyConfig, build
+from napkin_mlir.draw.render import draw
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.pipeline.passmanager import parse_pipeline, run_pipeline
+from napkin_mlir.pipeline.stages import derivation
 
 GPU = "a100"
 
@@ -104,7 +104,7 @@ def write_index(out: Path, index) -> None:
         "blue smem, green registers, grey before levels are assigned); two-coloured arrow boxes are",
         "transfers; the grey band through a box names the axes it is woven (mapped) over; dashed purple",
         "frames are group partitions, amber frames stream partitions (init, step per chunk, finish,",
-        f"and the carried state). Captions: the cost model (`napkin_mlir.cost`) on {GPU}.",
+        f"and the carried state). Captions: the cost model (`napkin_mlir.model.cost`) on {GPU}.",
         "",
     ]
     for name, summary, entries in index:

@@ -2,7 +2,7 @@
 
 Each pass module defines a frozen dataclass of options and a `run(module, options)`
 function, and registers them here with `register(...)`. `napkin-opt` exposes every
-registered pass as `--<flag>` and inside `--pass-pipeline`; `napkin_mlir.passmanager` turns
+registered pass as `--<flag>` and inside `--pass-pipeline`; `napkin_mlir.pipeline.passmanager` turns
 a mixed pipeline (napkin passes and upstream passes) into one MLIR PassManager.
 
 A pass reports a user-facing problem by raising `napkin_mlir.errors.NapkinError`; the pass

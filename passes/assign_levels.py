@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.arrays import is_array
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.lowering import LEVEL_MEMORY_SPACE
-from napkin_mlir.regions import array, body_ops, create, diagram_functions, fail, terminator
-from napkin_mlir.regions import users as _users
+from napkin_mlir.ir.arrays import is_array
+from napkin_mlir.ir.regions import array, body_ops, create, diagram_functions, fail, terminator
+from napkin_mlir.ir.regions import users as _users
+from napkin_mlir.lowering.loops import LEVEL_MEMORY_SPACE
 from passes import register
 
 

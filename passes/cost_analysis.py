@@ -1,6 +1,6 @@
 """napkin-cost-analysis: the performance model of a partitioned program, as attributes.
 
-Runs `napkin_mlir.cost` on every diagram function of a partitioned module (levels,
+Runs `napkin_mlir.model.cost` on every diagram function of a partitioned module (levels,
 transfers, groups and streams assigned) for the GPU named by `gpu` (a100, h100, h200) and
 attaches the result to the function as a `napkin.cost` dictionary: predicted time and bound,
 bytes per level (HBM, L2, SMEM), FLOPs, SMEM per CTA, registers per thread, CTAs and warps
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.cost import evaluate, extract
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.hardware import gpu as load_gpu
-from napkin_mlir.regions import diagram_functions
+from napkin_mlir.ir.regions import diagram_functions
+from napkin_mlir.model.cost import evaluate, extract
+from napkin_mlir.model.hardware import gpu as load_gpu
 from passes import register
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.regions import retype_memory_spaces
+from napkin_mlir.ir.regions import retype_memory_spaces
 from passes import register
 
 

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from mlir import ir
 from mlir.dialects import gpu
 
-from napkin_mlir.arrays import is_array
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.lowering import GROUP_MAPPING
-from napkin_mlir.regions import (
+from napkin_mlir.ir.arrays import is_array
+from napkin_mlir.ir.regions import (
     array,
     body_ops,
     diagram_functions,
@@ -48,6 +47,7 @@ from napkin_mlir.regions import (
     terminator,
     walk_ops,
 )
+from napkin_mlir.lowering.loops import GROUP_MAPPING
 from passes import register
 
 

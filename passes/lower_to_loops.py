@@ -1,7 +1,7 @@
 """napkin-lower-to-loops: turn each diagram into a loop program over memref buffers.
 
 Each array becomes a buffer (memory space from its level), each box one or more
-`linalg.generic` ops indexed by axis name (see `napkin_mlir.lowering`); results become
+`linalg.generic` ops indexed by axis name (see `napkin_mlir.lowering.loops`); results become
 output parameters so the function can be called from C, the ExecutionEngine or a GPU host.
 
 Before:
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.lowering import lower_module
+from napkin_mlir.lowering.loops import lower_module
 from passes import register
 
 

@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 from mlir import ir
 from mlir.dialects import gpu
 
-from napkin_mlir.arrays import ArrayType, is_array
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.regions import (
+from napkin_mlir.ir.arrays import ArrayType, is_array
+from napkin_mlir.ir.regions import (
     array,
     binary,
     body_ops,
@@ -69,7 +69,7 @@ from napkin_mlir.regions import (
     slot_attributes,
     terminator,
 )
-from napkin_mlir.regions import users as _users
+from napkin_mlir.ir.regions import users as _users
 from passes import register
 
 

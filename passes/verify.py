@@ -1,6 +1,6 @@
 """napkin-verify: check the diagram rules IRDL cannot express.
 
-Runs IRDL verification and the Python verifier (`napkin_mlir.verifier`): every wire is a
+Runs IRDL verification and the Python verifier (`napkin_mlir.ir.verifier`): every wire is a
 named-axis array, shared axes agree in size, element types match, region bodies have the
 right shape. It changes nothing; on a finding the pipeline fails with every diagnostic.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.verifier import check_napkin
+from napkin_mlir.ir.verifier import check_napkin
 from passes import register
 
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from napkin_mlir.bench import RESULTS_DIR, bench_attention_cpu, progress, write_results
-from napkin_mlir.cli.common import parse_sizes
-from napkin_mlir.cli.napkin import DTYPE_CHOICES
-from napkin_mlir.emulator import EmulationReport
+from napkin_mlir.check.bench import RESULTS_DIR, bench_attention_cpu, progress, write_results
+from napkin_mlir.check.harness import VerifyConfig
+from napkin_mlir.cli.common import DTYPE_CHOICES, parse_sizes
+from napkin_mlir.emulator.machine import EmulationReport
 from napkin_mlir.errors import UsageError
-from napkin_mlir.harness import VerifyConfig
 
 #: The CPU sweep: sequence lengths at b=1, h=8, d=64 (the README's reference problem at 1024).
 CPU_SWEEP = (256, 512, 1024)
@@ -48,10 +45,10 @@ def sweep_configurations(arch: str = "sm_90a", dtype: str = "bf16") -> dict[Conf
     `arch`) and the sequence lengths that use each."""
     from mlir import ir
 
+    from napkin_mlir.check.harness import build
     from napkin_mlir.cli.compile import _model_tiles
-    from napkin_mlir.context import napkin_context
-    from napkin_mlir.diagrams import diagram_sizes
-    from napkin_mlir.harness import build
+    from napkin_mlir.ir.context import napkin_context
+    from napkin_mlir.ir.diagrams import diagram_sizes
 
     configs: dict[Configuration, list[int]] = {}
     for dims, causal in gpu_sweep():
@@ -67,7 +64,7 @@ def emulate_configuration(config: Configuration, dtype: str = "bf16") -> Emulati
     """One sweep configuration on the CPU emulator at a reduced size: b=1, h=2 and q = x of one
     and a half q tiles plus a few (partial tiles and chunks included)."""
     from napkin_mlir.cli.compile import compile_kernel
-    from napkin_mlir.emulator import emulate_kernel
+    from napkin_mlir.emulator.machine import emulate_kernel
 
     d, causal, tiles = config
     n = dict(tiles)["q"] * 3 // 2 + 7
@@ -93,7 +90,7 @@ def preflight(configs: dict[Configuration, list[int]], dtype: str) -> None:
 def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
     """Compile the sweep's kernels (cubin + sidecar each, the model's tiles) into `directory`,
     then check each distinct kernel configuration on the emulator (`preflight`)."""
-    from napkin_mlir.cli.napkin import main as napkin_main
+    from napkin_mlir.cli.compile import compile_to_file
 
     directory.mkdir(parents=True, exist_ok=True)
     problems = gpu_sweep()
@@ -101,16 +98,9 @@ def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
     for i, (dims, causal) in enumerate(problems):
         label = f"d{dims['d']}-n{dims['q']}{'-causal' if causal else ''}"
         progress(i, len(problems), label)
-        argv = ["compile", "attention", "--dims", ",".join(f"{k}={v}" for k, v in dims.items()), "--dtype", dtype]
-        argv += ["--target", arch, "--kernel", "tensorcore"]
-        argv += ["--causal"] if causal else []
         cubin = directory / f"attention-{label}.cubin"
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                napkin_main([*argv, "-o", str(cubin)])
-        except SystemExit as done:
-            if done.code:
-                raise UsageError(f"compiling {label} failed") from None
+        problem = VerifyConfig("attention", dims, dtype, causal=causal)
+        compile_to_file(problem, arch, "cubin", "tensorcore", 16, cubin, log=lambda _: None)
         side = json.loads(cubin.with_suffix(".cubin.json").read_text())
         if side["ptxas"]["spill_stores_bytes"] or side["ptxas"]["spill_loads_bytes"]:
             raise UsageError(f"the {label} kernel spills registers (ptxas: {side['ptxas']['raw']})")
@@ -118,7 +108,9 @@ def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
     progress(len(problems), len(problems), "done")
     print(f"compiled {len(problems)} kernels ({len(configs)} configurations) into {directory}")
     preflight(configs, dtype)
-    print(f"next, on the GPU machine: python -m napkin_mlir.gpu_runner {directory} --json {directory}/results.json")
+    print(
+        f"next, on the GPU machine: python -m napkin_mlir.backends.gpu.runner {directory} --json {directory}/results.json"
+    )
     print(f"then here: napkin bench attention --target gpu --report {directory}/results.json")
     return 0
 
@@ -200,7 +192,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if has_cuda_device():
             directory = Path(tempfile.mkdtemp(prefix="napkin-sweep-"))
             prepare_gpu(directory, args.arch, args.dtype if args.dtype != "f32" else "bf16")
-            from napkin_mlir import gpu_runner
+            from napkin_mlir.backends.gpu import runner as gpu_runner
 
             code = gpu_runner.main(
                 [str(directory), "--json", str(directory / "results.json"), "--repeats", str(max(20, args.repeats))]
@@ -209,7 +201,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return code
         raise UsageError(
             "napkin bench --target gpu: no CUDA device here. The kernels are compiled here and run where the GPU is: "
-            "--prepare DIR compiles the sweep, `python -m napkin_mlir.gpu_runner DIR --json DIR/results.json` runs it "
+            "--prepare DIR compiles the sweep, `python -m napkin_mlir.backends.gpu.runner DIR --json DIR/results.json` runs it "
             "on the GPU machine, --report DIR/results.json tabulates and plots it"
         )
     tiles = parse_sizes(args.tile, "--tile") if args.tile else {}

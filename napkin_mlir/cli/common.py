@@ -1,4 +1,5 @@
-"""Shared pieces of the command-line drivers: argument parsing and clean error exits."""
+"""Shared pieces of the command-line drivers: argument parsing, the problem arguments every
+command takes (diagram, --dims, --dtype, ...), and clean error exits."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from napkin_mlir.check.harness import VerifyConfig
 from napkin_mlir.errors import NapkinError, UsageError
+from napkin_mlir.ir.diagrams import DIAGRAMS
 from napkin_mlir.knobs import knobs
 
 
@@ -64,3 +67,44 @@ def run_main(body: Callable[[], int]) -> NoReturn:
         code = 0
     sys.stdout.flush()
     raise SystemExit(code)
+
+
+DTYPE_CHOICES = ("f32", "f16", "bf16")
+ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
+
+
+def _dtype(value: str) -> str:
+    if value not in DTYPE_CHOICES:
+        raise argparse.ArgumentTypeError(f"unsupported dtype '{value}' (expected one of {', '.join(DTYPE_CHOICES)})")
+    return value
+
+
+def add_problem_args(p: argparse.ArgumentParser, dims_required: bool = True) -> None:
+    p.add_argument("diagram", help="built-in diagram: " + ", ".join(DIAGRAMS))
+    p.add_argument("--dims", required=dims_required, help="axis sizes by name, e.g. m=300,n=200,k=100")
+    p.add_argument("--dtype", type=_dtype, default="f32", help="element type: f32, f16 or bf16 (default f32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--causal", action="store_true", help="attention: causal mask")
+    p.add_argument("--kv-heads", type=int, default=None, help="attention: key/value heads (grouped-query)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="gelu", help="mlp: activation (default gelu)")
+    p.add_argument("--tile", default=None, help="tile sizes by axis, e.g. q=64,x=32")
+
+
+def problem_config(args: argparse.Namespace) -> VerifyConfig:
+    if args.diagram not in DIAGRAMS:
+        raise UsageError(f"unknown diagram '{args.diagram}' (expected one of {', '.join(DIAGRAMS)})")
+    if args.diagram != "attention" and (args.causal or args.kv_heads is not None):
+        raise UsageError("--causal and --kv-heads apply to attention only")
+    tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
+    if args.seed < 0:
+        raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    return VerifyConfig(
+        diagram=args.diagram,
+        dims=parse_sizes(args.dims, "--dims"),
+        dtype=args.dtype,
+        seed=args.seed,
+        causal=args.causal,
+        kv_heads=args.kv_heads,
+        activation=args.activation,
+        tiles=tiles,
+    )

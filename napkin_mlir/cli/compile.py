@@ -18,15 +18,22 @@ from pathlib import Path
 
 from mlir import ir
 
-from napkin_mlir.cli.napkin import add_problem_args, problem_config
-from napkin_mlir.context import napkin_context
-from napkin_mlir.diagrams import diagram_sizes
+from napkin_mlir.backends.gpu.driver import (
+    TARGETS,
+    GpuKernel,
+    assemble,
+    compile_gpu,
+    compile_tensorcore_attention,
+    write_sidecar,
+)
+from napkin_mlir.backends.gpu.tensorcore import tiles_fit_kernel
+from napkin_mlir.check.harness import VerifyConfig, build, model_tiles
+from napkin_mlir.cli.common import add_problem_args, problem_config
 from napkin_mlir.errors import UsageError
-from napkin_mlir.gpu import TARGETS, GpuKernel, assemble, compile_gpu, compile_tensorcore_attention, write_sidecar
-from napkin_mlir.harness import VerifyConfig, build, model_tiles
-from napkin_mlir.passmanager import run_pipeline
-from napkin_mlir.pipeline import PARTITIONS, compile_to_loops, derivation
-from napkin_mlir.tensorcore import tiles_fit_kernel
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import diagram_sizes
+from napkin_mlir.pipeline.passmanager import run_pipeline
+from napkin_mlir.pipeline.stages import PARTITIONS, compile_to_loops, derivation
 
 EMIT = ("gpu", "nvvm", "ptx", "cubin")
 
@@ -104,32 +111,46 @@ def compile_kernel(
 
 def cmd_compile(args: argparse.Namespace) -> int:
     config = problem_config(args)
-    out = Path(args.output)
-    if args.emit in ("ptx", "cubin") and out.suffix != f".{args.emit}":
-        raise UsageError(f"-o {out}: --emit {args.emit} writes a .{args.emit} file")
+    compile_to_file(config, args.target, args.emit, args.kernel, args.warp_rows, Path(args.output))
+    return 0
+
+
+def compile_to_file(
+    config: VerifyConfig,
+    target: str,
+    emit: str,
+    kernel_kind: str,
+    warp_rows: int,
+    out: Path,
+    log: Callable[[str], None] = print,
+) -> GpuKernel | None:
+    """Compile `config` for `target` and write the `emit` stage to `out`, with its sidecar
+    (for gpu, ptx and cubin); returns the kernel (None for the SIMT rule's gpu stage)."""
+    if emit in ("ptx", "cubin") and out.suffix != f".{emit}":
+        raise UsageError(f"-o {out}: --emit {emit} writes a .{emit} file")
     if not out.parent.is_dir():
         raise UsageError(f"-o {out}: directory {out.parent} does not exist")
-    stop = "ptx" if args.emit == "cubin" else args.emit
-    kernel, text = compile_kernel(config, args.target, stop, args.kernel, args.warp_rows)
-    if args.emit in ("gpu", "nvvm"):
+    stop = "ptx" if emit == "cubin" else emit
+    kernel, text = compile_kernel(config, target, stop, kernel_kind, warp_rows)
+    if emit in ("gpu", "nvvm"):
         out.write_text(text)
-        print(f"wrote {out} ({args.emit} stage)")
-        if kernel is not None and args.emit == "gpu":
+        log(f"wrote {out} ({emit} stage)")
+        if kernel is not None and emit == "gpu":
             sidecar = write_sidecar(kernel, out)
-            print(f"wrote {sidecar}: `napkin emulate {sidecar}` runs this kernel on the CPU emulator")
-        return 0
+            log(f"wrote {sidecar}: `napkin emulate {sidecar}` runs this kernel on the CPU emulator")
+        return kernel
     assert kernel is not None
     cubin = out.with_suffix(".cubin")
-    kernel.ptxas = assemble(kernel.ptx, args.target, cubin)
-    if args.emit == "ptx":
+    kernel.ptxas = assemble(kernel.ptx, target, cubin)
+    if emit == "ptx":
         out.write_text(kernel.ptx)
         cubin.unlink(missing_ok=True)
     sidecar = write_sidecar(kernel, out)
     report = {k: v for k, v in kernel.ptxas.items() if k != "raw"}
-    print(f"wrote {out} and {sidecar}")
-    print(f"entry {kernel.entry}: grid {kernel.grid}, block {kernel.block}, dynamic smem {kernel.dynamic_smem_bytes} B")
-    print(f"ptxas ({args.target}): {json.dumps(report)}")
-    return 0
+    log(f"wrote {out} and {sidecar}")
+    log(f"entry {kernel.entry}: grid {kernel.grid}, block {kernel.block}, dynamic smem {kernel.dynamic_smem_bytes} B")
+    log(f"ptxas ({target}): {json.dumps(report)}")
+    return kernel
 
 
 def add_kernel_args(p: argparse.ArgumentParser, target_default: str | None = None) -> None:

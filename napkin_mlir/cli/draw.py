@@ -7,7 +7,7 @@
     napkin draw diagram.mlir -o diagram.png                     a file, drawn as it is
 
 A built-in diagram is built with `--dims` (default sizes when left out) and taken through its
-derivation (`napkin_mlir.pipeline.derivation`) up to `--after PASS` or to `--stage`. A .mlir file
+derivation (`napkin_mlir.pipeline.stages.derivation`) up to `--after PASS` or to `--stage`. A .mlir file
 is verified and drawn at the stage it is in (use napkin-opt to relabel it first).
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from mlir import ir
 
-from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.errors import NapkinError, UsageError
+from napkin_mlir.ir.diagrams import diagram_sizes
 
 #: Sizes used when --dims is left out (drawings only need labels).
 DEFAULT_DIMS: dict[str, str] = {
@@ -68,8 +68,8 @@ def _output(path: str) -> Path:
 
 def derivation_steps(diagram: str, sizes: dict[str, int], tiles: dict[str, int]) -> list[str]:
     """The relabeling pipeline of a built-in diagram, one element (text) per pass."""
-    from napkin_mlir.passmanager import parse_pipeline
-    from napkin_mlir.pipeline import derivation
+    from napkin_mlir.pipeline.passmanager import parse_pipeline
+    from napkin_mlir.pipeline.stages import derivation
 
     return [e.text for e in parse_pipeline(derivation(diagram, sizes, tiles))]
 
@@ -95,9 +95,9 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _draw_file(args: argparse.Namespace, out: Path) -> int:
-    from napkin_mlir.context import napkin_context, parse_module
-    from napkin_mlir.draw import draw
-    from napkin_mlir.passmanager import run_pipeline
+    from napkin_mlir.draw.render import draw
+    from napkin_mlir.ir.context import napkin_context, parse_module
+    from napkin_mlir.pipeline.passmanager import run_pipeline
 
     path = Path(args.diagram)
     if args.after is not None or args.stage is not None or args.dims or args.tile:
@@ -124,12 +124,12 @@ def cmd_draw(args: argparse.Namespace) -> int:
     if args.diagram.endswith(".mlir") or Path(args.diagram).is_file():
         return _draw_file(args, out)
 
-    from napkin_mlir.cli.napkin import ACTIVATIONS, DTYPE_CHOICES, problem_config
-    from napkin_mlir.context import napkin_context
-    from napkin_mlir.diagrams import DIAGRAMS
-    from napkin_mlir.draw import draw
-    from napkin_mlir.harness import build
-    from napkin_mlir.passmanager import run_pipeline
+    from napkin_mlir.check.harness import build
+    from napkin_mlir.cli.common import ACTIVATIONS, DTYPE_CHOICES, problem_config
+    from napkin_mlir.draw.render import draw
+    from napkin_mlir.ir.context import napkin_context
+    from napkin_mlir.ir.diagrams import DIAGRAMS
+    from napkin_mlir.pipeline.passmanager import run_pipeline
 
     if args.diagram not in DIAGRAMS:
         raise UsageError(f"unknown diagram '{args.diagram}' (expected one of {', '.join(DIAGRAMS)}, or a .mlir file)")

@@ -3,7 +3,7 @@
     napkin model attention --gpu h100 --dtype bf16 --dims b=4,h=16,q=4096,x=4096,d=128 [--tile q=128] [--json] [--plot F.png]
     napkin pseudocode attention --gpu a100 --dtype f16 --dims ... [--tile q=128,x=64]
 
-Tiles not given with --tile are chosen by the model (`napkin_mlir.tiles.choose_tiles`).
+Tiles not given with --tile are chosen by the model (`napkin_mlir.derive.tiles.choose_tiles`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 from mlir import ir
 
 from napkin_mlir.cli.common import parse_sizes
-from napkin_mlir.context import napkin_context
-from napkin_mlir.diagrams import DIAGRAMS
 from napkin_mlir.errors import UsageError
-from napkin_mlir.hardware import DTYPE_ALIASES, available, canonical_dtype
-from napkin_mlir.hardware import gpu as load_gpu
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import DIAGRAMS
+from napkin_mlir.model.hardware import DTYPE_ALIASES, available, canonical_dtype
+from napkin_mlir.model.hardware import gpu as load_gpu
 
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 
@@ -62,8 +62,8 @@ def _problem(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int], 
 
 def _model(args: argparse.Namespace):
     """(choice, report, program) for the command-line problem."""
-    from napkin_mlir.cost import evaluate
-    from napkin_mlir.tiles import choose_tiles, partitioned
+    from napkin_mlir.derive.tiles import choose_tiles, partitioned
+    from napkin_mlir.model.cost import evaluate
 
     dims, tiles, options = _problem(args)
     override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None
@@ -105,7 +105,7 @@ def _plot(args: argparse.Namespace, choice, report, prog) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from napkin_mlir.cost import evaluate
+    from napkin_mlir.model.cost import evaluate
 
     hw = load_gpu(args.gpu)
     override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None
@@ -156,12 +156,12 @@ def _plot(args: argparse.Namespace, choice, report, prog) -> None:
 
 
 def cmd_pseudocode(args: argparse.Namespace) -> int:
-    from napkin_mlir.diagrams import diagram_sizes
-    from napkin_mlir.harness import VerifyConfig, build
-    from napkin_mlir.passmanager import run_pipeline
-    from napkin_mlir.pipeline import PARTITIONS, derivation
-    from napkin_mlir.pseudocode import pseudocode
-    from napkin_mlir.tiles import storage_dtype
+    from napkin_mlir.check.harness import VerifyConfig, build
+    from napkin_mlir.derive.tiles import storage_dtype
+    from napkin_mlir.ir.diagrams import diagram_sizes
+    from napkin_mlir.model.pseudocode import pseudocode
+    from napkin_mlir.pipeline.passmanager import run_pipeline
+    from napkin_mlir.pipeline.stages import PARTITIONS, derivation
 
     _, report, _, dims, options = _model(args)
     override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None

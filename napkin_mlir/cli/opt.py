@@ -6,7 +6,7 @@
                [--mlir-print-op-generic] [--dump-dir DIR] [-o FILE] [--list-passes]
 
 The input (a file, or stdin for `-` or no argument) is parsed with the napkin dialect loaded,
-verified (IRDL and the Python verifier, `napkin_mlir.verifier`), run through the pipeline and
+verified (IRDL and the Python verifier, `napkin_mlir.ir.verifier`), run through the pipeline and
 printed as the bindings print it (napkin ops in generic form). Pass flags run in command-line
 order; they cannot be mixed with `--pass-pipeline`.
 
@@ -33,10 +33,11 @@ from mlir import ir
 from mlir.passmanager import PassManager
 
 from napkin_mlir.cli.common import ArgumentParser, run_main
-from napkin_mlir.context import napkin_context
 from napkin_mlir.errors import NapkinError, UsageError
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.verifier import verify_napkin
 from napkin_mlir.knobs import knobs
-from napkin_mlir.passmanager import (
+from napkin_mlir.pipeline.passmanager import (
     PassFailure,
     PipelineDiagnostic,
     build_pass_manager,
@@ -44,7 +45,6 @@ from napkin_mlir.passmanager import (
     parse_pipeline,
     run_pipeline,
 )
-from napkin_mlir.verifier import verify_napkin
 from passes import PassInfo, load_all
 
 SPLIT_MARKER = "// -----"

@@ -1,4 +1,4 @@
-// Every rule of the Python verifier (napkin_mlir/verifier.py) and of the IRDL definition
+// Every rule of the Python verifier (napkin_mlir/ir/verifier.py) and of the IRDL definition
 // (dialects/napkin.irdl.mlir), one case per chunk.
 // RUN: %napkin-opt %s --split-input-file --verify-diagnostics
 

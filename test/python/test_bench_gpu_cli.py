@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from napkin_mlir.backends.gpu.runner import load_sidecar
 from napkin_mlir.cli import bench
-from napkin_mlir.gpu_runner import load_sidecar
 
 
 def _run(argv: list[str]) -> int:

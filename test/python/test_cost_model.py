@@ -1,4 +1,4 @@
-"""The performance model (napkin_mlir.cost, .tiles, .hardware) against the paper's claims
+"""The performance model (napkin_mlir.model.cost, .tiles, .hardware) against the paper's claims
 (issue 4, "Must reproduce"), plus the `napkin model` / `napkin pseudocode` commands."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from napkin_mlir import hardware
-from napkin_mlir.cost import evaluate, live_element_exprs
-from napkin_mlir.tiles import choose_tiles, optimal_transfer, partitioned
+from napkin_mlir.derive.tiles import choose_tiles, optimal_transfer, partitioned
+from napkin_mlir.model import hardware
+from napkin_mlir.model.cost import evaluate, live_element_exprs
 
 ATT = {"b": 1, "h": 1, "q": 4096, "x": 4096, "d": 128}
 MM = {"m": 8192, "n": 8192, "k": 8192}

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from mlir import ir
 
-from napkin_mlir import reference
-from napkin_mlir.arrays import ArrayType
-from napkin_mlir.builders import DiagramBuilder
-from napkin_mlir.context import napkin_context
-from napkin_mlir.cpu import CpuKernel
+from napkin_mlir.backends.cpu import CpuKernel
+from napkin_mlir.check import reference
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.passmanager import run_pipeline
-from napkin_mlir.pipeline import LOOPS_PIPELINE
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.builders import DiagramBuilder
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.pipeline.passmanager import run_pipeline
+from napkin_mlir.pipeline.stages import LOOPS_PIPELINE
 
 jax.config.update("jax_enable_x64", True)
 

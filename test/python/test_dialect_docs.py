@@ -1,7 +1,7 @@
 """dialects/README.md (and the round-trip lit test) stay in step with the dialect.
 
 Every `irdl.operation @X` of dialects/napkin.irdl.mlir has a `### napkin.X` section in the
-README and an entry in the op table `napkin_mlir.ops.OPS`, and nothing else does; every
+README and an entry in the op table `napkin_mlir.ir.ops.OPS`, and nothing else does; every
 ```mlir example of the README parses and verifies (IRDL and the Python verifier), each in a
 fresh context (loading the dialect twice into one context would abort the process).
 """
@@ -13,9 +13,9 @@ import re
 import pytest
 from mlir import ir
 
-from napkin_mlir.context import DIALECT_FILE, napkin_context, parse_module
-from napkin_mlir.ops import OPS
-from napkin_mlir.verifier import verify_napkin
+from napkin_mlir.ir.context import DIALECT_FILE, napkin_context, parse_module
+from napkin_mlir.ir.ops import OPS
+from napkin_mlir.ir.verifier import verify_napkin
 
 README = DIALECT_FILE.parent / "README.md"
 
@@ -55,8 +55,8 @@ def test_sections_follow_the_irdl_order() -> None:
 
 def test_op_table_matches_the_irdl_file() -> None:
     ops = irdl_ops()
-    assert sorted(set(ops) - set(OPS)) == [], "ops of the IRDL file missing from napkin_mlir.ops.OPS"
-    assert sorted(set(OPS) - set(ops)) == [], "napkin_mlir.ops.OPS entries the IRDL file does not define"
+    assert sorted(set(ops) - set(OPS)) == [], "ops of the IRDL file missing from napkin_mlir.ir.ops.OPS"
+    assert sorted(set(OPS) - set(ops)) == [], "napkin_mlir.ir.ops.OPS entries the IRDL file does not define"
 
 
 def test_every_section_has_an_example() -> None:

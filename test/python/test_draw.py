@@ -1,4 +1,4 @@
-"""`napkin draw` and napkin_mlir.draw: every built-in diagram renders at every stage.
+"""`napkin draw` and napkin_mlir.draw.render: every built-in diagram renders at every stage.
 
 PNGs are checked to be non-trivial (size, several distinct colours, the level colours once
 levels exist); SVGs (text kept as text) to carry the labels: axis names and sizes, op names,
@@ -16,12 +16,12 @@ from matplotlib import colors
 from matplotlib import image as mpimg
 from mlir import ir
 
-from napkin_mlir.context import napkin_context
-from napkin_mlir.diagrams import diagram_sizes
-from napkin_mlir.draw import LEVEL_COLOURS, draw, extract, stage_of
-from napkin_mlir.harness import VerifyConfig, build
-from napkin_mlir.passmanager import parse_pipeline, run_pipeline
-from napkin_mlir.pipeline import derivation
+from napkin_mlir.check.harness import VerifyConfig, build
+from napkin_mlir.draw.render import LEVEL_COLOURS, draw, extract, stage_of
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import diagram_sizes
+from napkin_mlir.pipeline.passmanager import parse_pipeline, run_pipeline
+from napkin_mlir.pipeline.stages import derivation
 
 CONFIGS = {
     "attention": VerifyConfig("attention", {"b": 1, "h": 2, "q": 96, "x": 80, "d": 32}, "bf16", causal=True),

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import has_gpu
 
-from napkin_mlir import gpu_runner
-from napkin_mlir.gpu import parse_ptxas_report, ptxas_path
+from napkin_mlir.backends.gpu import runner as gpu_runner
+from napkin_mlir.backends.gpu.driver import parse_ptxas_report, ptxas_path
 
 ATTENTION = ["--dims", "b=1,h=2,q=100,x=77,d=32", "--tile", "q=32,x=16"]
 
@@ -137,7 +137,7 @@ def test_kernel_runs_and_matches_jax_on_gpu(compiled: dict[str, Path]) -> None:
 
 
 def test_missing_ptxas_is_a_clean_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import napkin_mlir.gpu as g
+    import napkin_mlir.backends.gpu.driver as g
     from napkin_mlir.errors import ToolError
 
     monkeypatch.setattr(g, "ptxas_path", lambda: str(tmp_path / "no-ptxas"))
@@ -194,11 +194,14 @@ def test_runner_without_a_gpu_is_a_clean_error(compiled: dict[str, Path]) -> Non
         pytest.skip("a GPU is present: the runner runs instead")
     side = compiled["sm_80"].with_suffix(".cubin.json")
     proc = subprocess.run(
-        [sys.executable, "-m", "napkin_mlir.gpu_runner", str(side)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "napkin_mlir.backends.gpu.runner", str(side)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert any(line.startswith("error:") for line in proc.stderr.splitlines()), proc.stderr
     # the runner must work where the MLIR wheels are absent: it never imports them
-    probe = "import sys, napkin_mlir.gpu_runner; print(any(m == 'mlir' or m.startswith('mlir.') for m in sys.modules))"
+    probe = "import sys, napkin_mlir.backends.gpu.runner; print(any(m == 'mlir' or m.startswith('mlir.') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from mlir import ir
 
-from napkin_mlir import reference
-from napkin_mlir.context import napkin_context
-from napkin_mlir.cpu import NUMPY_DTYPES, CpuKernel
-from napkin_mlir.diagrams import diagram_sizes
-from napkin_mlir.harness import VerifyConfig, build, judge, verify
-from napkin_mlir.pipeline import compile_to_loops
+from napkin_mlir.backends.cpu import NUMPY_DTYPES, CpuKernel
+from napkin_mlir.check import reference
+from napkin_mlir.check.harness import VerifyConfig, build, judge, verify
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import diagram_sizes
+from napkin_mlir.pipeline.stages import compile_to_loops
 
 #: Independent sanity bound on the kernel's rel. Frobenius error against float64, per dtype
 #: (unit roundoff: f32 6e-8, f16 4.9e-4, bf16 3.9e-3; outputs are rounded to the dtype).

@@ -1,4 +1,4 @@
-"""napkin_mlir.passmanager: pipeline splitting, option conversion and pass failures (in process).
+"""napkin_mlir.pipeline.passmanager: pipeline splitting, option conversion and pass failures (in process).
 
 Nothing here can abort the process: no `op_name=`, one dialect load per fresh context.
 """
@@ -15,9 +15,9 @@ import pytest
 from mlir import ir
 
 import passes
-from napkin_mlir.context import napkin_context
 from napkin_mlir.errors import NapkinError, UsageError
-from napkin_mlir.passmanager import (
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.pipeline.passmanager import (
     PassFailure,
     build_pass_manager,
     describe_options,

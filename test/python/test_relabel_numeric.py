@@ -1,6 +1,6 @@
 """Numeric tests of the tiled derivation (the paper's relabelings) on the built-in diagrams.
 
-Each case goes through `napkin_mlir.harness.verify` (tiled derivation by default: levels,
+Each case goes through `napkin_mlir.check.harness.verify` (tiled derivation by default: levels,
 group partition, stream partition, loops, CPU) and must pass the harness gate against JAX in
 float64. Tile configurations include ones that do not divide the axes (partial last groups
 and chunks). The last test breaks the online-softmax rescale in the derived IR and checks
@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import pytest
 from mlir import ir
 
-from napkin_mlir import reference
-from napkin_mlir.context import napkin_context
-from napkin_mlir.cpu import CpuKernel
-from napkin_mlir.diagrams import attention
-from napkin_mlir.harness import VerifyConfig, judge, verify
-from napkin_mlir.passmanager import run_pipeline
-from napkin_mlir.pipeline import LOOPS_PIPELINE, derivation
+from napkin_mlir.backends.cpu import CpuKernel
+from napkin_mlir.check import reference
+from napkin_mlir.check.harness import VerifyConfig, judge, verify
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import attention
+from napkin_mlir.pipeline.passmanager import run_pipeline
+from napkin_mlir.pipeline.stages import LOOPS_PIPELINE, derivation
 
 ATT_DIMS = {"b": 1, "h": 2, "q": 37, "x": 45, "d": 16}
 TILES = [{"q": 16, "x": 16}, {"q": 32, "x": 8}, {"q": 7, "x": 5}]
@@ -163,8 +163,8 @@ def test_contraction_axis_streamed_inside_each_chunk(d_chunk: int, seed: int) ->
 )
 def test_relabeling_with_the_models_tiles(diagram: str, dims: dict[str, int], gpu: str, seed: int) -> None:
     """No --tile but a GPU: the derivation takes the cost model's tiles, and still verifies."""
-    from napkin_mlir.harness import model_tiles
-    from napkin_mlir.pipeline import PARTITIONS
+    from napkin_mlir.check.harness import model_tiles
+    from napkin_mlir.pipeline.stages import PARTITIONS
 
     config = VerifyConfig(diagram, dims, "bf16", seed, gpu=gpu)
     tiles = model_tiles(config)

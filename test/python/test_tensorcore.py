@@ -11,15 +11,15 @@ import pytest
 from conftest import has_gpu
 from mlir import ir
 
-from napkin_mlir.context import napkin_context
-from napkin_mlir.diagrams import diagram_sizes
+from napkin_mlir.backends.gpu.driver import assemble, compile_tensorcore_attention
+from napkin_mlir.backends.gpu.fragments import a_coords, b_coords, c_coords
+from napkin_mlir.backends.gpu.tensorcore import AttentionPlan
+from napkin_mlir.check.harness import VerifyConfig, build
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.gpu import assemble, compile_tensorcore_attention
-from napkin_mlir.harness import VerifyConfig, build
-from napkin_mlir.passmanager import run_pipeline
-from napkin_mlir.pipeline import derivation
-from napkin_mlir.tensorcore import AttentionPlan
-from napkin_mlir.tensorcore_layout import a_coords, b_coords, c_coords
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import diagram_sizes
+from napkin_mlir.pipeline.passmanager import run_pipeline
+from napkin_mlir.pipeline.stages import derivation
 
 
 def test_fragment_layouts_cover_each_element_once() -> None:
@@ -98,7 +98,7 @@ def test_only_the_attention_pattern_matches() -> None:
 @pytest.mark.skipif(not has_gpu(), reason="no CUDA GPU (CuPy with a device) on this machine")
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_tensorcore_kernel_matches_jax_on_gpu(causal: bool, tmp_path) -> None:
-    from napkin_mlir import gpu_runner
+    from napkin_mlir.backends.gpu import runner as gpu_runner
     from napkin_mlir.cli.napkin import main
 
     out = tmp_path / "att.cubin"
@@ -116,10 +116,10 @@ def test_compile_without_tiles_takes_the_models_choice(
 ) -> None:
     """No --tile: the cost model picks the tiles among those the kernel can take; the kernel
     then assembles without spills."""
+    from napkin_mlir.backends.gpu.tensorcore import tiles_fit_kernel
     from napkin_mlir.cli.compile import GPU_OF
     from napkin_mlir.cli.napkin import main
-    from napkin_mlir.tensorcore import tiles_fit_kernel
-    from napkin_mlir.tiles import choose_tiles
+    from napkin_mlir.derive.tiles import choose_tiles
 
     dims = {"b": 4, "h": 16, "q": 4096, "x": 4096, "d": 128}
     out = tmp_path / "k.cubin"
@@ -172,8 +172,8 @@ def _occupancy(hw, registers: int, smem: int, warps: int) -> int:
 def test_cost_model_predicts_the_kernels_resources(variant: tuple, target: str, gpu: str, tmp_path) -> None:
     """The model of the tensor-core mapping against ptxas: SMEM per CTA and warps per CTA
     exactly, registers per thread within 25%, and the same occupancy (warps per SM)."""
-    from napkin_mlir.cost import analyze
-    from napkin_mlir.hardware import gpu as load_gpu
+    from napkin_mlir.model.cost import analyze
+    from napkin_mlir.model.hardware import gpu as load_gpu
 
     dims, dtype, causal, kv_heads, tiles = variant
     with napkin_context(), ir.Location.unknown():
@@ -198,7 +198,7 @@ def test_cost_model_predicts_the_kernels_resources(variant: tuple, target: str, 
 def test_same_tiles_verify_on_the_cpu(variant: tuple, seed: int) -> None:
     """The tiled program each kernel comes from, at the kernel's tile configuration, runs on
     the CPU and matches JAX (smaller sequences, partial last tiles on q and x)."""
-    from napkin_mlir.harness import verify
+    from napkin_mlir.check.harness import verify
 
     dims, dtype, causal, kv_heads, tiles = variant
     small = {**dims, "b": 1, "q": tiles["q"] + 13, "x": tiles["x"] * 2 + 5, "h": 2 if kv_heads else 1}
@@ -219,8 +219,8 @@ def test_two_m_tiles_per_warp(dims: dict[str, int], tiles: dict[str, int], targe
     """32 rows per warp: every K and V fragment feeds two MMAs (fewer ldmatrix per MMA), no
     spills; the model with warp_rows=32 predicts SMEM and warps exactly, registers within 25%
     and occupancy within one CTA per SM (these tiles sit near a register-allocation step)."""
-    from napkin_mlir.cost import analyze
-    from napkin_mlir.hardware import gpu as load_gpu
+    from napkin_mlir.model.cost import analyze
+    from napkin_mlir.model.hardware import gpu as load_gpu
 
     with napkin_context(), ir.Location.unknown():
         module = _partitioned(dims, "bf16", True, None, tiles)

@@ -19,7 +19,7 @@ anything else, and emits one `gpu.func` in which
 
 Shared-memory rows are padded by 8 elements (16 bytes) so `ldmatrix` reads are free of bank
 conflicts. The fragment layouts used here are those of the PTX ISA for m16n8k16 and
-ldmatrix; `napkin emulate` runs the emitted kernel on the CPU (`napkin_mlir.emulator`).
+ldmatrix; `napkin emulate` runs the emitted kernel on the CPU (`napkin_mlir.emulator.machine`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType
+from napkin_mlir.backends.gpu.fragments import A_ROWS, MMA_K, MMA_M, MMA_N
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.tensorcore_layout import A_ROWS, MMA_K, MMA_M, MMA_N
+from napkin_mlir.ir.arrays import ArrayType
 
 ELEM = {"bf16": "bf16", "f16": "f16"}
 PAD = 8  # elements of padding per shared-memory row (16 bytes)

@@ -1,14 +1,17 @@
 """The CPU backend: lower a loop program to LLVM and run it with MLIR's ExecutionEngine.
 
-`CPU_PIPELINE` is the upstream tail as one pipeline string (it pastes into `mlir-opt`
-unchanged). `CpuKernel` JIT-compiles a lowered module once and calls its functions on numpy
-arrays; f16/bf16 arrays travel as their 16-bit patterns.
+`CPU_PIPELINE` (in `napkin_mlir.pipeline.stages`) is the upstream tail it runs. `CpuKernel`
+JIT-compiles a lowered module once and calls its functions on numpy arrays; f16/bf16 arrays
+travel as their 16-bit patterns. On a CPU without native bf16 conversions (AMD EPYC, most
+Intel parts before Sapphire Rapids) LLVM lowers them to the soft-float helpers `__truncsfbf2`
+and friends, which the bindings ship in `libmlir_float16_utils.so`: the engine loads it.
 """
 
 from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -17,26 +20,13 @@ from mlir.execution_engine import ExecutionEngine
 from mlir.passmanager import PassManager
 from mlir.runtime import get_ranked_memref_descriptor
 
-from napkin_mlir.arrays import ArrayType
-from napkin_mlir.context import format_diagnostics
 from napkin_mlir.errors import NapkinError
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.context import format_diagnostics
+from napkin_mlir.pipeline.stages import CPU_PIPELINE
 
-#: Loop program (linalg/scf/memref/arith/math) -> LLVM dialect, for the host CPU.
-CPU_PIPELINE = (
-    "builtin.module("
-    "func.func(scf-forall-to-parallel,convert-linalg-to-loops),"
-    "convert-scf-to-cf,"
-    "arith-expand{include-bf16=true include-f8e8m0=false include-f4e2m1=false},"
-    "convert-math-to-llvm,"
-    "convert-math-to-libm,"
-    "expand-strided-metadata,"
-    "lower-affine,"
-    "finalize-memref-to-llvm,"
-    "convert-arith-to-llvm,"
-    "convert-cf-to-llvm,"
-    "convert-func-to-llvm,"
-    "reconcile-unrealized-casts)"
-)
+#: Soft-float conversion helpers for CPUs without native f16/bf16 conversion instructions.
+FLOAT16_UTILS = Path(ir.__file__).resolve().parent / "lib" / "libmlir_float16_utils.so"
 
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "f64": np.dtype(np.float64),
@@ -86,7 +76,8 @@ class CpuKernel:
             PassManager.parse(CPU_PIPELINE).run(module.operation)
         except ir.MLIRError as err:
             raise NapkinError(f"CPU lowering failed:\n{format_diagnostics(err)}") from None
-        self.engine = ExecutionEngine(module, opt_level=opt_level)
+        libs = [str(FLOAT16_UTILS)] if FLOAT16_UTILS.exists() else []
+        self.engine = ExecutionEngine(module, opt_level=opt_level, shared_libs=libs)
 
     def __call__(self, name: str, *inputs: np.ndarray) -> list[np.ndarray]:
         sig = self.signatures[name]

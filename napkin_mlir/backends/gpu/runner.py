@@ -4,7 +4,7 @@ This module imports only numpy, JAX and a CUDA driver binding (CuPy), never the 
 bindings, so it runs on a GPU machine where only the cubin, its JSON sidecar and this file
 are available:
 
-    python -m napkin_mlir.gpu_runner attention.cubin.json [--repeats 20] [--json out.json]
+    python -m napkin_mlir.backends.gpu.runner attention.cubin.json [--repeats 20] [--json out.json]
 
 Steps: read the sidecar (entry, grid, block, dynamic shared memory, arguments in order,
 problem), draw fresh random inputs, poison the output with NaN, launch, compare with

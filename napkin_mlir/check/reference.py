@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from napkin_mlir.arrays import ArrayType
-from napkin_mlir.cpu import NUMPY_DTYPES
+from napkin_mlir.backends.cpu import NUMPY_DTYPES
+from napkin_mlir.ir.arrays import ArrayType
 
 jax.config.update("jax_enable_x64", True)
 

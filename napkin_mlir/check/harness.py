@@ -19,12 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from mlir import ir
 
-from napkin_mlir import reference
-from napkin_mlir.context import napkin_context
-from napkin_mlir.cpu import NUMPY_DTYPES, CpuKernel, FunctionSignature
-from napkin_mlir.diagrams import attention, diagram_sizes, matmul, mlp
-from napkin_mlir.errors import UsageError
-from napkin_mlir.pipeline import compile_to_loops
+from napkin_mlir.backends.cpu import NUMPY_DTYPES, CpuKernel, FunctionSignature
+from napkin_mlir.check import reference
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import build_builtin, diagram_sizes
+from napkin_mlir.pipeline.stages import compile_to_loops
 
 F32_TOLERANCE = 1e-5
 LOW_PRECISION_FACTOR = 2.0
@@ -69,15 +68,14 @@ class VerifyResult:
 
 def build(config: VerifyConfig) -> ir.Module:
     """The diagram of `config` (needs an active napkin context and location)."""
-    if config.dtype not in NUMPY_DTYPES or config.dtype == "f64":
-        raise UsageError(f"unsupported dtype '{config.dtype}' (expected f32, f16 or bf16)")
-    if config.diagram == "matmul":
-        return matmul(config.dims, config.dtype)
-    if config.diagram == "attention":
-        return attention(config.dims, config.dtype, causal=config.causal, kv_heads=config.kv_heads)
-    if config.diagram == "mlp":
-        return mlp(config.dims, config.dtype, config.activation)
-    raise UsageError(f"unknown diagram '{config.diagram}' (expected matmul, attention or mlp)")
+    return build_builtin(
+        config.diagram,
+        config.dims,
+        config.dtype,
+        causal=config.causal,
+        kv_heads=config.kv_heads,
+        activation=config.activation,
+    )
 
 
 def references(config: VerifyConfig, inputs: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
@@ -95,8 +93,8 @@ def references(config: VerifyConfig, inputs: list[np.ndarray]) -> tuple[jax.Arra
 def model_tiles(config: VerifyConfig, **mapping: Any) -> dict[str, int]:
     """The given tiles, completed by the cost model's choice for `config.gpu`; `mapping` goes
     to `choose_tiles` (a backend's `feasible` limits, `tensor_cores`, `warp_rows`)."""
-    from napkin_mlir.pipeline import PARTITIONS
-    from napkin_mlir.tiles import choose_tiles
+    from napkin_mlir.derive.tiles import choose_tiles
+    from napkin_mlir.pipeline.stages import PARTITIONS
 
     grouped, streamed = PARTITIONS[config.diagram]
     if all(a in config.tiles for a in (*grouped, streamed)):

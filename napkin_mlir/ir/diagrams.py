@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType
-from napkin_mlir.builders import DiagramBuilder
 from napkin_mlir.errors import UsageError
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.builders import DiagramBuilder
 
 ACCUMULATOR = "f32"
 
@@ -116,3 +116,24 @@ DIAGRAMS: dict[str, DiagramSpec] = {
     "attention": DiagramSpec("attention", ("b", "h", "q", "x", "d"), attention, "softmax(Q K^T / sqrt(d)) V"),
     "mlp": DiagramSpec("mlp", ("m", "k", "f", "n"), mlp, "act(X W1) W2"),
 }
+
+
+def build_builtin(
+    name: str,
+    dims: dict[str, int],
+    dtype: str = "f32",
+    causal: bool = False,
+    kv_heads: int | None = None,
+    activation: str = "gelu",
+) -> ir.Module:
+    """The built-in diagram `name` at `dims` (needs an active napkin context and location);
+    `causal` and `kv_heads` apply to attention, `activation` to mlp."""
+    if dtype not in ("f32", "f16", "bf16"):
+        raise UsageError(f"unsupported dtype '{dtype}' (expected f32, f16 or bf16)")
+    if name == "matmul":
+        return matmul(dims, dtype)
+    if name == "attention":
+        return attention(dims, dtype, causal=causal, kv_heads=kv_heads)
+    if name == "mlp":
+        return mlp(dims, dtype, activation)
+    raise UsageError(f"unknown diagram '{name}' (expected matmul, attention or mlp)")

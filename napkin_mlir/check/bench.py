@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from napkin_mlir import reference
-from napkin_mlir.cpu import NUMPY_DTYPES
-from napkin_mlir.harness import VerifyConfig, compile_cpu
+from napkin_mlir.backends.cpu import NUMPY_DTYPES
+from napkin_mlir.check import reference
+from napkin_mlir.check.harness import VerifyConfig, compile_cpu
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,10 @@ from typing import Any
 
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType, is_array
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.hardware import DTYPE_BYTES, Hardware, canonical_dtype
-from napkin_mlir.hardware import gpu as load_gpu
+from napkin_mlir.ir.arrays import ArrayType, is_array
+from napkin_mlir.model.hardware import DTYPE_BYTES, Hardware, canonical_dtype
+from napkin_mlir.model.hardware import gpu as load_gpu
 
 #: Registers per thread the model adds for addresses, indices and loop counters (estimate).
 REGISTER_OVERHEAD = 32
@@ -686,7 +686,7 @@ def evaluate(
 ) -> CostReport:
     """`analyze` on an extracted (possibly retiled) program.
 
-    With `tensor_cores`, the resources follow the mma.sync mapping of `napkin_mlir.tensorcore`:
+    With `tensor_cores`, the resources follow the mma.sync mapping of `napkin_mlir.backends.gpu.tensorcore`:
     one warp per `warp_rows` rows (m16 tiles), contraction operands that stay fixed through a stream
     (Q) held in registers as fragments, shared-memory rows padded by 16 bytes (conflict-free
     ldmatrix), and TENSOR_CORE_OVERHEAD (+ per m16 tile) registers of per-lane addressing."""

@@ -1,7 +1,7 @@
 """The GPU backends: PTX and cubins from the partitioned program, with their sidecars.
 
 Two rules (see docs/gpu.md). Attention in bf16/f16 goes to the tensor-core kernel of
-`napkin_mlir.tensorcore` (`compile_tensorcore_attention`). Every other program takes the SIMT
+`napkin_mlir.backends.gpu.tensorcore` (`compile_tensorcore_attention`). Every other program takes the SIMT
 rule here (`compile_gpu`): the same loop program the CPU runs, mapped with upstream transforms:
 
 1. every linalg op is cut into chunks of 32 along its last parallel axis
@@ -37,27 +37,18 @@ from mlir.dialects import gpu as gpu_d
 from mlir.dialects.transform import interpreter
 from mlir.passmanager import PassManager
 
-from napkin_mlir.arrays import ArrayType
-from napkin_mlir.context import format_diagnostics
-from napkin_mlir.cpu import signature_of
+from napkin_mlir.backends.cpu import signature_of
 from napkin_mlir.errors import NapkinError, ToolError
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.context import format_diagnostics
+from napkin_mlir.ir.regions import retype_memory_spaces
 from napkin_mlir.knobs import knobs
-from napkin_mlir.regions import retype_memory_spaces
+from napkin_mlir.pipeline.stages import GPU_PIPELINE, KERNEL_PIPELINE
 
 TARGETS = {"sm_80": "+ptx80", "sm_90a": "+ptx80"}
 
 #: Threads per CTA of the SIMT mapping: 32 along x (the contiguous axis), 4 along y.
 BLOCK = (32, 4, 1)
-
-#: Loop program inside gpu.launch -> PTX (upstream passes; pastes into mlir-opt unchanged).
-GPU_PIPELINE = (
-    "builtin.module("
-    "gpu-launch-sink-index-computations,gpu-kernel-outlining,"
-    "nvvm-attach-target{{chip={chip} features={features} O=3}},"
-    "gpu.module(convert-scf-to-cf,expand-strided-metadata,lower-affine,"
-    "convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},canonicalize,cse,reconcile-unrealized-casts),"
-    "gpu-module-to-binary{{format=isa}})"
-)
 
 
 @dataclass(frozen=True)
@@ -306,15 +297,6 @@ def _launch_arg_order(module: ir.Module) -> list[int]:
     return order
 
 
-#: The NVVM tail for a module that already holds a gpu.module (pastes into mlir-opt unchanged).
-KERNEL_PIPELINE = (
-    "builtin.module(nvvm-attach-target{{chip={chip} features={features} O=3}},"
-    "gpu.module(convert-vector-to-scf,expand-strided-metadata,lower-affine,convert-scf-to-cf,"
-    "convert-nvgpu-to-nvvm,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},convert-vector-to-llvm,"
-    "canonicalize,cse),gpu.module(convert-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=isa}})"
-)
-
-
 def compile_tensorcore_attention(
     partitioned: ir.Module, target: str, stop_after: str = "ptx", warp_rows: int = 16
 ) -> tuple[GpuKernel, str]:
@@ -322,7 +304,7 @@ def compile_tensorcore_attention(
     (`warp_rows` rows of the CTA tile per warp, a multiple of 16). Returns the kernel's launch
     description and the text at `stop_after` (gpu | nvvm | ptx); `kernel.ptx` is empty
     before the ptx stage."""
-    from napkin_mlir.tensorcore import AttentionPlan, emit_attention_kernel
+    from napkin_mlir.backends.gpu.tensorcore import AttentionPlan, emit_attention_kernel
 
     if target not in TARGETS:
         raise NapkinError(f"unknown GPU target '{target}' (expected {', '.join(TARGETS)})")

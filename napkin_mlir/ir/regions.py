@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 from mlir import ir
 from mlir.dialects import arith
 
-from napkin_mlir.arrays import ArrayType, is_array
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ops import op_info
+from napkin_mlir.ir.arrays import ArrayType, is_array
+from napkin_mlir.ir.ops import op_info
 
 
 def diagram_functions(module: ir.Operation) -> list[ir.Operation]:

@@ -18,10 +18,10 @@ import math
 
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType, is_array
-from napkin_mlir.cost import CostReport, evaluate, extract, partitions_of
-from napkin_mlir.hardware import DTYPE_BYTES, Hardware, canonical_dtype
-from napkin_mlir.hardware import gpu as load_gpu
+from napkin_mlir.ir.arrays import ArrayType, is_array
+from napkin_mlir.model.cost import CostReport, evaluate, extract, partitions_of
+from napkin_mlir.model.hardware import DTYPE_BYTES, Hardware, canonical_dtype
+from napkin_mlir.model.hardware import gpu as load_gpu
 
 LEVEL_NAME = {"gmem": "HBM", "smem": "SMEM", "reg": "REG"}
 

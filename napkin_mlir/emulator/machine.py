@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 from mlir import ir
 
-from napkin_mlir.context import format_location, parse_module
 from napkin_mlir.errors import NapkinError
+from napkin_mlir.ir.context import format_location, parse_module
 
 #: Lanes (CTAs x threads) emulated at once; a grid runs in batches of whole CTAs.
 LANES_PER_BATCH = 8192
@@ -1468,8 +1468,9 @@ def emulate(
     problem checked in seconds."""
     import time
 
-    from napkin_mlir import gpu_runner, harness, reference
-    from napkin_mlir.context import napkin_context
+    from napkin_mlir.backends.gpu import runner as gpu_runner
+    from napkin_mlir.check import harness, reference
+    from napkin_mlir.ir.context import napkin_context
 
     problem = side.problem
     if not {"diagram", "dims", "dtype"} <= problem.keys():
@@ -1572,7 +1573,7 @@ def emulate_kernel(
     """`emulate` the gpu-stage `text` of a `gpu.GpuKernel` (as `napkin compile` builds them)."""
     from pathlib import Path
 
-    from napkin_mlir import gpu_runner
+    from napkin_mlir.backends.gpu import runner as gpu_runner
 
     filename = f"{kernel.entry}.mlir"
     side = gpu_runner.parse_sidecar(kernel.sidecar(filename), Path(filename))
@@ -1585,7 +1586,7 @@ def emulate_sidecar(
     """`emulate` the gpu-stage IR a sidecar names (as `napkin compile --emit gpu` writes them)."""
     from pathlib import Path
 
-    from napkin_mlir import gpu_runner
+    from napkin_mlir.backends.gpu import runner as gpu_runner
 
     try:
         side = gpu_runner.load_sidecar(Path(path))

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.arrays import ArrayType, dtype_name
-from napkin_mlir.context import format_location
 from napkin_mlir.errors import NapkinError, VerificationError
-from napkin_mlir.ops import op_info
+from napkin_mlir.ir.arrays import ArrayType, dtype_name
+from napkin_mlir.ir.context import format_location
+from napkin_mlir.ir.ops import op_info
 
 
 @dataclass(frozen=True)

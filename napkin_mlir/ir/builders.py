@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from mlir import ir
 from mlir.dialects import func, gpu
 
-from napkin_mlir.arrays import ArrayType, element_type
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ops import BINARY_FUNCTIONS, REDUCE_KINDS, UNARY_FUNCTIONS
-from napkin_mlir.regions import slot_attributes
+from napkin_mlir.ir.arrays import ArrayType, element_type
+from napkin_mlir.ir.ops import BINARY_FUNCTIONS, REDUCE_KINDS, UNARY_FUNCTIONS
+from napkin_mlir.ir.regions import slot_attributes
 
 
 def array_of(v: ir.Value) -> ArrayType:

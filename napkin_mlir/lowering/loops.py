@@ -22,9 +22,9 @@ from mlir import ir
 from mlir.dialects import arith, func, linalg, memref, scf
 from mlir.dialects import math as mmath
 
-from napkin_mlir.arrays import ArrayType, element_type
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ops import op_info
+from napkin_mlir.ir.arrays import ArrayType, element_type
+from napkin_mlir.ir.ops import op_info
 
 PARALLEL = "#linalg.iterator_type<parallel>"
 REDUCTION = "#linalg.iterator_type<reduction>"

@@ -18,7 +18,7 @@ plain diagram, after `napkin-assign-levels`, after the group and stream partitio
   (`init`, `step` per chunk, `finish`), the chunk size and step count, and the carried state
   looping back under the step;
 * a caption with per-level transfer volume and peak memory from the cost model
-  (`napkin_mlir.cost.analyze`) when it is available and succeeds.
+  (`napkin_mlir.model.cost.analyze`) when it is available and succeeds.
 
 `draw(..., pseudocode=True)` draws the pseudocode form instead: one column per step (each
 napkin op in program order, loops marked above), and for every memory level the buffers live
@@ -49,10 +49,10 @@ from matplotlib.textpath import TextToPath
 from mlir import ir
 from PIL import Image
 
-from napkin_mlir.arrays import DTYPE_BYTES, ArrayType, is_array
 from napkin_mlir.errors import NapkinError, UsageError
-from napkin_mlir.ops import op_info
-from napkin_mlir.regions import diagram_functions
+from napkin_mlir.ir.arrays import DTYPE_BYTES, ArrayType, is_array
+from napkin_mlir.ir.ops import op_info
+from napkin_mlir.ir.regions import diagram_functions
 
 __all__ = ["FORMATS", "LEVEL_COLOURS", "Program", "draw", "extract", "stage_of"]
 
@@ -941,11 +941,11 @@ def _tint(colour: str, amount: float = 0.72) -> tuple[float, float, float]:
 
 
 def cost_lines(module: ir.Module, gpu: str | None, dtype: str | None) -> list[str]:
-    """Per-level transfer volume and peak memory from `napkin_mlir.cost`, or [] when unavailable."""
+    """Per-level transfer volume and peak memory from `napkin_mlir.model.cost`, or [] when unavailable."""
     if gpu is None:
         return []
     try:
-        from napkin_mlir import cost
+        from napkin_mlir.model import cost
 
         report = cost.analyze(module, gpu, dtype)
         levels = list(report.levels)

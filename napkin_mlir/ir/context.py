@@ -14,7 +14,7 @@ from mlir.dialects import irdl
 
 from napkin_mlir.errors import NapkinError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DIALECT_FILE = REPO_ROOT / "dialects" / "napkin.irdl.mlir"
 
 

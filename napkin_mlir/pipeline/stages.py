@@ -9,9 +9,9 @@
       | napkin-erase-memory-spaces, then CPU_PIPELINE (upstream; pastes into mlir-opt)
     cpu           LLVM dialect, run by the ExecutionEngine
 
-    GPU, from `partitioned` (napkin_mlir.gpu; `napkin compile --emit gpu|nvvm|ptx|cubin`):
+    GPU, from `partitioned` (napkin_mlir.backends.gpu.driver; `napkin compile --emit gpu|nvvm|ptx|cubin`):
     gpu           tensor-core rule (attention): one gpu.func with nvgpu/nvvm ops
-                  (napkin_mlir.tensorcore); SIMT rule (any program): `loops` mapped with
+                  (napkin_mlir.backends.gpu.tensorcore); SIMT rule (any program): `loops` mapped with
                   transform.gpu.map_forall_to_blocks / map_nested_forall_to_threads
       | KERNEL_PIPELINE / GPU_PIPELINE (upstream; paste into mlir-opt)
     nvvm, ptx     NVVM/LLVM dialect, then PTX from gpu-module-to-binary
@@ -20,7 +20,7 @@
 
 `derivation(diagram, sizes, tiles)` is the named relabeling pipeline of each built-in
 diagram (attention -> FlashAttention-2: weave b, h; group q; stream x online; fused).
-Every stage can be printed or dumped through `napkin_mlir.passmanager.run_pipeline`.
+Every stage can be printed or dumped through `napkin_mlir.pipeline.passmanager.run_pipeline`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,45 @@ from pathlib import Path
 
 from mlir import ir
 
-from napkin_mlir.cpu import CPU_PIPELINE
 from napkin_mlir.errors import UsageError
 from napkin_mlir.knobs import knobs
-from napkin_mlir.passmanager import run_pipeline
+from napkin_mlir.pipeline.passmanager import run_pipeline
+
+#: Loop program (linalg/scf/memref/arith/math) -> LLVM dialect, for the host CPU.
+CPU_PIPELINE = (
+    "builtin.module("
+    "func.func(scf-forall-to-parallel,convert-linalg-to-loops),"
+    "convert-scf-to-cf,"
+    "arith-expand{include-bf16=true include-f8e8m0=false include-f4e2m1=false},"
+    "convert-math-to-llvm,"
+    "convert-math-to-libm,"
+    "expand-strided-metadata,"
+    "lower-affine,"
+    "finalize-memref-to-llvm,"
+    "convert-arith-to-llvm,"
+    "convert-cf-to-llvm,"
+    "convert-func-to-llvm,"
+    "reconcile-unrealized-casts)"
+)
+
+#: Loop program inside gpu.launch -> PTX (upstream passes; pastes into mlir-opt unchanged).
+GPU_PIPELINE = (
+    "builtin.module("
+    "gpu-launch-sink-index-computations,gpu-kernel-outlining,"
+    "nvvm-attach-target{{chip={chip} features={features} O=3}},"
+    "gpu.module(convert-scf-to-cf,expand-strided-metadata,lower-affine,"
+    "convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},canonicalize,cse,reconcile-unrealized-casts),"
+    "gpu-module-to-binary{{format=isa}})"
+)
+
+
+#: The NVVM tail for a module that already holds a gpu.module (pastes into mlir-opt unchanged).
+KERNEL_PIPELINE = (
+    "builtin.module(nvvm-attach-target{{chip={chip} features={features} O=3}},"
+    "gpu.module(convert-vector-to-scf,expand-strided-metadata,lower-affine,convert-scf-to-cf,"
+    "convert-nvgpu-to-nvvm,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},convert-vector-to-llvm,"
+    "canonicalize,cse),gpu.module(convert-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=isa}})"
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +84,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("loops", "scf.forall / scf.for / linalg on memref buffers in level memory spaces"),
     Stage("cpu", "LLVM dialect for the host CPU: " + CPU_PIPELINE),
     Stage("gpu", "a gpu.func: the tensor-core rule (attention) or the loops mapped to CTAs and threads"),
-    Stage("nvvm", "NVVM/LLVM dialect inside gpu.module (napkin_mlir.gpu.KERNEL_PIPELINE / GPU_PIPELINE)"),
+    Stage("nvvm", "NVVM/LLVM dialect inside gpu.module (KERNEL_PIPELINE / GPU_PIPELINE below)"),
     Stage("ptx", "PTX text from gpu-module-to-binary{format=isa}"),
     Stage("cubin", "ptxas output plus the JSON sidecar a runner launches it with"),
 )

@@ -29,14 +29,14 @@ from typing import Any
 
 from mlir import ir
 
-from napkin_mlir.context import napkin_context
-from napkin_mlir.cost import CostReport, Program, evaluate, extract, live_element_exprs
-from napkin_mlir.diagrams import diagram_sizes
 from napkin_mlir.errors import UsageError
-from napkin_mlir.hardware import DTYPE_BYTES, Hardware, canonical_dtype
-from napkin_mlir.hardware import gpu as load_gpu
-from napkin_mlir.passmanager import run_pipeline
-from napkin_mlir.pipeline import PARTITIONS, derivation
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import build_builtin, diagram_sizes
+from napkin_mlir.model.cost import CostReport, Program, evaluate, extract, live_element_exprs
+from napkin_mlir.model.hardware import DTYPE_BYTES, Hardware, canonical_dtype
+from napkin_mlir.model.hardware import gpu as load_gpu
+from napkin_mlir.pipeline.passmanager import run_pipeline
+from napkin_mlir.pipeline.stages import PARTITIONS, derivation
 
 #: Largest tile the search tries per axis.
 MAX_TILE = 256
@@ -60,10 +60,8 @@ def partitioned(
 ) -> Program:
     """Build a built-in diagram, run its derivation (at `tiles`, else the defaults) and
     extract the model's program. `options`: causal, kv_heads, activation."""
-    from napkin_mlir.harness import VerifyConfig, build
-
     with napkin_context(), ir.Location.unknown():
-        module = build(VerifyConfig(diagram, dict(sizes), storage_dtype(dtype), **options))
+        module = build_builtin(diagram, dict(sizes), storage_dtype(dtype), **options)
         built = diagram_sizes(module)
         grouped, streamed = PARTITIONS[diagram]
         tileable = {a: s for a, s in (tiles or {}).items() if a in (*grouped, streamed)}  # b, h: one per group

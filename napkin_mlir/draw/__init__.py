@@ -1,0 +1,1 @@
+"""Pictures of diagrams, as the paper draws them (`render.py`)."""
