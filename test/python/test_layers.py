@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("napkin_mlir.errors", "napkin_mlir.knobs")),
     ("ir", ("napkin_mlir.ir",)),
+    ("interpret", ("napkin_mlir.interpret",)),
     ("model", ("napkin_mlir.model",)),
     ("draw", ("napkin_mlir.draw",)),
     ("lowering", ("napkin_mlir.lowering",)),
