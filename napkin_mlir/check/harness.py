@@ -110,7 +110,12 @@ def model_tiles(config: VerifyConfig, **mapping: Any) -> dict[str, int]:
 
 
 def judge(config: VerifyConfig, c: reference.Comparison) -> tuple[bool, str]:
-    if config.dtype in ("f32", "f64"):
+    return judge_dtype(config.dtype, c)
+
+
+def judge_dtype(dtype: str, c: reference.Comparison) -> tuple[bool, str]:
+    """The correctness rule for an output of element type `dtype`: (passed, the criterion)."""
+    if dtype in ("f32", "f64"):
         return c.rel_fro <= F32_TOLERANCE, f"rel. Frobenius <= {F32_TOLERANCE:.0e}"
     bound = LOW_PRECISION_FACTOR * c.jax_max_abs + LOW_PRECISION_FLOOR
     return c.max_abs <= bound, f"max |err| <= 2 x JAX's + 1e-6 = {bound:.3e}"

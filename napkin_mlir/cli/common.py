@@ -80,9 +80,11 @@ def _dtype(value: str) -> str:
 
 
 def add_problem_args(p: argparse.ArgumentParser, dims_required: bool = True) -> None:
-    p.add_argument("diagram", help="built-in diagram: " + ", ".join(DIAGRAMS))
+    p.add_argument("diagram", help="built-in diagram (" + ", ".join(DIAGRAMS) + ") or a .mlir file")
     p.add_argument("--dims", required=dims_required, help="axis sizes by name, e.g. m=300,n=200,k=100")
-    p.add_argument("--dtype", type=_dtype, default="f32", help="element type: f32, f16 or bf16 (default f32)")
+    p.add_argument(
+        "--dtype", type=_dtype, default=None, help="element type: f32, f16 or bf16 (default f32; a file: its own)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--causal", action="store_true", help="attention: causal mask")
     p.add_argument("--kv-heads", type=int, default=None, help="attention: key/value heads (grouped-query)")
@@ -98,13 +100,32 @@ def problem_config(args: argparse.Namespace) -> VerifyConfig:
     tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
     if args.seed < 0:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    if not args.dims:
+        raise UsageError(f"{args.diagram}: --dims is required for a built-in diagram")
     return VerifyConfig(
         diagram=args.diagram,
         dims=parse_sizes(args.dims, "--dims"),
-        dtype=args.dtype,
+        dtype=args.dtype or "f32",
         seed=args.seed,
         causal=args.causal,
         kv_heads=args.kv_heads,
         activation=args.activation,
         tiles=tiles,
     )
+
+
+def file_options(args: argparse.Namespace) -> None:
+    """Refuse the options that describe a built-in diagram when the diagram is a file."""
+    given = [
+        flag
+        for flag, value in (
+            ("--causal", getattr(args, "causal", False)),
+            ("--kv-heads", getattr(args, "kv_heads", None)),
+            ("--dtype", getattr(args, "dtype", None)),
+        )
+        if value
+    ]
+    if given:
+        raise UsageError(f"{given[0]} describes a built-in diagram; a .mlir file says it in its types")
+    if getattr(args, "seed", 0) < 0:
+        raise UsageError(f"--seed must be non-negative, got {args.seed}")

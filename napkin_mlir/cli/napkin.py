@@ -4,6 +4,7 @@
     napkin verify matmul|attention|mlp --dims ... [--dtype f32|f16|bf16] [--seed N] ...
     napkin build attention --dims ... [-o FILE]   the diagram as napkin IR
     napkin pipeline attention --dims ...           its relabeling pipeline (for napkin-opt)
+    napkin derive FILE.mlir [--gpu h100]           the relabelings chosen for any diagram, and why
     napkin compile attention --target sm_80 ...    a GPU kernel (PTX/cubin + sidecar)
     napkin emulate attention --dims ...            that kernel run on the CPU emulator vs JAX
 
@@ -14,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 
-from napkin_mlir.cli import bench, demo, draw, emulate, model, verify
+from napkin_mlir.cli import bench, demo, derive, draw, emulate, model, verify
 from napkin_mlir.cli import compile as compile_command
 from napkin_mlir.cli.common import ArgumentParser, run_main
 
 #: The subcommand modules, in help order: each defines `add_commands(subparsers)`.
-COMMAND_MODULES = (demo, verify, model, draw, bench, compile_command, emulate)
+COMMAND_MODULES = (demo, verify, derive, model, draw, bench, compile_command, emulate)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from mlir import ir
 
 from napkin_mlir.check.harness import build, model_tiles, verify
-from napkin_mlir.cli.common import add_problem_args, problem_config
+from napkin_mlir.cli.common import add_problem_args, file_options, parse_sizes, problem_config
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.diagrams import diagram_sizes
@@ -38,7 +38,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_file_argument(name: str) -> bool:
+    """A diagram argument names a file when it ends in .mlir or is an existing file."""
+    return name.endswith(".mlir") or Path(name).is_file()
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    if is_file_argument(args.diagram):
+        return _verify_file(args)
     config = problem_config(args)
     if args.gpu:
         config = dataclasses.replace(config, gpu=args.gpu)
@@ -46,6 +53,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     dims = ",".join(f"{k}={v}" for k, v in config.dims.items())
     print(f"verify {config.diagram} dims {dims} dtype {config.dtype} seed {config.seed}")
     result = verify(config, log=lambda s: print(f"  {s}"))
+    print(f"  compiled in {result.compile_seconds:.2f} s, ran on the CPU in {result.run_seconds:.3f} s")
+    print(result.summary())
+    return 0 if result.passed else 1
+
+
+def _verify_file(args: argparse.Namespace) -> int:
+    """`napkin verify FILE.mlir`: the file's diagram derived, run on the CPU and judged against
+    its own JAX interpretation."""
+    from napkin_mlir.check.diagram import verify_diagram
+    from napkin_mlir.ir.files import axis_sizes, load_diagram
+
+    file_options(args)
+    dims = parse_sizes(args.dims, "--dims") if args.dims else None
+    tiles = parse_sizes(args.tile, "--tile") if args.tile else None
+    with napkin_context(), ir.Location.unknown():
+        module = load_diagram(args.diagram, dims)
+        sizes = ",".join(f"{k}={v}" for k, v in axis_sizes(module).items())
+        print(f"verify {args.diagram} dims {sizes} seed {args.seed}")
+        result = verify_diagram(
+            module, args.seed, tiles, args.gpu, filename=args.diagram, log=lambda s: print(f"  {s}")
+        )
     print(f"  compiled in {result.compile_seconds:.2f} s, ran on the CPU in {result.run_seconds:.3f} s")
     print(result.summary())
     return 0 if result.passed else 1
@@ -79,8 +107,8 @@ def _outline(module: ir.Module) -> list[str]:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    ver = sub.add_parser("verify", help="compile a built-in diagram, run it on the CPU, compare with JAX")
-    add_problem_args(ver)
+    ver = sub.add_parser("verify", help="compile a diagram (built-in or .mlir), run it on the CPU, compare with JAX")
+    add_problem_args(ver, dims_required=False)
     ver.add_argument(
         "--gpu",
         choices=("a100", "h100", "h200"),

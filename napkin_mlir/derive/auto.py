@@ -57,6 +57,7 @@ class Derivation:
     streamed: str | None = None
     tiles: dict[str, int] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    filename: str | None = None
 
     def pipeline(self, sizes: dict[str, int] | None = None) -> str:
         """The relabeling pipeline (diagram -> partitioned), for `napkin-opt --pass-pipeline=`."""
@@ -73,7 +74,7 @@ class Derivation:
         return f"builtin.module({','.join(steps)})"
 
 
-def _the_diagram(module: ir.Module) -> ir.Operation:
+def _the_diagram(module: ir.Module, filename: str | None) -> ir.Operation:
     functions = diagram_functions(module.operation)
     if len(functions) != 1:
         raise UsageError(f"derive: expected one diagram function, found {len(functions)}")
@@ -81,7 +82,7 @@ def _the_diagram(module: ir.Module) -> ir.Operation:
     for op in f.regions[0].blocks[0].operations:
         if op.operation.name in PARTITION_OPS:
             raise NapkinError(
-                f"{format_location(op.operation.location)}: derive: '{op.operation.name}': the diagram is already "
+                f"{format_location(op.operation.location, filename)}: derive: '{op.operation.name}': the diagram is already "
                 "partitioned (derive takes a plain diagram)"
             )
     return f
@@ -154,7 +155,7 @@ def decide_groups(f: ir.Operation, d: Derivation) -> None:
             continue
         if axis in reduced:
             box = next(op for op in boxes if axis in _reduced_axes(op))
-            d.reasons.append(f"{axis}: not grouped: '{box.name}' at {format_location(box.location)} needs it whole")
+            d.reasons.append(f"{axis}: not grouped: '{box.name}' at {format_location(box.location, d.filename)} needs it whole")
             continue
         lacking = [
             op for op in boxes if axis not in ArrayType.from_mlir(op.results[0].type).axes and not _input_like(op)
@@ -162,7 +163,7 @@ def decide_groups(f: ir.Operation, d: Derivation) -> None:
         if lacking:
             box = lacking[0]
             d.reasons.append(
-                f"{axis}: not grouped: '{box.name}' at {format_location(box.location)} computes a result without it, "
+                f"{axis}: not grouped: '{box.name}' at {format_location(box.location, d.filename)} computes a result without it, "
                 "which every group would recompute"
             )
             continue
@@ -191,9 +192,11 @@ def decide_stream(module: ir.Module, f: ir.Operation, d: Derivation, tiles: dict
         trial = Derivation(d.woven, d.tiled, axis, {**_defaults(d, sizes, tiles), axis: min(DEFAULT_TILE, sizes[axis])})
         copy = ir.Module.parse(str(module))
         try:
-            run_pipeline(copy, trial.pipeline())
+            run_pipeline(copy, trial.pipeline(), filename=d.filename)
         except NapkinError as err:
             first = str(err).splitlines()[0]
+            if d.filename and first.startswith("-:"):  # the parser names its buffer "-"
+                first = d.filename + first[1:]
             d.reasons.append(f"{axis}: not streamed: {first}")
             continue
         d.streamed = axis
@@ -223,14 +226,15 @@ def derive(
     gpu: str | None = None,
     dtype: str | None = None,
     defaults: dict[str, int] | None = None,
+    filename: str | None = None,
 ) -> Derivation:
     """Decide the relabelings of `module`'s diagram (needs its context active). `tiles` pins
     tile sizes by axis; `gpu` lets the cost model choose the others; `defaults` replace
     `DEFAULT_TILE` for named axes (the built-ins keep their historical defaults)."""
-    f = _the_diagram(module)
+    f = _the_diagram(module, filename)
     sizes = _sizes(f)
     tiles = dict(tiles or {})
-    d = Derivation()
+    d = Derivation(filename=filename)
     d.reasons.append("levels: napkin-assign-levels with fusion: intermediates stay in registers")
     decide_groups(f, d)
     decide_stream(module, f, d, tiles)

@@ -1,0 +1,64 @@
+"""`napkin derive FILE.mlir`: the relabeling pipeline the compiler chooses for a diagram, with
+one line of reason per decision, as a pipeline `napkin-opt --pass-pipeline=` accepts.
+
+    napkin derive examples/softcap_attention.mlir
+    napkin derive examples/swiglu_mlp.mlir --gpu h100 --dims m=4096,k=4096,f=11008,n=4096
+    napkin derive my.mlir --tile q=64,x=32 -o my-partitioned.mlir
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlir import ir
+
+from napkin_mlir.cli.common import parse_sizes
+from napkin_mlir.derive.auto import derive
+from napkin_mlir.errors import UsageError
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.files import load_diagram
+from napkin_mlir.ir.regions import diagram_functions
+from napkin_mlir.pipeline.passmanager import run_pipeline
+
+
+def _low_precision(module: ir.Module) -> str | None:
+    f = diagram_functions(module.operation)[0]
+    for arg in f.regions[0].blocks[0].arguments:
+        dtype = ArrayType.from_mlir(arg.type).dtype
+        if dtype in ("f16", "bf16"):
+            return dtype
+    return None
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    dims = parse_sizes(args.dims, "--dims") if args.dims else None
+    tiles = parse_sizes(args.tile, "--tile") if args.tile else None
+    out = Path(args.output) if args.output else None
+    if out is not None and not out.parent.is_dir():
+        raise UsageError(f"-o {out}: directory {out.parent} does not exist")
+    with napkin_context(), ir.Location.unknown():
+        module = load_diagram(args.file, dims)
+        derivation = derive(module, tiles, args.gpu, _low_precision(module) or "f16", filename=args.file)
+        for reason in derivation.reasons:
+            print(f"// {reason}")
+        pipeline = derivation.pipeline()
+        print(pipeline)
+        if out is not None:
+            run_pipeline(module, pipeline, filename=args.file)
+            out.write_text(str(module))
+            print(f"// wrote {out} (the partitioned program)")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("derive", help="choose the relabelings of a .mlir diagram (groups, stream, tiles) and say why")
+    p.add_argument("file", help="a .mlir file holding one plain diagram")
+    p.add_argument("--dims", default=None, help="re-size named axes of the file, e.g. q=4096,x=4096")
+    p.add_argument("--tile", default=None, help="tile sizes by axis, e.g. q=64,x=32")
+    p.add_argument(
+        "--gpu", choices=("a100", "h100", "h200"), default=None, help="tiles from the cost model for this GPU"
+    )
+    p.add_argument("-o", "--output", default=None, help="also write the partitioned program to FILE")
+    p.set_defaults(fn=cmd_derive)
