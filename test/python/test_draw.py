@@ -1,4 +1,4 @@
-"""`napkin draw` and napkin_mlir.draw.render: every built-in diagram renders at every stage.
+"""`napkin draw` and napkin_mlir.draw: every built-in diagram renders at every stage.
 
 PNGs are checked to be non-trivial (size, several distinct colours, the level colours once
 levels exist); SVGs (text kept as text) to carry the labels: axis names and sizes, op names,
@@ -17,7 +17,9 @@ from matplotlib import image as mpimg
 from mlir import ir
 
 from napkin_mlir.check.harness import VerifyConfig, build
-from napkin_mlir.draw.render import LEVEL_COLOURS, draw, extract, stage_of
+from napkin_mlir.draw.program import extract, stage_of
+from napkin_mlir.draw.render import draw
+from napkin_mlir.draw.style import LEVEL_COLOURS
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.diagrams import diagram_sizes
 from napkin_mlir.pipeline.passmanager import parse_pipeline, run_pipeline
