@@ -11,7 +11,7 @@ from pathlib import Path
 from napkin_mlir.check.bench import RESULTS_DIR, bench_attention_cpu, progress, write_results
 from napkin_mlir.check.harness import VerifyConfig
 from napkin_mlir.cli.common import DTYPE_CHOICES, parse_sizes
-from napkin_mlir.emulator.machine import EmulationReport
+from napkin_mlir.emulator import EmulationReport
 from napkin_mlir.errors import UsageError
 
 #: The CPU sweep: sequence lengths at b=1, h=8, d=64 (the README's reference problem at 1024).
@@ -64,7 +64,7 @@ def emulate_configuration(config: Configuration, dtype: str = "bf16") -> Emulati
     """One sweep configuration on the CPU emulator at a reduced size: b=1, h=2 and q = x of one
     and a half q tiles plus a few (partial tiles and chunks included)."""
     from napkin_mlir.cli.compile import compile_kernel
-    from napkin_mlir.emulator.machine import emulate_kernel
+    from napkin_mlir.emulator import emulate_kernel
 
     d, causal, tiles = config
     n = dict(tiles)["q"] * 3 // 2 + 7

@@ -18,15 +18,12 @@ from pathlib import Path
 
 from mlir import ir
 
-from napkin_mlir.backends.gpu.driver import (
-    TARGETS,
-    GpuKernel,
-    assemble,
-    compile_gpu,
-    compile_tensorcore_attention,
-    write_sidecar,
-)
-from napkin_mlir.backends.gpu.tensorcore import tiles_fit_kernel
+from napkin_mlir.backends.gpu.nvvm import TARGETS
+from napkin_mlir.backends.gpu.ptxas import assemble
+from napkin_mlir.backends.gpu.sidecar import GpuKernel, write_sidecar
+from napkin_mlir.backends.gpu.simt import compile_gpu
+from napkin_mlir.backends.gpu.tensorcore import compile_tensorcore_attention
+from napkin_mlir.backends.gpu.tensorcore_plan import tiles_fit_kernel
 from napkin_mlir.check.harness import VerifyConfig, build, model_tiles
 from napkin_mlir.cli.common import add_problem_args, problem_config
 from napkin_mlir.errors import UsageError

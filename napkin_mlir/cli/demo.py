@@ -106,8 +106,10 @@ def _demo_pictures(dims: dict[str, int], config: VerifyConfig) -> None:
 def _demo_gpu(dims: dict[str, int]) -> bool:
     """Compile the derived attention kernel (tensor cores) for both targets, run it on the CPU
     emulator, and on the GPU if one is here. True when every run matched JAX."""
-    from napkin_mlir.backends.gpu.driver import assemble, compile_tensorcore_attention, write_sidecar
-    from napkin_mlir.backends.gpu.tensorcore import AttentionPlan
+    from napkin_mlir.backends.gpu.ptxas import assemble
+    from napkin_mlir.backends.gpu.sidecar import write_sidecar
+    from napkin_mlir.backends.gpu.tensorcore import compile_tensorcore_attention
+    from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
     from napkin_mlir.model.cost import analyze
 
     problem = {"b": 2, "h": 8, "q": 1000, "x": 1000, "d": 64}
@@ -163,7 +165,7 @@ def _demo_emulator(tiles: dict[str, int]) -> bool:
     """The same kernel (tiles, warps, causal mask) on a smaller problem, run thread by thread
     on the CPU emulator and compared with JAX."""
     from napkin_mlir.cli.compile import compile_kernel
-    from napkin_mlir.emulator.machine import emulate_kernel
+    from napkin_mlir.emulator import emulate_kernel
 
     config = VerifyConfig("attention", {"b": 1, "h": 2, "q": 300, "x": 300, "d": 64}, "bf16", causal=True, tiles=tiles)
     kernel, text = compile_kernel(config, "sm_80", "gpu", "tensorcore", log=lambda _: None)

@@ -7,7 +7,7 @@
     napkin emulate kernel.mlir.json          (a sidecar `napkin compile --emit gpu` wrote)
 
 The first forms compile the kernel exactly as `napkin compile` does (--target sm_80 unless
-given) and stop at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator.machine`),
+given) and stop at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator`),
 with memory and race checks, and compare the output with JAX by the project's rule (see the
 README's "Correctness rule"). `--ctas N` runs only N CTAs of the grid (the first, the last
 and evenly spaced ones) and checks the rows they write, so the kernel of a full-size problem
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from napkin_mlir.cli.common import add_problem_args, problem_config
 from napkin_mlir.cli.compile import add_kernel_args, compile_kernel
-from napkin_mlir.emulator.machine import EmulationReport, emulate_kernel, emulate_sidecar
+from napkin_mlir.emulator import EmulationReport, emulate_kernel, emulate_sidecar
 from napkin_mlir.errors import UsageError
 
 

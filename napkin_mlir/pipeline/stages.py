@@ -9,9 +9,9 @@
       | napkin-erase-memory-spaces, then CPU_PIPELINE (upstream; pastes into mlir-opt)
     cpu           LLVM dialect, run by the ExecutionEngine
 
-    GPU, from `partitioned` (napkin_mlir.backends.gpu.driver; `napkin compile --emit gpu|nvvm|ptx|cubin`):
+    GPU, from `partitioned` (napkin_mlir.backends.gpu; `napkin compile --emit gpu|nvvm|ptx|cubin`):
     gpu           tensor-core rule (attention): one gpu.func with nvgpu/nvvm ops
-                  (napkin_mlir.backends.gpu.tensorcore); SIMT rule (any program): `loops` mapped with
+                  (napkin_mlir.backends.gpu.tensorcore); SIMT rule (any program; backends.gpu.simt): `loops` mapped with
                   transform.gpu.map_forall_to_blocks / map_nested_forall_to_threads
       | KERNEL_PIPELINE / GPU_PIPELINE (upstream; paste into mlir-opt)
     nvvm, ptx     NVVM/LLVM dialect, then PTX from gpu-module-to-binary

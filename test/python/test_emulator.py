@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from mlir import ir
 
+from napkin_mlir import emulator
 from napkin_mlir.backends.gpu import runner as gpu_runner
 from napkin_mlir.backends.gpu.fragments import a_coords, b_coords, c_coords, ldmatrix
 from napkin_mlir.check.harness import VerifyConfig, build
 from napkin_mlir.cli.bench import GPU_HEAD_DIMS, emulate_configuration, sweep_configurations
 from napkin_mlir.cli.compile import compile_kernel
-from napkin_mlir.emulator import machine as emulator
-from napkin_mlir.emulator.machine import EmulationError
+from napkin_mlir.emulator import EmulationError
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.diagrams import diagram_sizes
 from napkin_mlir.model.cost import analyze

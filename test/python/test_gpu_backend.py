@@ -13,7 +13,7 @@ import pytest
 from conftest import has_gpu
 
 from napkin_mlir.backends.gpu import runner as gpu_runner
-from napkin_mlir.backends.gpu.driver import parse_ptxas_report, ptxas_path
+from napkin_mlir.backends.gpu.ptxas import parse_ptxas_report, ptxas_path
 
 ATTENTION = ["--dims", "b=1,h=2,q=100,x=77,d=32", "--tile", "q=32,x=16"]
 
@@ -137,7 +137,7 @@ def test_kernel_runs_and_matches_jax_on_gpu(compiled: dict[str, Path]) -> None:
 
 
 def test_missing_ptxas_is_a_clean_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import napkin_mlir.backends.gpu.driver as g
+    import napkin_mlir.backends.gpu.ptxas as g
     from napkin_mlir.errors import ToolError
 
     monkeypatch.setattr(g, "ptxas_path", lambda: str(tmp_path / "no-ptxas"))

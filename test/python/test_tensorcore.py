@@ -11,9 +11,10 @@ import pytest
 from conftest import has_gpu
 from mlir import ir
 
-from napkin_mlir.backends.gpu.driver import assemble, compile_tensorcore_attention
 from napkin_mlir.backends.gpu.fragments import a_coords, b_coords, c_coords
-from napkin_mlir.backends.gpu.tensorcore import AttentionPlan
+from napkin_mlir.backends.gpu.ptxas import assemble
+from napkin_mlir.backends.gpu.tensorcore import compile_tensorcore_attention
+from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
 from napkin_mlir.check.harness import VerifyConfig, build
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.context import napkin_context
@@ -116,7 +117,7 @@ def test_compile_without_tiles_takes_the_models_choice(
 ) -> None:
     """No --tile: the cost model picks the tiles among those the kernel can take; the kernel
     then assembles without spills."""
-    from napkin_mlir.backends.gpu.tensorcore import tiles_fit_kernel
+    from napkin_mlir.backends.gpu.tensorcore_plan import tiles_fit_kernel
     from napkin_mlir.cli.compile import GPU_OF
     from napkin_mlir.cli.napkin import main
     from napkin_mlir.derive.tiles import choose_tiles

@@ -3,7 +3,7 @@
 The PTX ISA's layouts as plain functions of the lane (which matrix element each register
 holds, which rows `ldmatrix` hands to which lane), and a one-warp `mma` built from them. They
 are the independent statement of the ISA that the emulator's vectorised `mma.sync` and
-`ldmatrix` (`napkin_mlir.emulator.machine`) are tested against; the emulator then runs the real
+`ldmatrix` (`napkin_mlir.emulator.ops_mma`) are tested against; the emulator then runs the real
 tensor-core kernel. The kernel emitter uses `A_ROWS` to repack P into A fragments.
 """
 
