@@ -121,7 +121,6 @@ def file_options(args: argparse.Namespace) -> None:
         for flag, value in (
             ("--causal", getattr(args, "causal", False)),
             ("--kv-heads", getattr(args, "kv_heads", None)),
-            ("--dtype", getattr(args, "dtype", None)),
         )
         if value
     ]

@@ -68,7 +68,7 @@ def _verify_file(args: argparse.Namespace) -> int:
     dims = parse_sizes(args.dims, "--dims") if args.dims else None
     tiles = parse_sizes(args.tile, "--tile") if args.tile else None
     with napkin_context(), ir.Location.unknown():
-        module = load_diagram(args.diagram, dims)
+        module = load_diagram(args.diagram, dims, args.dtype)
         sizes = ",".join(f"{k}={v}" for k, v in axis_sizes(module).items())
         print(f"verify {args.diagram} dims {sizes} seed {args.seed}")
         result = verify_diagram(

@@ -242,12 +242,33 @@ def derive(
     chosen = {**(defaults or {}), **tiles}
     tileable = [*d.tiled, *([d.streamed] if d.streamed else [])]
     d.tiles = {a: min(chosen.get(a, DEFAULT_TILE), sizes[a]) for a in tileable}
+    _fit_grid(d, sizes)
     if gpu and tileable:
         d.tiles = _model_tiles(module, d, gpu, dtype, tiles, sizes)
         d.reasons.append(f"tiles: {_fmt(d.tiles)} chosen by the cost model for {gpu} ({_fmt(tiles) or 'none'} fixed)")
     elif tileable:
         d.reasons.append(f"tiles: {_fmt(d.tiles)} ({'given by --tile' if tiles else 'defaults'}; --gpu asks the model)")
     return d
+
+
+#: Grid dimensions a group partition maps onto (CUDA's x, y, z).
+GRID_DIMS = 3
+
+
+def _fit_grid(d: Derivation, sizes: dict[str, int]) -> None:
+    """At most `GRID_DIMS` grouped axes: tiled axes whose tile is the whole axis are left whole
+    (smallest first), since one group along them changes nothing."""
+    whole = sorted((a for a in d.tiled if d.tiles[a] >= sizes[a]), key=lambda a: (sizes[a], a))
+    while len(d.woven) + len(d.tiled) > GRID_DIMS and whole:
+        axis = whole.pop(0)
+        d.tiled.remove(axis)
+        del d.tiles[axis]
+        d.reasons.append(f"{axis}: left whole in every group (its tile is the whole axis; the grid has {GRID_DIMS} dimensions)")
+    if len(d.woven) + len(d.tiled) > GRID_DIMS:
+        raise UsageError(
+            f"derive: {len(d.woven) + len(d.tiled)} grouped axes ({', '.join([*d.woven, *d.tiled])}) do not fit the "
+            f"{GRID_DIMS} grid dimensions; fix the tile of one of them to its whole size with --tile"
+        )
 
 
 def _fmt(tiles: dict[str, int]) -> str:

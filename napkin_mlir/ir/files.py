@@ -40,9 +40,9 @@ def verify_or_raise(module: ir.Module, filename: str) -> None:
         raise NapkinError(f"{format_location(first.location, filename)}: {first.message}")
 
 
-def load_diagram(path: str | Path, dims: dict[str, int] | None = None) -> ir.Module:
+def load_diagram(path: str | Path, dims: dict[str, int] | None = None, dtype: str | None = None) -> ir.Module:
     """Parse and verify the napkin program in `path` (needs an active napkin context), re-sized
-    by `dims` (axis name -> size) when given."""
+    by `dims` (axis name -> size) and its inputs' element type changed to `dtype` when given."""
     filename = str(path)
     module = parse_module(read_text(path), filename)
     if not diagram_functions(module.operation):
@@ -50,6 +50,9 @@ def load_diagram(path: str | Path, dims: dict[str, int] | None = None) -> ir.Mod
     verify_or_raise(module, filename)
     if dims:
         resize(module, dims, filename)
+        verify_or_raise(module, filename)
+    if dtype:
+        change_dtype(module, dtype, filename)
         verify_or_raise(module, filename)
     return module
 
@@ -68,25 +71,60 @@ def axis_sizes(module: ir.Module) -> dict[str, int]:
     return sizes
 
 
-def _retyped(t: ir.Type, dims: dict[str, int]) -> ir.Type:
+def _retyped(t: ir.Type, dims: dict[str, int], dtypes: dict[str, str] | None = None) -> ir.Type:
     if not is_array(t):
         return t
     array = ArrayType.from_mlir(t)
     for axis, size in dims.items():
         if axis in array.axes:
             array = array.with_size(axis, size)
+    if dtypes and array.dtype in dtypes:
+        array = array.with_dtype(dtypes[array.dtype])
     return array.to_mlir()
 
 
-def _retype_block(block: ir.Block, dims: dict[str, int]) -> None:
+def _retype_block(block: ir.Block, dims: dict[str, int], dtypes: dict[str, str] | None = None) -> None:
     for arg in block.arguments:
-        arg.set_type(_retyped(arg.type, dims))
+        arg.set_type(_retyped(arg.type, dims, dtypes))
     for op in block.operations:
         for result in op.results:
-            result.set_type(_retyped(result.type, dims))
+            result.set_type(_retyped(result.type, dims, dtypes))
+        if op.operation.name == "napkin.map":
+            continue  # its scalar region keeps its own types: a map's operands are converted to them
         for region in op.operation.regions:
             for inner in region.blocks:
-                _retype_block(inner, dims)
+                _retype_block(inner, dims, dtypes)
+
+
+def _fix_function_type(f: ir.Operation, dims: dict[str, int], dtypes: dict[str, str] | None = None) -> None:
+    block = f.regions[0].blocks[0]
+    ftype = ir.FunctionType(ir.TypeAttr(f.attributes["function_type"]).value)
+    results = [_retyped(t, dims, dtypes) for t in ftype.results]
+    f.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get([a.type for a in block.arguments], results))
+
+
+LOW_PRECISION = ("f16", "bf16")
+
+
+def change_dtype(module: ir.Module, dtype: str, filename: str = "<input>") -> None:
+    """Every f16/bf16 array of the diagram becomes `dtype` (a bf16 diagram, with its f32
+    accumulators, run in f32 or f16); accumulators and other f32 arrays are unchanged."""
+    if dtype not in ("f32", *LOW_PRECISION):
+        raise UsageError(f"--dtype: unsupported dtype '{dtype}' (expected f32, f16 or bf16)")
+    for f in diagram_functions(module.operation):
+        block = f.regions[0].blocks[0]
+        found = {ArrayType.from_mlir(a.type).dtype for a in block.arguments if is_array(a.type)}
+        low = sorted(found & set(LOW_PRECISION))
+        if not low:
+            if dtype in found:
+                continue
+            raise UsageError(
+                f"{filename}: --dtype {dtype}: the diagram's inputs are {', '.join(sorted(found))}; "
+                "write it in f16 or bf16 (with its f32 accumulators) to run it in other precisions"
+            )
+        mapping = {d: dtype for d in low}
+        _retype_block(block, {}, mapping)
+        _fix_function_type(f, {}, mapping)
 
 
 def resize(module: ir.Module, dims: dict[str, int], filename: str = "<input>") -> None:
@@ -104,6 +142,4 @@ def resize(module: ir.Module, dims: dict[str, int], filename: str = "<input>") -
                     f"is already partitioned ('{op.operation.name}')"
                 )
         _retype_block(block, dims)
-        ftype = ir.FunctionType(ir.TypeAttr(f.attributes["function_type"]).value)
-        results = [_retyped(t, dims) for t in ftype.results]
-        f.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get([a.type for a in block.arguments], results))
+        _fix_function_type(f, dims)

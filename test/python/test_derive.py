@@ -40,10 +40,15 @@ def test_builtins_get_the_papers_derivations() -> None:
     assert any(r.startswith("f: streamed") for r in mlp.reasons)
 
 
-def test_grouped_query_axis_is_tiled_for_reuse() -> None:
+def test_grouped_query_axis_reuses_kv_and_fits_the_grid() -> None:
+    """r (the query heads sharing a K/V head) is reused like q; with b, h, r and q the grid
+    would need 4 dimensions, so r, whose tile is the whole axis, stays whole in each group
+    (as FlashAttention-2 keeps a K/V head's query heads together)."""
     d = _derive_builtin("attention", {"b": 1, "h": 4, "q": 50, "x": 70, "d": 16}, kv_heads=2)
-    assert d.woven == ["b", "h"] and d.tiled == ["r", "q"] and d.streamed == "x"
-    assert "napkin-group-partition{axes=b,h,r,q sizes=1,1,2,50 level=grid}" in d.pipeline()
+    assert d.woven == ["b", "h"] and d.tiled == ["q"] and d.streamed == "x"
+    assert any(r.startswith("r: group tiles") for r in d.reasons)
+    assert any(r.startswith("r: left whole") for r in d.reasons)
+    assert "napkin-group-partition{axes=b,h,q sizes=1,1,50 level=grid}" in d.pipeline()
 
 
 def test_tiles_from_flag_and_model() -> None:
