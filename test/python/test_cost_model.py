@@ -124,12 +124,11 @@ def test_choice_agrees_with_analyze_of_the_derived_program():
     assert "*" in choice.table()
 
 
-def test_choose_tiles_is_fast():
-    import time
-
-    start = time.perf_counter()
-    choose_tiles("attention", {"b": 4, "h": 16, "q": 4096, "x": 4096, "d": 128}, "f16", "a100")
-    assert time.perf_counter() - start < 1.5
+def test_choose_tiles_prices_a_bounded_number_of_candidates():
+    """The search stays analytic: one derivation, then a few hundred repricings of the same
+    program at most (counted, not timed: timings belong in benchmarks)."""
+    choice = choose_tiles("attention", {"b": 4, "h": 16, "q": 4096, "x": 4096, "d": 128}, "f16", "a100")
+    assert 10 <= len(choice.candidates) <= 400
 
 
 def _napkin(*args: str) -> subprocess.CompletedProcess:

@@ -33,6 +33,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("backends", ("napkin_mlir.backends",)),
     ("check", ("napkin_mlir.check",)),
     ("emulator", ("napkin_mlir.emulator",)),
+    ("jax", ("napkin_mlir.jax",)),
+    ("fuzz", ("napkin_mlir.fuzz",)),
     ("cli", ("napkin_mlir.cli",)),
     ("api", ("napkin_mlir",)),
 ]
