@@ -155,7 +155,9 @@ def decide_groups(f: ir.Operation, d: Derivation) -> None:
             continue
         if axis in reduced:
             box = next(op for op in boxes if axis in _reduced_axes(op))
-            d.reasons.append(f"{axis}: not grouped: '{box.name}' at {format_location(box.location, d.filename)} needs it whole")
+            d.reasons.append(
+                f"{axis}: not grouped: '{box.name}' at {format_location(box.location, d.filename)} needs it whole"
+            )
             continue
         lacking = [
             op for op in boxes if axis not in ArrayType.from_mlir(op.results[0].type).axes and not _input_like(op)
@@ -263,7 +265,9 @@ def _fit_grid(d: Derivation, sizes: dict[str, int]) -> None:
         axis = whole.pop(0)
         d.tiled.remove(axis)
         del d.tiles[axis]
-        d.reasons.append(f"{axis}: left whole in every group (its tile is the whole axis; the grid has {GRID_DIMS} dimensions)")
+        d.reasons.append(
+            f"{axis}: left whole in every group (its tile is the whole axis; the grid has {GRID_DIMS} dimensions)"
+        )
     if len(d.woven) + len(d.tiled) > GRID_DIMS:
         raise UsageError(
             f"derive: {len(d.woven) + len(d.tiled)} grouped axes ({', '.join([*d.woven, *d.tiled])}) do not fit the "
