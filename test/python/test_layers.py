@@ -11,6 +11,7 @@ compiler and run where the MLIR wheels are absent.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,21 @@ def test_gpu_runner_imports_without_the_mlir_wheels() -> None:
     proc = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "usage" in proc.stdout.lower()
+
+
+def test_the_docs_draw_the_tree() -> None:
+    """docs/architecture.md names every layer and every subpackage; the README's layout table
+    names every subpackage (a new package without its line in both fails here)."""
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    packages = sorted(
+        p.parent.relative_to(ROOT).as_posix() + "/"
+        for p in ROOT.joinpath("napkin_mlir").glob("*/__init__.py")
+        if p.parent.name != "__pycache__"
+    )
+    assert packages
+    for package in packages:
+        assert package in architecture, f"docs/architecture.md does not mention {package}"
+        assert f"`{package}" in readme, f"README.md's layout table does not list {package}"
+    for name, _ in LAYERS:
+        assert re.search(rf"^  {name}\s", architecture, re.M), f"docs/architecture.md does not draw layer '{name}'"
