@@ -5,10 +5,12 @@
     napkin draw attention --after napkin-assign-levels -o levels.png
     napkin draw matmul --dims m=512,n=512,k=256 --stage partitioned --pseudocode -o mm.png
     napkin draw diagram.mlir -o diagram.png                     a file, drawn as it is
+    napkin draw examples/swiglu_mlp.mlir --stage partitioned -o swiglu.png   after its derivation
 
 A built-in diagram is built with `--dims` (default sizes when left out) and taken through its
 derivation (`napkin_mlir.pipeline.stages.derivation`) up to `--after PASS` or to `--stage`. A .mlir file
-is verified and drawn at the stage it is in (use napkin-opt to relabel it first).
+is verified and drawn at the stage it is in; a plain diagram in a file can be re-sized with
+`--dims` and taken through its automatic derivation (`napkin derive`) with `--after`/`--stage`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from mlir import ir
 
-from napkin_mlir.errors import NapkinError, UsageError
+from napkin_mlir.errors import UsageError
 from napkin_mlir.ir.diagrams import diagram_sizes
 
 #: Sizes used when --dims is left out (drawings only need labels).
@@ -95,23 +97,26 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _draw_file(args: argparse.Namespace, out: Path) -> int:
+    """A .mlir file: drawn as it is, or (a plain diagram) re-sized by --dims and taken through
+    its automatic derivation (`napkin_mlir.derive.auto.derive`, --tile) up to --after/--stage."""
+    from napkin_mlir.cli.common import parse_sizes
+    from napkin_mlir.derive.auto import derive
     from napkin_mlir.draw.render import draw
-    from napkin_mlir.ir.context import napkin_context, parse_module
-    from napkin_mlir.pipeline.passmanager import run_pipeline
+    from napkin_mlir.ir.context import napkin_context
+    from napkin_mlir.ir.files import load_diagram
+    from napkin_mlir.pipeline.passmanager import parse_pipeline, run_pipeline
 
-    path = Path(args.diagram)
-    if args.after is not None or args.stage is not None or args.dims or args.tile:
-        raise UsageError(
-            "--after, --stage, --dims and --tile apply to built-in diagrams; a .mlir file is drawn "
-            "at the stage it is in (relabel it with napkin-opt first)"
-        )
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise NapkinError(f"cannot read '{path}': {getattr(err, 'strerror', None) or err}") from None
+    if args.causal or args.kv_heads is not None:
+        raise UsageError("--causal and --kv-heads describe a built-in diagram; a .mlir file says it in its types")
+    dims = parse_sizes(args.dims, "--dims") if args.dims else None
+    tiles = parse_sizes(args.tile, "--tile") if args.tile else None
     with napkin_context(), ir.Location.unknown():
-        module = parse_module(text, str(path))
-        run_pipeline(module, "builtin.module(napkin-verify)", filename=str(path))
+        module = load_diagram(args.diagram, dims)
+        if args.after is not None or (args.stage not in (None, "diagram")) or tiles:
+            derivation = derive(module, tiles, None, None, filename=args.diagram)
+            steps = select_steps([e.text for e in parse_pipeline(derivation.pipeline())], args.after, args.stage)
+            if steps:
+                run_pipeline(module, f"builtin.module({','.join(steps)})", filename=args.diagram)
         gpu = None if args.gpu == "none" else args.gpu
         draw(module, out, title=args.title, pseudocode=args.pseudocode, gpu=gpu)
     print(f"wrote {out}")

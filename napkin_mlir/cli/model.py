@@ -2,8 +2,11 @@
 
     napkin model attention --gpu h100 --dtype bf16 --dims b=4,h=16,q=4096,x=4096,d=128 [--tile q=128] [--json] [--plot F.png]
     napkin pseudocode attention --gpu a100 --dtype f16 --dims ... [--tile q=128,x=64]
+    napkin model examples/softcap_attention.mlir --gpu h100 --dims b=4,h=16,q=4096,x=4096,d=128
 
 Tiles not given with --tile are chosen by the model (`napkin_mlir.derive.tiles.choose_tiles`).
+A .mlir file is derived like any diagram (`napkin_mlir.derive.auto.derive`, the model's tiles
+for --gpu), then priced; its element types are its own (--dtype fp8 reprices it in fp8).
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("diagram", help="built-in diagram: " + ", ".join(DIAGRAMS))
+    p.add_argument("diagram", help="built-in diagram (" + ", ".join(DIAGRAMS) + ") or a .mlir file")
     p.add_argument("--gpu", default="h100", help="target: " + ", ".join(available()) + " (default h100)")
-    p.add_argument("--dims", required=True, help="axis sizes by name, e.g. b=4,h=16,q=4096,x=4096,d=128")
-    p.add_argument("--dtype", default="bf16", help="f32, f16/fp16, bf16 or fp8 (default bf16)")
+    p.add_argument("--dims", default=None, help="axis sizes by name, e.g. b=4,h=16,q=4096,x=4096,d=128")
+    p.add_argument("--dtype", default=None, help="f32, f16/fp16, bf16 or fp8 (default bf16; a file: its own)")
     p.add_argument("--tile", default=None, help="pin tile sizes by axis, e.g. q=128,x=64 (others are chosen)")
     p.add_argument("--warps", type=int, default=None, help="warps per CTA (default: from the tile and registers)")
     p.add_argument("--stages", type=int, default=None, help="SMEM buffers per streamed array (default: 2 if it fits)")
@@ -38,6 +41,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _problem(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int], dict[str, Any]]:
+    args.dtype = args.dtype or "bf16"
+    if not args.dims:
+        raise UsageError(f"{args.diagram}: --dims is required for a built-in diagram")
     if args.diagram not in DIAGRAMS:
         raise UsageError(f"unknown diagram '{args.diagram}' (expected one of {', '.join(DIAGRAMS)})")
     if args.dtype.lower() not in DTYPE_ALIASES:
@@ -79,7 +85,58 @@ def _model(args: argparse.Namespace):
     return choice, report, prog, dims, options
 
 
+def _file_model(args: argparse.Namespace) -> tuple[ir.Module, Any, list[str]]:
+    """(the derived module, its report, the derivation's reasons) for a .mlir file; needs an
+    active context."""
+    from napkin_mlir.cli.common import file_options
+    from napkin_mlir.derive.auto import derive
+    from napkin_mlir.ir.files import load_diagram
+    from napkin_mlir.model.cost import evaluate, extract
+    from napkin_mlir.pipeline.passmanager import run_pipeline
+
+    file_options(args)
+    if args.dtype and canonical_dtype(args.dtype) != "fp8":
+        raise UsageError("--dtype for a .mlir file only takes fp8 (a repricing); its types say the rest")
+    hw = load_gpu(args.gpu)
+    override = "fp8" if args.dtype else None
+    dims = parse_sizes(args.dims, "--dims") if args.dims else None
+    tiles = parse_sizes(args.tile, "--tile") if args.tile else None
+    module = load_diagram(args.diagram, dims)
+    low = _file_dtype(module)
+    hw.peak(override or low)
+    d = derive(module, tiles, args.gpu, override or low, filename=args.diagram)
+    run_pipeline(module, d.pipeline(), filename=args.diagram)
+    report = evaluate(extract(module), hw, override, warps=args.warps, stages=args.stages or 2)
+    if not report.fits and not args.stages:
+        report = evaluate(extract(module), hw, override, warps=args.warps, stages=1)
+    return module, report, [*d.reasons, d.pipeline()]
+
+
+def _file_dtype(module: ir.Module) -> str:
+    from napkin_mlir.ir.arrays import ArrayType
+    from napkin_mlir.ir.regions import diagram_functions
+
+    block = diagram_functions(module.operation)[0].regions[0].blocks[0]
+    dtypes = [ArrayType.from_mlir(a.type).dtype for a in block.arguments]
+    return next((d for d in dtypes if d in ("bf16", "f16")), dtypes[0] if dtypes else "f32")
+
+
 def cmd_model(args: argparse.Namespace) -> int:
+    from napkin_mlir.cli.verify import is_file_argument
+
+    if is_file_argument(args.diagram):
+        if args.plot:
+            raise UsageError("--plot takes a built-in diagram")
+        with napkin_context(), ir.Location.unknown():
+            _, report, reasons = _file_model(args)
+        if args.json:
+            print(json.dumps({**report.to_dict(), "derivation": reasons}, indent=2))
+            return 0
+        print("\n".join(f"// {r}" for r in reasons))
+        print(report.table())
+        for key, expr in report.symbolic.items():
+            print(f"  {key:<24} {expr}")
+        return 0
     choice, report, prog, _, _ = _model(args)
     if args.plot:
         _plot(args, choice, report, prog)
@@ -157,12 +214,18 @@ def _plot(args: argparse.Namespace, choice, report, prog) -> None:
 
 def cmd_pseudocode(args: argparse.Namespace) -> int:
     from napkin_mlir.check.harness import VerifyConfig, build
+    from napkin_mlir.cli.verify import is_file_argument
     from napkin_mlir.derive.tiles import storage_dtype
     from napkin_mlir.ir.diagrams import diagram_sizes
     from napkin_mlir.model.pseudocode import pseudocode
     from napkin_mlir.pipeline.passmanager import run_pipeline
     from napkin_mlir.pipeline.stages import PARTITIONS, derivation
 
+    if is_file_argument(args.diagram):
+        with napkin_context(), ir.Location.unknown():
+            module, report, _ = _file_model(args)
+            print(pseudocode(module, args.gpu, "fp8" if args.dtype else None, report=report))
+        return 0
     _, report, _, dims, options = _model(args)
     override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None
     with napkin_context(), ir.Location.unknown():

@@ -118,3 +118,24 @@ def test_a_wrong_result_fails(seed: int, monkeypatch: pytest.MonkeyPatch) -> Non
     with napkin_context(), ir.Location.unknown():
         result = verify_diagram(load_diagram(path, dtype="f32"), seed)
     assert not result.passed and result.summary().splitlines()[-1].startswith("FAIL")
+
+
+def test_model_pseudocode_and_draw_take_a_file(tmp_path: Path) -> None:
+    path = "examples/softcap_attention.mlir"
+    dims = "b=4,h=16,q=4096,x=4096,d=128"
+    model = run_cli_process("napkin", "model", path, "--gpu", "h100", "--dims", dims, "--json")
+    assert model.rc == 0, model.describe()
+    import json
+
+    report = json.loads(model.stdout)
+    # the model prices the file's own program: 2 contractions of 2·b·h·q·x·d each, and the tanh
+    assert report["tensor_flops"] == 4 * 4 * 16 * 4096 * 4096 * 128
+    assert report["exp_ops"] > 4 * 16 * 4096 * 4096  # exp and tanh per score
+    assert any("stream" in line for line in report["derivation"])
+    pseudo = run_cli_process("napkin", "pseudocode", path, "--gpu", "a100", "--dims", "q=512,x=512")
+    assert pseudo.rc == 0 and "tanh(" in pseudo.stdout and "for x0 in" in pseudo.stdout, pseudo.describe()
+    out = tmp_path / "softcap.png"
+    drawn = run_cli_process("napkin", "draw", path, "--stage", "partitioned", "--dims", "q=256,x=256", "-o", str(out))
+    assert drawn.rc == 0 and out.stat().st_size > 10_000, drawn.describe()
+    bad = run_cli_process("napkin", "model", path, "--gpu", "h100", "--dtype", "f32")
+    assert bad.rc == 2 and bad.stderr.startswith("error: --dtype for a .mlir file"), bad.describe()
