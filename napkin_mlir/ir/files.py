@@ -46,7 +46,7 @@ def load_diagram(path: str | Path, dims: dict[str, int] | None = None, dtype: st
     filename = str(path)
     module = parse_module(read_text(path), filename)
     if not diagram_functions(module.operation):
-        raise UsageError(f"{filename}: no function of napkin arrays in the file")
+        raise UsageError(f"{filename}: no napkin diagram (a function of napkin arrays) in the file")
     verify_or_raise(module, filename)
     if dims:
         resize(module, dims, filename)

@@ -155,7 +155,12 @@ BAD = [
     ("unknown-pass", ["attention", "--after", "napkin-foo", "-o", "{tmp}/x.png"], "napkin-foo"),
     ("unknown-stage", ["attention", "--stage", "loops", "-o", "{tmp}/x.png"], "loops"),
     ("missing-axis", ["matmul", "--dims", "m=2,n=2", "-o", "{tmp}/x.png"], "'k'"),
-    ("stage-on-file", ["{tmp}/empty.mlir", "--stage", "partitioned", "-o", "{tmp}/x.png"], "built-in"),
+    ("causal-on-file", ["examples/softcap_attention.mlir", "--causal", "-o", "{tmp}/x.png"], "built-in"),
+    (
+        "stage-on-partitioned-file",
+        ["{tmp}/part.mlir", "--stage", "partitioned", "-o", "{tmp}/x.png"],
+        "already partitioned",
+    ),
     ("no-directory", ["attention", "-o", "{tmp}/no/such/dir/x.png"], "does not exist"),
 ]
 
@@ -165,6 +170,9 @@ def test_cli_draw_errors(run_cli, tmp_path: Path, case) -> None:
     _, args, expect = case
     (tmp_path / "bad.mlir").write_text("func.func @f(%a: tensor<4xf32>) {\n")
     (tmp_path / "empty.mlir").write_text("module {}\n")
+    if "part.mlir" in " ".join(args):
+        made = run_cli("napkin", "derive", "examples/swiglu_mlp.mlir", "-o", str(tmp_path / "part.mlir"))
+        assert made.rc == 0, made.describe()
     r = run_cli("napkin", "draw", *[a.format(tmp=tmp_path) for a in args])
     assert r.rc != 0, r.describe()
     assert "error:" in r.stderr and expect in r.stderr, r.describe()
