@@ -56,7 +56,10 @@ def signature_of(f: ir.Operation) -> FunctionSignature:
     """Read a lowered function's signature from its `napkin.inputs`/`napkin.outputs` attributes."""
     outs = tuple(ArrayType.from_mlir(ir.TypeAttr(t).value) for t in ir.ArrayAttr(f.attributes["napkin.outputs"]))
     ins = tuple(ArrayType.from_mlir(ir.TypeAttr(t).value) for t in ir.ArrayAttr(f.attributes["napkin.inputs"]))
-    names = tuple(ir.StringAttr(n).value for n in ir.ArrayAttr(f.attributes["arg_names"]))
+    if "arg_names" in f.attributes:
+        names = tuple(ir.StringAttr(n).value for n in ir.ArrayAttr(f.attributes["arg_names"]))
+    else:  # a diagram written by hand names its arguments only by position
+        names = tuple(f"arg{i}" for i in range(len(ins)))
     return FunctionSignature(ir.StringAttr(f.attributes["sym_name"]).value, ins, outs, names)
 
 
