@@ -1,7 +1,16 @@
-"""`napkin compile`: a built-in diagram through the derivation to a GPU kernel and its sidecar.
+"""`napkin compile`: a diagram through the derivation to a GPU kernel and its sidecar.
 
     napkin compile attention --target sm_80|sm_90a --dims ... --dtype bf16 [--causal]
                    [--tile q=64,x=32] [--emit gpu|nvvm|ptx|cubin] -o FILE
+    napkin compile FILE.mlir --target sm_80 [--dims q=4096,...] [--dtype bf16] [--tile ...]
+                   [--kernel auto|tensorcore|simt] [--emit ...] -o FILE
+
+A file's diagram is derived by `derive.auto.derive` (the cost model of the target's GPU:
+sm_80 -> a100, sm_90a -> h100); `--kernel auto` then tries the tensor-core rule and, when it
+refuses (it names the op it does not lower), says so in one line and takes the SIMT rule;
+`--kernel tensorcore` makes that refusal the error. The sidecar of a file's kernel carries
+the plain diagram (`problem.napkin`), so `napkin emulate FILE.json` judges the kernel against
+the diagram's own JAX interpretation.
 
 `--emit ptx` and `--emit cubin` also write `FILE.json`, the sidecar a runner needs (entry,
 grid, block, dynamic shared memory, arguments in order, ptxas's resource report); so does
@@ -23,14 +32,23 @@ from napkin_mlir.backends.gpu.ptxas import assemble
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, write_sidecar
 from napkin_mlir.backends.gpu.simt import compile_gpu
 from napkin_mlir.backends.gpu.tensorcore import compile_tensorcore_attention
+from napkin_mlir.backends.gpu.tensorcore_match import TensorCoreRefusal, match_attention
 from napkin_mlir.backends.gpu.tensorcore_plan import tiles_fit_kernel
 from napkin_mlir.check.harness import VerifyConfig, build, model_tiles
-from napkin_mlir.cli.common import add_problem_args, problem_config
+from napkin_mlir.cli.common import add_problem_args, file_options, parse_sizes, problem_config
+from napkin_mlir.cli.verify import is_file_argument
+from napkin_mlir.derive.auto import derive
+from napkin_mlir.derive.tiles import search
 from napkin_mlir.errors import UsageError
+from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.diagrams import diagram_sizes
+from napkin_mlir.ir.files import axis_sizes, load_diagram
+from napkin_mlir.ir.regions import diagram_functions
+from napkin_mlir.model.hardware import gpu as load_gpu
+from napkin_mlir.model.program import extract
 from napkin_mlir.pipeline.passmanager import run_pipeline
-from napkin_mlir.pipeline.stages import PARTITIONS, compile_to_loops, derivation
+from napkin_mlir.pipeline.stages import LOOPS_PIPELINE, PARTITIONS, compile_to_loops, derivation
 
 EMIT = ("gpu", "nvvm", "ptx", "cubin")
 
@@ -106,29 +124,154 @@ def compile_kernel(
     return kernel, text
 
 
+@dataclasses.dataclass(frozen=True)
+class FileProblem:
+    """A diagram from a .mlir file: its path, re-sizing (`--dims`), dtype and pinned tiles."""
+
+    path: str
+    dims: dict[str, int] | None = None
+    dtype: str | None = None
+    tiles: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def file_problem(args: argparse.Namespace) -> FileProblem:
+    """The file problem the command line names (the built-in options refused)."""
+    file_options(args)
+    return FileProblem(
+        args.diagram,
+        parse_sizes(args.dims, "--dims") if args.dims else None,
+        args.dtype,
+        parse_sizes(args.tile, "--tile") if args.tile else {},
+    )
+
+
+def _low_dtype(module: ir.Module) -> str | None:
+    """The 16-bit element type of the diagram's inputs, if any (what the cost model prices)."""
+    f = diagram_functions(module.operation)[0]
+    types = [ArrayType.from_mlir(a.type) for a in f.regions[0].blocks[0].arguments]
+    return next((t.dtype for t in types if t.dtype in ("f16", "bf16")), None)
+
+
+def compile_file_kernel(
+    problem: FileProblem,
+    target: str,
+    stop: str,
+    kernel_kind: str = "auto",
+    warp_rows: int = 16,
+    log: Callable[[str], None] = print,
+) -> tuple[GpuKernel | None, str, str]:
+    """A diagram from a file through its automatic derivation to the GPU stage `stop`.
+    `kernel_kind` auto tries the tensor-core rule and falls back to the SIMT rule, logging the
+    refusal in one line; tensorcore raises the refusal. Returns the kernel's launch description
+    (None for the SIMT rule's nvvm stage), the text of that stage, and the plain diagram as
+    napkin IR (the reference the kernel is judged against)."""
+    path = problem.path
+    gpu = GPU_OF[target]
+    with napkin_context(), ir.Location.unknown():
+        module = load_diagram(path, problem.dims, problem.dtype)
+        plain = str(module)
+        sizes = axis_sizes(module)
+        low = _low_dtype(module)
+        d = derive(module, problem.tiles, gpu, low, filename=path)
+        run_pipeline(module, d.pipeline(), filename=path)
+        kernel: GpuKernel | None = None
+        tiles = dict(d.tiles)
+        if kernel_kind in ("auto", "tensorcore"):
+            try:
+                kernel, text, tiles = _file_tensorcore(problem, module, d.tiles, target, stop, warp_rows, low)
+                log(f"kernel: tensorcore, tiles {tiles}")
+            except TensorCoreRefusal as err:
+                if kernel_kind == "tensorcore":
+                    raise
+                log(f"kernel: simt ({str(err).removesuffix('; use --kernel simt')})")
+                kernel_kind = "simt"
+        elif kernel_kind == "simt":
+            log("kernel: simt (--kernel simt)")
+        if kernel_kind == "simt":
+            log(f"tiles {tiles}: {d.pipeline()}")
+            run_pipeline(module, f"builtin.module(napkin-verify,{LOOPS_PIPELINE})", filename=path)
+            kernel, text = compile_gpu(module, target, stop_after=stop)
+    if kernel is not None:
+        kernel.problem.setdefault("kernel", "simt")
+        dtype = problem.dtype or low or "f32"
+        kernel.problem.update({"diagram": path, "dims": sizes, "dtype": dtype, "tiles": tiles, "napkin": plain})
+    return kernel, text, plain
+
+
+def _file_tensorcore(
+    problem: FileProblem,
+    module: ir.Module,
+    derived: dict[str, int],
+    target: str,
+    stop: str,
+    warp_rows: int,
+    low: str | None,
+) -> tuple[GpuKernel, str, dict[str, int]]:
+    """The tensor-core rule on a file's partitioned diagram (`TensorCoreRefusal` names the
+    first op it does not lower). Unless --tile pins them all, the tiles are the cost model's
+    choice among those the kernel can take (as for the built-in attention), so the program
+    is derived again at those tiles."""
+    path = problem.path
+    match = match_attention(module, path)
+    tiles = dict(derived)
+    if not all(a in problem.tiles for a in derived):
+        try:
+            choice = search(
+                extract(module),
+                load_gpu(GPU_OF[target]),
+                low,
+                "attention",
+                axis_sizes(module),
+                problem.tiles,
+                feasible=lambda t: tiles_fit_kernel(t, match.dims, match.dtype, warp_rows),
+                tensor_cores=True,
+                warp_rows=warp_rows,
+            )
+        except UsageError as err:  # no tiles (with those --tile pins) that the kernel can take
+            raise TensorCoreRefusal(f"the tensor-core attention kernel cannot take this problem: {err}") from None
+        tiles = {a: choice.tiles.get(a, s) for a, s in derived.items()}
+    if tiles != derived:
+        module = load_diagram(path, problem.dims, problem.dtype)
+        run_pipeline(module, derive(module, tiles, None, low, filename=path).pipeline(), filename=path)
+    kernel, text = compile_tensorcore_attention(module, target, stop_after=stop, warp_rows=warp_rows, filename=path)
+    return kernel, text, tiles
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
+    if is_file_argument(args.diagram):
+        problem = file_problem(args)
+        compile_to_file(
+            None, args.target, args.emit, args.kernel, args.warp_rows, Path(args.output), file_problem=problem
+        )
+        return 0
     config = problem_config(args)
     compile_to_file(config, args.target, args.emit, args.kernel, args.warp_rows, Path(args.output))
     return 0
 
 
 def compile_to_file(
-    config: VerifyConfig,
+    config: VerifyConfig | None,
     target: str,
     emit: str,
     kernel_kind: str,
     warp_rows: int,
     out: Path,
     log: Callable[[str], None] = print,
+    file_problem: FileProblem | None = None,
 ) -> GpuKernel | None:
-    """Compile `config` for `target` and write the `emit` stage to `out`, with its sidecar
-    (for gpu, ptx and cubin); returns the kernel (None for the SIMT rule's gpu stage)."""
+    """Compile `config` (or the diagram of `file_problem`) for `target` and write the `emit`
+    stage to `out`, with its sidecar (for gpu, ptx and cubin); returns the kernel (None for
+    the SIMT rule's nvvm stage)."""
     if emit in ("ptx", "cubin") and out.suffix != f".{emit}":
         raise UsageError(f"-o {out}: --emit {emit} writes a .{emit} file")
     if not out.parent.is_dir():
         raise UsageError(f"-o {out}: directory {out.parent} does not exist")
     stop = "ptx" if emit == "cubin" else emit
-    kernel, text = compile_kernel(config, target, stop, kernel_kind, warp_rows)
+    if file_problem is not None:
+        kernel, text, _ = compile_file_kernel(file_problem, target, stop, kernel_kind, warp_rows, log)
+    else:
+        assert config is not None
+        kernel, text = compile_kernel(config, target, stop, kernel_kind, warp_rows)
     if emit in ("gpu", "nvvm"):
         out.write_text(text)
         log(f"wrote {out} ({emit} stage)")
@@ -167,13 +310,14 @@ def add_kernel_args(p: argparse.ArgumentParser, target_default: str | None = Non
         "--kernel",
         choices=("auto", "tensorcore", "simt"),
         default="auto",
-        help="tensorcore: the mma.sync rule for attention (bf16/f16); simt: every diagram, CUDA cores (default auto)",
+        help="tensorcore: the mma.sync rule for attention (bf16/f16); simt: every diagram, CUDA cores; auto: "
+        "tensor cores when the rule takes the program, else simt (default auto)",
     )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compile", help="compile a built-in diagram to a GPU kernel (PTX/cubin + sidecar)")
-    add_problem_args(p)
+    p = sub.add_parser("compile", help="compile a diagram (built-in or .mlir) to a GPU kernel (PTX/cubin + sidecar)")
+    add_problem_args(p, dims_required=False)
     add_kernel_args(p)
     p.add_argument("--emit", choices=EMIT, default="cubin", help="stage to write (default cubin)")
     p.add_argument("-o", "--output", required=True, help="output file")

@@ -4,14 +4,17 @@
                    [--kv-heads N] [--tile q=64,x=64] [--warp-rows 16|32] [--kernel auto|tensorcore|simt]
                    [--target sm_80|sm_90a] [--ctas N] [--seed N] [--json F]
     napkin emulate matmul --dims m=300,n=200,k=100          (the SIMT rule's kernel)
+    napkin emulate FILE.mlir [--dims q=40,x=40] [--dtype bf16] [--tile ...] [--kernel ...]
     napkin emulate kernel.mlir.json          (a sidecar `napkin compile --emit gpu` wrote)
 
 The first forms compile the kernel exactly as `napkin compile` does (--target sm_80 unless
 given) and stop at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator`),
 with memory and race checks, and compare the output with JAX by the project's rule (see the
-README's "Correctness rule"). `--ctas N` runs only N CTAs of the grid (the first, the last
-and evenly spaced ones) and checks the rows they write, so the kernel of a full-size problem
-is checked in seconds. The last line starts with PASS or FAIL; exit status 0 only on PASS.
+README's "Correctness rule"); a diagram from a file is compiled as `napkin compile FILE.mlir`
+does (the tensor-core rule when it takes the program, else the SIMT rule) and judged against
+the JAX interpretation of the file's own diagram, in float64 and in its dtype. `--ctas N`
+runs only N CTAs of the grid (the first, the last and evenly spaced ones) and checks the
+output they write, so the kernel of a full-size problem is checked in seconds. The last line starts with PASS or FAIL; exit status 0 only on PASS.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import sys
 from pathlib import Path
 
 from napkin_mlir.cli.common import add_problem_args, problem_config
-from napkin_mlir.cli.compile import add_kernel_args, compile_kernel
+from napkin_mlir.cli.compile import add_kernel_args, compile_file_kernel, compile_kernel, file_problem
+from napkin_mlir.cli.verify import is_file_argument
 from napkin_mlir.emulator import EmulationReport, emulate_kernel, emulate_sidecar
 from napkin_mlir.errors import UsageError
 
@@ -36,6 +40,11 @@ def _progress(done: int, total: int) -> None:
 def cmd_emulate(args: argparse.Namespace) -> int:
     if args.diagram.endswith(".json"):
         report: EmulationReport = emulate_sidecar(args.diagram, args.seed, _progress, args.ctas)
+    elif is_file_argument(args.diagram):
+        problem = file_problem(args)
+        kernel, text, plain = compile_file_kernel(problem, args.target, "gpu", args.kernel, args.warp_rows)
+        assert kernel is not None
+        report = emulate_kernel(kernel, text, args.seed, _progress, args.ctas, diagram=plain)
     else:
         if args.dims is None:
             raise UsageError("--dims is required with a built-in diagram (or give a kernel sidecar FILE.json)")
@@ -57,7 +66,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--ctas",
         type=int,
         default=None,
-        help="attention: run only N CTAs of the grid (first, last, evenly spaced) and check the rows they write",
+        help="run only N CTAs of the grid (first, last, evenly spaced) and check the output they write "
+        "(built-in attention, or a diagram from a file)",
     )
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.set_defaults(fn=cmd_emulate)

@@ -6,8 +6,12 @@ of whole CTAs (`LANES_PER_BATCH` lanes at a time), each batch a fresh `Machine`.
 `emulate` checks a kernel the way the GPU runner does: the launch its sidecar describes, on
 fresh random inputs and NaN-poisoned outputs, judged against JAX by the project's rule for
 the problem the sidecar names (or, with `ctas`, on the output rows a sample of CTAs wrote).
-`emulate_kernel` and `emulate_sidecar` take the kernel as `napkin compile` builds it or as
-`napkin compile --emit gpu` writes it.
+The references come from one of two places: a built-in problem (the sidecar's diagram name,
+dims and options: `check.harness.references`), or a plain diagram as napkin IR (the
+`diagram` argument, or the sidecar's `problem.napkin`, which `napkin compile FILE.mlir`
+writes), whose JAX interpretation (`napkin_mlir.interpret`, float64 and same-dtype) judges
+every output. `emulate_kernel` and `emulate_sidecar` take the kernel as `napkin compile`
+builds it or as `napkin compile --emit gpu` writes it.
 
 Speed: the interpreter costs a few microseconds per op for a whole batch of CTAs, so
 problems of a few thousand query rows take seconds. It is a correctness tool; timings come
@@ -119,27 +123,35 @@ def emulate(
     filename: str = "kernel.mlir",
     progress: Callable[[int, int], None] | None = None,
     ctas: int | None = None,
+    diagram: str | None = None,
 ) -> EmulationReport:
     """Run a kernel's gpu-stage IR with the launch its sidecar (a `gpu_runner.Sidecar`)
     describes, on fresh random inputs and NaN-poisoned outputs, and judge the result against
-    JAX by the project's rule (`harness.judge`) for the problem the sidecar names.
+    JAX by the project's rule (`harness.judge`) for the problem the sidecar names, or, given
+    `diagram` (the plain diagram as napkin IR; by default the sidecar's `problem.napkin`),
+    against that diagram's JAX interpretation, every output by `harness.judge_dtype`.
 
     `ctas` runs only that many CTAs of the grid (the first, the last and evenly spaced ones
-    between) and judges the output rows they write (attention): the kernel of a full-size
-    problem checked in seconds."""
+    between) and judges the output they write (built-in attention: its rows, referenced for
+    those rows only; a diagram: the elements written, against the whole interpretation): the
+    kernel of a full-size problem checked in seconds."""
     import time
 
     from napkin_mlir.backends.gpu import runner as gpu_runner
 
-    config = _problem_config(side)
+    if diagram is None:
+        diagram = side.problem.get("napkin")
+    config = _problem_config(side) if diagram is None else None
     with napkin_context(), ir.Location.unknown():
         kernel = load_kernel(text, filename, side.entry)
     inputs = gpu_runner.make_inputs(side, seed)
     arrays = [inputs[a.name] for a in side.args]
     outputs = [i for i, a in enumerate(side.args) if a.role == "output"]
     total = side.grid[0] * side.grid[1] * side.grid[2]
-    if ctas is not None and (ctas < 1 or config.diagram != "attention"):
-        raise EmulationError("--ctas takes a positive count, and attention kernels only")
+    if ctas is not None and (ctas < 1 or (config is not None and config.diagram != "attention")):
+        raise EmulationError(
+            "--ctas takes a positive count, and attention kernels only (or kernels of a diagram from a file)"
+        )
     chosen = None if ctas is None or ctas >= total else np.unique(np.linspace(0, total - 1, ctas).round())
     start = time.perf_counter()
     stats = run_kernel(
@@ -155,9 +167,19 @@ def emulate(
     )
     seconds = time.perf_counter() - start
     inputs_only = [arrays[i] for i, a in enumerate(side.args) if a.role == "input"]
-    passed, errors, criterion = _judge(
-        config, inputs, inputs_only, arrays[outputs[0]], stats.written[outputs[0]], chosen
-    )
+    if config is None:
+        assert diagram is not None
+        passed, errors, criterion = _judge_diagram(
+            diagram,
+            side,
+            inputs_only,
+            [(side.args[i], arrays[i], stats.written[i]) for i in outputs],
+            chosen is not None,
+        )
+    else:
+        passed, errors, criterion = _judge(
+            config, inputs, inputs_only, arrays[outputs[0]], stats.written[outputs[0]], chosen
+        )
     return EmulationReport(
         kernel.name,
         side.grid,
@@ -219,6 +241,67 @@ def _judge(
     return passed and finite, errors, criterion
 
 
+def _judge_diagram(
+    diagram: str,
+    side: Any,
+    input_arrays: list[np.ndarray],
+    outs: list[tuple[Any, np.ndarray, np.ndarray]],
+    sampled: bool,
+) -> tuple[bool, dict[str, float], str]:
+    """Every output against the JAX interpretation of the plain `diagram` (napkin IR text):
+    float64 and in the declared element types, each judged by the project's rule for its
+    dtype (`harness.judge_dtype`); `sampled`: only the elements the emulated CTAs wrote.
+    Returns the verdict, the errors of the worst output and the rules as stated."""
+    from napkin_mlir.check import harness, reference
+    from napkin_mlir.interpret import interpret
+    from napkin_mlir.ir.arrays import ArrayType
+    from napkin_mlir.ir.context import parse_module
+    from napkin_mlir.ir.regions import diagram_functions
+
+    with napkin_context(), ir.Location.unknown():
+        module = parse_module(diagram, "the kernel's diagram")
+        functions = diagram_functions(module.operation)
+        if not functions:
+            raise EmulationError("the kernel's diagram has no function of napkin arrays: no reference to compare with")
+        ftype = ir.FunctionType(ir.TypeAttr(functions[0].attributes["function_type"]).value)
+        ins = [ArrayType.from_mlir(t) for t in ftype.inputs]
+        results = [ArrayType.from_mlir(t) for t in ftype.results]
+        if [t.shape for t in ins] != [a.shape for a in input_arrays] or len(results) != len(outs):
+            raise EmulationError(
+                f"the kernel's arguments do not match its diagram: inputs {[a.shape for a in input_arrays]} and "
+                f"{len(outs)} outputs, the diagram takes {[t.shape for t in ins]} and gives {len(results)}"
+            )
+        ref64 = interpret(module, input_arrays, "f64")
+        same = interpret(module, input_arrays, "same")
+    checks = []
+    for k, ((arg, out, written), t) in enumerate(zip(outs, results, strict=True)):
+        if tuple(arg.shape) != t.shape or arg.dtype != t.dtype:
+            raise EmulationError(f"output {arg.name} is {arg.shape} {arg.dtype}, the diagram's result #{k} is {t}")
+        y, r64, r_same = out, np.asarray(ref64[k]), np.asarray(same[k])
+        if sampled:
+            mask = written.reshape(out.shape)
+            if not mask.any():
+                raise EmulationError(f"the emulated CTAs wrote nothing of output {arg.name}")
+            y, r64, r_same = y[mask], r64[mask], r_same[mask]
+        with np.errstate(invalid="ignore"):
+            c = reference.compare(y, r64, r_same)
+        passed, rule = harness.judge_dtype(t.dtype, c)
+        finite = bool(np.all(np.isfinite(y.astype(np.float32))))
+        errors = {
+            "max_abs": c.max_abs,
+            "rel_fro": c.rel_fro,
+            "ref_max_abs": c.jax_max_abs,
+            "ref_rel_fro": c.jax_rel_fro,
+        }
+        if not finite:
+            errors.update(max_abs=float("inf"), rel_fro=float("inf"))
+        scope = f" on the {y.size} elements the emulated CTAs wrote" if sampled else ""
+        checks.append((passed and finite, errors, f"{arg.name}: {rule}{scope}"))
+    worst = next((c for c in checks if not c[0]), max(checks, key=lambda c: c[1]["rel_fro"]))
+    criterion = "; ".join(c[2] for c in checks) + ", against the JAX interpretation of the diagram"
+    return all(c[0] for c in checks), worst[1], criterion
+
+
 def _written_rows(
     inputs: dict[str, np.ndarray], out: np.ndarray, written: np.ndarray, causal: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -256,15 +339,18 @@ def emulate_kernel(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     ctas: int | None = None,
+    diagram: str | None = None,
 ) -> EmulationReport:
-    """`emulate` the gpu-stage `text` of a `gpu.GpuKernel` (as `napkin compile` builds them)."""
+    """`emulate` the gpu-stage `text` of a `gpu.GpuKernel` (as `napkin compile` builds them);
+    `diagram`, the plain diagram as napkin IR, judges it against that diagram's interpretation
+    (without it: the problem the kernel names, a built-in's references or its `napkin` text)."""
     from pathlib import Path
 
     from napkin_mlir.backends.gpu import runner as gpu_runner
 
     filename = f"{kernel.entry}.mlir"
     side = gpu_runner.parse_sidecar(kernel.sidecar(filename), Path(filename))
-    return emulate(text, side, seed, filename, progress, ctas)
+    return emulate(text, side, seed, filename, progress, ctas, diagram)
 
 
 def emulate_sidecar(

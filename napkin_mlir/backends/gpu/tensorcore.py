@@ -2,9 +2,10 @@
 
 The relabeling passes turn attention into: a grid group over (b, h, q-tile), and inside it a
 stream over `x` whose step is the online softmax of a contraction (`napkin-stream-partition`
-derives it). This is the GPU rule for that pattern, in three parts: the plan
-(`tensorcore_plan.py`) reads the tile sizes, axes, mask and dtypes from the partitioned
-program and refuses anything else; the emitter (`tensorcore_emit.py`) writes one `gpu.func`;
+derives it). This is the GPU rule for that pattern, in four parts: the match
+(`tensorcore_match.py`) gives every op of the partitioned program the part of the kernel that
+implements it and refuses, naming the op, anything else; the plan (`tensorcore_plan.py`)
+reads the tile sizes, axes, mask, scale and dtypes and refuses what the kernel cannot hold; the emitter (`tensorcore_emit.py`) writes one `gpu.func`;
 `compile_tensorcore_attention` here lowers it with `KERNEL_PIPELINE` to PTX. In the kernel
 
 * each warp owns 16 query rows (one m16 MMA tile) of the CTA's rows, which are the group's
@@ -40,14 +41,15 @@ from napkin_mlir.pipeline.stages import KERNEL_PIPELINE
 
 
 def compile_tensorcore_attention(
-    partitioned: ir.Module, target: str, stop_after: str = "ptx", warp_rows: int = 16
+    partitioned: ir.Module, target: str, stop_after: str = "ptx", warp_rows: int = 16, filename: str | None = None
 ) -> tuple[GpuKernel, str]:
     """The tensor-core rule: a partitioned attention program -> the mma.sync kernel
     (`warp_rows` rows of the CTA tile per warp, a multiple of 16). Returns the kernel's launch
     description and the text at `stop_after` (gpu | nvvm | ptx); `kernel.ptx` is empty
-    before the ptx stage."""
+    before the ptx stage. Every op of the program must be one the kernel implements, else a
+    `TensorCoreRefusal` names it (at its location in `filename`)."""
     check_target(target)
-    plan = AttentionPlan.from_partitioned(partitioned, warp_rows)
+    plan = AttentionPlan.from_partitioned(partitioned, warp_rows, filename)
     name, args = _kernel_args_from_diagram(partitioned)
     text = emit_attention_kernel(plan)
     kernel = GpuKernel(

@@ -2,8 +2,9 @@
 
 `AttentionPlan` holds the sizes, tiles, dtype, mask and scale of one attention problem, read
 off the partitioned program (`AttentionPlan.from_partitioned`: a grid group over (b, h,
-q-tile) whose body streams `x` with the online softmax between two contractions) or built
-from sizes and tiles (`AttentionPlan.of`). From them it derives the launch (grid, warps,
+q-tile) whose body streams `x` with the online softmax between two contractions, every op
+of it matched to the part of the kernel that implements it by `tensorcore_match.py`) or
+built from sizes and tiles (`AttentionPlan.of`). From them it derives the launch (grid, warps,
 threads), the shared memory and a register estimate, and `check` refuses what the kernel
 cannot take. `tiles_fit_kernel` asks the same question for the tile search. The kernel
 itself is written by `tensorcore_emit.py`.
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from mlir import ir
 
 from napkin_mlir.backends.gpu.fragments import MMA_K, MMA_M
+from napkin_mlir.backends.gpu.tensorcore_match import TensorCoreRefusal, match_attention
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ir.arrays import ArrayType
 
 ELEM = {"bf16": "bf16", "f16": "f16"}
 PAD = 8  # elements of padding per shared-memory row (16 bytes)
@@ -98,7 +99,7 @@ class AttentionPlan:
                 "(the accumulators of x chunk and head dim must stay in registers)"
             )
         if problems:
-            raise NapkinError("the tensor-core attention kernel cannot take " + "; ".join(problems))
+            raise TensorCoreRefusal("the tensor-core attention kernel cannot take " + "; ".join(problems))
 
     @staticmethod
     def of(
@@ -137,45 +138,19 @@ class AttentionPlan:
         )
 
     @staticmethod
-    def from_partitioned(module: ir.Module, warp_rows: int = MMA_M) -> AttentionPlan:
-        """Match grid group -> stream(online softmax) and read the plan; NapkinError if the
-        program does not have that shape."""
-        func = next(op.operation for op in module.body.operations if op.operation.name == "func.func")
-        body = func.regions[0].blocks[0]
-        groups = [op.operation for op in body.operations if op.operation.name == "napkin.group"]
-        if len(groups) != 1:
-            raise NapkinError("tensor-core attention needs one grid group partition (run the derivation first)")
-        group = groups[0]
-        axes = [ir.StringAttr(a).value for a in ir.ArrayAttr(group.attributes["axes"])]
-        sizes = dict(zip(axes, ir.DenseI64ArrayAttr(group.attributes["sizes"]), strict=True))
-        gbody = group.regions[0].blocks[0]
-        streams = [op.operation for op in gbody.operations if op.operation.name == "napkin.stream"]
-        if len(streams) != 1:
-            raise NapkinError("tensor-core attention needs one stream partition inside the group")
-        stream = streams[0]
-        step = stream.regions[1].blocks[0]
-        names = [op.operation.name for op in step.operations]
-        if names.count("napkin.contract") != 2 or "napkin.exp" not in names or "napkin.reduce" not in names:
-            raise NapkinError("the stream step is not an online softmax between two contractions")
-        args = [ArrayType.from_mlir(a.type) for a in body.arguments]
-        qa, ka = args[0], args[1]
-        dims = {**qa.sizes, **ka.sizes}
-        if set(qa.axes) - {"b", "h", "r", "q", "d"} or ka.axes != ("b", "h", "x", "d"):
-            raise NapkinError(f"unexpected attention layout: Q {qa.axes}, K {ka.axes}")
-        scales = [
-            ir.FloatAttr(op.attributes["factor"]).value for op in step.operations if op.operation.name == "napkin.scale"
-        ]
-        causal = any(op.operation.name == "napkin.mask" for op in step.operations)
-        arg_names = [ir.StringAttr(n).value for n in ir.ArrayAttr(func.attributes["arg_names"])]
-        if any(sizes.get(a, 1) != 1 for a in ("b", "h")) or "r" in sizes:
-            raise NapkinError("tensor-core attention needs one (b, h) slice per CTA with all r heads in it")
+    def from_partitioned(module: ir.Module, warp_rows: int = MMA_M, filename: str | None = None) -> AttentionPlan:
+        """The plan of the partitioned attention program in `module`. Every op of the program
+        is matched to the part of the kernel that implements it (`match_attention`); a
+        `TensorCoreRefusal` names the first op the kernel does not implement (at its location
+        in `filename`), or the limit the tiles exceed."""
+        match = match_attention(module, filename)
         plan = AttentionPlan.of(
-            dims,
-            {"q": sizes["q"], "x": ir.IntegerAttr(stream.attributes["size"]).value},
-            qa.dtype,
-            causal=causal,
-            scale=scales[0] if scales else 1.0,
-            names=(arg_names[0], arg_names[1], arg_names[2]),
+            match.dims,
+            {"q": match.group_sizes.get("q", match.dims["q"]), "x": match.sx},
+            match.dtype,
+            causal=match.causal,
+            scale=match.scale,
+            names=match.names,
             warp_rows=warp_rows,
         )
         plan.check()
