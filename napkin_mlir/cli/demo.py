@@ -53,6 +53,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result = verify(cfg, log=lambda s: None)
         print(f"   {result.summary()}\n")
         ok = ok and result.passed
+    ok = _demo_user_diagram(args.seed) and ok
     _demo_model()
     _demo_pictures(dims, config)
     ok = _demo_gpu(dims) and ok
@@ -61,6 +62,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 DEMO_DIR = Path("out/demo")
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "softcap_attention.mlir"
+
+
+def _demo_user_diagram(seed: int) -> bool:
+    """A diagram a user writes (Gemma 2's soft-capped attention, a .mlir file): the compiler
+    derives its relabelings, explains them, and checks the result against the diagram's own
+    JAX interpretation."""
+    from napkin_mlir.check.diagram import verify_diagram
+    from napkin_mlir.ir.files import load_diagram
+
+    print("A diagram users write: examples/softcap_attention.mlir (Gemma 2: softmax(50·tanh(s/50)) V), q=x=333:")
+    with napkin_context(), ir.Location.unknown():
+        module = load_diagram(EXAMPLE, {"q": 333, "x": 333})
+        result = verify_diagram(module, seed, filename="examples/softcap_attention.mlir")
+    for reason in result.derivation.reasons:
+        print(f"   derive: {reason}")
+    print("\n".join("   " + line for line in result.summary().splitlines()), "\n")
+    return result.passed
 
 
 def _demo_model() -> None:
