@@ -118,6 +118,50 @@ def rmsnorm_matmul() -> ir.Module:
     return d.ret(d.cast(y, DTYPE))
 
 
+def layernorm_matmul() -> ir.Module:
+    """LayerNorm feeding a matmul: Y = ((X - μ) / sqrt(var + eps) · g + β) W with
+    μ = mean_k X and var = mean_k (X - μ)²."""
+    m, k, n = 45, 64, 24
+    d = DiagramBuilder(
+        "layernorm_matmul",
+        X=ArrayType(("m", "k"), (m, k), DTYPE),
+        G=ArrayType(("k",), (k,), DTYPE),
+        Beta=ArrayType(("k",), (k,), DTYPE),
+        W=ArrayType(("k", "n"), (k, n), DTYPE),
+    )
+    x = d.cast(d["X"], ACC)
+    centered = d.sub(x, d.scale(d.reduce(x, "k", "sum"), 1.0 / k))
+    var = d.scale(d.reduce(d.mul(centered, centered), "k", "sum"), 1.0 / k)
+    inv = d.map(lambda v: mmath.rsqrt(arith.addf(v, _f32(1e-5))), var)
+    normed = d.add(d.mul(d.mul(centered, inv), d.cast(d["G"], ACC)), d.cast(d["Beta"], ACC))
+    y = d.contract(d.cast(normed, DTYPE), d["W"], ("m", "n"), dtype=ACC)
+    return d.ret(d.cast(y, DTYPE))
+
+
+def softmax_attention_by_hand() -> ir.Module:
+    """Attention with its softmax written box by box: m = max_x s, p = e^(s - m),
+    l = Σ_x p, O = (p / l) V."""
+    d = _attention_inputs("softmax_attention_by_hand", D)
+    s = d.scale(d.contract(d["Q"], d["K"], ("b", "h", "q", "x"), dtype=ACC), 1.0 / math.sqrt(D))
+    p = d.exp(d.sub(s, d.reduce(s, "x", "max")))
+    o = d.contract(d.cast(d.div(p, d.reduce(p, "x", "sum")), DTYPE), d["V"], ("b", "h", "q", "d"), dtype=ACC)
+    return d.ret(d.cast(o, DTYPE))
+
+
+def sink_attention() -> ir.Module:
+    """Attention with a per-head sink logit in the normalizer (gpt-oss):
+    O = Σ_x e^(s_x - m) V_x / (e^(Sink_h - m) + Σ_x e^(s_x - m)) with m = max(max_x s, Sink_h),
+    written box by box."""
+    d = _attention_inputs("sink_attention", D, Sink=ArrayType(("h",), (H,), DTYPE))
+    s = d.scale(d.contract(d["Q"], d["K"], ("b", "h", "q", "x"), dtype=ACC), 1.0 / math.sqrt(D))
+    sink = d.cast(d["Sink"], ACC)
+    m = d.max(d.reduce(s, "x", "max"), sink)
+    p = d.exp(d.sub(s, m))
+    l_sum = d.add(d.reduce(p, "x", "sum"), d.exp(d.sub(sink, m)))
+    o = d.contract(d.cast(d.div(p, l_sum), DTYPE), d["V"], ("b", "h", "q", "d"), dtype=ACC)
+    return d.ret(d.cast(o, DTYPE))
+
+
 def _sigmoid(v: ir.Value) -> ir.Value:
     one = _f32(1.0)
     return arith.divf(one, arith.addf(one, mmath.exp(arith.negf(v))))
@@ -147,6 +191,9 @@ EXAMPLES: dict[str, Callable[[], ir.Module]] = {
     "gqa_bias_attention": gqa_bias_attention,
     "swiglu_mlp": swiglu_mlp,
     "rmsnorm_matmul": rmsnorm_matmul,
+    "layernorm_matmul": layernorm_matmul,
+    "softmax_attention_by_hand": softmax_attention_by_hand,
+    "sink_attention": sink_attention,
 }
 
 

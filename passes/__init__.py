@@ -41,6 +41,8 @@ PASS_MODULES = [
     "passes.assign_levels",
     "passes.group_partition",
     "passes.stream_partition",
+    "passes.differentiate",
+    "passes.fission",
     "passes.lower_to_loops",
     "passes.erase_memory_spaces",
     "passes.cost_analysis",

@@ -79,7 +79,8 @@ def assign(f: ir.Operation, options: AssignLevelsOptions) -> None:
                 users = [u for u in _users(r) if u != ret]
                 if not users:
                     continue
-                with ir.InsertionPoint(users[0]), op.location:
+                # right after the definition: users[0] need not be the first user in program order
+                with ir.InsertionPoint.after(op), op.location:
                     up = create("transfer", [r], array(r).with_level(top))
                     down = create("transfer", [up], array(r).with_level(low))
                 for user in users:

@@ -41,6 +41,7 @@ from napkin_mlir.ir.regions import (
     has_axis,
     innermost_block,
     offset_mask,
+    output_site,
     replace_inside,
     retile_all,
     slot_attributes,
@@ -61,7 +62,7 @@ class GroupPartitionOptions:
     level: str = "grid"
 
 
-def _check_mapped(ops: list[ir.Operation], outputs: list[ir.Value], axis: str) -> None:
+def _check_mapped(ops: list[ir.Operation], ret: ir.Operation, axis: str) -> None:
     """Raise unless every box is mapped over `axis` (it is never reduced or normalized)."""
 
     def check(op: ir.Operation) -> None:
@@ -78,9 +79,13 @@ def _check_mapped(ops: list[ir.Operation], outputs: list[ir.Value], axis: str) -
             raise fail(op, f"cannot group-partition axis '{axis}': it is already streamed")
 
     walk_ops(ops, check)
-    for i, v in enumerate(outputs):
+    for i, v in enumerate(ret.operands):
         if is_array(v.type) and axis not in array(v).axes:
-            raise NapkinError(f"cannot group-partition axis '{axis}': output #{i} ({array(v)}) does not have it")
+            site = output_site(v, ret)
+            raise fail(
+                site,
+                f"cannot group-partition axis '{axis}': output #{i} ({array(v)}) of '{site.name}' does not have it",
+            )
 
 
 def partition(f: ir.Operation, options: GroupPartitionOptions) -> None:
@@ -102,7 +107,7 @@ def partition(f: ir.Operation, options: GroupPartitionOptions) -> None:
             raise NapkinError(
                 f"napkin-group-partition: group size {size} for axis '{axis}' must be between 1 and its size {sizes[axis]}"
             )
-        _check_mapped(ops, outputs, axis)
+        _check_mapped(ops, ret, axis)
     if any(v in inputs for v in outputs):
         raise NapkinError("napkin-group-partition: an output is an input passed through; nothing to partition")
     tile = dict(zip(options.axes, options.sizes, strict=True))

@@ -2,21 +2,31 @@
 
 The paper's stream partition: an axis that the function reduces can be consumed `size`
 elements at a time by a sequential loop, if the function is *streamable* along it: there is
-a head (initial state) and a body B with B(f(x), y) = f(x ⊕ y). The pass proves this for
-the boxes it finds and derives head, body and tail:
+a head (initial state) and a body B with B(f(x), y) = f(x ⊕ y). The pass proves this from
+the ops (`passes/streamable.py` holds the proofs) and derives head, body and tail:
 
   * monoid reductions (sum, max) and contractions over the axis: state = the partial result,
     head = 0 or -inf, body = add/max of the chunk's partial result;
-  * a normalized contraction `div(a1(s), b(Σ a2(s)))` contracted over the axis: the division
-    does not depend on the axis, so it moves after the contraction (then it is a sum);
+  * sums over the axis of products with factors constant along it: the sum is linear, so
+    each term's partial sum is carried and its factors are applied in finish. The
+    normalized contraction `a1(s)/b(Σ a2(s))`, RMSNorm feeding a matmul
+    (Σ_k x·r·g·w = r · Σ_k x·g·w with r = rsqrt(mean x² + eps)) and LayerNorm feeding a
+    matmul (the contraction distributed over x - μ) are such sums;
   * softmax followed by contractions over the axis (attention): the online form with the
     running max m, the running sum l and one accumulator o per contraction,
         m' = max(m, max_j s_j),  α = e^(m - m'),  p = e^(s - m'),
         l' = α·l + Σ_j p_j,      o' = α·o + Σ_j p_j v_j,      result = o / l;
-    with `online=false` softmax is refused: without the rescaling it needs the whole row.
+    for `napkin.softmax`, and for a softmax written by hand: any e^(s - c) whose shift c is
+    proven an upper bound of s along the axis (its napkin.reduce max, or a napkin.max of it
+    with e.g. a per-head sink logit) is carried online, and finish multiplies by e^(M - c)
+    (M the final max) when c is not M itself;
+    with `online=false` both are refused: without the rescaling they need the whole row.
 
-Anything else (a box inside the chunk that needs a reduction over the whole axis, an output
-that keeps the axis) is refused with a diagnostic naming the box; never wrong code.
+Finish computes, from the final state, every reduction the boxes after the stream use (the
+factors are recomputed there; inputs they need, such as a sink logit, are carried in the
+state). Anything else (a box inside the chunk that applies a function to a value that needs
+the whole axis, an output that keeps the axis) is refused with a diagnostic naming the box;
+never wrong code.
 
 Only the boxes that touch the axis *and* lead to a reduction over it are streamed; boxes woven
 over it but independent of that reduction stay where they are. The pass works on the body of
@@ -43,18 +53,28 @@ After:
     ^bb0(%m: ..., %l: ..., %acc: ...):
       %o = "napkin.div"(%acc, %l)  gpu.yield %o
     }) {axis = "x", size = 32 : i64}
+
+RMSNorm feeding a matmul (`axis=k`): before, `%y = contract(cast(mul(mul(%x, %r), %g)), %W)`
+with `%r = map(reduce_sum(mul(%x, %x)))`; after, the state is (Σ x², Σ (x·g) W), and
+
+    }, {
+    ^bb0(%ss: tensor<8xf32, {axes = ["m"]}>, %acc: tensor<8x24xf32, {axes = ["m", "n"]}>):
+      %r = "napkin.map"(%ss) ({ ... math.rsqrt ... })
+      %y = "napkin.mul"(%acc, %r)  gpu.yield %y
+    }) {axis = "k", size = 32 : i64}
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from mlir import ir
 from mlir.dialects import gpu
 
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ir.arrays import ArrayType, is_array
+from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.regions import (
     array,
     binary,
@@ -69,8 +89,8 @@ from napkin_mlir.ir.regions import (
     slot_attributes,
     terminator,
 )
-from napkin_mlir.ir.regions import users as _users
 from passes import register
+from passes.streamable import Plan, Slot, Summand, owner, product_axes, prove, str_attr
 
 
 @dataclass(frozen=True)
@@ -83,142 +103,6 @@ class StreamPartitionOptions:
     online: bool = True
 
 
-@dataclass
-class Accumulator:
-    """One piece of state: a monoid reduction, or an online softmax with its contractions."""
-
-    kind: str  # "sum", "max" or "softmax"
-    reducers: list[ir.Operation]  # the ops whose results the stream produces
-    softmax: ir.Operation | None = None
-    casts: dict[ir.Operation, ir.Operation | None] = field(default_factory=dict)  # contraction -> cast between
-
-
-def _str(op: ir.Operation, name: str) -> str:
-    return ir.StringAttr(op.attributes[name]).value
-
-
-def _reduces(op: ir.Operation, axis: str) -> bool:
-    return (
-        op.name in ("napkin.contract", "napkin.reduce")
-        and any(has_axis(v, axis) for v in op.operands)
-        and not has_axis(op.results[0], axis)
-    )
-
-
-def _factor_normalizers(ops: list[ir.Operation], axis: str) -> bool:
-    """contract(div(A, D), V) over `axis` with D free of `axis` -> div(contract(A, V), D).
-    Returns True when something was rewritten."""
-    for op in ops:
-        if not _reduces(op, axis) or op.name != "napkin.contract":
-            continue
-        for i, operand in enumerate(op.operands):
-            chain = operand.owner
-            cast = None
-            if getattr(chain, "name", "") == "napkin.cast":
-                cast, chain = chain, chain.operands[0].owner
-            if getattr(chain, "name", "") != "napkin.div":
-                continue
-            num, den = chain.operands
-            if has_axis(den, axis) or not has_axis(num, axis):
-                continue
-            out = array(op.results[0])
-            if not set(array(den).axes) <= set(out.axes) or array(den).dtype != out.dtype:
-                continue
-            with ir.InsertionPoint(op), op.location:
-                if cast is not None:
-                    num = create("cast", [num], array(num).with_dtype(array(cast.results[0]).dtype))
-                operands = list(op.operands)
-                operands[i] = num
-                partial = create("contract", operands, out)
-                normalized = binary("div", partial, den)
-            op.results[0].replace_all_uses_with(normalized)
-            op.erase()
-            for dead in (cast, chain):
-                if dead is not None and not list(dead.results[0].uses):
-                    dead.operation.erase()
-            return True
-    return False
-
-
-def _classify(
-    ops: list[ir.Operation], outputs: list[ir.Value], axis: str, online: bool
-) -> tuple[list[ir.Operation], list[Accumulator]]:
-    """The ops to move into the stream and the accumulators. Streamed are the boxes that
-    touch the axis and lead to a reduction over it; boxes that only carry the axis along
-    (woven over it, independent of the reduction) stay outside."""
-    touching = [op for op in ops if any(has_axis(v, axis) for v in [*op.operands, *op.results])]
-    if not touching:
-        raise NapkinError(f"napkin-stream-partition: no box uses axis '{axis}'")
-    feeds: set[ir.Operation] = {op for op in touching if _reduces(op, axis)}
-    for op in reversed(ops):
-        if op in touching and any(u in feeds for r in op.results for u in _users(r)):
-            feeds.add(op)
-    streamed = [op for op in touching if op in feeds] or touching
-    produced = {r for op in streamed for r in op.results}
-    for i, v in enumerate(outputs):
-        if has_axis(v, axis) and (v in produced or not feeds):
-            raise NapkinError(
-                f"cannot stream axis '{axis}': output #{i} ({array(v)}) keeps it; a stream partition needs an axis the function reduces"
-            )
-    reduced: list[ir.Operation] = [op for op in streamed if _reduces(op, axis)]
-    # values that depend on a whole-axis reduction
-    derived: set[ir.Value] = set()
-    for op in ops:
-        if op in reduced or any(v in derived for v in op.operands):
-            derived.update(op.results)
-    accs: list[Accumulator] = []
-    claimed: set[ir.Operation] = set()
-    for op in streamed:
-        if op.name == "napkin.softmax" and _str(op, "axis") == axis:
-            if not online:
-                raise fail(
-                    op,
-                    f"softmax along '{axis}' is not streamable as it stands: its normalizer needs the whole axis; allow the online (max-rescaled) form with online=true",
-                )
-            acc = Accumulator("softmax", [], softmax=op)
-            for user in _users(op.results[0]):
-                cast = None
-                if user.name == "napkin.cast" and len(_users(user.results[0])) >= 1:
-                    cast = user
-                    targets = _users(user.results[0])
-                else:
-                    targets = [user]
-                for t in targets:
-                    if t.name != "napkin.contract" or not _reduces(t, axis):
-                        raise fail(
-                            t,
-                            f"cannot stream axis '{axis}': the softmax along it feeds '{t.name}', which is not a contraction over '{axis}' (only softmax followed by contractions is streamable)",
-                        )
-                    acc.reducers.append(t)
-                    acc.casts[t] = cast
-                    claimed.add(t)
-            accs.append(acc)
-    for op in reduced:
-        if op in claimed:
-            continue
-        kind = "max" if op.name == "napkin.reduce" and _str(op, "kind") == "max" else "sum"
-        accs.append(Accumulator(kind, [op]))
-    for op in streamed:
-        if op in reduced:
-            continue
-        for v in op.operands:
-            if v in derived:
-                src = v.owner
-                raise fail(
-                    op,
-                    f"cannot stream axis '{axis}': '{op.name}' works on chunks of '{axis}' but uses '{getattr(src, 'name', 'a value')}', which needs the whole axis (use napkin.softmax for the online form, or a normalizer that divides after the contraction)",
-                )
-        for r in op.results:
-            for u in _users(r):
-                if u not in streamed:
-                    raise fail(
-                        op,
-                        f"cannot stream axis '{axis}': this value is computed per chunk of '{axis}' but '{u.name}' "
-                        "outside the stream needs it whole",
-                    )
-    return streamed, accs
-
-
 def _row_type(t: ArrayType, axis: str) -> ArrayType:
     return t.without(axis).with_dtype("f32")
 
@@ -229,7 +113,7 @@ def _target_block(f: ir.Operation, axis: str) -> ir.Block:
     block = innermost_block(f)
     while True:
         streams = [op.operation for op in block.operations if op.operation.name == "napkin.stream"]
-        if len(streams) != 1 or _str(streams[0], "axis") == axis:
+        if len(streams) != 1 or str_attr(streams[0], "axis") == axis:
             return block
         step = streams[0].regions[1].blocks[0]
         if not any(has_axis(v, axis) for op in step.operations for v in [*op.operands, *op.results]):
@@ -237,152 +121,348 @@ def _target_block(f: ir.Operation, axis: str) -> ir.Block:
         block = step
 
 
-def partition(f: ir.Operation, options: StreamPartitionOptions) -> None:
-    axis, size = options.axis, options.size
-    block = _target_block(f, axis)
-    while _factor_normalizers(body_ops(block), axis):
-        pass
-    ops = body_ops(block)
-    ret = terminator(block)
-    full = None
-    for op in ops:
-        for v in [*op.operands, *op.results]:
-            if has_axis(v, axis):
-                full = array(v).size(axis)
-    if full is None:
-        raise NapkinError(f"napkin-stream-partition: unknown axis '{axis}' (no array in the diagram has it)")
-    if not 0 < size <= full:
-        raise NapkinError(
-            f"napkin-stream-partition: chunk size {size} for axis '{axis}' must be between 1 and its size {full}"
-        )
-    streamed, accs = _classify(ops, list(ret.operands), axis, options.online)
-    skip = {acc.softmax for acc in accs if acc.softmax} | {c for acc in accs for c in acc.casts.values() if c}
-    reducers = [r for acc in accs for r in acc.reducers]
-    chunk_ops = [op for op in streamed if op not in skip and op not in reducers]
-    defined = {r for op in streamed for r in op.results}
-    inputs: list[ir.Value] = []
-    for op in streamed:
-        for v in op.operands:
-            if is_array(v.type) and v not in defined and v not in inputs:
-                inputs.append(v)
-    results = [r.results[0] for r in reducers]
-    # state types
-    state_types: list[ArrayType] = []
-    for acc in accs:
-        if acc.kind == "softmax":
-            row = _row_type(array(acc.softmax.operands[0]), axis)
-            state_types += [row, row] + [array(r.results[0]) for r in acc.reducers]
-        else:
-            state_types.append(array(acc.reducers[0].results[0]))
-    last = max(reducers, key=lambda o: ops.index(o))
-    attrs = {
-        "axis": ir.StringAttr.get(axis),
-        "size": ir.IntegerAttr.get(ir.IntegerType.get_signless(64), size),
-        **slot_attributes(len(inputs), len(results)),
-    }
-    with ir.InsertionPoint(last), last.location:
-        stream = ir.Operation.create(
-            "napkin.stream", results=[v.type for v in results], operands=inputs, attributes=attrs, regions=3
-        )
-    loc = last.location
-    # init: the head
-    init = stream.regions[0].blocks.append()
-    with ir.InsertionPoint(init), loc:
-        heads = []
-        for acc, t in zip(_expand(accs), state_types, strict=True):
-            value = -math.inf if acc in ("max", "m") else 0.0
-            heads.append(create("fill", [], t, value=ir.FloatAttr.get(ir.F64Type.get(), value)))
-        gpu.YieldOp(heads)
-    # step: the body B
-    chunk_types = []
-    for v in inputs:
-        t = array(v)
-        chunk_types.append((t.with_size(axis, size) if axis in t.axes else t).to_mlir())
-    step = stream.regions[1].blocks.append(*chunk_types, ir.IndexType.get(), *[t.to_mlir() for t in state_types])
-    args = list(step.arguments)
-    mapping: dict[ir.Value, ir.Value] = dict(zip(inputs, args[: len(inputs)], strict=True))
-    offset = args[len(inputs)]
-    states = args[len(inputs) + 1 :]
+def _fill(t: ArrayType, value: float) -> ir.Value:
+    return create("fill", [], t, value=ir.FloatAttr.get(ir.F64Type.get(), value))
 
-    def clone(op: ir.Operation) -> ir.Operation:
+
+def _cast(v: ir.Value, dtype: str) -> ir.Value:
+    t = array(v)
+    return v if t.dtype == dtype else create("cast", [v], t.with_dtype(dtype))
+
+
+def _within(t: ArrayType, axes: set[str]) -> ArrayType:
+    """`t` restricted to `axes` (in t's order)."""
+    keep = [a for a in t.axes if a in axes]
+    return ArrayType(tuple(keep), tuple(t.size(a) for a in keep), t.dtype, t.level)
+
+
+def _combine(name: str, lhs: ir.Value, rhs: ir.Value, target: ArrayType) -> ir.Value:
+    """lhs `name` rhs, with the result's axes in `target`'s order."""
+    axes = set(array(lhs).axes) | set(array(rhs).axes)
+    return create(name, [lhs, rhs], _within(target, axes))
+
+
+class _Builder:
+    """Builds the napkin.stream of a `Plan` in place of its region."""
+
+    def __init__(self, block: ir.Block, ops: list[ir.Operation], plan: Plan, axis: str, size: int) -> None:
+        self.block, self.ops, self.plan, self.axis, self.size = block, ops, plan, axis, size
+        self.mapping: dict[ir.Value, ir.Value] = {}
+        self.offset: ir.Value | None = None
+        self.rescales: dict[tuple[ir.Value, ir.Value], ir.Value] = {}
+
+    # --- state ---------------------------------------------------------------------------
+    def state_types(self) -> list[ArrayType]:
+        types: list[ArrayType] = []
+        for g in self.plan.softmax:
+            row = _row_type(array(g.softmax.operands[0]), self.axis)
+            types += [row, row] + [array(r.results[0]) for r in g.reducers]
+        return types + [s.type for s in self.plan.slots]
+
+    def heads(self) -> list[str]:
+        """The head kind of each state slot, in order."""
+        kinds: list[str] = []
+        for g in self.plan.softmax:
+            kinds += ["m", "l"] + ["o"] * len(g.reducers)
+        return kinds + [s.kind for s in self.plan.slots]
+
+    # --- the step ------------------------------------------------------------------------
+    def clone(self, op: ir.Operation) -> ir.Operation:
+        axis, size = self.axis, self.size
         new = op.clone().operation
-        for old, val in mapping.items():
+        for old, val in self.mapping.items():
             new.replace_uses_of_with(old, val)
         for r_old, r_new in zip(op.results, new.results, strict=True):
             retile(r_new, {axis: size})
-            mapping[r_old] = r_new
-        if new.name == "napkin.mask" and _str(new, "cols") == axis:
-            rebuilt = offset_mask(new, {axis: offset})
-            mapping[op.results[0]] = rebuilt.results[0]
+            self.mapping[r_old] = r_new
+        if new.name == "napkin.mask" and axis in (str_attr(new, "rows"), str_attr(new, "cols")):
+            assert self.offset is not None
+            rebuilt = offset_mask(new, {axis: self.offset})
+            self.mapping[op.results[0]] = rebuilt.results[0]
         return new
 
-    with ir.InsertionPoint(step), loc:
-        for op in chunk_ops:
-            clone(op)
+    def product(self, slot: Slot, i: int, online: ir.Value | None) -> ir.Value:
+        """The chunk's product of side `i` of a partial, cast to its target dtype."""
+        factors = [(self.mapping[leaf.value], leaf.power) for leaf in slot.sides[i]]
+        if online is not None and slot.online_side == i:
+            factors.append((online, 1))
+        factors.sort(key=lambda f: -f[1])  # a product starts from a factor, not a divisor
+        work, target = slot.work, slot.targets[i]
+        alone = len(factors) == 1 and factors[0][1] == 1
+        if alone and array(factors[0][0]).dtype == (target or work):
+            return factors[0][0]
+        sizes = {a: s for v, _ in factors for a, s in array(v).sizes.items()}
+        acc = _cast(factors[0][0], work)
+        for v, power in factors[1:]:
+            v = _cast(v, work)
+            axes = product_axes([array(acc), array(v)], slot.orders[i])
+            t = ArrayType(axes, tuple(sizes[a] for a in axes), work, slot.type.level)
+            acc = create("mul" if power > 0 else "div", [acc, v], t)
+        return _cast(acc, target) if target else acc
+
+    def partial(self, slot: Slot, online: ir.Value | None) -> ir.Value:
+        """The chunk's contribution to `slot`."""
+        axis = self.axis
+        if slot.plain:
+            assert slot.reduction is not None
+            if slot.type.dtype != array(slot.reduction.results[0]).dtype:  # a 16-bit sum, carried in f32
+                chunk = _cast(self.mapping[slot.reduction.operands[0]], slot.type.dtype)
+                return create("reduce", [chunk], slot.type, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("sum"))
+            return self.clone(slot.reduction).results[0]
+        if slot.form == "contract":
+            lhs, rhs = (self.product(slot, i, online) for i in range(2))
+            return create("contract", [lhs, rhs], slot.type)
+        prod = _cast(self.product(slot, 0, online), slot.type.dtype)  # 16-bit sums run in f32
+        t = array(prod)
+        out = ArrayType(
+            tuple(a for a in t.axes if a != axis),
+            tuple(t.size(a) for a in t.axes if a != axis),
+            slot.type.dtype,
+            slot.type.level,
+        )
+        if out != slot.type:
+            raise NapkinError(f"napkin-stream-partition: internal: partial {out} differs from its state {slot.type}")
+        return create("reduce", [prod], out, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("sum"))
+
+    def step(self, states: list[ir.Value]) -> list[ir.Value]:
+        plan, axis = self.plan, self.axis
+        for op in plan.chunk_ops:
+            self.clone(op)
         new_states: list[ir.Value] = []
         i = 0
-        for acc in accs:
-            if acc.kind == "softmax":
-                m, l_sum, outs = states[i], states[i + 1], states[i + 2 : i + 2 + len(acc.reducers)]
-                i += 2 + len(acc.reducers)
-                s = mapping[acc.softmax.operands[0]]
-                row = array(m)
-                m_chunk = create("reduce", [s], row, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("max"))
-                m_new = binary("max", m, m_chunk)
-                p = create("exp", [binary("sub", s, m_new)], array(s))
-                alpha = create("exp", [binary("sub", m, m_new)], row)
-                p_sum = create("reduce", [p], row, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("sum"))
-                l_new = binary("add", binary("mul", l_sum, alpha), p_sum)
-                new_states += [m_new, l_new]
-                for o, red in zip(outs, acc.reducers, strict=True):
-                    cast = acc.casts[red]
-                    p_in = create("cast", [p], array(p).with_dtype(array(cast.results[0]).dtype)) if cast else p
-                    prob = acc.softmax.results[0] if cast is None else cast.results[0]
-                    operands = [p_in if v == prob else mapping[v] for v in red.operands]
-                    partial = create("contract", operands, array(red.results[0]))
-                    new_states.append(binary("add", binary("mul", o, alpha), partial))
+        for g in plan.softmax:
+            m, l_sum, outs = states[i], states[i + 1], states[i + 2 : i + 2 + len(g.reducers)]
+            i += 2 + len(g.reducers)
+            s = self.mapping[g.softmax.operands[0]]
+            row = array(m)
+            m_chunk = create("reduce", [s], row, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("max"))
+            m_new = binary("max", m, m_chunk)
+            p = create("exp", [binary("sub", s, m_new)], array(s))
+            alpha = create("exp", [binary("sub", m, m_new)], row)
+            p_sum = create("reduce", [p], row, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("sum"))
+            l_new = binary("add", binary("mul", l_sum, alpha), p_sum)
+            new_states += [m_new, l_new]
+            for o, red in zip(outs, g.reducers, strict=True):
+                cast = g.casts[red]
+                p_in = create("cast", [p], array(p).with_dtype(array(cast.results[0]).dtype)) if cast else p
+                prob = g.softmax.results[0] if cast is None else cast.results[0]
+                operands = [p_in if v == prob else self.mapping[v] for v in red.operands]
+                partial = create("contract", operands, array(red.results[0]))
+                new_states.append(binary("add", binary("mul", o, alpha), partial))
+        running: dict[Slot, tuple[ir.Value, ir.Value]] = {}  # max slot -> (m, m')
+        onlines: dict[Slot, tuple[ir.Value, ir.Value]] = {}  # max slot -> (p, alpha)
+        for slot in plan.slots:
+            state = states[i]
+            i += 1
+            if slot.kind == "carry":
+                assert slot.carried is not None
+                new_states.append(self.mapping[slot.carried])
+                continue
+            p = None
+            if slot.kind == "online":  # p = e^(s - m'), alpha = e^(m - m') with the running max m
+                assert slot.maximum is not None
+                top = plan.exprs[slot.maximum][0].slot
+                assert top is not None
+                if top not in onlines:
+                    m, m_new = running[top]
+                    s = self.mapping[slot.maximum.operands[0]]
+                    p = create("exp", [binary("sub", s, m_new)], array(s))
+                    onlines[top] = (p, create("exp", [binary("sub", m, m_new)], array(m)))
+                p, alpha = onlines[top]
+            partial = self.partial(slot, p)
+            if slot.kind == "online":
+                new_states.append(binary("add", binary("mul", state, alpha), partial))
             else:
-                red = acc.reducers[0]
-                partial = clone(red).results[0]
-                new_states.append(binary("add" if acc.kind == "sum" else "max", states[i], partial))
-                i += 1
-        gpu.YieldOp(new_states)
-    # finish: the tail
-    finish = stream.regions[2].blocks.append(*[t.to_mlir() for t in state_types])
-    fargs = list(finish.arguments)
-    with ir.InsertionPoint(finish), loc:
-        outs_final: list[ir.Value] = []
+                new = binary("add" if slot.kind == "sum" else "max", state, partial)
+                new_states.append(new)
+                running[slot] = (state, new)
+        return new_states
+
+    # --- finish --------------------------------------------------------------------------
+    def finish(self, args: list[ir.Value]) -> list[ir.Value]:
+        plan = self.plan
+        values: dict[ir.Value, ir.Value] = {}
         i = 0
-        for acc in accs:
-            if acc.kind == "softmax":
-                l_sum = fargs[i + 1]
-                for j in range(len(acc.reducers)):
-                    outs_final.append(binary("div", fargs[i + 2 + j], l_sum))
-                i += 2 + len(acc.reducers)
+        for g in plan.softmax:
+            l_sum = args[i + 1]
+            for j, red in enumerate(g.reducers):
+                values[red.results[0]] = binary("div", args[i + 2 + j], l_sum)
+            i += 2 + len(g.reducers)
+        slot_args = dict(zip(plan.slots, args[i:], strict=True))
+        carried = {s.carried: slot_args[s] for s in plan.slots if s.carried is not None}
+
+        def value(v: ir.Value) -> ir.Value:
+            if v in values:
+                return values[v]
+            op = owner(v)
+            if op is not None and op in plan.exprs:
+                values[v] = self.expression(op, plan.exprs[op], value, slot_args)
+            elif v in plan.derived:
+                assert op is not None
+                operands = [value(x) for x in op.operands]
+                new = op.clone().operation
+                for old, x in zip(op.operands, operands, strict=True):
+                    new.replace_uses_of_with(old, x)
+                values.update(zip(op.results, new.results, strict=True))
             else:
-                outs_final.append(fargs[i])
-                i += 1
-        gpu.YieldOp(outs_final)
-    for old, new in zip(results, stream.results, strict=True):
-        old.replace_all_uses_with(new)
-    # ops placed before the stream that use its results move after it
-    after = stream
-    for op in ops:
-        if op in streamed or ops.index(op) > ops.index(last):
-            continue
-        if any(v in set(stream.results) for v in op.operands):
-            op.move_after(after)
-            after = op
-    for op in reversed(streamed):
-        op.erase()
+                values[v] = carried[v]
+            return values[v]
+
+        return [value(r.results[0]) for r in plan.results]
+
+    def expression(
+        self,
+        r: ir.Operation,
+        summands: list[Summand],
+        value: Callable[[ir.Value], ir.Value],
+        slot_args: dict[Slot, ir.Value],
+    ) -> ir.Value:
+        """The value of reduction `r` from the final state: Σ coeff · slot · Π consts."""
+        target = array(r.results[0])
+        parts: list[tuple[bool, ir.Value]] = []
+        for s in summands:
+            coeff = s.coeff
+            if s.slot is not None:
+                v = _cast(slot_args[s.slot], target.dtype)  # a 16-bit sum's f32 state rounds once
+            else:  # constant along the axis
+                v, coeff = _fill(target, abs(coeff)), math.copysign(1.0, coeff)
+            for leaf in sorted(s.consts, key=lambda c: -c.power):
+                c = _cast(value(leaf.value), target.dtype)
+                v = _combine("mul" if leaf.power > 0 else "div", v, c, target)
+            if s.rescale is not None:  # e^(M - c) <= 1: the online sums ran with M, the term has c
+                if s.rescale not in self.rescales:
+                    m, shift = (_cast(value(x), target.dtype) for x in s.rescale)
+                    d = binary("sub", m, shift)
+                    self.rescales[s.rescale] = create("exp", [d], array(d))
+                v = _combine("mul", v, self.rescales[s.rescale], target)
+            if abs(coeff) != 1.0:
+                v = create("scale", [v], array(v), factor=ir.FloatAttr.get(ir.F64Type.get(), abs(coeff)))
+            parts.append((coeff < 0, v))
+        negative, acc = parts[0]
+        if negative:
+            acc = create("scale", [acc], array(acc), factor=ir.FloatAttr.get(ir.F64Type.get(), -1.0))
+        for negative, v in parts[1:]:
+            acc = _combine("sub" if negative else "add", acc, v, target)
+        if array(acc) != target:
+            raise NapkinError(f"napkin-stream-partition: internal: finish computes {array(acc)} for {target}")
+        return acc
+
+    # --- splice --------------------------------------------------------------------------
+    def build(self) -> None:
+        plan, axis, size, ops = self.plan, self.axis, self.size, self.ops
+        inputs = plan.inputs
+        results = [r.results[0] for r in plan.results]
+        state_types = self.state_types()
+        # the stream goes after the region and after the definitions of its operands
+        pos = max(ops.index(op) for op in plan.region)
+        for v in inputs:
+            o = owner(v)
+            if o is not None and o in ops:
+                pos = max(pos, ops.index(o))
+        where = ops[pos + 1] if pos + 1 < len(ops) else terminator(self.block)
+        loc = ops[max(ops.index(r) for r in plan.results)].location
+        attrs = {
+            "axis": ir.StringAttr.get(axis),
+            "size": ir.IntegerAttr.get(ir.IntegerType.get_signless(64), size),
+            **slot_attributes(len(inputs), len(results)),
+        }
+        with ir.InsertionPoint(where), loc:
+            stream = ir.Operation.create(
+                "napkin.stream", results=[v.type for v in results], operands=inputs, attributes=attrs, regions=3
+            )
+        init = stream.regions[0].blocks.append()
+        with ir.InsertionPoint(init), loc:
+            heads = [
+                _fill(t, -math.inf if k in ("max", "m") else 0.0)
+                for k, t in zip(self.heads(), state_types, strict=True)
+            ]
+            gpu.YieldOp(heads)
+        chunk_types = []
+        for v in inputs:
+            t = array(v)
+            chunk_types.append((t.with_size(axis, size) if axis in t.axes else t).to_mlir())
+        step = stream.regions[1].blocks.append(*chunk_types, ir.IndexType.get(), *[t.to_mlir() for t in state_types])
+        args = list(step.arguments)
+        self.mapping = dict(zip(inputs, args[: len(inputs)], strict=True))
+        self.offset = args[len(inputs)]
+        with ir.InsertionPoint(step), loc:
+            gpu.YieldOp(self.step(args[len(inputs) + 1 :]))
+        finish = stream.regions[2].blocks.append(*[t.to_mlir() for t in state_types])
+        with ir.InsertionPoint(finish), loc:
+            gpu.YieldOp(self.finish(list(finish.arguments)))
+        for old, new in zip(results, stream.results, strict=True):
+            old.replace_all_uses_with(new)
+        self.splice(stream)
+
+    def splice(self, stream: ir.Operation) -> None:
+        """Move the boxes before the stream that use its results after it; erase the region
+        and the boxes that only served it, then what only they used."""
+        doomed = set(self.plan.doomed)
+        moved = set(stream.results)
+        after = stream
+        for op in self.ops:
+            if op in doomed or op == stream:
+                continue
+            if any(v in moved for v in op.operands) and self._before(op, stream):
+                op.move_after(after)
+                after = op
+                moved |= set(op.results)
+        position = {id(op): i for i, op in enumerate(self.ops)}
+        fed: list[ir.Operation] = []
+        for op in reversed(self.plan.doomed):
+            for v in op.operands:
+                o = owner(v)
+                if o is not None and id(o) in position and o not in doomed and o not in fed:
+                    fed.append(o)
+            op.erase()
+        for op in sorted(fed, key=lambda o: position[id(o)], reverse=True):
+            if op.name.startswith("napkin.") and not op.regions and all(not list(r.uses) for r in op.results):
+                op.erase()
+
+    def _before(self, op: ir.Operation, stream: ir.Operation) -> bool:
+        for view in self.block.operations:
+            if view.operation == stream:
+                return False
+            if view.operation == op:
+                return True
+        return False
 
 
-def _expand(accs: list[Accumulator]) -> list[str]:
-    """The head kind of each state slot, in order."""
-    kinds: list[str] = []
-    for acc in accs:
-        kinds += ["m", "l"] + ["o"] * len(acc.reducers) if acc.kind == "softmax" else [acc.kind]
-    return kinds
+def _check_not_mapped(f: ir.Operation, block: ir.Block, axis: str) -> None:
+    """Refuse an axis that an enclosing group partition maps: it is not reduced there."""
+    op = block.owner.operation
+    while op != f:
+        if op.name == "napkin.group" and axis in [ir.StringAttr(a).value for a in ir.ArrayAttr(op.attributes["axes"])]:
+            raise fail(
+                op,
+                f"cannot stream axis '{axis}': this 'napkin.group' maps it (a group partition of a mapped axis), "
+                "so it is not reduced inside: nothing to stream",
+            )
+        op = op.parent.operation
+    return
+
+
+def partition(f: ir.Operation, options: StreamPartitionOptions) -> None:
+    axis, size = options.axis, options.size
+    block = _target_block(f, axis)
+    ops = body_ops(block)
+    ret = terminator(block)
+    _check_not_mapped(f, block, axis)
+    full, site = None, ret
+    for op in reversed(ops):
+        for v in [*op.operands, *op.results]:
+            if has_axis(v, axis):
+                full, site = array(v).size(axis), op
+    if full is None:
+        raise NapkinError(f"napkin-stream-partition: unknown axis '{axis}' (no array in the diagram has it)")
+    if not 0 < size <= full:
+        raise fail(
+            site,
+            f"napkin-stream-partition: chunk size {size} for axis '{axis}' must be between 1 and its size {full} "
+            f"(in '{site.name}')",
+        )
+    plan = prove(ops, list(ret.operands), axis, options.online)
+    _Builder(block, ops, plan, axis, size).build()
 
 
 @register("napkin-stream-partition", StreamPartitionOptions, "stream a reduced axis in chunks with a carried state")

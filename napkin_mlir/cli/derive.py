@@ -14,6 +14,7 @@ from pathlib import Path
 from mlir import ir
 
 from napkin_mlir.cli.common import parse_sizes
+from napkin_mlir.cli.verify_grad import add_grad_arguments, cmd_derive_grad
 from napkin_mlir.derive.auto import derive
 from napkin_mlir.errors import UsageError
 from napkin_mlir.ir.arrays import ArrayType
@@ -33,6 +34,8 @@ def _low_precision(module: ir.Module) -> str | None:
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
+    if args.grad:
+        return cmd_derive_grad(args)
     dims = parse_sizes(args.dims, "--dims") if args.dims else None
     tiles = parse_sizes(args.tile, "--tile") if args.tile else None
     out = Path(args.output) if args.output else None
@@ -61,4 +64,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--gpu", choices=("a100", "h100", "h200"), default=None, help="tiles from the cost model for this GPU"
     )
     p.add_argument("-o", "--output", default=None, help="also write the partitioned program to FILE")
+    add_grad_arguments(p, verify=False)
     p.set_defaults(fn=cmd_derive)

@@ -11,6 +11,7 @@ from mlir import ir
 
 from napkin_mlir.check.harness import build, model_tiles, verify
 from napkin_mlir.cli.common import add_problem_args, file_options, parse_sizes, problem_config
+from napkin_mlir.cli.verify_grad import add_grad_arguments, cmd_verify_grad
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.diagrams import diagram_sizes
@@ -44,6 +45,8 @@ def is_file_argument(name: str) -> bool:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.grad:
+        return cmd_verify_grad(args, is_file_argument(args.diagram))
     if is_file_argument(args.diagram):
         return _verify_file(args)
     config = problem_config(args)
@@ -115,6 +118,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="choose the tiles with the cost model for this GPU",
     )
+    add_grad_arguments(ver)
     ver.set_defaults(fn=cmd_verify)
     emit = sub.add_parser("build", help="print a built-in diagram as napkin IR")
     add_problem_args(emit)

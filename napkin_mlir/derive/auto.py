@@ -126,7 +126,10 @@ def _direct_inputs(v: ir.Value) -> set[int]:
 
 def _input_like(op: ir.Operation) -> bool:
     """A box computed from inputs alone by pass-through boxes (a cast of a bias table):
-    recomputing it in every group costs no more than loading the input again."""
+    recomputing it in every group costs no more than loading the input again. A fill (a
+    constant) reads nothing at all."""
+    if op.name == "napkin.fill":
+        return True
     if op.name not in PASS_THROUGH:
         return False
     v = op.operands[0]
@@ -267,6 +270,13 @@ def _fit_grid(d: Derivation, sizes: dict[str, int]) -> None:
         del d.tiles[axis]
         d.reasons.append(
             f"{axis}: left whole in every group (its tile is the whole axis; the grid has {GRID_DIMS} dimensions)"
+        )
+    woven = sorted(d.woven, key=lambda a: (sizes[a], a))  # then woven axes: a group takes the whole axis
+    while len(d.woven) + len(d.tiled) > GRID_DIMS and woven:
+        axis = woven.pop(0)
+        d.woven.remove(axis)
+        d.reasons.append(
+            f"{axis}: left whole in every group (the smallest woven axis; the grid has {GRID_DIMS} dimensions)"
         )
     if len(d.woven) + len(d.tiled) > GRID_DIMS:
         raise UsageError(

@@ -23,7 +23,7 @@ from mlir.dialects import arith, func, linalg, memref, scf
 from mlir.dialects import math as mmath
 
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ir.arrays import ArrayType, element_type
+from napkin_mlir.ir.arrays import ArrayType, element_type, is_array
 from napkin_mlir.ir.ops import op_info
 
 PARALLEL = "#linalg.iterator_type<parallel>"
@@ -232,6 +232,11 @@ class Lowerer:
                     continue
                 raise NapkinError(f"cannot lower '{op.name}' inside a napkin diagram", where=str(op.location))
             outs = [dests.get(r) or self.alloc(ArrayType.from_mlir(r.type)) for r in op.results]
+            missing = [v for v in op.operands if v not in env and is_array(v.type)]
+            if missing:  # an array from outside the region: lowering it would read the wrong buffer
+                raise NapkinError(
+                    f"cannot lower '{op.name}': an operand array is not visible in its region", where=str(op.location)
+                )
             RULES[info.kind](self, op, [env[v] for v in op.operands if v in env], outs)
             env.update(zip(op.results, outs, strict=True))
 
@@ -324,7 +329,14 @@ def reduce_into(src: Buffer, out: Buffer, axis: str, kind: str) -> None:
 
 def lower_reduce(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
     out = outs[0]
-    reduce_into(ins[0], out, _attr_str(op, "axis"), _attr_str(op, "kind"))
+    axis, kind = _attr_str(op, "axis"), _attr_str(op, "kind")
+    if kind == "sum" and out.dtype in ("f16", "bf16"):
+        # a 16-bit sum accumulates in f32 and rounds once (as contractions and the interpretation do)
+        acc = lw.alloc(ArrayType.from_mlir(op.results[0].type).with_dtype("f32").with_level(None))
+        reduce_into(ins[0], acc, axis, kind)
+        copy(acc, out)
+        return
+    reduce_into(ins[0], out, axis, kind)
 
 
 def lower_softmax(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
@@ -473,9 +485,15 @@ def _causal_bound(lw: Lowerer, op: ir.Operation, axis: str, full: int) -> ir.Val
             continue
         if len(inner_op.operands) != 3 or inner_op.operands[1] in inner:
             continue
+        row0 = inner_op.operands[1]
+        local = next((o.operation for o in step.operations if row0 in list(o.operation.results)), None)
+        if local is not None:  # defined in the step (a constant when no group encloses it)
+            if local.name != "arith.constant":
+                continue
+            row0 = _index(ir.IntegerAttr(local.attributes["value"]).value)
         rows = ir.StringAttr(inner_op.attributes["rows"]).value
         rows_tile = ArrayType.from_mlir(inner_op.operands[0].type).size(rows)
-        end = arith.addi(lw.index(inner_op.operands[1]), _index(rows_tile))
+        end = arith.addi(lw.index(row0), _index(rows_tile))
         bound = arith.minsi(bound, end)
     return bound
 

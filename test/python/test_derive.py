@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, cli_command
 from mlir import ir
+from mlir.dialects import arith
+from mlir.dialects import math as mmath
 
 from napkin_mlir.derive.auto import derive
 from napkin_mlir.errors import NapkinError, UsageError
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.builders import DiagramBuilder
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.diagrams import build_builtin
 from napkin_mlir.ir.files import axis_sizes, load_diagram
@@ -77,13 +81,25 @@ def test_every_example_derives_and_its_pipeline_runs(path: Path) -> None:
     assert ('"napkin.stream"' in text) == (d.streamed is not None)
 
 
-def test_refused_stream_is_reported_with_the_box_and_its_location() -> None:
+def test_refused_stream_is_reported_with_the_box_and_its_location(tmp_path: Path) -> None:
+    """RMSNorm feeding a matmul streams k (its factor rsqrt(mean x² + eps) has no k, so it is
+    applied after the sum); a near miss whose factor is computed per element from the row
+    sum, rsqrt(Σ_k x² + x), has k and needs the whole axis: refused, naming that box."""
     path = REPO_ROOT / "examples" / "rmsnorm_matmul.mlir"
     with napkin_context(), ir.Location.unknown():
         d = derive(load_diagram(path), filename=str(path))
-    assert d.streamed is None
-    reason = next(r for r in d.reasons if r.startswith("k: not streamed"))
-    assert f"{path}:" in reason and "'napkin.mul'" in reason
+        assert d.streamed == "k" and any(r.startswith("k: streamed") for r in d.reasons)
+        b = DiagramBuilder(
+            "near_miss", X=ArrayType(("m", "k"), (45, 64), "f32"), W=ArrayType(("k", "n"), (64, 24), "f32")
+        )
+        ss = b.reduce(b.mul(b["X"], b["X"]), "k", "sum")
+        factor = b.map(lambda x, v: mmath.rsqrt(arith.addf(v, x)), b["X"], ss)
+        near = tmp_path / "near_miss.mlir"
+        near.write_text(str(b.ret(b.contract(b.mul(b["X"], factor), b["W"], ("m", "n")))))
+        refused = derive(load_diagram(near), filename=str(near))
+    assert refused.streamed is None
+    reason = next(r for r in refused.reasons if r.startswith("k: not streamed"))
+    assert f"{near}:" in reason and "'napkin.map' works on chunks of 'k' but uses 'napkin.reduce'" in reason
 
 
 def test_partitioned_input_is_refused_with_a_location(tmp_path: Path) -> None:

@@ -30,9 +30,12 @@ ODD_SIZES = {
     "bias_attention": {"q": 53, "x": 41, "d": 24},
     "cross_attention": {"q": 45, "x": 67, "e": 40},
     "gqa_bias_attention": {"q": 31, "x": 19},
+    "layernorm_matmul": {"m": 23, "k": 71, "n": 17},
     "rmsnorm_matmul": {"m": 23, "k": 71, "n": 17},
     "sigmoid_attention": {"q": 61, "x": 43},
+    "sink_attention": {"q": 41, "x": 53},
     "softcap_attention": {"q": 33, "x": 75, "d": 8},
+    "softmax_attention_by_hand": {"q": 29, "x": 47, "d": 24},
     "swiglu_mlp": {"m": 29, "f": 83, "n": 13},
 }
 
@@ -139,3 +142,14 @@ def test_model_pseudocode_and_draw_take_a_file(tmp_path: Path) -> None:
     assert drawn.rc == 0 and out.stat().st_size > 10_000, drawn.describe()
     bad = run_cli_process("napkin", "model", path, "--gpu", "h100", "--dtype", "f32")
     assert bad.rc == 2 and bad.stderr.startswith("error: --dtype for a .mlir file"), bad.describe()
+
+
+def test_a_hand_written_file_without_argument_names(tmp_path: Path) -> None:
+    """The README's matmul.mlir: no arg_names attribute, sizes re-given by --dims."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    start = readme.index("func.func @matmul(")
+    text = readme[start : readme.index("```", start)]
+    path = tmp_path / "matmul.mlir"
+    path.write_text(text)
+    result = run_cli_process("napkin", "verify", str(path), "--dims", "m=61,n=37,k=29")
+    assert result.rc == 0 and result.last_line().startswith("PASS"), result.describe()
