@@ -67,6 +67,30 @@ def _signature(module: ir.Module) -> tuple[list[ArrayType], list[ArrayType]]:
     return [ArrayType.from_mlir(t) for t in ftype.inputs], [ArrayType.from_mlir(t) for t in ftype.results]
 
 
+def compile_diagram(
+    module: ir.Module,
+    tiles: dict[str, int] | None = None,
+    gpu: str | None = None,
+    filename: str | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[CpuKernel, str, Derivation]:
+    """Derive `module`'s plain diagram and compile it for the CPU (in place): the kernel, its
+    function's name and the derivation."""
+    inputs_t, _ = _signature(module)
+    low = next((t.dtype for t in inputs_t if t.dtype in ("f16", "bf16")), None)
+    derivation = derive(module, tiles, gpu, low, filename=filename)
+    for reason in derivation.reasons:
+        log(f"derive: {reason}")
+    pipeline = derivation.pipeline()
+    log(f"relabel: {pipeline}")
+    run_pipeline(module, pipeline, filename=filename)
+    loops = f"builtin.module(napkin-verify,{LOOPS_PIPELINE})"
+    log(f"lower:   {loops}")
+    run_pipeline(module, loops, filename=filename)
+    kernel = CpuKernel(module)
+    return kernel, next(iter(kernel.signatures)), derivation
+
+
 def verify_diagram(
     module: ir.Module,
     seed: int = 0,
@@ -82,19 +106,8 @@ def verify_diagram(
     ref64 = interpret(module, inputs, "f64", filename=filename)
     same = interpret(module, inputs, "same", filename=filename)
     t0 = time.perf_counter()
-    low = next((t.dtype for t in inputs_t if t.dtype in ("f16", "bf16")), None)
-    derivation = derive(module, tiles, gpu, low, filename=filename)
-    for reason in derivation.reasons:
-        log(f"derive: {reason}")
-    pipeline = derivation.pipeline()
-    log(f"relabel: {pipeline}")
-    run_pipeline(module, pipeline, filename=filename)
-    loops = f"builtin.module(napkin-verify,{LOOPS_PIPELINE})"
-    log(f"lower:   {loops}")
-    run_pipeline(module, loops, filename=filename)
-    kernel = CpuKernel(module)
+    kernel, name, derivation = compile_diagram(module, tiles, gpu, filename, log)
     t1 = time.perf_counter()
-    name = next(iter(kernel.signatures))
     outs = kernel(name, *inputs)
     t2 = time.perf_counter()
     checks = []

@@ -181,7 +181,41 @@ def has_cuda_device() -> bool:
         return False
 
 
+def _bench_file(args: argparse.Namespace) -> int:
+    """`napkin bench FILE.mlir`: the derived CPU program against XLA's compilation of the same
+    diagram (its interpretation under jax.jit)."""
+    from napkin_mlir.check.bench import bench_diagram_cpu
+
+    if args.target != "cpu":
+        raise UsageError("napkin bench FILE.mlir: --target cpu only (the GPU sweep is attention's)")
+    if args.causal or args.sweep:
+        raise UsageError("--causal and --sweep describe the built-in attention; a .mlir file says it in its types")
+    if args.repeats < 3:
+        raise UsageError(f"--repeats must be at least 3, got {args.repeats}")
+    dims = parse_sizes(args.dims, "--dims") if args.dims else None
+    tiles = parse_sizes(args.tile, "--tile") if args.tile else None
+    m = bench_diagram_cpu(args.diagram, dims, args.file_dtype, tiles, args.seed, args.repeats)
+    label = ",".join(f"{k}={v}" for k, v in m.dims.items())
+    print(f"{'problem':<40} {'napkin ms':>10} {'XLA ms':>10} {'ratio':>7} {'GFLOP/s':>8} {'XLA GFLOP/s':>11}")
+    print(
+        f"{label:<40} {m.napkin_median_s * 1e3:>10.2f} {m.reference_median_s * 1e3:>10.2f} "
+        f"{m.ratio:>7.2f} {m.gflops_napkin:>8.2f} {m.gflops_reference:>11.2f}"
+    )
+    print(
+        f"max |napkin - XLA| = {m.max_abs_diff:.3e}, {m.max_rel_diff:.1e} of max |XLA| (reference: {m.reference_name})"
+    )
+    stem = Path(args.diagram).stem
+    path = write_results(f"cpu-{stem}-{m.dtype}", [m], Path(args.output) if args.output else None)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    from napkin_mlir.cli.verify import is_file_argument
+
+    if is_file_argument(args.diagram):
+        return _bench_file(args)
+    args.dtype = args.file_dtype or "f32"
     if args.diagram != "attention":
         raise UsageError(f"napkin bench: only attention is benchmarked so far, not '{args.diagram}'")
     if args.target == "gpu":
@@ -232,10 +266,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark a derived kernel against JAX (medians, ratio, JSON)")
-    p.add_argument("diagram", help="attention")
+    p.add_argument("diagram", help="attention, or a .mlir file (CPU)")
     p.add_argument("--target", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--dims", default=None, help="axis sizes (default b=1,h=8,q=1024,x=1024,d=64)")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="f32")
+    p.add_argument(
+        "--dtype", dest="file_dtype", choices=DTYPE_CHOICES, default=None, help="default f32; a file: its own"
+    )
     p.add_argument("--causal", action="store_true")
     p.add_argument("--tile", default=None, help="tile sizes, e.g. q=64,x=64")
     p.add_argument("--seed", type=int, default=0)

@@ -153,3 +153,32 @@ def test_a_hand_written_file_without_argument_names(tmp_path: Path) -> None:
     path.write_text(text)
     result = run_cli_process("napkin", "verify", str(path), "--dims", "m=61,n=37,k=29")
     assert result.rc == 0 and result.last_line().startswith("PASS"), result.describe()
+
+
+def test_bench_takes_a_file(tmp_path: Path) -> None:
+    """`napkin bench FILE.mlir`: the derived CPU program beside XLA's compilation of the same
+    diagram, medians and ratio in JSON, and the two agree."""
+    import json
+
+    out = tmp_path / "bench.json"
+    dims = "q=64,x=64"
+    result = run_cli_process(
+        "napkin",
+        "bench",
+        "examples/softcap_attention.mlir",
+        "--dims",
+        dims,
+        "--dtype",
+        "f32",
+        "--repeats",
+        "3",
+        "-o",
+        str(out),
+    )
+    assert result.rc == 0, result.describe()
+    (m,) = json.loads(out.read_text())["measurements"]
+    assert m["napkin_median_s"] > 0 and m["reference_median_s"] > 0
+    assert m["ratio"] == pytest.approx(m["napkin_median_s"] / m["reference_median_s"])
+    assert m["max_rel_diff"] < 1e-5 and "interpretation" in m["reference_name"]
+    refused = run_cli_process("napkin", "bench", "examples/softcap_attention.mlir", "--target", "gpu")
+    assert refused.rc == 2 and refused.stderr.startswith("error: napkin bench FILE.mlir: --target cpu only")
