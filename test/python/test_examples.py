@@ -182,3 +182,12 @@ def test_bench_takes_a_file(tmp_path: Path) -> None:
     assert m["max_rel_diff"] < 1e-5 and "interpretation" in m["reference_name"]
     refused = run_cli_process("napkin", "bench", "examples/softcap_attention.mlir", "--target", "gpu")
     assert refused.rc == 2 and refused.stderr.startswith("error: napkin bench FILE.mlir: --target cpu only")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_passes_on_the_emulator(name: str) -> None:
+    """Each example compiled for sm_80 (tensor cores when the rule accepts it, else SIMT, and a
+    line saying why) and run on the CPU emulator against its own interpretation."""
+    result = run_cli_process("napkin", "emulate", f"examples/{name}.mlir", timeout=600)
+    assert result.rc == 0 and result.last_line().startswith("PASS"), result.describe()
+    assert "against the JAX interpretation of the diagram" in result.last_line()
