@@ -35,6 +35,7 @@ from mlir.passmanager import PassManager
 from napkin_mlir.cli.common import ArgumentParser, run_main
 from napkin_mlir.errors import NapkinError, UsageError
 from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.parse_guard import parser_abort
 from napkin_mlir.ir.verifier import verify_napkin
 from napkin_mlir.knobs import knobs
 from napkin_mlir.pipeline.passmanager import (
@@ -290,6 +291,9 @@ def process_chunk(
     """Parse, verify, transform and print one chunk in a fresh context (never raises for bad IR)."""
     ctx = napkin_context()
     with ctx, ir.Location.unknown():
+        aborted = parser_abort(chunk.padded())  # upstream's parser aborts on some bad text
+        if aborted is not None:
+            return ChunkResult(None, [PipelineDiagnostic.from_location(*aborted)])
         try:
             module = ir.Module.parse(chunk.padded())
         except ir.MLIRError as err:

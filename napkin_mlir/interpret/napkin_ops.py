@@ -160,8 +160,9 @@ def reduce(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Val
     combine = {"sum": jnp.sum, "max": jnp.max}.get(kind)
     if combine is None or axis not in x.axes:
         raise interp.fail(op, f"interpret: cannot reduce axis '{axis}' of {list(x.axes)} with kind '{kind}'")
-    data = combine(x.data, axis=x.axes.index(axis))
     out = result_type(op)
+    # a 16-bit sum accumulates in f32 and rounds once (as the loop lowering does)
+    data = combine(x.data.astype(compute_dtype(out.dtype, interp.precision)), axis=x.axes.index(axis))
     return [Named(data, tuple(a for a in x.axes if a != axis)).transposed(out.axes).astype(interp.dtype(out))]
 
 

@@ -13,6 +13,7 @@ from mlir import ir
 from mlir.dialects import irdl
 
 from napkin_mlir.errors import NapkinError
+from napkin_mlir.ir.parse_guard import parser_abort
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DIALECT_FILE = REPO_ROOT / "dialects" / "napkin.irdl.mlir"
@@ -61,6 +62,11 @@ def format_diagnostics(err: ir.MLIRError, filename: str | None = None) -> str:
 
 def parse_module(text: str, filename: str = "<input>") -> ir.Module:
     """Parse MLIR text in the current context; raise NapkinError with located diagnostics."""
+    aborted = parser_abort(text)
+    if aborted is not None:
+        loc, message = aborted
+        where = format_location(loc, filename)
+        raise NapkinError(message, where=None if where == "unknown" else where)
     try:
         return ir.Module.parse(text)
     except ir.MLIRError as err:

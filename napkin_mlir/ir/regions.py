@@ -173,6 +173,15 @@ def replace_inside(ops: Iterable[ir.Operation], old: ir.Value, new: ir.Value) ->
     walk_ops(ops, lambda op: op.replace_uses_of_with(old, new))
 
 
+def output_site(v: ir.Value, ret: ir.Operation) -> ir.Operation:
+    """Where to locate a diagnostic about output `v` of terminator `ret`: the box in ret's
+    block that produces it, else `ret` itself (an argument passed through)."""
+    o = v.owner
+    if isinstance(o, ir.OpView | ir.Operation) and o.operation.block == ret.block:
+        return o.operation
+    return ret
+
+
 def fail(op: ir.Operation, message: str) -> NapkinError:
     """A NapkinError located at `op`."""
     loc = str(op.location)

@@ -67,6 +67,26 @@ def _thread_tiling(op: ir.Operation) -> tuple[list[int], list[str]]:
     return counts, mapping
 
 
+def _check_one_grid_loop(module: ir.Module) -> None:
+    """Refuse (NapkinError) unless the program has exactly one outermost scf.forall, the
+    group partition that becomes the grid (`map_forall_to_blocks` needs a unique one)."""
+    outer: list[ir.Operation] = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "scf.forall":
+            outer.append(op)
+            return ir.WalkResult.SKIP
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit, ir.WalkOrder.PRE_ORDER)
+    if len(outer) != 1:
+        found = "none" if not outer else f"{len(outer)}"
+        raise NapkinError(
+            "the SIMT rule maps one group partition (an outermost scf.forall from a napkin.group) onto the grid, "
+            f"and this program has {found}: group-partition a mapped axis first (napkin-group-partition)"
+        )
+
+
 def map_to_threads(module: ir.Module) -> None:
     """Tile every linalg op over the CTA's threads, then map groups to blocks and threads."""
     ops: list[ir.Operation] = []
@@ -77,6 +97,7 @@ def map_to_threads(module: ir.Module) -> None:
         return ir.WalkResult.ADVANCE
 
     module.operation.walk(visit)
+    _check_one_grid_loop(module)
     steps = []
     for i, op in enumerate(ops):
         op.attributes["napkin.thread_tile"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), i)
@@ -110,6 +131,9 @@ def map_to_threads(module: ir.Module) -> None:
         interpreter.apply_named_sequence(module.operation, seq.body.operations[0], seq.operation)
     except ir.MLIRError as err:
         raise NapkinError(f"mapping the loop program to GPU threads failed:\n{format_diagnostics(err)}") from None
+    except ValueError as err:  # the transform interpreter's failures come as ValueError
+        reason = next((ln for ln in str(err).splitlines() if "Diagnostic message" in ln), str(err))
+        raise NapkinError(f"mapping the loop program to GPU threads failed: {reason.strip()}") from None
 
 
 # --- shared memory --------------------------------------------------------------------------
