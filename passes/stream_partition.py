@@ -206,6 +206,9 @@ class _Builder:
         if slot.plain:
             assert slot.reduction is not None
             if slot.type.dtype != array(slot.reduction.results[0]).dtype:  # a 16-bit sum, carried in f32
+                if slot.form == "contract":
+                    chunks = [self.mapping[v] for v in slot.reduction.operands]
+                    return create("contract", chunks, slot.type)
                 chunk = _cast(self.mapping[slot.reduction.operands[0]], slot.type.dtype)
                 return create("reduce", [chunk], slot.type, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("sum"))
             return self.clone(slot.reduction).results[0]

@@ -452,7 +452,7 @@ class Prover:
         form = "reduce" if r.name == "napkin.reduce" else "contract"
         out = array(r.results[0])
         key = (kind, form, sides, tuple(array(v).dtype for v in r.operands), out.dtype, str(out), -1, None)
-        state = out.with_dtype("f32") if kind == "sum" and form == "reduce" and out.dtype in HALF else out
+        state = out.with_dtype("f32") if kind == "sum" and out.dtype in HALF else out  # 16-bit sums carried in f32
         if key not in self.slots:
             self.slots[key] = Slot(kind, state, self.anchor(r), r, form, sides, plain=True)
         slot = self.slots[key]

@@ -71,7 +71,7 @@ def contract(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[V
     out = result_type(op)
     letters = dict(zip(dict.fromkeys((*lhs.axes, *rhs.axes, *out.axes)), string.ascii_letters, strict=False))
     spec = "{},{}->{}".format(*("".join(letters[a] for a in axes) for axes in (lhs.axes, rhs.axes, out.axes)))
-    acc = interp.dtype(out)
+    acc = compute_dtype(out.dtype, interp.precision)  # a 16-bit result accumulates in f32, rounded once
     data = jnp.einsum(
         spec,
         lhs.data.astype(acc),
@@ -79,7 +79,7 @@ def contract(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[V
         preferred_element_type=acc,
         precision=jax.lax.Precision.HIGHEST,
     )
-    return [Named(data, out.axes)]
+    return [Named(data.astype(interp.dtype(out)), out.axes)]
 
 
 # --- elementwise ---------------------------------------------------------------------------

@@ -249,7 +249,17 @@ def _attr_str(op: ir.Operation, name: str) -> str:
 
 
 def lower_contract(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
-    out = outs[0]
+    if outs[0].dtype in ("f16", "bf16"):
+        # a 16-bit result accumulates in f32 and rounds once (as tensor cores and the interpretation do)
+        acc = lw.alloc(ArrayType.from_mlir(op.results[0].type).with_dtype("f32").with_level(None))
+        contract_into(ins, acc)
+        copy(acc, outs[0])
+        return
+    contract_into(ins, outs[0])
+
+
+def contract_into(ins: list[Buffer], out: Buffer) -> None:
+    """out = the contraction of `ins` over the axes `out` lacks, accumulated in out's type."""
     lhs, rhs = ins
     reduced = [a for a in (*lhs.axes, *rhs.axes) if a not in out.axes]
     reduced = list(dict.fromkeys(reduced))

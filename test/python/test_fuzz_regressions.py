@@ -181,3 +181,26 @@ def test_007_forward_reference_precheck() -> None:
     # a use in a later region of a name defined in a closed sibling region is still caught
     sibling = "func.func @f() {\n  test.op {\n  ^bb0(%x: f32):\n  }\n  test.use %x\n  return\n}\n"
     assert forward_reference(sibling) == ("%x", 5, 12)
+
+
+def test_bf16_contraction_with_a_bf16_result_accumulates_in_f32(seed: int) -> None:
+    """A contraction whose result is bf16 (no f32 accumulator written in the diagram) sums in
+    f32 and rounds once, in the lowering, a stream's state and the interpretation alike: over
+    k = 4096 a bf16 accumulator would be off by far more than the rule allows."""
+    from mlir import ir
+
+    from napkin_mlir.check.diagram import verify_diagram
+    from napkin_mlir.ir.context import napkin_context
+
+    text = (
+        'func.func @mm(%a: tensor<7x4096xbf16, {axes = ["m", "k"]}>, %b: tensor<4096x5xbf16, {axes = ["k", "n"]}>)'
+        ' -> tensor<7x5xbf16, {axes = ["m", "n"]}> {\n'
+        '  %c = "napkin.contract"(%a, %b) : (tensor<7x4096xbf16, {axes = ["m", "k"]}>, '
+        'tensor<4096x5xbf16, {axes = ["k", "n"]}>) -> tensor<7x5xbf16, {axes = ["m", "n"]}>\n'
+        '  return %c : tensor<7x5xbf16, {axes = ["m", "n"]}>\n}\n'
+    )
+    for tiles in (None, {"m": 4, "n": 4, "k": 1000}):
+        with napkin_context(), ir.Location.unknown():
+            result = verify_diagram(ir.Module.parse(text), seed, tiles)
+        assert result.passed, result.summary()
+        assert result.outputs[0].comparison.rel_fro < 1e-2
