@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.napkin-installed
 
-.PHONY: demo test lint format setup clean
+FUZZ_SECONDS ?= 300
+FUZZ_SEED ?= 0
+
+.PHONY: demo test lint format setup clean fuzz
 
 setup: $(STAMP)
 
@@ -23,6 +26,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lit -sv test
 	$(BIN)/pytest -q -n 2 test/python
+
+# Differential fuzzing: random diagrams and relabelings vs the interpretation and the CPU,
+# mutated IR through napkin-opt/napkin; reproducers in fuzz-out/failures/.
+fuzz: $(STAMP)
+	$(BIN)/python -m napkin_mlir.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --out fuzz-out/
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -1,0 +1,1 @@
+func.func @f() attributes {x = array<index: 1>} { return }
