@@ -204,3 +204,11 @@ def test_bf16_contraction_with_a_bf16_result_accumulates_in_f32(seed: int) -> No
             result = verify_diagram(ir.Module.parse(text), seed, tiles)
         assert result.passed, result.summary()
         assert result.outputs[0].comparison.rel_fro < 1e-2
+
+
+@pytest.mark.parametrize("program", ["napkin-opt", "napkin"])
+def test_010_index_dense_array_does_not_abort(program: str, run_cli: Callable[..., CliResult]) -> None:
+    """010: `array<index: ...>` aborts upstream's parser (index has no bit width); the tools
+    check such text in a child process and report one located error."""
+    args = [str(_repro("010"))] if program == "napkin-opt" else ["derive", str(_repro("010"))]
+    _one_error(run_cli(program, *args), "dense array of index elements", ":1:")
