@@ -130,6 +130,16 @@ def diagram_signature(f: dict[str, Any]) -> str:
     return f"{diagram_key(f)}: {normalize(f['message'])}"
 
 
+def emulator_verdict(args: list[str], answer: dict[str, Any]) -> tuple[str, str] | None:
+    """The command rule, and one more: a backend that builds IR MLIR's verifier rejects
+    ('see current operation' in the diagnostic) has failed, however cleanly it says so."""
+    verdict = commands.judge("napkin", args, answer)
+    if verdict is None and answer.get("rc") and "see current operation" in answer.get("stderr", ""):
+        first = next((ln for ln in answer["stderr"].splitlines() if ln.startswith("error:")), "")
+        return "invalid-ir", first[:400]
+    return verdict
+
+
 def emulator_category(category: str) -> str:
     return "emulator-wrong-result" if category == "wrong-result" else f"emulator-{category}"
 
@@ -261,7 +271,7 @@ class Campaign:
         judged there against the diagram's interpretation; a refusal is counted by reason."""
         args = ["emulate", "{input}", "--kernel", "simt", "--target", "sm_80", "--seed", str(seed % 1000)]
         answer = self.run_cli("napkin", args, text.encode())
-        verdict = commands.judge("napkin", args, answer)
+        verdict = emulator_verdict(args, answer)
         if verdict is None:
             if answer["rc"] == 0:
                 self.counts.emulated["passed"] += 1
@@ -451,7 +461,7 @@ class Campaign:
                     "out_suffix": ".png",
                 }
                 answer = self.worker.call(job, CLI_TIMEOUT)
-                verdict = commands.judge(rec.entry, rec.args, answer)
+                verdict = emulator_verdict(rec.args, answer)
                 if verdict is None or cli_signature(rec.entry, rec.args, *verdict, emulator=True) != rec.signature:
                     return False
                 best_text["text"] = answer.get("rendered", "")
@@ -610,7 +620,10 @@ def replay(path: Path, workdir: Path) -> tuple[bool, str]:
             "out_suffix": ".png",
         }
         answer = worker.call(job, CLI_TIMEOUT)
-        verdict = commands.judge(data["entry"], data["args"], answer)
+        emulated = data["entry"] == "napkin" and data["args"][:1] == ["emulate"]
+        verdict = (
+            emulator_verdict(data["args"], answer) if emulated else commands.judge(data["entry"], data["args"], answer)
+        )
         if verdict is not None:
             return True, f"[{verdict[0]}] {verdict[1]}"
         return False, f"exit {answer['rc']}: {answer['stderr'].strip()[:300]}"
