@@ -26,10 +26,8 @@ from napkin_mlir.check.diagram import DiagramResult, verify_diagram
 from napkin_mlir.derive.auto import Derivation, derive
 from napkin_mlir.draw.render import draw
 from napkin_mlir.interpret import interpret
-from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import napkin_context, parse_module
-from napkin_mlir.ir.files import change_dtype, load_diagram, resize, verify_or_raise
-from napkin_mlir.ir.regions import diagram_functions
+from napkin_mlir.ir.files import change_dtype, load_diagram, low_precision_of, resize, verify_or_raise
 from napkin_mlir.model.cost import CostReport, analyze
 from napkin_mlir.model.pseudocode import pseudocode
 from napkin_mlir.pipeline.passmanager import run_pipeline
@@ -80,13 +78,13 @@ class Diagram:
         """The relabelings the compiler chooses (`.pipeline()`, `.reasons`)."""
         with napkin_context(), ir.Location.unknown():
             module = self._module()
-            return derive(module, tiles, gpu, _low_precision(module), filename=self.filename)
+            return derive(module, tiles, gpu, low_precision_of(module), filename=self.filename)
 
     def partitioned(self, tiles: dict[str, int] | None = None, gpu: str | None = None) -> str:
         """The text of the program after its derivation."""
         with napkin_context(), ir.Location.unknown():
             module = self._module()
-            d = derive(module, tiles, gpu, _low_precision(module), filename=self.filename)
+            d = derive(module, tiles, gpu, low_precision_of(module), filename=self.filename)
             run_pipeline(module, d.pipeline(), filename=self.filename)
             return str(module)
 
@@ -105,14 +103,14 @@ class Diagram:
         """The performance model of the derived program on `gpu` (a100, h100, h200)."""
         with napkin_context(), ir.Location.unknown():
             module = self._module()
-            d = derive(module, tiles, gpu, _low_precision(module), filename=self.filename)
+            d = derive(module, tiles, gpu, low_precision_of(module), filename=self.filename)
             run_pipeline(module, d.pipeline(), filename=self.filename)
             return analyze(module, gpu, stages=2)
 
     def pseudocode(self, gpu: str, tiles: dict[str, int] | None = None) -> str:
         with napkin_context(), ir.Location.unknown():
             module = self._module()
-            d = derive(module, tiles, gpu, _low_precision(module), filename=self.filename)
+            d = derive(module, tiles, gpu, low_precision_of(module), filename=self.filename)
             run_pipeline(module, d.pipeline(), filename=self.filename)
             return pseudocode(module, gpu)
 
@@ -121,13 +119,6 @@ class Diagram:
         with napkin_context(), ir.Location.unknown():
             module = self._module()
             if partitioned:
-                d = derive(module, None, None, _low_precision(module), filename=self.filename)
+                d = derive(module, None, None, low_precision_of(module), filename=self.filename)
                 run_pipeline(module, d.pipeline(), filename=self.filename)
             return draw(module, path, gpu=gpu)
-
-
-def _low_precision(module: ir.Module) -> str | None:
-    """The 16-bit dtype of the diagram's inputs, if any (the cost model prices that)."""
-    block = diagram_functions(module.operation)[0].regions[0].blocks[0]
-    dtypes = {ArrayType.from_mlir(a.type).dtype for a in block.arguments}
-    return next((d for d in ("bf16", "f16") if d in dtypes), None)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +64,20 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def side_by_side(
+    ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int, warmup: int
+) -> tuple[Any, Any, list[float], list[float]]:
+    """Warm both up, then time `repeats` calls of each, interleaved: (our last result, theirs,
+    our times, their times)."""
+    for _ in range(warmup):
+        a, b = ours(), theirs()
+    a_t, b_t = [], []
+    for _ in range(repeats):
+        a_t.append(_timed(ours))
+        b_t.append(_timed(theirs))
+    return a, b, a_t, b_t
+
+
 def progress(i: int, n: int, label: str) -> None:
     """A one-line progress bar on stderr."""
     width = 30
@@ -87,12 +102,7 @@ def bench_attention_cpu(config: VerifyConfig, repeats: int = 10, warmup: int = 2
     def run_xla() -> jax.Array:
         return xla(qj, kj, vj).block_until_ready()
 
-    for _ in range(warmup):
-        ours, theirs = run_napkin(), run_xla()
-    ours_t, theirs_t = [], []
-    for _ in range(repeats):
-        ours_t.append(_timed(run_napkin))
-        theirs_t.append(_timed(run_xla))
+    ours, theirs, ours_t, theirs_t = side_by_side(run_napkin, run_xla, repeats, warmup)
     theirs_bhqd = np.asarray(jnp.transpose(theirs, (0, 2, 1, 3)), np.float64).reshape(ours.shape)
     diff = float(np.max(np.abs(np.asarray(ours, np.float64) - theirs_bhqd)))
     ours_m, theirs_m = statistics.median(ours_t), statistics.median(theirs_t)
@@ -190,12 +200,7 @@ def bench_diagram_cpu(
     def run_xla() -> jax.Array:
         return xla(*inputs)[0].block_until_ready()
 
-    for _ in range(warmup):
-        ours, theirs = run_napkin(), run_xla()
-    ours_t, theirs_t = [], []
-    for _ in range(repeats):
-        ours_t.append(_timed(run_napkin))
-        theirs_t.append(_timed(run_xla))
+    ours, theirs, ours_t, theirs_t = side_by_side(run_napkin, run_xla, repeats, warmup)
     diff = float(np.max(np.abs(np.asarray(ours, np.float64) - np.asarray(theirs, np.float64))))
     ours_m, theirs_m = statistics.median(ours_t), statistics.median(theirs_t)
     return Measurement(

@@ -17,20 +17,9 @@ from napkin_mlir.cli.common import parse_sizes
 from napkin_mlir.cli.verify_grad import add_grad_arguments, cmd_derive_grad
 from napkin_mlir.derive.auto import derive
 from napkin_mlir.errors import UsageError
-from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import napkin_context
-from napkin_mlir.ir.files import load_diagram
-from napkin_mlir.ir.regions import diagram_functions
+from napkin_mlir.ir.files import load_diagram, low_precision_of
 from napkin_mlir.pipeline.passmanager import run_pipeline
-
-
-def _low_precision(module: ir.Module) -> str | None:
-    f = diagram_functions(module.operation)[0]
-    for arg in f.regions[0].blocks[0].arguments:
-        dtype = ArrayType.from_mlir(arg.type).dtype
-        if dtype in ("f16", "bf16"):
-            return dtype
-    return None
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
@@ -43,7 +32,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {out}: directory {out.parent} does not exist")
     with napkin_context(), ir.Location.unknown():
         module = load_diagram(args.file, dims)
-        derivation = derive(module, tiles, args.gpu, _low_precision(module) or "f16", filename=args.file)
+        derivation = derive(module, tiles, args.gpu, low_precision_of(module) or "f16", filename=args.file)
         for reason in derivation.reasons:
             print(f"// {reason}")
         pipeline = derivation.pipeline()

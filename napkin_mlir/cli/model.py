@@ -90,7 +90,7 @@ def _file_model(args: argparse.Namespace) -> tuple[ir.Module, Any, list[str]]:
     active context."""
     from napkin_mlir.cli.common import file_options
     from napkin_mlir.derive.auto import derive
-    from napkin_mlir.ir.files import load_diagram
+    from napkin_mlir.ir.files import load_diagram, low_precision_of
     from napkin_mlir.model.cost import evaluate, extract
     from napkin_mlir.pipeline.passmanager import run_pipeline
 
@@ -102,7 +102,7 @@ def _file_model(args: argparse.Namespace) -> tuple[ir.Module, Any, list[str]]:
     dims = parse_sizes(args.dims, "--dims") if args.dims else None
     tiles = parse_sizes(args.tile, "--tile") if args.tile else None
     module = load_diagram(args.diagram, dims)
-    low = _file_dtype(module)
+    low = low_precision_of(module) or "f32"
     hw.peak(override or low)
     d = derive(module, tiles, args.gpu, override or low, filename=args.diagram)
     run_pipeline(module, d.pipeline(), filename=args.diagram)
@@ -110,15 +110,6 @@ def _file_model(args: argparse.Namespace) -> tuple[ir.Module, Any, list[str]]:
     if not report.fits and not args.stages:
         report = evaluate(extract(module), hw, override, warps=args.warps, stages=1)
     return module, report, [*d.reasons, d.pipeline()]
-
-
-def _file_dtype(module: ir.Module) -> str:
-    from napkin_mlir.ir.arrays import ArrayType
-    from napkin_mlir.ir.regions import diagram_functions
-
-    block = diagram_functions(module.operation)[0].regions[0].blocks[0]
-    dtypes = [ArrayType.from_mlir(a.type).dtype for a in block.arguments]
-    return next((d for d in dtypes if d in ("bf16", "f16")), dtypes[0] if dtypes else "f32")
 
 
 def cmd_model(args: argparse.Namespace) -> int:

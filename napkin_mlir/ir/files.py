@@ -71,6 +71,14 @@ def axis_sizes(module: ir.Module) -> dict[str, int]:
     return sizes
 
 
+def low_precision_of(module: ir.Module) -> str | None:
+    """The 16-bit element type (f16, bf16) of the first diagram's inputs, if any: the dtype the
+    cost model and tensor cores price the program in."""
+    f = diagram_functions(module.operation)[0]
+    dtypes = [ArrayType.from_mlir(a.type).dtype for a in f.regions[0].blocks[0].arguments if is_array(a.type)]
+    return next((d for d in dtypes if d in LOW_PRECISION), None)
+
+
 def _retyped(t: ir.Type, dims: dict[str, int], dtypes: dict[str, str] | None = None) -> ir.Type:
     if not is_array(t):
         return t
