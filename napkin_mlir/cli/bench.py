@@ -6,7 +6,9 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from napkin_mlir.check.bench import RESULTS_DIR, bench_attention_cpu, progress, write_results
 from napkin_mlir.check.harness import VerifyConfig
@@ -115,50 +117,92 @@ def prepare_gpu(directory: Path, arch: str, dtype: str) -> int:
     return 0
 
 
-def report_gpu(results: Path, plot: Path | None) -> int:
-    """Tabulate and plot a GPU runner's results (TFLOP/s per kernel, ratio to cuDNN) and
-    archive them under bench/results/ with the device's name."""
+def read_gpu_results(results: Path) -> dict[str, Any]:
+    """A GPU runner's results: its --json file, or its --jsonl log (the reports of every
+    kernel, crashed ones included; progress records dropped)."""
     try:
-        data = json.loads(results.read_text())
+        if results.suffix == ".jsonl":
+            records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+            runs = [r for r in records if "sidecar" in r and not r.get("started")]
+            device = next((r["device"] for r in runs if "device" in r), None)
+            return {"device": device, "runs": runs}
+        return dict(json.loads(results.read_text()))
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot read {results}: {err}") from None
+
+
+def _is_attention(run: dict[str, Any]) -> bool:
+    """A report of the built-in attention (reports before diagram files had no 'diagram')."""
+    p = run.get("problem", {})
+    return p.get("diagram", "attention" if "dims" in p else None) == "attention"
+
+
+def _label(run: dict[str, Any]) -> str:
+    p = run.get("problem", {})
+    if _is_attention(run):
+        return ",".join(f"{k}={v}" for k, v in p["dims"].items()) + (" causal" if p.get("causal") else "")
+    return Path(str(run.get("sidecar", "?"))).name.removesuffix(".cubin.json")
+
+
+def report_gpu(results: Path, plot: Path | None) -> int:
+    """Tabulate and plot a GPU runner's results (attention: TFLOP/s of napkin, cuDNN, XLA and
+    PyTorch, speed relative to cuDNN; a diagram file's kernel: milliseconds beside XLA's
+    compilation of the same diagram) and archive them under bench/results/ with the device's name."""
+    data = read_gpu_results(results)
     runs = data["runs"]
     device = str(data.get("device") or "unknown-gpu")
     slug = "".join(ch if ch.isalnum() else "-" for ch in device.lower()).strip("-")
-    archive = RESULTS_DIR / f"gpu-attention-{slug}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    if results.resolve().parent != RESULTS_DIR.resolve():
+    kind = "attention" if all(_is_attention(r) for r in runs) else "diagrams"
+    archive = RESULTS_DIR / f"gpu-{kind}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    if results.resolve().parent != RESULTS_DIR.resolve() or results.suffix == ".jsonl":
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         archive.write_text(json.dumps(data, indent=2) + "\n")
         print(f"archived the results as {archive}")
-    plot = plot or archive.with_suffix(".png")
     print(f"device: {device}")
-    print(f"{'problem':<40} {'check':>5} {'napkin':>8} {'cuDNN':>8} {'XLA':>8} {'vs cuDNN':>9}  (TFLOP/s)")
-    for r in runs:
-        p = r["problem"]
-        label = ",".join(f"{k}={v}" for k, v in p["dims"].items()) + (" causal" if p["causal"] else "")
-        t = r["tflops"]
-        ratio = r.get("ratio_to_cudnn")
-        print(
-            f"{label:<40} {'PASS' if r['passed'] else 'FAIL':>5} {t['napkin']:>8.1f} {t.get('cudnn', float('nan')):>8.1f} "
-            f"{t.get('xla', float('nan')):>8.1f} {(1 / ratio if ratio else float('nan')):>9.2f}"
-        )
-    if plot is not None:
+    verdict = {True: "PASS", False: "FAIL"}
+    attention = [r for r in runs if _is_attention(r) and "tflops" in r]
+    others = [r for r in runs if r not in attention]
+    nan = float("nan")
+    if attention:
+        impls = ("napkin", "cudnn", "xla", "torch", "torch_cudnn")
+        print(f"{'problem':<40} {'check':>5} " + " ".join(f"{i:>11}" for i in impls) + f" {'vs cuDNN':>9}  (TFLOP/s)")
+        for r in attention:
+            t, ratio = r["tflops"], r.get("ratio_to_cudnn")
+            print(
+                f"{_label(r):<40} {verdict[bool(r['passed'])]:>5} "
+                + " ".join(f"{t.get(i, nan):>11.1f}" for i in impls)
+                + f" {(1 / ratio if ratio else nan):>9.2f}"
+            )
+    if others:
+        print(f"{'kernel':<55} {'check':>5} {'napkin ms':>10} {'XLA ms':>10} {'vs XLA':>7}")
+        for r in others:
+            m = r.get("median_ms") or {}
+            ratio = r.get("ratio_to_xla")
+            state = "CRASH" if r.get("crashed") else "ERROR" if "error" in r else verdict[bool(r.get("passed"))]
+            print(
+                f"{_label(r):<55} {state:>5} {m.get('napkin', nan):>10.4f} {m.get('xla', nan):>10.4f} "
+                f"{(1 / ratio if ratio else nan):>7.2f}"
+            )
+    if plot is not None or attention:
+        plot = plot or archive.with_suffix(".png")
+    if attention and plot is not None:
         import matplotlib
 
         matplotlib.use("Agg")
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(10, 6))
-        groups = sorted({(r["problem"]["dims"]["d"], r["problem"]["causal"]) for r in runs})
+        groups = sorted({(r["problem"]["dims"]["d"], r["problem"]["causal"]) for r in attention})
         for i, (d, causal) in enumerate(groups):
             ax = fig.add_subplot(2, 2, i + 1)
             sel = sorted(
-                (r for r in runs if (r["problem"]["dims"]["d"], r["problem"]["causal"]) == (d, causal)),
+                (r for r in attention if (r["problem"]["dims"]["d"], r["problem"]["causal"]) == (d, causal)),
                 key=lambda r: r["problem"]["dims"]["q"],
             )
             n = [r["problem"]["dims"]["q"] for r in sel]
-            for impl in ("napkin", "cudnn", "xla"):
-                ax.plot(n, [r["tflops"].get(impl, float("nan")) for r in sel], marker="o", label=impl)
+            for impl in ("napkin", "cudnn", "xla", "torch"):
+                if any(impl in r["tflops"] for r in sel):
+                    ax.plot(n, [r["tflops"].get(impl, nan) for r in sel], marker="o", label=impl)
             ax.set_xscale("log", base=2)
             ax.set_title(f"head dim {d}{', causal' if causal else ''}")
             ax.set_xlabel("sequence length")
@@ -168,7 +212,7 @@ def report_gpu(results: Path, plot: Path | None) -> int:
         fig.tight_layout()
         fig.savefig(plot)
         print(f"wrote {plot}")
-    return 0 if all(r["passed"] for r in runs) else 1
+    return 0 if runs and all(r.get("passed") for r in runs) else 1
 
 
 def has_cuda_device() -> bool:
@@ -181,13 +225,103 @@ def has_cuda_device() -> bool:
         return False
 
 
+#: The most dynamic shared memory one block may take (bytes): 163 KB on sm_80, 227 KB on sm_90.
+MAX_DYNAMIC_SMEM = {"sm_80": 163 * 1024, "sm_90a": 227 * 1024}
+
+
+def prepare_file_gpu(
+    path: str,
+    dims: dict[str, int] | None,
+    dtype: str | None,
+    tiles: dict[str, int],
+    arch: str,
+    directory: Path,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Compile a diagram file's kernel for `arch` into `directory` with everything the GPU
+    runner needs to judge and time it there without the MLIR wheels: fresh random inputs, the
+    float64 and same-dtype results of the diagram's interpretation (`<stem>.ref.npz`), and
+    that interpretation under jax.jit exported for CUDA and the CPU (`<stem>.xla`, XLA's compilation of
+    the same diagram, the timing reference). Returns the sidecar's path."""
+    import jax
+    import numpy as np
+    from mlir import ir
+
+    from napkin_mlir.check import reference
+    from napkin_mlir.cli.compile import FileProblem, compile_to_file
+    from napkin_mlir.interpret.core import interpret
+    from napkin_mlir.ir.arrays import ArrayType
+    from napkin_mlir.ir.context import napkin_context
+
+    directory.mkdir(parents=True, exist_ok=True)
+    problem = FileProblem(path, dims, dtype, tiles)
+    label = Path(path).stem + ("-" + "-".join(f"{k}{v}" for k, v in sorted(dims.items())) if dims else "")
+    cubin = directory / f"{label}.cubin"
+    kernel = compile_to_file(None, arch, "cubin", "auto", 16, cubin, log=log, file_problem=problem)
+    assert kernel is not None
+    if kernel.ptxas.get("spill_stores_bytes") or kernel.ptxas.get("spill_loads_bytes"):
+        raise UsageError(f"the {label} kernel spills registers (ptxas: {kernel.ptxas.get('raw')})")
+    if kernel.dynamic_smem_bytes > MAX_DYNAMIC_SMEM[arch]:
+        raise UsageError(
+            f"the {label} kernel needs {kernel.dynamic_smem_bytes} bytes of shared memory per block, "
+            f"over {arch}'s {MAX_DYNAMIC_SMEM[arch]}: give smaller --tile sizes"
+        )
+    with napkin_context(), ir.Location.unknown():
+        module = ir.Module.parse(str(kernel.problem["napkin"]))
+        f = next(op for op in module.body.operations if op.operation.name == "func.func")
+        ftype = ir.FunctionType(ir.TypeAttr(f.attributes["function_type"]).value)
+        inputs_t = [ArrayType.from_mlir(t) for t in ftype.inputs]
+        outputs_t = [ArrayType.from_mlir(t) for t in ftype.results]
+        inputs = reference.random_inputs(tuple(inputs_t), seed)
+        ref64 = interpret(module, inputs, "f64")
+        same = interpret(module, inputs, "same")
+        xla = jax.jit(lambda *xs: interpret(module, xs, "same"))
+        exported = jax.export.export(xla, platforms=["cuda", "cpu"])(
+            *(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in inputs)
+        )
+    ins = [a for a in kernel.args if a.role == "input"]
+    outs = [a for a in kernel.args if a.role == "output"]
+    for a, t in zip(ins + outs, inputs_t + outputs_t, strict=True):
+        if tuple(a.shape) != tuple(t.shape) or a.dtype != t.dtype:
+            raise UsageError(f"kernel argument {a.name} {a.shape} {a.dtype} does not match the diagram's {t}")
+    arrays: dict[str, np.ndarray] = {}
+    for a, x in zip(ins, inputs, strict=True):
+        arrays[f"in:{a.name}"] = x.view(np.uint16) if x.dtype.itemsize == 2 and x.dtype.kind == "V" else x
+    for a, r64, r in zip(outs, ref64, same, strict=True):
+        # float32 holds the float64 truth far inside any 16-bit rule; f32 kernels get float64.
+        arrays[f"ref64:{a.name}"] = np.asarray(r64, np.float64 if a.dtype == "f32" else np.float32)
+        r = np.asarray(r)
+        arrays[f"same:{a.name}"] = r.view(np.uint16) if r.dtype.kind == "V" else r
+    np.savez(directory / f"{label}.ref.npz", **arrays)
+    (directory / f"{label}.xla").write_bytes(bytes(exported.serialize()))
+    side_path = cubin.with_suffix(".cubin.json")
+    side = json.loads(side_path.read_text())
+    side["problem"]["reference"] = {"arrays": f"{label}.ref.npz", "xla": f"{label}.xla", "seed": seed}
+    side["problem"].setdefault("flops", None)
+    side_path.write_text(json.dumps(side, indent=2) + "\n")
+    return side_path
+
+
 def _bench_file(args: argparse.Namespace) -> int:
     """`napkin bench FILE.mlir`: the derived CPU program against XLA's compilation of the same
-    diagram (its interpretation under jax.jit)."""
+    diagram (its interpretation under jax.jit); with --target gpu --prepare DIR, the kernel and
+    its references for the GPU runner."""
     from napkin_mlir.check.bench import bench_diagram_cpu
 
-    if args.target != "cpu":
-        raise UsageError("napkin bench FILE.mlir: --target cpu only (the GPU sweep is attention's)")
+    if args.target == "gpu":
+        if not args.prepare:
+            raise UsageError(
+                "napkin bench FILE.mlir --target gpu: give --prepare DIR (the kernel, its inputs and references), "
+                "then run `python -m napkin_mlir.backends.gpu.runner DIR` on the GPU machine"
+            )
+        dims = parse_sizes(args.dims, "--dims") if args.dims else None
+        tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
+        side = prepare_file_gpu(args.diagram, dims, args.file_dtype, tiles, args.arch, Path(args.prepare), args.seed)
+        print(
+            f"wrote {side} with its inputs and references; on the GPU machine: python -m napkin_mlir.backends.gpu.runner {side}"
+        )
+        return 0
     if args.causal or args.sweep:
         raise UsageError("--causal and --sweep describe the built-in attention; a .mlir file says it in its types")
     if args.repeats < 3:

@@ -84,3 +84,35 @@ def test_report_tabulates_and_plots(
     results.write_text(json.dumps({"device": "test device", "runs": runs}))
     assert _run(["bench", "attention", "--target", "gpu", "--report", str(results)]) == 1
     assert list((tmp_path / "archive").glob("*.png")), "without --plot the plot goes beside the archived JSON"
+
+
+def test_report_reads_the_runners_jsonl_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's --jsonl log: progress records dropped, a diagram file's kernel tabulated
+    beside XLA, a crashed kernel shown and failing the report."""
+    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path / "archive")
+    good = {
+        "sidecar": "v/softcap_attention.cubin.json",
+        "device": "test device",
+        "problem": {"diagram": "examples/softcap_attention.mlir", "dims": {"q": 37}},
+        "passed": True,
+        "median_ms": {"napkin": 0.5, "xla": 0.25},
+        "ratio_to_xla": 2.0,
+    }
+    lines = [
+        {"sidecar": good["sidecar"], "started": True},
+        good,
+        {"sidecar": "v/sink.cubin.json", "started": True},
+        {"sidecar": "v/sink.cubin.json", "passed": False, "crashed": True},
+        {"all_done": True},
+    ]
+    log = tmp_path / "variants.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert _run(["bench", "attention", "--target", "gpu", "--report", str(log)]) == 1
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("softcap_attention "))
+    assert "PASS" in row and "0.5000" in row and row.rstrip().endswith("0.50")
+    assert any(ln.startswith("sink ") and "CRASH" in ln for ln in out.splitlines())
+    (archived,) = (tmp_path / "archive").glob("gpu-diagrams-test-device-*.json")
+    assert [r["sidecar"] for r in json.loads(archived.read_text())["runs"]] == [good["sidecar"], "v/sink.cubin.json"]

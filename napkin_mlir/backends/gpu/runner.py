@@ -7,15 +7,29 @@ are available:
     python -m napkin_mlir.backends.gpu.runner attention.cubin.json [--repeats 20] [--json out.json]
 
 Steps: read the sidecar (entry, grid, block, dynamic shared memory, arguments in order,
-problem), draw fresh random inputs, poison the output with NaN, launch, compare with
-`jax.nn.dot_product_attention` by FlashAttention's rule (the kernel's max error against a
-float64 reference at most twice that of JAX computing in the same dtype), then time the
-kernel, JAX's cuDNN attention and JAX's XLA attention with CUDA events (warm-up, medians).
+problem), take inputs, poison the outputs with NaN, launch, judge by FlashAttention's rule (the
+kernel's max error against a float64 reference at most twice that of JAX computing in the same
+dtype; f32: relative Frobenius 1e-5), then time. Two kinds of kernel:
+
+* the built-in attention: fresh random inputs, references from `jax.nn.dot_product_attention`
+  (float64 and same dtype), timed beside JAX's cuDNN and XLA attention and PyTorch's
+  `scaled_dot_product_attention` (its default choice, and its cuDNN backend);
+* a diagram file's kernel (`napkin bench FILE --target gpu --prepare DIR`): the sidecar names
+  the inputs and the diagram's interpretation in float64 and in the same dtype
+  (`problem.reference.arrays`, computed where the compiler runs) and the interpretation under
+  jax.jit exported for CUDA (`problem.reference.xla`), which is timed beside the kernel.
+
+Every implementation is timed the same way: calls issued back to back in batches, the device
+synchronised after each batch, the median over batches of the time per call (after warm-up).
+With `--jsonl FILE` each kernel's report is appended as it finishes and kernels already in
+the file are skipped, so a run that a crashed kernel ended can go on in a fresh process (the
+kernel that was running is recorded as crashed).
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import statistics
@@ -116,7 +130,7 @@ def make_inputs(side: Sidecar, seed: int) -> dict[str, np.ndarray]:
     arrays = {}
     for a in side.args:
         if a.role == "input":
-            arrays[a.name] = rng.standard_normal(a.shape).astype(numpy_dtype(a.dtype))
+            arrays[a.name] = rng.standard_normal(a.shape, dtype=np.float32).astype(numpy_dtype(a.dtype))
         else:
             arrays[a.name] = np.full(a.shape, np.nan, dtype=numpy_dtype(a.dtype))
     return arrays
@@ -197,19 +211,110 @@ def _launch(cp: Any, side: Sidecar) -> Any:
     return kernel
 
 
-def _time_ms(cp: Any, fn: Any, repeats: int, warmup: int) -> list[float]:
+def _time_ms(fn: Any, sync: Any, repeats: int, warmup: int, per_batch: int = 5) -> list[float]:
+    """Milliseconds per call of `fn`, one figure per batch of `per_batch` back-to-back calls
+    (`sync()` waits for the device before and after each batch), after `warmup` calls."""
+    import time
+
     for _ in range(warmup):
         fn()
-    cp.cuda.Device().synchronize()
+    sync()
     times = []
     for _ in range(repeats):
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, stop))
+        start = time.perf_counter()
+        for _ in range(per_batch):
+            fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3 / per_batch)
     return times
+
+
+def _torch_attention_times(host: dict[str, np.ndarray], causal: bool, repeats: int, warmup: int) -> dict[str, Any]:
+    """PyTorch's scaled_dot_product_attention on the same inputs (its (b, h, s, d) layout is the
+    kernel's): its default choice and its cuDNN backend. Empty without PyTorch or a 4-D layout."""
+    try:
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        return {}
+    if host["Q"].ndim != 4:
+        return {}
+    out: dict[str, Any] = {}
+
+    def tensor(a: np.ndarray) -> Any:
+        if a.dtype.kind == "V" or str(a.dtype) == "bfloat16":
+            return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16).cuda()
+        return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+
+    q, k, v = (tensor(host[n]) for n in ("Q", "K", "V"))
+    scale = 1.0 / float(np.sqrt(host["Q"].shape[-1]))
+    for name, backend in (("torch", None), ("torch_cudnn", SDPBackend.CUDNN_ATTENTION)):
+        try:
+
+            def call(backend: Any = backend) -> Any:
+                if backend is None:
+                    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+                with sdpa_kernel(backend):
+                    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+
+            call()
+            out[name] = _time_ms(call, torch.cuda.synchronize, repeats, warmup)
+        except Exception as err:  # a backend unavailable for this shape, dtype or build
+            out[f"{name}_unavailable"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return out
+
+
+def _device_arrays(cp: Any, host: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {n: cp.asarray(a.view(np.uint16) if a.dtype.kind == "V" else a) for n, a in host.items()}
+
+
+def _output(cp: Any, device: dict[str, Any], host: dict[str, np.ndarray], name: str) -> np.ndarray:
+    out = cp.asnumpy(device[name])
+    return out.view(host[name].dtype) if out.dtype != host[name].dtype else out
+
+
+def file_inputs(side: Sidecar) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """A diagram file's kernel: its inputs (outputs poisoned with NaN) and, per output, the
+    interpretation's float64 and same-dtype results, from the arrays the sidecar names."""
+    ref = side.problem["reference"]
+    path = side.binary.parent / ref["arrays"]
+    try:
+        data = np.load(path)
+    except OSError as err:
+        raise RunnerError(f"cannot read the reference arrays {path}: {err}") from None
+    host: dict[str, np.ndarray] = {}
+    refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for a in side.args:
+        if a.role == "input":
+            x = data[f"in:{a.name}"]
+            host[a.name] = x.view(numpy_dtype(a.dtype)) if a.dtype == "bf16" else x
+            if host[a.name].shape != a.shape:
+                raise RunnerError(f"{path}: input {a.name} has shape {host[a.name].shape}, the kernel takes {a.shape}")
+        else:
+            host[a.name] = np.full(a.shape, np.nan, dtype=numpy_dtype(a.dtype))
+            same = data[f"same:{a.name}"]
+            refs[a.name] = (data[f"ref64:{a.name}"], same.view(numpy_dtype(a.dtype)) if a.dtype == "bf16" else same)
+    return host, refs
+
+
+def _xla_times(side: Sidecar, host: dict[str, np.ndarray], repeats: int, warmup: int) -> dict[str, Any]:
+    """The diagram's interpretation compiled by XLA for this GPU (the exported function)."""
+    import jax
+
+    path = side.binary.parent / side.problem["reference"]["xla"]
+    try:
+        exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        args = [jax.device_put(host[a.name]) for a in side.args if a.role == "input"]
+        fn = jax.jit(exported.call)
+        jax.block_until_ready(fn(*args))
+        last: list[Any] = []
+
+        def call() -> None:
+            last[:] = [fn(*args)]
+
+        return {"xla": _time_ms(call, lambda: jax.block_until_ready(last), repeats, warmup)}
+    except Exception as err:  # an export this JAX cannot load or XLA cannot compile
+        return {"xla_unavailable": str(err).splitlines()[0] if str(err) else type(err).__name__}
 
 
 def run(sidecar: Path, repeats: int = 20, warmup: int = 5, seed: int = 0) -> dict[str, Any]:
@@ -223,10 +328,17 @@ def run(sidecar: Path, repeats: int = 20, warmup: int = 5, seed: int = 0) -> dic
         raise RunnerError(f"kernel binary {side.binary} not found")
     if cp.cuda.runtime.getDeviceCount() < 1:
         raise RunnerError("no CUDA device")
-    if side.problem.get("diagram") != "attention":
-        raise RunnerError(f"the runner checks attention kernels only, got {side.problem.get('diagram')!r}")
-    host = make_inputs(side, seed)
-    device = {n: cp.asarray(a.view(np.uint16) if a.dtype.kind == "V" else a) for n, a in host.items()}
+    is_attention = side.problem.get("diagram") == "attention"
+    if not is_attention and "reference" not in side.problem:
+        raise RunnerError(
+            f"{sidecar}: a diagram file's kernel needs its references (napkin bench FILE --target gpu --prepare DIR)"
+        )
+    refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if is_attention:
+        host = make_inputs(side, seed)
+    else:
+        host, refs = file_inputs(side)
+    device = _device_arrays(cp, host)
     kernel = _launch(cp, side)
     params = tuple(device[a.name] for a in side.args)
 
@@ -235,42 +347,93 @@ def run(sidecar: Path, repeats: int = 20, warmup: int = 5, seed: int = 0) -> dic
 
     launch()
     cp.cuda.Device().synchronize()
-    out_arg = next(a for a in side.args if a.role == "output")
-    out = cp.asnumpy(device[out_arg.name])
-    if out.dtype != host[out_arg.name].dtype:
-        out = out.view(host[out_arg.name].dtype)
-    ref64, same, jax, index = attention_references(host, side)
-    passed, errors = judge(out[index], ref64, same, out_arg.dtype)
-    if not np.all(np.isfinite(out.astype(np.float32))):
-        passed, errors["non_finite_outside_check"] = False, True
-    import jax.numpy as jnp
-
-    causal = bool(side.problem.get("causal", False))
-    q, k, v = (jnp.asarray(to_jax_layout(host[n])) for n in ("Q", "K", "V"))
     report: dict[str, Any] = {
         "sidecar": str(sidecar),
-        "passed": passed,
-        "errors": errors,
-        "checked_heads": check_slice(side),
         "device": cp.cuda.runtime.getDeviceProperties(0)["name"].decode(),
+        "problem": {k: v for k, v in side.problem.items() if k not in ("napkin", "reference")},
+        "kernel": {"grid": list(side.grid), "block": list(side.block), "smem": side.dynamic_smem_bytes},
     }
-    times = {"napkin": _time_ms(cp, launch, repeats, warmup)}
-    for impl in ("cudnn", "xla"):
-        try:
-            fn = jax.jit(
-                lambda q, k, v, impl=impl: jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=impl)
-            )
-            fn(q, k, v).block_until_ready()
-            times[impl] = _time_ms(cp, lambda fn=fn: fn(q, k, v).block_until_ready(), repeats, warmup)
-        except Exception as err:  # an implementation unavailable for this shape or dtype
-            report[f"{impl}_unavailable"] = str(err).splitlines()[0]
-    dims = side.problem.get("dims", {})
-    flops = 4.0 * np.prod([dims.get(a, 1) for a in ("b", "h", "q", "x", "d")]) / (2 if causal else 1)
+    outputs = [a for a in side.args if a.role == "output"]
+    if is_attention:
+        out_arg = outputs[0]
+        out = _output(cp, device, host, out_arg.name)
+        ref64, same, jax, index = attention_references(host, side)
+        passed, errors = judge(out[index], ref64, same, out_arg.dtype)
+        if not np.all(np.isfinite(out.astype(np.float32))):
+            passed, errors["non_finite_outside_check"] = False, True
+        report["checked_heads"] = check_slice(side)
+    else:
+        passed, errors = True, {}
+        for a in outputs:
+            ok, errs = judge(_output(cp, device, host, a.name), *refs[a.name], a.dtype)
+            passed, errors[a.name] = passed and ok, errs
+    report["passed"], report["errors"] = passed, errors
+    if repeats <= 0:
+        return report
+    times: dict[str, Any] = {"napkin": _time_ms(launch, cp.cuda.Device().synchronize, repeats, warmup)}
+    if is_attention:
+        import jax
+        import jax.numpy as jnp
+
+        causal = bool(side.problem.get("causal", False))
+        q, k, v = (jnp.asarray(to_jax_layout(host[n])) for n in ("Q", "K", "V"))
+        for impl in ("cudnn", "xla"):
+            try:
+                fn = jax.jit(
+                    lambda q, k, v, impl=impl: jax.nn.dot_product_attention(
+                        q, k, v, is_causal=causal, implementation=impl
+                    )
+                )
+                fn(q, k, v).block_until_ready()
+                last: list[Any] = []
+
+                def call(fn: Any = fn, last: list[Any] = last) -> None:
+                    last[:] = [fn(q, k, v)]
+
+                times[impl] = _time_ms(call, lambda last=last: jax.block_until_ready(last), repeats, warmup)
+            except Exception as err:  # an implementation unavailable for this shape or dtype
+                report[f"{impl}_unavailable"] = str(err).splitlines()[0]
+        for name, value in _torch_attention_times(host, causal, repeats, warmup).items():
+            (times if isinstance(value, list) else report)[name] = value
+        dims = side.problem.get("dims", {})
+        flops = 4.0 * np.prod([dims.get(a, 1) for a in ("b", "h", "q", "x", "d")]) / (2 if causal else 1)
+    else:
+        for name, value in _xla_times(side, host, repeats, warmup).items():
+            (times if isinstance(value, list) else report)[name] = value
+        flops = float(side.problem.get("flops") or 0.0)
     report["median_ms"] = {k: statistics.median(v) for k, v in times.items()}
-    report["tflops"] = {k: flops / (m * 1e-3) / 1e12 for k, m in report["median_ms"].items()}
-    if "cudnn" in report["median_ms"]:
-        report["ratio_to_cudnn"] = report["median_ms"]["napkin"] / report["median_ms"]["cudnn"]
+    report["spread_ms"] = {k: [min(v), max(v)] for k, v in times.items()}
+    if flops:
+        report["tflops"] = {k: flops / (m * 1e-3) / 1e12 for k, m in report["median_ms"].items()}
+    for ref in ("cudnn", "xla"):
+        if ref in report["median_ms"]:
+            report[f"ratio_to_{ref}"] = report["median_ms"]["napkin"] / report["median_ms"][ref]
     return report
+
+
+def _done(jsonl: Path | None) -> tuple[set[str], set[str]]:
+    """Sidecars already reported in `jsonl`, and those started but never reported (crashed)."""
+    if jsonl is None or not jsonl.exists():
+        return set(), set()
+    started, reported = set(), set()
+    for line in jsonl.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        (started if rec.get("started") else reported).add(rec.get("sidecar", ""))
+    return reported, started - reported
+
+
+def _append(jsonl: Path | None, record: dict[str, Any]) -> None:
+    if jsonl is not None:
+        with jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _is_cuda_error(err: Exception) -> bool:
+    """A CUDA error leaves the context unusable: the process must end (a fresh one goes on)."""
+    return "cuda" in type(err).__module__.lower() or "CUDA_ERROR" in str(err) or "cudaError" in str(err)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,30 +441,59 @@ def main(argv: list[str] | None = None) -> int:
         prog="gpu_runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("sidecars", nargs="+", type=Path, help="kernel sidecars (.json) or directories of them")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=20, help="timed batches (0: check only)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--jsonl", type=Path, default=None, help="append each report; skip kernels already there")
+    p.add_argument(
+        "--kernel-timeout", type=float, default=0.0, help="end the process if one kernel takes longer (s; 0: no limit)"
+    )
     args = p.parse_args(argv)
     reports, ok = [], True
     sidecars: list[Path] = []
     for path in args.sidecars:
         sidecars += sorted(path.glob("*.json")) if path.is_dir() else [path]
     sidecars = [s for s in sidecars if s.name != "results.json"]
+    reported, crashed = _done(args.jsonl)
+    for s in sorted(crashed):
+        _append(args.jsonl, {"sidecar": s, "passed": False, "crashed": True})
+        print(f"CRASH {s}: the process running it ended without a report", flush=True)
+        ok = False
     try:
         for i, s in enumerate(sidecars, start=1):
+            if str(s) in reported | crashed:
+                continue
             print(f"[{i}/{len(sidecars)}] {s.name}", file=sys.stderr, flush=True)
-            r = run(s, args.repeats, args.warmup, args.seed)
+            _append(args.jsonl, {"sidecar": str(s), "started": True})
+            if args.kernel_timeout > 0:  # a hung kernel: the process ends, a fresh one goes on
+                faulthandler.dump_traceback_later(args.kernel_timeout, exit=True)
+            try:
+                r = run(s, args.repeats, args.warmup, args.seed)
+            except RunnerError:
+                raise
+            except Exception as err:
+                faulthandler.cancel_dump_traceback_later()
+                r = {"sidecar": str(s), "passed": False, "error": f"{type(err).__name__}: {err}"[:2000]}
+                _append(args.jsonl, r)
+                print(f"ERROR {s}: {r['error']}", flush=True)
+                if _is_cuda_error(err):
+                    return 3
+                reports.append(r)
+                ok = False
+                continue
+            faulthandler.cancel_dump_traceback_later()
+            _append(args.jsonl, r)
             reports.append(r)
             ok = ok and r["passed"]
-            print(f"{'PASS' if r['passed'] else 'FAIL'} {s}: {r['errors']} median ms {r['median_ms']}")
+            print(f"{'PASS' if r['passed'] else 'FAIL'} {s}: {r['errors']} median ms {r.get('median_ms')}", flush=True)
     except RunnerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    _append(args.jsonl, {"all_done": True})
     if args.json:
-        args.json.write_text(
-            json.dumps({"device": reports[0]["device"] if reports else None, "runs": reports}, indent=2) + "\n"
-        )
+        device = next((r["device"] for r in reports if "device" in r), None)
+        args.json.write_text(json.dumps({"device": device, "runs": reports}, indent=2) + "\n")
     return 0 if ok else 1
 
 
