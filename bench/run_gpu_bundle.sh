@@ -35,6 +35,7 @@ runner() {
 }
 
 stamp "check the variants"; runner check-variants "$DIR/variants" 0 30 120
+stamp "check the backward kernels"; runner check-grad "$DIR/grad" 0 30 120
 stamp "check the sweep"; runner check-sweep "$DIR/sweep" 0 60 200
 stamp "the jax.jit route"
 NAPKIN_JAX_CACHE_DIR="$DIR/jaxcache" timeout 120 $PY -m pytest -q -p no:cacheprovider -rs \
@@ -42,6 +43,7 @@ NAPKIN_JAX_CACHE_DIR="$DIR/jaxcache" timeout 120 $PY -m pytest -q -p no:cachepro
 tail -5 "$OUT/jax-gpu.txt"
 stamp "time the sweep"; runner sweep "$DIR/sweep" 10 60 200
 stamp "time the variants"; runner variants "$DIR/variants" 10 30 100
+stamp "time the backward kernels"; runner grad "$DIR/grad" 10 30 100
 stamp "compute-sanitizer"
 {
   small_tc=$(ls "$DIR"/variants/softmax_attention_by_hand.cubin.json)

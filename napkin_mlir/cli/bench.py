@@ -13,6 +13,7 @@ from typing import Any
 from napkin_mlir.check.bench import RESULTS_DIR, bench_attention_cpu, progress, write_results
 from napkin_mlir.check.harness import VerifyConfig
 from napkin_mlir.cli.common import DTYPE_CHOICES, parse_sizes
+from napkin_mlir.cli.verify_grad import add_grad_arguments, differentiated_files
 from napkin_mlir.emulator import EmulationReport
 from napkin_mlir.errors import UsageError
 
@@ -238,6 +239,7 @@ def prepare_file_gpu(
     directory: Path,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    label: str | None = None,
 ) -> Path:
     """Compile a diagram file's kernel for `arch` into `directory` with everything the GPU
     runner needs to judge and time it there without the MLIR wheels: fresh random inputs, the
@@ -256,7 +258,8 @@ def prepare_file_gpu(
 
     directory.mkdir(parents=True, exist_ok=True)
     problem = FileProblem(path, dims, dtype, tiles)
-    label = Path(path).stem + ("-" + "-".join(f"{k}{v}" for k, v in sorted(dims.items())) if dims else "")
+    if label is None:
+        label = Path(path).stem + ("-" + "-".join(f"{k}{v}" for k, v in sorted(dims.items())) if dims else "")
     cubin = directory / f"{label}.cubin"
     kernel = compile_to_file(None, arch, "cubin", "auto", 16, cubin, log=log, file_problem=problem)
     assert kernel is not None
@@ -317,11 +320,25 @@ def _bench_file(args: argparse.Namespace) -> int:
             )
         dims = parse_sizes(args.dims, "--dims") if args.dims else None
         tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
+        if args.grad:
+            args.dtype = args.file_dtype
+            suffix = "-" + "-".join(f"{k}{v}" for k, v in sorted(dims.items())) if dims else ""
+            with tempfile.TemporaryDirectory(prefix="napkin-grad-") as tmp:
+                for part in differentiated_files(args, True, Path(tmp)):
+                    side = prepare_file_gpu(
+                        str(part), None, None, tiles, args.arch, Path(args.prepare), args.seed, label=part.stem + suffix
+                    )
+                    print(f"wrote {side} with its inputs and references")
+            return 0
         side = prepare_file_gpu(args.diagram, dims, args.file_dtype, tiles, args.arch, Path(args.prepare), args.seed)
         print(
             f"wrote {side} with its inputs and references; on the GPU machine: python -m napkin_mlir.backends.gpu.runner {side}"
         )
         return 0
+    if args.grad:
+        raise UsageError(
+            "--grad: the kernels of the differentiated program are benchmarked on a GPU (--target gpu --prepare DIR)"
+        )
     if args.causal or args.sweep:
         raise UsageError("--causal and --sweep describe the built-in attention; a .mlir file says it in its types")
     if args.repeats < 3:
@@ -349,6 +366,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if is_file_argument(args.diagram):
         return _bench_file(args)
+    if args.grad:
+        raise UsageError(
+            "--grad takes a .mlir file with --target gpu --prepare DIR (built-ins: write the diagram to a file)"
+        )
     args.dtype = args.file_dtype or "f32"
     if args.diagram != "attention":
         raise UsageError(f"napkin bench: only attention is benchmarked so far, not '{args.diagram}'")
@@ -416,4 +437,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=("sm_80", "sm_90a"), default="sm_90a", help="gpu: target of --prepare")
     p.add_argument("--report", default=None, help="gpu: tabulate a gpu_runner results JSON")
     p.add_argument("--plot", default=None, help="gpu: with --report, plot TFLOP/s per kernel to FILE.png")
+    add_grad_arguments(
+        p,
+        verify=False,
+        grad_help="a .mlir file with --target gpu --prepare: every kernel of the differentiated program "
+        "(forward with residuals, backward), each with its references",
+    )
     p.set_defaults(fn=cmd_bench)

@@ -6,6 +6,7 @@
     napkin emulate matmul --dims m=300,n=200,k=100          (the SIMT rule's kernel)
     napkin emulate FILE.mlir [--dims q=40,x=40] [--dtype bf16] [--tile ...] [--kernel ...]
     napkin emulate kernel.mlir.json          (a sidecar `napkin compile --emit gpu` wrote)
+    napkin emulate FILE.mlir|attention --grad [--residuals ...] [--rowsums ...]
 
 The first forms compile the kernel exactly as `napkin compile` does (--target sm_80 unless
 given) and stop at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator`),
@@ -14,7 +15,12 @@ README's "Correctness rule"); a diagram from a file is compiled as `napkin compi
 does (the tensor-core rule when it takes the program, else the SIMT rule) and judged against
 the JAX interpretation of the file's own diagram, in float64 and in its dtype. `--ctas N`
 runs only N CTAs of the grid (the first, the last and evenly spaced ones) and checks the
-output they write, so the kernel of a full-size problem is checked in seconds. The last line starts with PASS or FAIL; exit status 0 only on PASS.
+output they write, so the kernel of a full-size problem is checked in seconds. With `--grad`
+the diagram is differentiated as `napkin verify --grad` does (the forward with its residuals,
+then FlashAttention-2's pre-pass and backward diagrams for attention) and every one of them is
+compiled to a kernel and emulated against its own diagram's interpretation (that the diagrams
+compose to `jax.vjp` of the forward is what `napkin verify --grad` checks). The last line
+starts with PASS or FAIL; exit status 0 only on PASS.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
-from napkin_mlir.cli.common import add_problem_args, problem_config
-from napkin_mlir.cli.compile import add_kernel_args, compile_file_kernel, compile_kernel, file_problem
+from napkin_mlir.cli.common import add_problem_args, parse_sizes, problem_config
+from napkin_mlir.cli.compile import FileProblem, add_kernel_args, compile_file_kernel, compile_kernel, file_problem
 from napkin_mlir.cli.verify import is_file_argument
+from napkin_mlir.cli.verify_grad import add_grad_arguments, differentiated_files
 from napkin_mlir.emulator import EmulationReport, emulate_kernel, emulate_sidecar
 from napkin_mlir.errors import UsageError
 
@@ -37,7 +45,30 @@ def _progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
+def emulate_gradients(args: argparse.Namespace) -> int:
+    """`--grad`: each kernel of the differentiated program, emulated against its own diagram."""
+    if args.diagram.endswith(".json"):
+        raise UsageError("--grad takes a diagram (a .mlir file or a built-in), not a kernel sidecar")
+    tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
+    passed = True
+    with tempfile.TemporaryDirectory(prefix="napkin-grad-") as tmp:
+        for path in differentiated_files(args, is_file_argument(args.diagram), Path(tmp)):
+            print(f"== {path.stem}")
+            problem = FileProblem(str(path), None, None, tiles)
+            kernel, text, plain = compile_file_kernel(
+                problem, args.target, "gpu", args.kernel, args.warp_rows, log=lambda s: print(f"  {s}")
+            )
+            assert kernel is not None
+            report = emulate_kernel(kernel, text, args.seed, _progress, args.ctas, diagram=plain)
+            print("\n".join(f"  {line}" for line in report.lines()))
+            passed = passed and report.passed
+    print(f"{'PASS' if passed else 'FAIL'}: every kernel of the differentiated program against its own diagram")
+    return 0 if passed else 1
+
+
 def cmd_emulate(args: argparse.Namespace) -> int:
+    if args.grad:
+        return emulate_gradients(args)
     if args.diagram.endswith(".json"):
         report: EmulationReport = emulate_sidecar(args.diagram, args.seed, _progress, args.ctas)
     elif is_file_argument(args.diagram):
@@ -70,4 +101,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(built-in attention, or a diagram from a file)",
     )
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    add_grad_arguments(
+        p,
+        verify=False,
+        grad_help="differentiate the diagram and emulate every kernel of the forward-with-residuals and backward "
+        "program, each against its own diagram",
+    )
     p.set_defaults(fn=cmd_emulate)

@@ -26,14 +26,18 @@ from napkin_mlir.ir.regions import diagram_functions
 ROWSUMS = ("exact", "output", "direct")
 
 
-def add_grad_arguments(p: argparse.ArgumentParser, verify: bool = True) -> None:
-    """The options of `--grad`: for `napkin verify` (verify=True) and `napkin derive`."""
+def add_grad_arguments(p: argparse.ArgumentParser, verify: bool = True, grad_help: str | None = None) -> None:
+    """The options of `--grad`: for `napkin verify` (verify=True), `napkin derive`, and the
+    commands that take each kernel of the differentiated program (`grad_help` says how)."""
     p.add_argument(
         "--grad",
         action="store_true",
-        help="check the gradients (the backward diagram, derived and run on the CPU) against jax.vjp"
-        if verify
-        else "derive the backward diagrams (napkin-differentiate, napkin-fission) instead",
+        help=grad_help
+        or (
+            "check the gradients (the backward diagram, derived and run on the CPU) against jax.vjp"
+            if verify
+            else "derive the backward diagrams (napkin-differentiate, napkin-fission) instead"
+        ),
     )
     if verify:
         p.add_argument("--wrt", default=None, help="with --grad: the inputs to differentiate, e.g. Q,K (default: all)")
@@ -88,6 +92,30 @@ def cmd_verify_grad(args: argparse.Namespace, is_file: bool) -> int:
     print(f"  compiled in {result.compile_seconds:.2f} s, ran on the CPU in {result.run_seconds:.3f} s")
     print(result.summary())
     return 0 if result.passed else 1
+
+
+def differentiated_files(args: argparse.Namespace, is_file: bool, directory: Path) -> list[Path]:
+    """The command line's diagram (a file at --dims/--dtype, or a built-in) differentiated
+    (`napkin-differentiate` with --residuals and --rowsums, `napkin-fission`): the forward
+    with its residuals, then each backward diagram, written to `directory` one .mlir file
+    each, in order. Each is a diagram like any user's file, for the commands that take one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with napkin_context(), ir.Location.unknown():
+        if is_file:
+            file_options(args)
+            dims = parse_sizes(args.dims, "--dims") if args.dims else None
+            module = load_diagram(args.diagram, dims, args.dtype)
+            filename: str | None = args.diagram
+        else:
+            module, filename = build(problem_config(args)), None
+        parts = differentiate(module, remat=args.residuals == "recompute", rowsums=args.rowsums, filename=filename)
+        files = []
+        for part in parts:
+            name = function_of(diagram_functions(part.operation)[0]).name
+            path = directory / f"{name}.mlir"
+            path.write_text(str(part))
+            files.append(path)
+    return files
 
 
 def cmd_derive_grad(args: argparse.Namespace) -> int:
