@@ -6,6 +6,8 @@
     napkin draw matmul --dims m=512,n=512,k=256 --stage partitioned --pseudocode -o mm.png
     napkin draw diagram.mlir -o diagram.png                     a file, drawn as it is
     napkin draw examples/swiglu_mlp.mlir --stage partitioned -o swiglu.png   after its derivation
+    napkin draw attention --grad --stage partitioned -o bwd.png    one picture per kernel of the
+                                                                  differentiated program (bwd-NAME.png)
 
 A built-in diagram is built with `--dims` (default sizes when left out) and taken through its
 derivation (`napkin_mlir.pipeline.stages.derivation`) up to `--after PASS` or to `--stage`. A .mlir file
@@ -56,6 +58,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--gpu", default="a100", help="GPU of the cost-model caption (default a100; 'none' leaves it out)")
     p.add_argument("--title", default=None, help="title of the picture (default: diagram name and stage)")
+    from napkin_mlir.cli.verify_grad import add_grad_arguments
+
+    add_grad_arguments(
+        p,
+        verify=False,
+        grad_help="draw every diagram of the differentiated program (the forward with its residuals, the backward "
+        "diagrams), each taken through its own derivation, to OUTPUT-NAME.png",
+    )
     p.set_defaults(fn=cmd_draw)
 
 
@@ -123,9 +133,30 @@ def _draw_file(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _draw_gradients(args: argparse.Namespace, out: Path) -> int:
+    """--grad: each diagram of the differentiated program drawn as a file's, to OUT-NAME.ext."""
+    import tempfile
+
+    from napkin_mlir.cli.verify_grad import differentiated_files
+
+    is_file = args.diagram.endswith(".mlir") or Path(args.diagram).is_file()
+    ns = argparse.Namespace(**vars(args))
+    if not is_file:
+        ns.dims = args.dims or DEFAULT_DIMS.get(args.diagram)
+        ns.seed = 0
+    with tempfile.TemporaryDirectory(prefix="napkin-grad-") as tmp:
+        for part in differentiated_files(ns, is_file, Path(tmp)):
+            one = argparse.Namespace(**vars(args))
+            one.diagram, one.dims, one.causal, one.kv_heads = str(part), None, False, None
+            _draw_file(one, out.with_name(f"{out.stem}-{part.stem}{out.suffix}"))
+    return 0
+
+
 def cmd_draw(args: argparse.Namespace) -> int:
     out = _output(args.output)
     _check_options(args)
+    if args.grad:
+        return _draw_gradients(args, out)
     if args.diagram.endswith(".mlir") or Path(args.diagram).is_file():
         return _draw_file(args, out)
 

@@ -76,3 +76,24 @@ def test_grad_needs_a_file_on_the_gpu(run_cli: Callable[..., CliResult]) -> None
     assert r.rc == 2 and r.stderr.startswith("error:") and "--grad" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("napkin", "bench", "examples/softcap_attention.mlir", "--grad")
     assert r.rc == 2 and "--target gpu" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_draw_grad_draws_each_derived_backward_diagram(run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    out = tmp_path / "bwd.svg"
+    r = run_cli(
+        "napkin",
+        "draw",
+        "attention",
+        "--grad",
+        "--stage",
+        "partitioned",
+        "--dims",
+        "b=1,h=2,q=64,x=64,d=16",
+        "-o",
+        str(out),
+    )
+    assert r.rc == 0, r.describe()
+    pictures = {p.name: p.read_text() for p in tmp_path.glob("bwd-*.svg")}
+    assert sorted(pictures) == sorted(f"bwd-{k}.svg" for k in KERNELS)
+    # dK/dV: grouped over key tiles, streaming the queries (FlashAttention-2's backward)
+    assert "stream partition  q:" in pictures["bwd-attention_vjp_dK_dV.svg"].replace("&#160;", " ")
