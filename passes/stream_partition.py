@@ -11,7 +11,9 @@ the ops (`passes/streamable.py` holds the proofs) and derives head, body and tai
     each term's partial sum is carried and its factors are applied in finish. The
     normalized contraction `a1(s)/b(Σ a2(s))`, RMSNorm feeding a matmul
     (Σ_k x·r·g·w = r · Σ_k x·g·w with r = rsqrt(mean x² + eps)) and LayerNorm feeding a
-    matmul (the contraction distributed over x - μ) are such sums;
+    matmul are such sums; a difference x - μ from the mean of x is carried centered on the
+    running mean M (Welford's update of the count and M, and the partial sums of powers of
+    x - M re-centered when M moves), never as Σ x² - |k| μ², which cancels when |μ| ≫ spread;
   * softmax followed by contractions over the axis (attention): the online form with the
     running max m, the running sum l and one accumulator o per contraction,
         m' = max(m, max_j s_j),  α = e^(m - m'),  p = e^(s - m'),
@@ -90,7 +92,7 @@ from napkin_mlir.ir.regions import (
     terminator,
 )
 from passes import register
-from passes.streamable import Plan, Slot, Summand, owner, product_axes, prove, str_attr
+from passes.streamable import Leaf, Plan, Slot, Summand, owner, product_axes, prove, str_attr
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class _Builder:
         self.mapping: dict[ir.Value, ir.Value] = {}
         self.offset: ir.Value | None = None
         self.rescales: dict[tuple[ir.Value, ir.Value], ir.Value] = {}
+        self.means: dict[ir.Value, ir.Value] = {}  # μ -> the running mean M' after this chunk
+        self.centered: dict[ir.Value, ir.Value] = {}  # μ -> the chunk's u - M'
 
     # --- state ---------------------------------------------------------------------------
     def state_types(self) -> list[ArrayType]:
@@ -183,7 +187,7 @@ class _Builder:
 
     def product(self, slot: Slot, i: int, online: ir.Value | None) -> ir.Value:
         """The chunk's product of side `i` of a partial, cast to its target dtype."""
-        factors = [(self.mapping[leaf.value], leaf.power) for leaf in slot.sides[i]]
+        factors = [(self.chunk_leaf(leaf), leaf.power) for leaf in slot.sides[i]]
         if online is not None and slot.online_side == i:
             factors.append((online, 1))
         factors.sort(key=lambda f: -f[1])  # a product starts from a factor, not a divisor
@@ -199,6 +203,40 @@ class _Builder:
             t = ArrayType(axes, tuple(sizes[a] for a in axes), work, slot.type.level)
             acc = create("mul" if power > 0 else "div", [acc, v], t)
         return _cast(acc, target) if target else acc
+
+    def chunk_leaf(self, leaf: Leaf) -> ir.Value:
+        """A chunk value of a partial: the value, or for a centered leaf, value - M'."""
+        if leaf.center is None:
+            return self.mapping[leaf.value]
+        if leaf.center not in self.centered:
+            self.centered[leaf.center] = binary("sub", self.mapping[leaf.value], self.means[leaf.center])
+        return self.centered[leaf.center]
+
+    def welford(self, count: Slot, mean: Slot, n: ir.Value, m: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """Welford's update of (count n, running mean M) of u by one chunk: n' = n + |chunk|,
+        M' = M + Σ_chunk (u - M) / n' (the first chunk sets M' to its own mean, whatever M is)."""
+        axis = self.axis
+        u = self.mapping[mean.sides[0][0].value]
+        ones = _fill(array(u).with_dtype("f32"), 1.0)  # a partial chunk's fill has its valid size
+        length = create("reduce", [ones], count.type, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("sum"))
+        n_new = binary("add", n, length)
+        step = create(
+            "reduce", [binary("sub", u, m)], mean.type, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("sum")
+        )
+        return n_new, binary("add", m, binary("div", step, n_new))
+
+    def recenter(self, slot: Slot, state: ir.Value, old: dict[Slot | None, ir.Value], shift: ir.Value) -> ir.Value:
+        """Σ_seen (u - M')^p Y from the old partials Σ_seen (u - M)^i Y, i <= p, with shift = M - M'."""
+        p = len(slot.lower)
+        acc = state
+        for i, lower in slot.lower:
+            term = old[lower]
+            for _ in range(p - i):
+                term = _combine("mul", term, shift, slot.type)
+            if math.comb(p, i) != 1:
+                term = create("scale", [term], array(term), factor=ir.FloatAttr.get(ir.F64Type.get(), math.comb(p, i)))
+            acc = _combine("add", acc, term, slot.type)
+        return acc
 
     def partial(self, slot: Slot, online: ir.Value | None) -> ir.Value:
         """The chunk's contribution to `slot`."""
@@ -254,9 +292,28 @@ class _Builder:
                 new_states.append(binary("add", binary("mul", o, alpha), partial))
         running: dict[Slot, tuple[ir.Value, ir.Value]] = {}  # max slot -> (m, m')
         onlines: dict[Slot, tuple[ir.Value, ir.Value]] = {}  # max slot -> (p, alpha)
+        old: dict[Slot | None, ir.Value] = dict(zip(plan.slots, states[i:], strict=True))
+        updated: dict[Slot, ir.Value] = {}
+        shifts: dict[ir.Value, ir.Value] = {}  # μ -> M - M'
+        for mu, (count, mean) in plan.centers.items():
+            n_new, m_new = self.welford(count, mean, old[count], old[mean])
+            updated[count], updated[mean] = n_new, m_new
+            self.means[mu] = m_new
+            shifts[mu] = binary("sub", old[mean], m_new)
         for slot in plan.slots:
             state = states[i]
             i += 1
+            if slot in updated:
+                new_states.append(updated[slot])
+                continue
+            if slot.center is not None:  # a centered partial: the seen sums re-centered on M'
+                old[None] = old[plan.centers[slot.center][0]]
+                new_states.append(
+                    _combine(
+                        "add", self.recenter(slot, state, old, shifts[slot.center]), self.partial(slot, None), slot.type
+                    )
+                )
+                continue
             if slot.kind == "carry":
                 assert slot.carried is not None
                 new_states.append(self.mapping[slot.carried])
@@ -330,7 +387,11 @@ class _Builder:
             else:  # constant along the axis
                 v, coeff = _fill(target, abs(coeff)), math.copysign(1.0, coeff)
             for leaf in sorted(s.consts, key=lambda c: -c.power):
-                c = _cast(value(leaf.value), target.dtype)
+                if leaf.center is not None:  # M - μ: the final running mean less the diagram's mean
+                    mean = slot_args[self.plan.centers[leaf.center][1]]
+                    c = _cast(binary("sub", mean, value(leaf.value)), target.dtype)
+                else:
+                    c = _cast(value(leaf.value), target.dtype)
                 v = _combine("mul" if leaf.power > 0 else "div", v, c, target)
             if s.rescale is not None:  # e^(M - c) <= 1: the online sums ran with M, the term has c
                 if s.rescale not in self.rescales:

@@ -22,10 +22,17 @@ over k), and it *needs the whole axis* when it depends on one. What streams:
   are applied in `finish` from the final state. A term without chunk values is constant
   along k: Σ_k F = |k| F. This proves the normalized contraction a1(s)/b(Σ a2(s)), RMSNorm
   feeding a matmul (x · r · g contracted with w is r · Σ x g w) and LayerNorm feeding a
-  matmul ((x - μ) · r · g + β contracted with w is r · (Σ x g w - μ Σ g w) + Σ β w; its
-  variance Σ (x - μ)² is Σ x² - 2 μ Σ x + |k| μ²). Distributing a sum over a difference
-  is exact in real arithmetic but can cancel in floating point when the mean is large
-  against the spread (the one-pass variance);
+  matmul ((x - μ) · r · g + β contracted with w is r · Σ (x - μ) g w + Σ β w);
+* a difference u - μ from the *mean* of a chunk value u (μ = Σ_k u / |k|) is not distributed
+  (Σ u² - |k| μ², the one-pass variance, cancels catastrophically when |μ| is large against
+  the spread): it is u - μ = (u - M) + (M - μ) with M the running mean of u, updated per chunk
+  as Welford's (n' = n + |chunk|, M' = M + Σ_chunk (u - M) / n'); the state holds the partial
+  sums of powers of u - M, re-centered when M moves by δ = M - M',
+
+      Σ (u - M')^p Y = Σ_i C(p, i) δ^(p-i) Σ (u - M)^i Y   (for p = 2, Y = 1: Chan's combine),
+
+  and finish adds the powers of M - μ (zero up to rounding). A term with differences from
+  two means, or with an online exponential, is expanded as before (`Uncentered`);
 * an *online exponential* e^(s - c), where s is a chunk value and c is proven an upper bound
   of s along k (the `napkin.reduce` max of that same s over k, or a `napkin.max` of such a
   bound with anything else, e.g. a per-head sink logit), entering a sum linearly (at most
@@ -85,10 +92,13 @@ def reduces(op: ir.Operation, axis: str) -> bool:
 
 @dataclass(frozen=True)
 class Leaf:
-    """A factor of a term: `value` to the power +1 or -1."""
+    """A factor of a term: `value` to the power +1 or -1. With a `center` (the mean μ of
+    `value` over the axis): a chunk leaf is `value - M`, M the running mean of `value`, and a
+    constant leaf is `M - μ` (≈ 0), so `value - μ` = (value - M) + (M - μ) (see `centered`)."""
 
     value: ir.Value
     power: int = 1
+    center: ir.Value | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,8 @@ class Slot:
     maximum: ir.Operation | None = None
     plain: bool = False
     carried: ir.Value | None = None
+    center: ir.Value | None = None  # centered partials: Σ (u - M)^p Y; "count"/"mean": of this μ
+    lower: tuple[tuple[int, Slot | None], ...] = ()  # (i, Σ (u - M)^i Y) for i < p; None: the count
 
 
 #: 16-bit element types: their sums are carried in f32.
@@ -177,6 +189,12 @@ class Plan:
     inputs: list[ir.Value]  # stream operands (chunked where they have the axis), carried last
     derived: set[ir.Value]  # values that need the whole axis
     doomed: list[ir.Operation]  # the region and the boxes outside that only served it
+    centers: dict[ir.Value, tuple[Slot, Slot]] = field(default_factory=dict)  # μ -> (count, running mean)
+
+
+class Uncentered(NapkinError):
+    """A reduction whose centered terms the Welford update does not combine (`Prover.expr`
+    plans it again with its differences from means expanded)."""
 
 
 def product_axes(leaves: list[ArrayType], order: tuple[str, ...]) -> tuple[str, ...]:
@@ -202,6 +220,8 @@ class Prover:
         self.onlines: dict[ir.Value, Online] = {}
         self.carries: list[ir.Value] = []
         self.needed: set[ir.Value] = set()
+        self.centers: dict[ir.Value, tuple[Slot, Slot]] = {}
+        self.centering = True
         self._sub = 0
 
     # --- messages ------------------------------------------------------------------------
@@ -337,6 +357,8 @@ class Prover:
         if name == "napkin.scale":
             factor = ir.FloatAttr(op.attributes["factor"]).value
             return self.merge([replace(t, coeff=t.coeff * factor) for t in self.expand(op.operands[0])], op)
+        if name == "napkin.sub" and self.centers_on_mean(op):
+            return self.centered(op)
         if name in ("napkin.add", "napkin.sub"):
             rhs = self.expand(op.operands[1])
             if name == "napkin.sub":
@@ -354,6 +376,76 @@ class Prover:
         if name == "napkin.exp":
             return [self.online(op)]
         raise self.needs_whole(op, next(x for x in op.operands if x in self.derived))
+
+    def mean_of(self, c: ir.Value) -> ir.Value | None:
+        """u when `c` is the mean of u over the axis (`napkin.scale` by 1/|axis| of the
+        `napkin.reduce` sum of u), u an f32 chunk value; else None."""
+        op = owner(c)
+        if op is None or op.name != "napkin.scale" or has_axis(c, self.axis):
+            return None
+        total = owner(op.operands[0])
+        if total is None or total.name != "napkin.reduce" or not reduces(total, self.axis):
+            return None
+        u = total.operands[0]
+        if str_attr(total, "kind") != "sum" or u in self.derived or array(u).dtype != "f32":
+            return None
+        factor = ir.FloatAttr(op.attributes["factor"]).value
+        return u if abs(factor * array(u).size(self.axis) - 1.0) < 1e-9 else None
+
+    def centers_on_mean(self, sub: ir.Operation) -> bool:
+        """`sub` is u - μ with μ the mean of u over the axis."""
+        u = self.mean_of(sub.operands[1]) if self.centering else None
+        return u is not None and u == sub.operands[0]
+
+    def centered(self, sub: ir.Operation) -> list[Term]:
+        """u - μ with μ the mean of u over the axis, as (u - M) + (M - μ): M is the running
+        mean of u (Welford's update, `Builder.step`), and the partial sums of the powers of
+        u - M are re-centered when M moves (Σ (u - M')^p Y = Σ_i C(p, i) (M - M')^(p-i) Σ (u - M)^i Y).
+        Expanding u - μ into Σ u and μ instead (the one-pass variance Σ u² - |k| μ²) cancels
+        catastrophically when |μ| is large against the spread; the centered sums do not."""
+        u, mu = sub.operands
+        return [Term(1.0, chunk=(Leaf(u, 1, mu),)), Term(1.0, consts=(Leaf(mu, 1, mu),))]
+
+    def center(self, mu: ir.Value, r: ir.Operation) -> tuple[Slot, Slot]:
+        """The (count, running mean) state of the mean `mu`."""
+        if mu not in self.centers:
+            u = owner(owner(mu).operands[0]).operands[0]  # mean_of: scale(reduce(u))
+            row = array(u).without(self.axis).with_dtype("f32")
+            anchor = (self.index[owner(mu)], 0)
+            self.centers[mu] = (
+                Slot("count", row, anchor, center=mu),
+                Slot("mean", row, anchor, sides=((Leaf(u),),), center=mu),
+            )
+        return self.centers[mu]
+
+    def recentered(self, r: ir.Operation, slot: Slot, sides: list[list[Leaf]], summed: set[str]) -> None:
+        """Plan the lower powers that re-center `slot` (a partial with centered leaves)."""
+        mus = {leaf.center for side in sides for leaf in side if leaf.center is not None}
+        if len(mus) > 1 or slot.kind != "sum":  # a product of differences from two means, or online
+            raise Uncentered(f"{r}")
+        (mu,) = mus
+        mean = self.center(mu, r)[1]
+        slot.center = mu
+        if not set(mean.type.axes) <= set(slot.type.axes):  # the centered value is summed over another axis
+            raise Uncentered(f"{r}")
+        centered = Leaf(mean.sides[0][0].value, 1, mu)
+        power = sum(side.count(centered) for side in sides)
+        lower: list[tuple[int, Slot | None]] = []
+        for i in range(power):
+            drop, rest = power - i, []
+            for side in sides:
+                kept = []
+                for leaf in side:
+                    if leaf == centered and drop:
+                        drop -= 1
+                    else:
+                        kept.append(leaf)
+                rest.append(kept)
+            if all(not side for side in rest):
+                lower.append((i, None))  # Σ 1: the count
+            else:
+                lower.append((i, self.partial(r, rest, -1, None, summed)))
+        slot.lower = tuple(lower)
 
     def online(self, exp: ir.Operation) -> Term:
         """e^(s - c) with s a chunk value and c a proven upper bound of s along the axis."""
@@ -407,8 +499,29 @@ class Prover:
         """Plan the value of region reduction `r` from the final state (and what it needs)."""
         if r in self.exprs or r in self.softmax_reducers:
             return
-        axis = self.axis
         self._sub = 0
+        slots, centers = dict(self.slots), dict(self.centers)
+        try:
+            summands = self.summands(r)
+        except Uncentered:  # plan this reduction with the differences from means expanded
+            self.slots, self.centers, self.centering = slots, centers, False
+            try:
+                summands = self.summands(r)
+            finally:
+                self.centering = True
+        self.exprs[r] = summands
+        for s in summands:
+            for leaf in s.consts:
+                self.need(leaf.value)
+            if s.rescale is not None:
+                self.need(s.rescale[0])
+                self.need(s.rescale[1])
+            if s.slot is not None and s.slot.maximum is not None:
+                self.expr(s.slot.maximum)
+
+    def summands(self, r: ir.Operation) -> list[Summand]:
+        """The summands of region reduction `r`'s value from the final state."""
+        axis = self.axis
         if r.name == "napkin.reduce":
             kind, u = str_attr(r, "kind"), r.operands[0]
             if u not in self.derived:
@@ -433,15 +546,7 @@ class Prover:
                         f"cannot stream axis '{axis}': this contraction expands into {len(pairs)} terms (at most {MAX_TERMS})",
                     )
                 summands = [self.summand(r, p) for p in pairs]
-        self.exprs[r] = summands
-        for s in summands:
-            for leaf in s.consts:
-                self.need(leaf.value)
-            if s.rescale is not None:
-                self.need(s.rescale[0])
-                self.need(s.rescale[1])
-            if s.slot is not None and s.slot.maximum is not None:
-                self.expr(s.slot.maximum)
+        return summands
 
     def anchor(self, r: ir.Operation) -> tuple[int, int]:
         self._sub += 1
@@ -581,6 +686,8 @@ class Prover:
                 online_side,
                 maximum,
             )
+            if any(leaf.center is not None for side in sides for leaf in side):
+                self.recentered(r, self.slots[key], sides, summed)
         slot = self.slots[key]
         slot.anchor = min(slot.anchor, self.anchor(r))
         return slot
@@ -648,7 +755,9 @@ class Prover:
             )
         for r in results:
             self.expr(r)
-        slots = sorted(self.slots.values(), key=lambda s: s.anchor)
+        slots = sorted(
+            [*self.slots.values(), *(s for pair in self.centers.values() for s in pair)], key=lambda s: s.anchor
+        )
         slots += [Slot("carry", array(v), (len(self.ops), i), carried=v) for i, v in enumerate(self.carries)]
         # chunk values the step needs, and the operands of the stream
         wanted: set[ir.Value] = set()
@@ -678,7 +787,7 @@ class Prover:
         doomed = [
             op for op in self.ops if op in in_region or (op not in live and any(r in self.derived for r in op.results))
         ]
-        return Plan(region, chunk_ops, groups, slots, self.exprs, results, inputs, self.derived, doomed)
+        return Plan(region, chunk_ops, groups, slots, self.exprs, results, inputs, self.derived, doomed, self.centers)
 
 
 def prove(ops: list[ir.Operation], outputs: list[ir.Value], axis: str, online: bool) -> Plan:

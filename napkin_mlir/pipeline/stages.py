@@ -18,21 +18,26 @@
       | ptxas (nvidia-cuda-nvcc wheel)
     cubin         the kernel, with its JSON sidecar for the runner
 
-`derivation(diagram, sizes, tiles)` is the named relabeling pipeline of each built-in
-diagram (attention -> FlashAttention-2: weave b, h; group q; stream x online; fused).
+`derivation(diagram, sizes, tiles)` is the relabeling pipeline of a built-in diagram, derived
+by the same rules as any file (`pipeline.decide`; for attention FlashAttention-2's: weave b,
+h; group q; stream x online; fused).
 Every stage can be printed or dumped through `napkin_mlir.pipeline.passmanager.run_pipeline`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from mlir import ir
 
 from napkin_mlir.errors import UsageError
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.diagrams import DIAGRAMS, build_builtin
 from napkin_mlir.knobs import knobs
+from napkin_mlir.pipeline.decide import DEFAULT_TILE, decide
 from napkin_mlir.pipeline.passmanager import run_pipeline
 
 #: Loop program (linalg/scf/memref/arith/math) -> LLVM dialect, for the host CPU.
@@ -91,53 +96,46 @@ STAGES: tuple[Stage, ...] = (
 
 LOOPS_PIPELINE = "napkin-lower-to-loops,canonicalize,cse"
 
-#: Tile sizes when none are given and no GPU is named (`napkin verify` without --gpu); with a
-#: GPU (`napkin verify --gpu`, `napkin compile`) the cost model chooses them.
-DEFAULT_TILES: dict[str, dict[str, int]] = {
-    "attention": {"q": 64, "x": 64},
-    "matmul": {"m": 64, "n": 64, "k": 32},
-    "mlp": {"m": 32, "f": 64},
-}
 
-#: Per diagram: the group-partitioned axes (tiled by --tile) and the streamed axis.
-PARTITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "attention": (("q",), "x"),
-    "matmul": (("m", "n"), "k"),
-    "mlp": (("m",), "f"),
-}
+class _BuiltinPartitions(Mapping[str, tuple[tuple[str, ...], str]]):
+    """Per built-in diagram: the axes its derivation tiles and the axis it streams, as
+    `decide` finds them on the diagram (a thin name: the rules are `pipeline.decide`'s)."""
+
+    def __getitem__(self, diagram: str) -> tuple[tuple[str, ...], str]:
+        if diagram not in DIAGRAMS:
+            raise KeyError(diagram)
+        return _partitions(diagram)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DIAGRAMS)
+
+    def __len__(self) -> int:
+        return len(DIAGRAMS)
+
+
+@cache
+def _partitions(diagram: str) -> tuple[tuple[str, ...], str]:
+    with napkin_context(), ir.Location.unknown():
+        d = decide(build_builtin(diagram, dict.fromkeys(DIAGRAMS[diagram].axes, 4 * DEFAULT_TILE)))
+    return tuple(d.tiled), d.streamed or ""
+
+
+PARTITIONS = _BuiltinPartitions()
 
 
 def derivation(diagram: str, sizes: dict[str, int], tiles: dict[str, int] | None = None) -> str:
-    """The relabeling pipeline (diagram -> partitioned) of a built-in diagram.
-
-    `sizes` are the diagram's axis sizes (as built: with `r` for grouped-query attention);
-    `tiles` overrides the default group/stream sizes by axis name. Axes that are woven but
-    not tiled (batch, heads) are grouped with size 1: one group per slice.
-    """
-    if diagram not in PARTITIONS:
+    """The relabeling pipeline (diagram -> partitioned) of a built-in diagram: the diagram
+    built at `sizes` (as built: `h` key/value heads and `r` query heads per key/value head for
+    grouped-query attention) and derived by `decide` like any file, at `tiles` by axis name
+    (the others at their defaults). A thin name: the rules are `pipeline.decide`'s."""
+    if diagram not in DIAGRAMS:
         raise UsageError(f"no derivation for diagram '{diagram}'")
-    grouped, streamed = PARTITIONS[diagram]
-    tiles = dict(tiles or {})
-    allowed = set(grouped) | {streamed}
-    for axis in tiles:
-        if axis not in allowed:
-            raise UsageError(
-                f"--tile: axis '{axis}' cannot be tiled in {diagram} (tileable axes: {', '.join(sorted(allowed))})"
-            )
-        if tiles[axis] > sizes[axis]:
-            raise UsageError(f"--tile: tile {axis}={tiles[axis]} is larger than the axis ({axis}={sizes[axis]})")
-    chosen = {a: min(tiles.get(a, DEFAULT_TILES[diagram][a]), sizes[a]) for a in (*grouped, streamed)}
-    # batch and (key/value) heads: one group per slice. With grouped-query attention the `r`
-    # query heads sharing a key/value head stay together in one group, so each K/V chunk is
-    # loaded once for all of them.
-    woven = [a for a in ("b", "h") if a in sizes and diagram == "attention"]
-    axes = [*woven, *grouped]
-    group_sizes = [1] * len(woven) + [chosen[a] for a in grouped]
-    return (
-        "builtin.module(napkin-verify,napkin-assign-levels,"
-        f"napkin-group-partition{{axes={','.join(axes)} sizes={','.join(map(str, group_sizes))} level=grid}},"
-        f"napkin-stream-partition{{axis={streamed} size={chosen[streamed]}}},napkin-verify)"
-    )
+    dims = {a: sizes[a] for a in DIAGRAMS[diagram].axes if a in sizes}
+    kv_heads = None
+    if diagram == "attention" and "r" in sizes:
+        kv_heads, dims["h"] = sizes["h"], sizes["h"] * sizes["r"]
+    with napkin_context(), ir.Location.unknown():
+        return decide(build_builtin(diagram, dims, kv_heads=kv_heads), tiles).pipeline()
 
 
 def compile_to_loops(

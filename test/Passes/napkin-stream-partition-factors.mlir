@@ -50,49 +50,76 @@ func.func @rmsnorm(%X: tensor<4x10xf32, {axes = ["m", "k"]}>, %G: tensor<10xf32,
 // -----
 
 // LayerNorm feeding a matmul: μ = Σ_k x / 10, var = Σ_k (x - μ)² / 10, r = rsqrt(var + eps),
-// y = Σ_k ((x - μ)·r·g + β)·w. The contraction distributes over the subtraction and the
-// addition, the variance over the square:
-//   y   = r · Σ (x·g) w  -  μ·r · Σ g w  +  Σ β w,
-//   var = (Σ x²  -  2 μ Σ x  +  10 μ²) / 10.
-// The state is (Σ x, Σ x², Σ (x·g) w, Σ g w, Σ β w); finish computes μ, var, r and y.
+// y = Σ_k ((x - μ)·r·g + β)·w. x - μ, a difference from the mean of x, is carried centered
+// on the running mean M of x (Welford's update: n' = n + |chunk|, M' = M + Σ_chunk (x - M) / n'),
+// as (x - M) + (M - μ), so no sum of x itself meets its mean in a subtraction (the one-pass
+// variance Σ x² - 10 μ² cancels catastrophically when |μ| is large against the spread).
+// The partial sums of powers of x - M are re-centered when M moves (δ = M - M'):
+//   Σ (x - M')²   = Σ (x - M)² + 2 δ Σ (x - M) + n δ²  + Σ_chunk (x - M')²,
+//   Σ (x - M')    = Σ (x - M) + n δ                    + Σ_chunk (x - M'),
+//   Σ (x - M')g w = Σ (x - M)g w + δ Σ g w              + Σ_chunk (x - M')g w.
+// Finish: var = (Σ (x - M)² + 2 (M - μ) Σ (x - M) + 10 (M - μ)²) / 10,
+//         y   = r · Σ (x - M)g w + (M - μ) r Σ g w + Σ β w.
+// The state is (Σ x, n, M, Σ (x - M)², Σ (x - M), Σ (x - M)g w, Σ g w, Σ β w).
 
 // CHECK-LABEL: func.func @layernorm
 // CHECK:         %[[Y:.*]] = "napkin.stream"(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) ({
-// CHECK-COUNT-5:   "napkin.fill"() {value = 0.000000e+00 : f64}
+// CHECK-COUNT-8:   "napkin.fill"() {value = 0.000000e+00 : f64}
 // CHECK-NEXT:      gpu.yield
 // CHECK-NEXT:    }, {
-// CHECK-NEXT:    ^bb0(%[[XC:.*]]: tensor<4x4xf32, {axes = ["m", "k"]}>, %[[GC:.*]]: tensor<4xf32, {axes = ["k"]}>, %[[BC:.*]]: tensor<4xf32, {axes = ["k"]}>, %[[WC:.*]]: tensor<4x6xf32, {axes = ["k", "n"]}>, %{{.*}}: index, %[[SX:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[SXX:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[XGW:.*]]: tensor<4x6xf32, {axes = ["m", "n"]}>, %[[GW:.*]]: tensor<6xf32, {axes = ["n"]}>, %[[BW:.*]]: tensor<6xf32, {axes = ["n"]}>):
+// CHECK-NEXT:    ^bb0(%[[XC:.*]]: tensor<4x4xf32, {axes = ["m", "k"]}>, %[[GC:.*]]: tensor<4xf32, {axes = ["k"]}>, %[[BC:.*]]: tensor<4xf32, {axes = ["k"]}>, %[[WC:.*]]: tensor<4x6xf32, {axes = ["k", "n"]}>, %{{.*}}: index, %[[SX:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[N:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[M:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[S2:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[S1:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[XGW:.*]]: tensor<4x6xf32, {axes = ["m", "n"]}>, %[[GW:.*]]: tensor<6xf32, {axes = ["n"]}>, %[[BW:.*]]: tensor<6xf32, {axes = ["n"]}>):
+// CHECK-NEXT:      %[[ONES:.*]] = "napkin.fill"() {value = 1.000000e+00 : f64} : () -> tensor<4x4xf32, {axes = ["m", "k"]}>
+// CHECK-NEXT:      %[[LEN:.*]] = "napkin.reduce"(%[[ONES]]) {axis = "k", kind = "sum"}
+// CHECK-NEXT:      %[[N1:.*]] = "napkin.add"(%[[N]], %[[LEN]])
+// CHECK-NEXT:      %[[XM:.*]] = "napkin.sub"(%[[XC]], %[[M]])
+// CHECK-NEXT:      %[[SXM:.*]] = "napkin.reduce"(%[[XM]]) {axis = "k", kind = "sum"}
+// CHECK-NEXT:      %[[STEP:.*]] = "napkin.div"(%[[SXM]], %[[N1]])
+// CHECK-NEXT:      %[[M1:.*]] = "napkin.add"(%[[M]], %[[STEP]])
+// CHECK-NEXT:      %[[D:.*]] = "napkin.sub"(%[[M]], %[[M1]])
 // CHECK-NEXT:      %[[P1:.*]] = "napkin.reduce"(%[[XC]]) {axis = "k", kind = "sum"}
-// CHECK-NEXT:      %[[N1:.*]] = "napkin.add"(%[[SX]], %[[P1]])
-// CHECK-NEXT:      %[[XX:.*]] = "napkin.mul"(%[[XC]], %[[XC]])
-// CHECK-NEXT:      %[[P2:.*]] = "napkin.reduce"(%[[XX]]) {axis = "k", kind = "sum"}
-// CHECK-NEXT:      %[[N2:.*]] = "napkin.add"(%[[SXX]], %[[P2]])
-// CHECK-NEXT:      %[[XG:.*]] = "napkin.mul"(%[[XC]], %[[GC]])
+// CHECK-NEXT:      %[[SX1:.*]] = "napkin.add"(%[[SX]], %[[P1]])
+// CHECK-NEXT:      %[[ND:.*]] = "napkin.mul"(%[[N]], %[[D]])
+// CHECK-NEXT:      %[[NDD:.*]] = "napkin.mul"(%[[ND]], %[[D]])
+// CHECK-NEXT:      %[[A:.*]] = "napkin.add"(%[[S2]], %[[NDD]])
+// CHECK-NEXT:      %[[S1D:.*]] = "napkin.mul"(%[[S1]], %[[D]])
+// CHECK-NEXT:      %[[TWO:.*]] = "napkin.scale"(%[[S1D]]) {factor = 2.000000e+00 : f64}
+// CHECK-NEXT:      %[[B:.*]] = "napkin.add"(%[[A]], %[[TWO]])
+// CHECK-NEXT:      %[[XC1:.*]] = "napkin.sub"(%[[XC]], %[[M1]])
+// CHECK-NEXT:      %[[SQ:.*]] = "napkin.mul"(%[[XC1]], %[[XC1]])
+// CHECK-NEXT:      %[[PSQ:.*]] = "napkin.reduce"(%[[SQ]]) {axis = "k", kind = "sum"}
+// CHECK-NEXT:      %[[S2N:.*]] = "napkin.add"(%[[B]], %[[PSQ]])
+// CHECK-NEXT:      %[[ND2:.*]] = "napkin.mul"(%[[N]], %[[D]])
+// CHECK-NEXT:      %[[C:.*]] = "napkin.add"(%[[S1]], %[[ND2]])
+// CHECK-NEXT:      %[[PS1:.*]] = "napkin.reduce"(%[[XC1]]) {axis = "k", kind = "sum"}
+// CHECK-NEXT:      %[[S1N:.*]] = "napkin.add"(%[[C]], %[[PS1]])
+// CHECK-NEXT:      %[[GWD:.*]] = "napkin.mul"(%[[GW]], %[[D]]) {{.*}} -> tensor<4x6xf32, {axes = ["m", "n"]}>
+// CHECK-NEXT:      %[[E:.*]] = "napkin.add"(%[[XGW]], %[[GWD]])
+// CHECK-NEXT:      %[[XG:.*]] = "napkin.mul"(%[[XC1]], %[[GC]])
 // CHECK-NEXT:      %[[P3:.*]] = "napkin.contract"(%[[XG]], %[[WC]]) {{.*}} -> tensor<4x6xf32, {axes = ["m", "n"]}>
-// CHECK-NEXT:      %[[N3:.*]] = "napkin.add"(%[[XGW]], %[[P3]])
+// CHECK-NEXT:      %[[XGWN:.*]] = "napkin.add"(%[[E]], %[[P3]])
 // CHECK-NEXT:      %[[P4:.*]] = "napkin.contract"(%[[GC]], %[[WC]]) {{.*}} -> tensor<6xf32, {axes = ["n"]}>
-// CHECK-NEXT:      %[[N4:.*]] = "napkin.add"(%[[GW]], %[[P4]])
+// CHECK-NEXT:      %[[GWN:.*]] = "napkin.add"(%[[GW]], %[[P4]])
 // CHECK-NEXT:      %[[P5:.*]] = "napkin.contract"(%[[BC]], %[[WC]]) {{.*}} -> tensor<6xf32, {axes = ["n"]}>
-// CHECK-NEXT:      %[[N5:.*]] = "napkin.add"(%[[BW]], %[[P5]])
-// CHECK-NEXT:      gpu.yield %[[N1]], %[[N2]], %[[N3]], %[[N4]], %[[N5]]
+// CHECK-NEXT:      %[[BWN:.*]] = "napkin.add"(%[[BW]], %[[P5]])
+// CHECK-NEXT:      gpu.yield %[[SX1]], %[[N1]], %[[M1]], %[[S2N]], %[[S1N]], %[[XGWN]], %[[GWN]], %[[BWN]]
 // CHECK-NEXT:    }, {
-// CHECK-NEXT:    ^bb0(%[[SXF:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[SXXF:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[XGWF:.*]]: tensor<4x6xf32, {axes = ["m", "n"]}>, %[[GWF:.*]]: tensor<6xf32, {axes = ["n"]}>, %[[BWF:.*]]: tensor<6xf32, {axes = ["n"]}>):
+// CHECK-NEXT:    ^bb0(%[[SXF:.*]]: tensor<4xf32, {axes = ["m"]}>, %{{.*}}: tensor<4xf32, {axes = ["m"]}>, %[[MF:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[S2F:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[S1F:.*]]: tensor<4xf32, {axes = ["m"]}>, %[[XGWF:.*]]: tensor<4x6xf32, {axes = ["m", "n"]}>, %[[GWF:.*]]: tensor<6xf32, {axes = ["n"]}>, %[[BWF:.*]]: tensor<6xf32, {axes = ["n"]}>):
 // CHECK-NEXT:      %[[MU:.*]] = "napkin.scale"(%[[SXF]]) {factor = 1.000000e-01 : f64}
-// CHECK-NEXT:      %[[MUSX:.*]] = "napkin.mul"(%[[SXF]], %[[MU]])
-// CHECK-NEXT:      %[[TWO:.*]] = "napkin.scale"(%[[MUSX]]) {factor = 2.000000e+00 : f64}
+// CHECK-NEXT:      %[[GAP:.*]] = "napkin.sub"(%[[MF]], %[[MU]])
+// CHECK-NEXT:      %[[T1:.*]] = "napkin.mul"(%[[S1F]], %[[GAP]])
+// CHECK-NEXT:      %{{.*}} = "napkin.scale"(%[[T1]]) {factor = 2.000000e+00 : f64}
 // CHECK-NEXT:      %[[TEN:.*]] = "napkin.fill"() {value = 1.000000e+01 : f64} : () -> tensor<4xf32, {axes = ["m"]}>
-// CHECK-NEXT:      %[[TM:.*]] = "napkin.mul"(%[[TEN]], %[[MU]])
-// CHECK-NEXT:      %[[TMM:.*]] = "napkin.mul"(%[[TM]], %[[MU]])
-// CHECK-NEXT:      %[[D:.*]] = "napkin.sub"(%[[SXXF]], %[[TWO]])
-// CHECK-NEXT:      %[[V:.*]] = "napkin.add"(%[[D]], %[[TMM]])
+// CHECK:           %[[V0:.*]] = "napkin.add"(%[[S2F]], %{{.*}})
+// CHECK-NEXT:      %[[V:.*]] = "napkin.add"(%[[V0]], %{{.*}})
 // CHECK-NEXT:      %[[VAR:.*]] = "napkin.scale"(%[[V]]) {factor = 1.000000e-01 : f64}
 // CHECK-NEXT:      %[[R:.*]] = "napkin.map"(%[[VAR]]) ({
 // CHECK:             math.rsqrt
-// CHECK:           %[[T1:.*]] = "napkin.mul"(%[[XGWF]], %[[R]]) {{.*}} -> tensor<4x6xf32, {axes = ["m", "n"]}>
-// CHECK-NEXT:      %[[T2A:.*]] = "napkin.mul"(%[[GWF]], %[[MU]]) {{.*}} -> tensor<4x6xf32, {axes = ["m", "n"]}>
-// CHECK-NEXT:      %[[T2:.*]] = "napkin.mul"(%[[T2A]], %[[R]])
-// CHECK-NEXT:      %[[Y1:.*]] = "napkin.sub"(%[[T1]], %[[T2]])
-// CHECK-NEXT:      %[[YF:.*]] = "napkin.add"(%[[Y1]], %[[BWF]]) {{.*}} -> tensor<4x6xf32, {axes = ["m", "n"]}>
+// CHECK:           %[[Y1:.*]] = "napkin.mul"(%[[XGWF]], %[[R]]) {{.*}} -> tensor<4x6xf32, {axes = ["m", "n"]}>
+// CHECK-NEXT:      %[[GAP2:.*]] = "napkin.sub"(%[[MF]], %[[MU]])
+// CHECK-NEXT:      %[[Y2A:.*]] = "napkin.mul"(%[[GWF]], %[[GAP2]]) {{.*}} -> tensor<4x6xf32, {axes = ["m", "n"]}>
+// CHECK-NEXT:      %[[Y2:.*]] = "napkin.mul"(%[[Y2A]], %[[R]])
+// CHECK-NEXT:      %[[Y12:.*]] = "napkin.add"(%[[Y1]], %[[Y2]])
+// CHECK-NEXT:      %[[YF:.*]] = "napkin.add"(%[[Y12]], %[[BWF]]) {{.*}} -> tensor<4x6xf32, {axes = ["m", "n"]}>
 // CHECK-NEXT:      gpu.yield %[[YF]]
 // CHECK-NEXT:    }) {axis = "k"
 // CHECK-NEXT:    return %[[Y]]
@@ -115,4 +142,28 @@ func.func @layernorm(%X: tensor<4x10xf32, {axes = ["m", "k"]}>, %G: tensor<10xf3
   %nb = "napkin.add"(%ng, %B) : (tensor<4x10xf32, {axes = ["m", "k"]}>, tensor<10xf32, {axes = ["k"]}>) -> tensor<4x10xf32, {axes = ["m", "k"]}>
   %y = "napkin.contract"(%nb, %W) : (tensor<4x10xf32, {axes = ["m", "k"]}>, tensor<10x6xf32, {axes = ["k", "n"]}>) -> tensor<4x6xf32, {axes = ["m", "n"]}>
   return %y : tensor<4x6xf32, {axes = ["m", "n"]}>
+}
+
+// -----
+
+// A product of differences from two means, Σ_k (x - μx)(y - μy): the centered state carries one
+// running mean per partial sum, so this sum falls back to the expansion Σ x y - μy Σ x - μx Σ y
+// + 8 μx μy (no running mean in the step), and still streams.
+
+// CHECK-LABEL: func.func @covariance
+// CHECK:         "napkin.stream"
+// CHECK-NOT:       "napkin.fill"() {value = 1.000000e+00 : f64}
+// CHECK:           %[[XY:.*]] = "napkin.mul"(%{{.*}}, %{{.*}}) : (tensor<2x4xf32, {axes = ["m", "k"]}>, tensor<2x4xf32, {axes = ["m", "k"]}>)
+// CHECK-NEXT:      "napkin.reduce"(%[[XY]]) {axis = "k", kind = "sum"}
+// CHECK:         }) {axis = "k"
+func.func @covariance(%X: tensor<2x8xf32, {axes = ["m", "k"]}>, %Y: tensor<2x8xf32, {axes = ["m", "k"]}>) -> tensor<2xf32, {axes = ["m"]}> {
+  %sx = "napkin.reduce"(%X) {axis = "k", kind = "sum"} : (tensor<2x8xf32, {axes = ["m", "k"]}>) -> tensor<2xf32, {axes = ["m"]}>
+  %mx = "napkin.scale"(%sx) {factor = 0.125 : f64} : (tensor<2xf32, {axes = ["m"]}>) -> tensor<2xf32, {axes = ["m"]}>
+  %sy = "napkin.reduce"(%Y) {axis = "k", kind = "sum"} : (tensor<2x8xf32, {axes = ["m", "k"]}>) -> tensor<2xf32, {axes = ["m"]}>
+  %my = "napkin.scale"(%sy) {factor = 0.125 : f64} : (tensor<2xf32, {axes = ["m"]}>) -> tensor<2xf32, {axes = ["m"]}>
+  %cx = "napkin.sub"(%X, %mx) : (tensor<2x8xf32, {axes = ["m", "k"]}>, tensor<2xf32, {axes = ["m"]}>) -> tensor<2x8xf32, {axes = ["m", "k"]}>
+  %cy = "napkin.sub"(%Y, %my) : (tensor<2x8xf32, {axes = ["m", "k"]}>, tensor<2xf32, {axes = ["m"]}>) -> tensor<2x8xf32, {axes = ["m", "k"]}>
+  %p = "napkin.mul"(%cx, %cy) : (tensor<2x8xf32, {axes = ["m", "k"]}>, tensor<2x8xf32, {axes = ["m", "k"]}>) -> tensor<2x8xf32, {axes = ["m", "k"]}>
+  %c = "napkin.reduce"(%p) {axis = "k", kind = "sum"} : (tensor<2x8xf32, {axes = ["m", "k"]}>) -> tensor<2xf32, {axes = ["m"]}>
+  return %c : tensor<2xf32, {axes = ["m"]}>
 }

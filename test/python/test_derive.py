@@ -44,15 +44,45 @@ def test_builtins_get_the_papers_derivations() -> None:
     assert any(r.startswith("f: streamed") for r in mlp.reasons)
 
 
-def test_grouped_query_axis_reuses_kv_and_fits_the_grid() -> None:
-    """r (the query heads sharing a K/V head) is reused like q; with b, h, r and q the grid
-    would need 4 dimensions, so r, whose tile is the whole axis, stays whole in each group
-    (as FlashAttention-2 keeps a K/V head's query heads together)."""
+def test_grouped_query_axis_stays_whole_in_the_q_tile() -> None:
+    """r (the query heads sharing a K/V head) is reused like q: one reuse of K and V, so the
+    group tiles q, the innermost, and holds all of r (each K/V chunk is loaded once for all
+    the query heads that share it, as the tensor-core kernel expects), even when q is
+    shorter than r (decoding)."""
     d = _derive_builtin("attention", {"b": 1, "h": 4, "q": 50, "x": 70, "d": 16}, kv_heads=2)
-    assert d.woven == ["b", "h"] and d.tiled == ["q"] and d.streamed == "x"
+    assert d.woven == ["b", "h"] and d.tiled == ["q"] and d.whole == ["r"] and d.streamed == "x"
     assert any(r.startswith("r: group tiles") for r in d.reasons)
-    assert any(r.startswith("r: left whole") for r in d.reasons)
+    assert any(r.startswith("r: held whole in every group: a tile of q") for r in d.reasons)
     assert "napkin-group-partition{axes=b,h,q sizes=1,1,50 level=grid}" in d.pipeline()
+    decode = _derive_builtin("attention", {"b": 2, "h": 16, "q": 1, "x": 300, "d": 16}, kv_heads=2)
+    assert decode.tiled == ["q"] and decode.whole == ["r"]
+
+
+@pytest.mark.parametrize(
+    ("name", "dims", "options"),
+    [
+        ("matmul", {"m": 300, "n": 200, "k": 100}, {}),
+        ("attention", {"b": 2, "h": 4, "q": 100, "x": 90, "d": 32}, {"causal": True}),
+        ("attention", {"b": 1, "h": 8, "q": 3, "x": 90, "d": 32}, {"kv_heads": 2}),
+        ("mlp", {"m": 100, "k": 64, "f": 128, "n": 32}, {}),
+    ],
+)
+def test_builtins_take_the_same_path_as_files(name: str, dims: dict[str, int], options: dict, tmp_path: Path) -> None:
+    """One path: a built-in's pipeline (`stages.derivation`, what verify/compile/draw use) is
+    what `derive` gives the same diagram written to a file, at default and given tiles."""
+    from napkin_mlir.ir.diagrams import diagram_sizes
+    from napkin_mlir.pipeline.stages import PARTITIONS, derivation
+
+    with napkin_context(), ir.Location.unknown():
+        module = build_builtin(name, dims, "f32", **options)
+        sizes = diagram_sizes(module)
+        path = tmp_path / f"{name}.mlir"
+        path.write_text(str(module))
+        from_file = load_diagram(path)
+        grouped, streamed = PARTITIONS[name]
+        given = {a: 3 for a in (*grouped, streamed) if a in sizes}
+        for tiles in ({}, given):
+            assert derivation(name, sizes, tiles) == derive(from_file, tiles, filename=str(path)).pipeline()
 
 
 def test_tiles_from_flag_and_model() -> None:
@@ -63,8 +93,8 @@ def test_tiles_from_flag_and_model() -> None:
         modelled = derive(module, {"q": 64}, gpu="h100", dtype="bf16")
         assert modelled.tiles["q"] == 64 and modelled.tiles["x"] % 16 == 0
         assert any("cost model for h100" in r for r in modelled.reasons)
-        with pytest.raises(UsageError, match="axis 'd' is not tiled"):
-            derive(module, {"d": 16})
+        with pytest.raises(UsageError, match="axis 'b' is not tiled"):
+            derive(module, {"b": 1})  # woven: one slice per group (d would nest a stream)
         with pytest.raises(UsageError, match="larger than the axis"):
             derive(module, {"q": 2000})
 
@@ -154,6 +184,21 @@ def test_napkin_derive_prints_a_pipeline_napkin_opt_accepts(tmp_path: Path) -> N
     assert '"napkin.stream"' in opt.stdout
 
 
+def test_napkin_derive_takes_a_builtin() -> None:
+    """`napkin derive attention --dims ... --kv-heads` explains the pipeline that `napkin
+    pipeline` (what verify, compile and draw use) prints for the same built-in."""
+    dims = ["--dims", "b=1,h=8,q=1,x=300,d=64", "--kv-heads", "2"]
+    proc = _napkin("derive", "attention", *dims)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("// r: held whole in every group") for ln in lines)
+    named = _napkin("pipeline", "attention", *dims)
+    assert named.returncode == 0, named.stderr
+    assert lines[-1] == named.stdout.strip() and "axes=b,h,q sizes=1,1,1" in lines[-1]
+    bad = _napkin("derive", "attention")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: attention: --dims is required for a built-in diagram"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -190,3 +235,74 @@ def test_python_api_without_the_cli() -> None:
         d = derive(module)
         run_pipeline(module, d.pipeline())
     assert d.tiled == ["m"] and d.streamed == "f"
+
+
+@pytest.mark.parametrize(
+    ("name", "dims", "tiles", "outer", "inner"),
+    [
+        ("mlp", {"m": 20, "k": 37, "f": 45, "n": 11}, {"f": 16, "k": 8}, "f", "k"),
+        ("attention", {"b": 1, "h": 2, "q": 13, "x": 29, "d": 24}, {"x": 8, "d": 16}, "x", "d"),
+    ],
+)
+def test_nested_stream_when_tile_names_both_axes(
+    name: str, dims: dict[str, int], tiles: dict[str, int], outer: str, inner: str, seed: int
+) -> None:
+    """The first layer's k inside the mlp's f stream, Q Kᵀ's d inside attention's x stream
+    (d is kept by the output, yet reduced inside the step): --tile naming the inner axis nests
+    it; the interpretation is unchanged and the CPU result passes against the plain diagram."""
+    import numpy as np
+
+    from napkin_mlir.check import reference
+    from napkin_mlir.check.diagram import verify_diagram
+    from napkin_mlir.interpret import interpret
+
+    with napkin_context(), ir.Location.unknown():
+        plain = build_builtin(name, dims, "f32")
+        flat = derive(plain)
+        assert flat.nested is None and inner in flat.nestable
+        d = derive(plain, tiles)
+        assert (d.streamed, d.nested) == (outer, inner)
+        assert any(r.startswith(f"{inner}: streamed inside the {outer} stream") for r in d.reasons)
+        assert d.pipeline().endswith(
+            f"napkin-stream-partition{{axis={outer} size={tiles[outer]}}},"
+            f"napkin-stream-partition{{axis={inner} size={tiles[inner]}}},napkin-verify)"
+        )
+        args = [ArrayType.from_mlir(a.type) for a in plain.body.operations[0].regions[0].blocks[0].arguments]
+        inputs = reference.random_inputs(tuple(args), seed)
+        expected = np.asarray(interpret(plain, inputs)[0])
+        relabeled = ir.Module.parse(str(plain))
+        run_pipeline(relabeled, d.pipeline())
+        text = str(relabeled)
+        assert text.count('"napkin.stream"') == 2 and f'axis = "{inner}"' in text
+        got = np.asarray(interpret(relabeled, inputs)[0])
+        assert float(np.max(np.abs(got - expected))) <= 1e-12 * float(np.max(np.abs(expected)))
+        result = verify_diagram(plain, seed, tiles=tiles)
+    assert result.passed, result.summary()
+    assert all(0 < o.comparison.rel_fro < 1e-5 for o in result.outputs)
+
+
+def test_model_nests_a_stream_when_it_prices_it_lower() -> None:
+    """With a GPU the model prices both: the mlp's k inside its f stream, and no nesting; the
+    cheaper is chosen and the reason gives both prices. An attention whose d fits whole is
+    priced the same either way and stays unnested."""
+    import contextlib
+    import dataclasses
+
+    from napkin_mlir.derive import auto
+    from napkin_mlir.pipeline.decide import decide
+
+    with napkin_context(), ir.Location.unknown():
+        module = build_builtin("mlp", {"m": 512, "k": 1024, "f": 512, "n": 64}, "bf16")
+        d = derive(module, gpu="h100", dtype="bf16")
+        (reason,) = [r for r in d.reasons if r.startswith("k: ") and "the model prices the nested stream" in r]
+        flat = decide(module)
+        nested = dataclasses.replace(flat, nested="k", tiles={**flat.tiles, "k": 64})
+        seconds = {}
+        for option in (flat, nested):
+            with contextlib.suppress(UsageError):  # nothing fits
+                seconds[option.nested] = auto._model_tiles(module, option, "h100", "bf16", {}).report.predicted_seconds
+        assert "k" in seconds
+        assert d.nested == ("k" if seconds["k"] < seconds.get(None, float("inf")) else None)
+        assert ("streamed inside the f stream" in reason) == (d.nested == "k")
+        att = derive(build_builtin("attention", {"b": 1, "h": 4, "q": 256, "x": 256, "d": 64}, "bf16"), gpu="h100")
+        assert att.nested is None and att.streamed == "x"

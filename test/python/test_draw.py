@@ -121,8 +121,8 @@ def test_svg_matmul_pseudocode(tmp_path: Path) -> None:
     _render("matmul", "napkin-stream-partition", path, pseudocode=True)
     text = _svg_text(path)
     assert "parallel: m:64 n:64 @grid  (20 independent groups)" in text
-    assert "for each chunk: k:32  (4 sequential steps over k=100, last chunk 4)" in text
-    assert "A m64 k32 f32" in text  # a streamed chunk of A, loaded into shared memory
+    assert "for each chunk: k:64  (2 sequential steps over k=100, last chunk 36)" in text
+    assert "A m64 k64 f32" in text  # a streamed chunk of A, loaded into shared memory
     assert "peak" in text
 
 
