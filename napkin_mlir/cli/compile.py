@@ -15,6 +15,12 @@ the diagram's own JAX interpretation.
 `--emit ptx` and `--emit cubin` also write `FILE.json`, the sidecar a runner needs (entry,
 grid, block, dynamic shared memory, arguments in order, ptxas's resource report); so does
 `--emit gpu`, whose IR `napkin emulate FILE.json` runs on the CPU emulator.
+
+Without --tile the tensor-core kernel's tiles are the cost model's, priced with the kernel's
+register estimate (`backends.gpu.registers`), and the SIMT rule's are shrunk until its
+buffers fit one block's shared memory. A kernel that needs more shared memory than a block
+of the target may have, or that spills registers (ptxas's report), is refused with one error
+line naming the figures and the limit; nothing is written.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from pathlib import Path
 
 from mlir import ir
 
+from napkin_mlir.backends.gpu.hopper import compile_wgmma
 from napkin_mlir.backends.gpu.nvvm import TARGETS
 from napkin_mlir.backends.gpu.ptxas import assemble
+from napkin_mlir.backends.gpu.registers import tiles_registers
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, write_sidecar
 from napkin_mlir.backends.gpu.simt import compile_gpu
 from napkin_mlir.backends.gpu.tensorcore import compile_tensorcore_attention
@@ -37,14 +45,15 @@ from napkin_mlir.backends.gpu.tensorcore_plan import tiles_fit_kernel
 from napkin_mlir.check.harness import VerifyConfig, build, model_tiles
 from napkin_mlir.cli.common import add_problem_args, file_options, parse_sizes, problem_config
 from napkin_mlir.cli.verify import is_file_argument
-from napkin_mlir.derive.auto import derive
-from napkin_mlir.derive.tiles import search
+from napkin_mlir.derive.auto import Derivation, derive
+from napkin_mlir.derive.tiles import search, simt_feasible
 from napkin_mlir.errors import UsageError
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.diagrams import diagram_sizes
 from napkin_mlir.ir.files import axis_sizes, load_diagram
 from napkin_mlir.ir.regions import diagram_functions
+from napkin_mlir.model.hardware import TARGET_GPU, for_target
 from napkin_mlir.model.hardware import gpu as load_gpu
 from napkin_mlir.model.program import extract
 from napkin_mlir.pipeline.passmanager import run_pipeline
@@ -53,12 +62,13 @@ from napkin_mlir.pipeline.stages import LOOPS_PIPELINE, PARTITIONS, compile_to_l
 EMIT = ("gpu", "nvvm", "ptx", "cubin")
 
 #: The cost model's description of each target.
-GPU_OF = {"sm_80": "a100", "sm_90a": "h100"}
+GPU_OF = TARGET_GPU
 
 
 def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str, warp_rows: int = 16) -> dict[str, int]:
     """The given tiles, completed by the cost model's choice among those the tensor-core
-    kernel can take (registers, shared memory, MMA shapes)."""
+    kernel can take (registers, shared memory, MMA shapes), priced with the kernel's own
+    register estimate (`backends.gpu.registers`)."""
     grouped, streamed = PARTITIONS["attention"]
     if all(a in config.tiles for a in (*grouped, streamed)):
         return dict(config.tiles)
@@ -72,6 +82,7 @@ def _model_tiles(config: VerifyConfig, sizes: dict[str, int], target: str, warp_
         feasible=lambda t: tiles_fit_kernel(t, sizes, config.dtype, warp_rows),
         tensor_cores=True,
         warp_rows=warp_rows,
+        registers=tiles_registers(sizes, config.dtype, target, warp_rows),
     )
 
 
@@ -96,7 +107,9 @@ def compile_kernel(
                 f"kernel: {kernel_kind}"
                 + ("" if tensor else " (the tensor-core rule takes attention in bf16/f16 with d % 16 == 0)")
             )
-        if kernel_kind == "tensorcore":
+        if kernel_kind == "wgmma":  # the Hopper rule reads the plain diagram
+            kernel, text = compile_wgmma(module, config.diagram, sizes, target, stop, config.tiles)
+        elif kernel_kind == "tensorcore":
             if config.diagram != "attention":
                 raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
             tiles = _model_tiles(config, sizes, target, warp_rows)
@@ -172,6 +185,10 @@ def compile_file_kernel(
         plain = str(module)
         sizes = axis_sizes(module)
         low = _low_dtype(module)
+        if kernel_kind == "wgmma":  # the Hopper rule reads the plain diagram
+            kernel, text = compile_wgmma(module, None, sizes, target, stop, problem.tiles, path)
+            kernel.problem.update({"diagram": path, "dims": sizes, "dtype": low, "napkin": plain})
+            return kernel, text, plain
         d = derive(module, problem.tiles, gpu, low, filename=path)
         run_pipeline(module, d.pipeline(), filename=path)
         kernel: GpuKernel | None = None
@@ -188,6 +205,8 @@ def compile_file_kernel(
         elif kernel_kind == "simt":
             log("kernel: simt (--kernel simt)")
         if kernel_kind == "simt":
+            module, d = _simt_tiles(problem, module, d, target, low)
+            tiles = dict(d.tiles)
             log(f"tiles {tiles}: {d.pipeline()}")
             run_pipeline(module, f"builtin.module(napkin-verify,{LOOPS_PIPELINE})", filename=path)
             kernel, text = compile_gpu(module, target, stop_after=stop)
@@ -196,6 +215,29 @@ def compile_file_kernel(
         dtype = problem.dtype or low or "f32"
         kernel.problem.update({"diagram": path, "dims": sizes, "dtype": dtype, "tiles": tiles, "napkin": plain})
     return kernel, text, plain
+
+
+def _simt_tiles(
+    problem: FileProblem, module: ir.Module, d: Derivation, target: str, low: str | None
+) -> tuple[ir.Module, Derivation]:
+    """The SIMT rule keeps every tile below global memory in shared memory: unless --tile
+    pins them all, the tiles are the cost model's choice among those whose buffers fit one
+    block (`derive.tiles.simt_feasible`), and the program is derived again at those tiles."""
+    if not d.tiles or all(a in problem.tiles for a in d.tiles):
+        return module, d
+    prog = extract(module)
+    hw = for_target(target)
+    try:
+        choice = search(prog, hw, low, "the diagram", axis_sizes(module), problem.tiles, simt_feasible(prog, hw))
+    except UsageError:  # nothing fits: keep the derivation's tiles, which compile_to_file refuses with the figures
+        return module, d
+    tiles = {a: choice.tiles.get(a, s) for a, s in d.tiles.items()}
+    if tiles == d.tiles:
+        return module, d
+    module = load_diagram(problem.path, problem.dims, problem.dtype)
+    d = derive(module, tiles, None, low, filename=problem.path)
+    run_pipeline(module, d.pipeline(), filename=problem.path)
+    return module, d
 
 
 def _file_tensorcore(
@@ -261,7 +303,9 @@ def compile_to_file(
 ) -> GpuKernel | None:
     """Compile `config` (or the diagram of `file_problem`) for `target` and write the `emit`
     stage to `out`, with its sidecar (for gpu, ptx and cubin); returns the kernel (None for
-    the SIMT rule's nvvm stage)."""
+    the SIMT rule's nvvm stage). A kernel that needs more shared memory than a block of the
+    target may have, or (ptx, cubin: ptxas's report) spills registers, is refused with a
+    UsageError and nothing is written."""
     if emit in ("ptx", "cubin") and out.suffix != f".{emit}":
         raise UsageError(f"-o {out}: --emit {emit} writes a .{emit} file")
     if not out.parent.is_dir():
@@ -272,6 +316,8 @@ def compile_to_file(
     else:
         assert config is not None
         kernel, text = compile_kernel(config, target, stop, kernel_kind, warp_rows)
+    if kernel is not None:
+        _refuse_shared_memory(kernel, target)
     if emit in ("gpu", "nvvm"):
         out.write_text(text)
         log(f"wrote {out} ({emit} stage)")
@@ -282,6 +328,12 @@ def compile_to_file(
     assert kernel is not None
     cubin = out.with_suffix(".cubin")
     kernel.ptxas = assemble(kernel.ptx, target, cubin)
+    try:
+        _refuse_spills(kernel, target)
+    except UsageError:
+        cubin.unlink(missing_ok=True)
+        cubin.with_suffix(".ptx").unlink(missing_ok=True)
+        raise
     if emit == "ptx":
         out.write_text(kernel.ptx)
         cubin.unlink(missing_ok=True)
@@ -291,6 +343,35 @@ def compile_to_file(
     log(f"entry {kernel.entry}: grid {kernel.grid}, block {kernel.block}, dynamic smem {kernel.dynamic_smem_bytes} B")
     log(f"ptxas ({target}): {json.dumps(report)}")
     return kernel
+
+
+def _tiles_of(kernel: GpuKernel) -> str:
+    tiles = kernel.problem.get("tile") or kernel.problem.get("tiles") or {}
+    return ",".join(f"{a}={s}" for a, s in tiles.items()) if isinstance(tiles, dict) else str(tiles)
+
+
+def _refuse_shared_memory(kernel: GpuKernel, target: str) -> None:
+    """A kernel whose dynamic shared memory is over the block limit of `target` cannot launch."""
+    limit = for_target(target).smem_per_cta
+    if kernel.dynamic_smem_bytes > limit:
+        raise UsageError(
+            f"the {kernel.problem.get('kernel', 'simt')} kernel at tiles {_tiles_of(kernel)} needs "
+            f"{kernel.dynamic_smem_bytes} bytes of shared memory per block, over {target}'s limit of {limit}: "
+            "give smaller tiles with --tile, or none to take the cost model's"
+        )
+
+
+def _refuse_spills(kernel: GpuKernel, target: str) -> None:
+    """A kernel that spills registers to local memory is refused (ptxas's report)."""
+    report = kernel.ptxas
+    if report.get("spill_stores_bytes") or report.get("spill_loads_bytes"):
+        raise UsageError(
+            f"the {kernel.problem.get('kernel', 'simt')} kernel at tiles {_tiles_of(kernel)} spills registers on "
+            f"{target}: ptxas uses {report.get('registers')} registers per thread "
+            f"(limit {for_target(target).registers_per_thread}) with {report.get('spill_stores_bytes')} bytes of "
+            f"spill stores and {report.get('spill_loads_bytes')} bytes of spill loads: give other tiles with --tile "
+            "(a smaller x chunk, more rows per CTA) or none, to take the cost model's"
+        )
 
 
 def add_kernel_args(p: argparse.ArgumentParser, target_default: str | None = None) -> None:
@@ -308,9 +389,10 @@ def add_kernel_args(p: argparse.ArgumentParser, target_default: str | None = Non
     )
     p.add_argument(
         "--kernel",
-        choices=("auto", "tensorcore", "simt"),
+        choices=("auto", "tensorcore", "simt", "wgmma"),
         default="auto",
-        help="tensorcore: the mma.sync rule for attention (bf16/f16); simt: every diagram, CUDA cores; auto: "
+        help="tensorcore: the mma.sync rule for attention (bf16/f16); simt: every diagram, CUDA cores; wgmma: "
+        "Hopper warpgroup MMA (sm_90a) for a bf16/f16 matmul or the built-in attention; auto: "
         "tensor cores when the rule takes the program, else simt (default auto)",
     )
 

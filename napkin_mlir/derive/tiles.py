@@ -7,10 +7,19 @@ by `cost.evaluate`, the function behind `cost.analyze`, so the choice agrees wit
 `analyze` of the program derived at the chosen tiles (a test checks this). Candidates:
 
 * divisibility: each tiled axis is a multiple of the lcm of the tensor-core shape of its
-  role in the contractions (sm_80 `mma.sync` m16n8k16; sm_90a `wgmma` m64nNk16, k32 for fp8)
-  and, when it is the contiguous axis of an array loaded from global memory, of the
-  coalescing width (128 B / element size); an axis smaller than that is taken whole;
-* capacity: SMEM per CTA and registers per thread must fit (`CostReport.fits`);
+  role in the contractions (sm_80 `mma.sync` m16n8k16; sm_90a `wgmma` m64nNk16, k32 for fp8;
+  the mma.sync mapping, `tensor_cores`, takes m16n8k16 on every target) and, when it is the
+  contiguous axis of an array loaded from global memory, of the coalescing width (128 B /
+  element size); an axis smaller than that is taken whole;
+* capacity: SMEM per CTA and registers per thread must fit (`CostReport.fits`); a backend
+  that knows its kernel's registers gives them (`registers`: tiles -> registers per thread),
+  and tiles whose kernel would need more than a thread or the SM's register file holds
+  (ptxas would spill) are discarded; `simt_feasible` keeps the SIMT rule's shared memory
+  under the block's limit;
+* warps: with the mma.sync mapping a power of two and at least `MIN_WARPS_PER_CTA` warps
+  per CTA (a CTA of one warp cannot hide its latencies; ptxas's registers for 3, 6 or 12
+  warps vary beyond what their fragments explain), unless no tile that fits has such a
+  CTA (a short q: then the most warps up to the floor);
 * stages: 2 (the next chunk's load overlaps the current compute: one more SMEM buffer per
   streamed array) when it fits, else 1.
 
@@ -42,6 +51,9 @@ from napkin_mlir.pipeline.stages import PARTITIONS, derivation
 MAX_TILE = 256
 #: Multiples of the divisor tried per axis.
 MULTIPLES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+#: Fewest warps per CTA of the mma.sync mapping: one per SM sub-partition (scheduler and
+#: tensor core), below which a CTA's own latencies stall it.
+MIN_WARPS_PER_CTA = 4
 
 
 def storage_dtype(dtype: str) -> str:
@@ -87,11 +99,14 @@ def _drop_stream(pipeline: str) -> str:
 # Divisibility
 
 
-def divisors(prog: Program, hw: Hardware, dtype: str, coalesce_bytes: int | None = None) -> dict[str, int]:
+def divisors(
+    prog: Program, hw: Hardware, dtype: str, coalesce_bytes: int | None = None, mma_sync: bool = False
+) -> dict[str, int]:
     """Per tileable axis: the lcm of its MMA-shape and coalescing requirements (rows of
-    `coalesce_bytes`, default the GPU's 128-byte line)."""
+    `coalesce_bytes`, default the GPU's 128-byte line); `mma_sync`: the warp-level mma.sync
+    shape instead of the GPU's largest (wgmma on sm_90a)."""
     dt = canonical_dtype(dtype)
-    m, n, k = hw.mma_shape(dt)
+    m, n, k = hw.mma_sync_shape(dt) if mma_sync else hw.mma_shape(dt)
     width = DTYPE_BYTES[dt]
     need: dict[str, int] = {p.axis: 1 for p in prog.partitions() if p.size > 1 or p.full == 1}
     vals = prog.values
@@ -212,12 +227,14 @@ def search(
     feasible: Callable[[dict[str, int]], bool] | None = None,
     tensor_cores: bool = False,
     warp_rows: int = 16,
+    registers: Callable[[dict[str, int]], int] | None = None,
 ) -> TileChoice:
     """Evaluate the candidate tiles of `prog` and return the fastest that fits (and that
     `feasible`, a backend's own limits, accepts); `tensor_cores` prices the mma.sync mapping
-    with `warp_rows` rows per warp."""
+    with `warp_rows` rows per warp; `registers` gives the kernel's registers per thread at
+    given tiles (the backend's estimate), which the occupancy and the capacity check use."""
     dt = canonical_dtype(dtype) if dtype else None
-    mapping = (feasible, tensor_cores, warp_rows)
+    mapping = (feasible, tensor_cores, warp_rows, registers)
     try:
         return _search(prog, hw, dt, diagram, sizes, fixed or {}, None, *mapping)
     except UsageError:
@@ -236,34 +253,34 @@ def _search(
     feasible: Callable[[dict[str, int]], bool] | None = None,
     tensor_cores: bool = False,
     warp_rows: int = 16,
+    registers: Callable[[dict[str, int]], int] | None = None,
 ) -> TileChoice:
-    divs = divisors(prog, hw, dt or _program_dtype(prog), coalesce)
+    divs = divisors(prog, hw, dt or _program_dtype(prog), coalesce, mma_sync=tensor_cores)
     axes = [a for a in PARTITIONS.get(diagram, ((), ""))[0] if a in divs] + [
         a for a in divs if a not in PARTITIONS.get(diagram, ((), ""))[0]
     ]
     fulls = {p.axis: p.full for p in prog.partitions()}
     options = [[fixed[a]] if a in fixed else _candidates(fulls[a], divs[a]) for a in axes]
-    best: Candidate | None = None
     tried: list[Candidate] = []
+    fitting: list[Candidate] = []
     for combo in itertools.product(*options):
         tiles = dict(zip(axes, combo, strict=True))
         if feasible is not None and not feasible(tiles):
             continue
         p = prog.retile(tiles)
-        chosen = None
+        regs = registers(tiles) if registers is not None else None
         for stages in (2, 1):
-            rep = evaluate(p, hw, dt, stages=stages, tensor_cores=tensor_cores, warp_rows=warp_rows)
+            rep = evaluate(p, hw, dt, stages=stages, tensor_cores=tensor_cores, warp_rows=warp_rows, registers=regs)
             cand = Candidate(tiles, stages, rep)
             tried.append(cand)
             if rep.fits:
-                chosen = cand
+                fitting.append(cand)
                 break
-        if chosen is None:
-            continue
-        if best is None or _key(chosen.report) < _key(best.report):
-            best = chosen
-    if best is None:
+    if not fitting:
         raise UsageError(f"no tile configuration of {diagram} fits {hw.title} (SMEM per CTA and registers per thread)")
+    if tensor_cores:
+        fitting = _warp_floor(fitting)
+    best = min(fitting, key=lambda c: _key(c.report))
     return TileChoice(
         diagram,
         hw.name,
@@ -276,6 +293,33 @@ def _search(
         divs,
         tried,
     )
+
+
+def _warp_floor(fitting: list[Candidate]) -> list[Candidate]:
+    """The candidates whose CTAs have a power of two, at least `MIN_WARPS_PER_CTA`, warps;
+    if none, those with the most warps up to that floor."""
+    preferred = [c for c in fitting if (w := c.report.warps_per_cta) >= MIN_WARPS_PER_CTA and w & (w - 1) == 0]
+    if preferred:
+        return preferred
+    floor = min(MIN_WARPS_PER_CTA, max(c.report.warps_per_cta for c in fitting))
+    return [c for c in fitting if c.report.warps_per_cta >= floor]
+
+
+def shared_footprint(prog: Program) -> int:
+    """Shared memory (bytes) when every array below global memory has a buffer of its own,
+    16-byte aligned: what the SIMT rule allocates at most (it keeps the register-level tiles,
+    shared by the CTA's threads, in shared memory too)."""
+    total = 0
+    for v in prog.values.values():
+        a = v.array
+        if a.level in ("smem", "reg") and not v.alias:
+            total += -(-int(a.elements * DTYPE_BYTES[canonical_dtype(a.dtype)]) // 16) * 16
+    return total
+
+
+def simt_feasible(prog: Program, hw: Hardware) -> Callable[[dict[str, int]], bool]:
+    """For `search`: whether the SIMT rule's shared memory at tiles fits one block of `hw`."""
+    return lambda tiles: shared_footprint(prog.retile(tiles)) <= hw.smem_per_cta
 
 
 def _key(r: CostReport) -> tuple[float, float, float]:
@@ -299,18 +343,20 @@ def choose_tiles(
     feasible: Callable[[dict[str, int]], bool] | None = None,
     tensor_cores: bool = False,
     warp_rows: int = 16,
+    registers: Callable[[dict[str, int]], int] | None = None,
     **options: Any,
 ) -> TileChoice:
     """The tile sizes (group and stream, by axis name) that minimise the predicted time of
     `diagram` at `sizes` in `dtype` on `gpu`, subject to capacity and divisibility.
-    `fixed` pins some axes; `options` go to the diagram builder (causal, kv_heads, ...)."""
+    `fixed` pins some axes; `registers` is a backend's register estimate (see `search`);
+    `options` go to the diagram builder (causal, kv_heads, ...)."""
     if diagram not in PARTITIONS:
         raise UsageError(f"no derivation for diagram '{diagram}'")
     hw = load_gpu(gpu)
     hw.peak(dtype)  # reject fp8 on Ampere early
     prog = partitioned(diagram, sizes, None, dtype, **options)
     override = canonical_dtype(dtype) if canonical_dtype(dtype) == "fp8" else None
-    return search(prog, hw, override or dtype, diagram, sizes, fixed, feasible, tensor_cores, warp_rows)
+    return search(prog, hw, override or dtype, diagram, sizes, fixed, feasible, tensor_cores, warp_rows, registers)
 
 
 # --------------------------------------------------------------------------------------

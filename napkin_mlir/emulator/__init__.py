@@ -35,7 +35,7 @@ family is a new module of rules added to `FAMILIES`.
 
 from __future__ import annotations
 
-from napkin_mlir.emulator import ops_arith, ops_async, ops_control, ops_memory, ops_mma, ops_sync
+from napkin_mlir.emulator import ops_arith, ops_async, ops_control, ops_memory, ops_mma, ops_sync, ops_wgmma
 from napkin_mlir.emulator.machine import EmulationError, Machine, MemRef, Stats
 from napkin_mlir.emulator.ops_mma import mma_m16n8k16
 from napkin_mlir.emulator.program import RULES, Kernel, load_kernel, rule
@@ -43,7 +43,7 @@ from napkin_mlir.emulator.report import EmulationReport
 from napkin_mlir.emulator.run import LANES_PER_BATCH, emulate, emulate_kernel, emulate_sidecar, run_kernel
 
 #: The instruction families whose rules fill `RULES` (importing them registers the rules).
-FAMILIES = (ops_arith, ops_control, ops_sync, ops_memory, ops_async, ops_mma)
+FAMILIES = (ops_arith, ops_control, ops_sync, ops_memory, ops_async, ops_mma, ops_wgmma)
 
 __all__ = [
     "FAMILIES",

@@ -25,10 +25,14 @@ through printed text, so it works for any diagram:
 * **time**: per resource (tensor cores at the dtype's dense peak, CUDA cores, MUFU, and each
   memory level at its bandwidth), the max of the terms when transfers overlap compute, the
   sum when they do not; the bound names the largest term. Partly-filled last waves of CTAs
-  scale the compute and SMEM terms.
+  scale the compute and SMEM terms. Latency: an SM reaches its compute and SMEM rates only
+  with enough resident warps to issue while others wait (`Hardware.latency_warps_per_sm`:
+  a CTA of one warp runs at an eighth of them), and the bytes the resident CTAs have in
+  flight (one stream step's loads each) bound the memory bandwidth by Little's law (the
+  `latency` term: L2 traffic x memory latency / bytes in flight).
 * **occupancy**: registers per thread (register-level peak over the CTA's threads plus
-  `REGISTER_OVERHEAD`), SMEM per CTA (times `stages` for the streamed buffers), CTAs and
-  warps per SM from the GPU's limits.
+  `REGISTER_OVERHEAD`, or a backend's own estimate: `registers`), SMEM per CTA (times
+  `stages` for the streamed buffers), CTAs and warps per SM from the GPU's limits.
 * **symbolic** costs: the same sums as expressions in the axis sizes and the tile symbols
   `g_<axis>` (group) and `s_<axis>` (stream), e.g. `2·q·d + 2·q·x·d/g_q` per (b, h).
 
@@ -106,6 +110,7 @@ def analyze(
     stages: int = 1,
     tensor_cores: bool = False,
     warp_rows: int = 16,
+    registers: int | None = None,
 ) -> CostReport:
     """The cost report of the partitioned napkin program in `module` on `gpu`.
 
@@ -113,8 +118,9 @@ def analyze(
     `warps` per CTA (default: one warp per 32 rows of the first grouped axis, doubled while
     registers overflow); `stages`: SMEM buffers per streamed array (2 = the next chunk loads
     while the current one is used, one more buffer); `tensor_cores`: price the resources of the
-    mma.sync mapping (see `evaluate`)."""
-    return evaluate(extract(module), gpu, dtype, warps, stages, tensor_cores, warp_rows)
+    mma.sync mapping (see `evaluate`); `registers` per thread, when a backend knows them
+    (its kernel's register estimate), replace the model's."""
+    return evaluate(extract(module), gpu, dtype, warps, stages, tensor_cores, warp_rows, registers)
 
 
 def evaluate(
@@ -125,6 +131,7 @@ def evaluate(
     stages: int = 1,
     tensor_cores: bool = False,
     warp_rows: int = 16,
+    registers: int | None = None,
 ) -> CostReport:
     """`analyze` on an extracted (possibly retiled) program.
 
@@ -144,10 +151,12 @@ def evaluate(
     reg_bytes, smem_per_cta, overhead = _cta_memory(prog, nbytes, peaks, moves, reads, stages, tensor_cores, warp_rows)
     if warps is None:
         warps = _warps_per_cta(prog, hw, reg_bytes, overhead, tensor_cores, warp_rows)
-    cta = _occupancy(hw, warps, _registers_per_thread(reg_bytes, warps, overhead), smem_per_cta)
+    if registers is None:
+        registers = _registers_per_thread(reg_bytes, warps, overhead)
+    cta = _occupancy(hw, warps, registers, smem_per_cta)
     traffic = _traffic(prog, hw, nbytes, visits, moves, reads, cta)
     n_ctas = math.prod(p.count for p in prog.groups) if prog.groups else 1
-    time = _time_and_bound(hw, compute_dtype, flops, traffic, cta, n_ctas, stages)
+    time = _time_and_bound(hw, compute_dtype, flops, traffic, cta, n_ctas, stages, _in_flight_bytes(moves))
     levels = _levels(prog, hw, nbytes, moves, traffic, cta, time.times)
     peak_elements = peak_elems + (stages - 1) * moves.stream_smem_elements
     return _report(
@@ -261,7 +270,7 @@ def _warps_per_cta(
         rows_out = max(
             (a.elements / a.shape[-1] for v in prog.values.values() if (a := v.array).level == "reg"), default=16
         )
-        return max(1, min(16, int(rows_out) // warp_rows))
+        return max(1, min(16, -(-int(rows_out) // warp_rows)))  # a partial m16 tile takes a warp too
     row_tile = next((p.size for p in prog.groups if p.size > 1), 16)
     warps = max(1, min(16, row_tile // 32))
     while _registers_per_thread(reg_bytes, warps, overhead) > hw.registers_per_thread and warps < 16:
@@ -327,24 +336,49 @@ def _traffic(
     return _Traffic(l2_bytes, l2_elems, hbm_bytes, smem_total, smem_step, smem_expr, concurrent)
 
 
+def _in_flight_bytes(moves: Moves) -> float:
+    """Bytes one CTA requests from global memory at once: one step of its innermost loop
+    that loads (a stream step's chunks, else the group's tiles)."""
+    loads = [t for t in moves.transfers if t.boundary == "L2" and t.direction == "load"]
+    streamed = [t.per_step_bytes for t in loads if t.loop.startswith("stream")]
+    return sum(streamed) if streamed else sum(t.per_step_bytes for t in loads)
+
+
 def _time_and_bound(
-    hw: Hardware, compute_dtype: str, flops: Flops, traffic: _Traffic, cta: _Cta, ctas: int, stages: int
+    hw: Hardware,
+    compute_dtype: str,
+    flops: Flops,
+    traffic: _Traffic,
+    cta: _Cta,
+    ctas: int,
+    stages: int,
+    in_flight: float,
 ) -> _Time:
     """Time and bound: the time per resource (tensor cores at the dtype's dense peak,
     CUDA cores, MUFU, each memory level at its bandwidth; a partly-filled last wave of CTAs
-    scales the compute and SMEM terms). Transfers overlap compute when the next chunk loads
-    into an extra buffer (stages >= 2) or another resident CTA computes meanwhile (>= 2 CTAs
-    per SM): then the time is the largest term, else the sum. The bound names the largest."""
+    (a grid shorter than a wave spreads over the SMs first) scales the compute and SMEM
+    terms, and so do too few resident warps per SM to hide latency). `latency`: the L2
+    traffic at the bandwidth the CTAs in flight sustain, their `in_flight` bytes each per
+    memory latency (without overlap, every step waits that latency on top of its
+    transfer). Transfers overlap compute when the next
+    chunk loads into an extra buffer (stages >= 2) or another resident CTA computes
+    meanwhile (>= 2 CTAs per SM): then the time is the largest term, else the sum. The bound
+    names the largest."""
     waves = -(-ctas // traffic.concurrent)
-    fill = ctas / (waves * traffic.concurrent)
+    resident = max(1, min(cta.ctas_per_sm, -(-ctas // hw.sm_count)))  # CTAs per SM (a short grid spreads out)
+    fill = ctas / (waves * hw.sm_count * resident)
+    busy = fill * min(1.0, resident * cta.warps / hw.latency_warps_per_sm)
+    active = min(ctas, traffic.concurrent)
+    sustained = active * in_flight / hw.memory_latency_s
     peak = hw.peak(compute_dtype)
     times = {
-        "tensor": flops.tensor / (peak * fill),
-        "scalar": flops.scalar / (hw.scalar_peak * fill),
-        "exp": flops.exps / (hw.exp_rate * fill),
+        "tensor": flops.tensor / (peak * busy),
+        "scalar": flops.scalar / (hw.scalar_peak * busy),
+        "exp": flops.exps / (hw.exp_rate * busy),
         "HBM": traffic.hbm_bytes / hw.hbm_bandwidth,
         "L2": traffic.l2_bytes / hw.l2_bandwidth,
-        "SMEM": traffic.smem_bytes / (hw.smem_bandwidth * fill),
+        "latency": traffic.l2_bytes / sustained if sustained else 0.0,
+        "SMEM": traffic.smem_bytes / (hw.smem_bandwidth * busy),
     }
     overlap = stages >= 2 or cta.ctas_per_sm >= 2
     return _Time(times, overlap, max(times.values()), sum(times.values()), max(times, key=lambda k: times[k]))

@@ -39,6 +39,10 @@ def test_hardware_files_cite_every_number():
     assert h100.exp_rate == pytest.approx(3.9e12, rel=0.02)
     assert hardware.gpu("h200").hbm_bandwidth == 4.8e12
     assert hardware.gpu("a100").smem_per_cta == 163 * 1024
+    # the block limits a compiled kernel is held to (napkin compile refuses more)
+    assert hardware.for_target("sm_80").smem_per_cta == 163 * 1024
+    assert hardware.for_target("sm_90a").smem_per_cta == 227 * 1024
+    assert all(hardware.gpu(n).mma_sync_shape("bf16") == (16, 8, 16) for n in hardware.available())
 
 
 def test_symbolic_costs_read_off_the_ir(att, mm):
@@ -222,3 +226,63 @@ def test_causal_attention_prices_only_the_chunks_it_runs():
     assert l2(causal, "load", False) == l2(full, "load", False) > 0  # Q, once per row tile
     assert l2(causal, "store", False) == l2(full, "store", False) > 0  # O
     assert causal.predicted_seconds < 0.6 * full.predicted_seconds
+
+
+def test_too_few_warps_per_sm_cannot_hide_latency():
+    """An SM reaches its compute rates from 2 resident warps per scheduler (8): a CTA of one
+    warp, alone on its SM (its SMEM allows one CTA), runs them at an eighth."""
+    prog = partitioned("attention", {"b": 16, "h": 16, "q": 2048, "x": 2048, "d": 128}, {"q": 128, "x": 64}, "f16")
+    times = {w: evaluate(prog, "a100", warps=w, tensor_cores=True, stages=2, registers=128) for w in (1, 4, 8)}
+    assert all(r.ctas_per_sm == 1 and r.fits for r in times.values())
+    for resource in ("tensor", "exp"):
+        assert times[1].times[resource] == pytest.approx(8 * times[8].times[resource], rel=1e-9)
+        assert times[4].times[resource] == pytest.approx(2 * times[8].times[resource], rel=1e-9)
+    assert times[1].predicted_seconds > 4 * times[8].predicted_seconds
+
+
+def test_latency_term_is_littles_law():
+    """One CTA streaming K and V: its bytes in flight (one 64-key chunk of K and of V) per
+    memory latency bound the bandwidth it draws, below the L2's."""
+    hw = hardware.gpu("a100")
+    prog = partitioned("attention", {"b": 1, "h": 1, "q": 64, "x": 4096, "d": 128}, {"q": 64, "x": 64}, "f16")
+    r = evaluate(prog, hw, tensor_cores=True, stages=2)
+    assert r.ctas == 1
+    l2_bytes = r.level("L2")["transfer_bytes"]
+    in_flight = 2 * 64 * 128 * 2
+    assert r.times["latency"] == pytest.approx(l2_bytes * hw.memory_latency_cycles / hw.clock_hz / in_flight)
+    assert r.times["latency"] > 10 * r.times["L2"]
+
+
+def test_search_takes_the_kernels_registers_and_four_warps():
+    """With the kernel's register estimate (backends.gpu.registers) the search discards
+    tiles that would spill and CTAs of fewer than 4 warps; a short q that cannot fill 4
+    warps still finds its tiles. The mma.sync mapping divides q by 16 on sm_90a too (not by
+    wgmma's 64), so grouped-query attention with 4 query heads per K/V head fits."""
+    from napkin_mlir.backends.gpu.registers import register_limit, tiles_registers
+    from napkin_mlir.backends.gpu.tensorcore_plan import tiles_fit_kernel
+
+    def choose(dims, gpu, target, **options):
+        sizes = dict(dims)
+        if options.get("kv_heads"):
+            sizes = {**dims, "h": options["kv_heads"], "r": dims["h"] // options["kv_heads"]}
+        return choose_tiles(
+            "attention",
+            dims,
+            "bf16",
+            gpu,
+            feasible=lambda t: tiles_fit_kernel(t, sizes, "bf16"),
+            tensor_cores=True,
+            registers=tiles_registers(sizes, "bf16", target),
+            **options,
+        )
+
+    for dims, gpu, target, options in (
+        ({"b": 1, "h": 2, "q": 1000, "x": 1000, "d": 128}, "a100", "sm_80", {}),
+        ({"b": 1, "h": 16, "q": 2048, "x": 2048, "d": 128}, "h100", "sm_90a", {"kv_heads": 4}),
+    ):
+        c = choose(dims, gpu, target, **options)
+        assert c.warps >= 4 and c.report.fits
+        assert c.report.registers_per_thread <= register_limit(32 * c.warps, hardware.gpu(gpu))
+        assert c.divisors["q"] == 16
+    short = choose({"b": 1, "h": 2, "q": 40, "x": 1000, "d": 64}, "a100", "sm_80")
+    assert short.tiles["q"] == 40 and short.warps == 3  # the whole q: 48 rows, 3 warps

@@ -5,7 +5,9 @@ Each file (`a100.json`, `h100.json`, `h200.json`) holds `entries`: every number 
 Programming Guide, the PTX ISA; the few measured figures say "estimate"). Adding a GPU is
 adding a file. `gpu(name)` loads one as a `Hardware`: the memory levels from the top
 (HBM, L2, SMEM, registers) with their capacities and bandwidths, peak rates per dtype,
-exponent (MUFU) throughput, occupancy limits and the tensor-core instruction shapes.
+exponent (MUFU) throughput, occupancy limits, the latencies the resident warps must hide
+and the tensor-core instruction shapes. `for_target("sm_80")` is the GPU the compiler
+models a target with (`TARGET_GPU`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ DTYPE_ALIASES: dict[str, str] = {
     "e4m3": "fp8",
     "e5m2": "fp8",
 }
+
+#: The GPU whose data describes each compile target (its limits and the cost model's rates).
+TARGET_GPU: dict[str, str] = {"sm_80": "a100", "sm_90a": "h100"}
 
 #: Bytes per element of each canonical dtype (tf32 is stored as 32-bit).
 DTYPE_BYTES: dict[str, float] = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
@@ -117,6 +122,22 @@ class Hardware:
     def mma_shape(self, dtype: str) -> tuple[int, int, int]:
         return tuple(self.entries["mma_shape"].get(canonical_dtype(dtype), (1, 1, 1)))  # type: ignore[return-value]
 
+    def mma_sync_shape(self, dtype: str) -> tuple[int, int, int]:
+        """The warp-level `mma.sync` shape (m16n8k16 for 16-bit inputs), on every target."""
+        m, n, k = self.entries["mma_sync_shape"].get(canonical_dtype(dtype), (1, 1, 1))
+        return m, n, k
+
+    @property
+    def latency_warps_per_sm(self) -> int:
+        """Resident warps an SM needs to reach its compute rates (every scheduler has a warp
+        to issue while another waits on its own dependencies)."""
+        return int(self.schedulers_per_sm * self.latency_warps_per_scheduler)
+
+    @property
+    def memory_latency_s(self) -> float:
+        """Seconds from a global load's issue to its data (HBM)."""
+        return float(self.memory_latency_cycles) / self.clock_hz
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -124,6 +145,13 @@ class Hardware:
             "arch": self.arch,
             "entries": {k: {"value": v, "source": self.sources[k]} for k, v in self.entries.items()},
         }
+
+
+def for_target(target: str) -> Hardware:
+    """The GPU the compiler models `target` (sm_80, sm_90a) with."""
+    if target not in TARGET_GPU:
+        raise UsageError(f"no GPU data for target '{target}' (expected one of {', '.join(TARGET_GPU)})")
+    return gpu(TARGET_GPU[target])
 
 
 def available() -> list[str]:

@@ -1,0 +1,9 @@
+// The wgmma matmul's test diagram (issue 13) with B laid out (n, k), k contiguous (the wgmma's
+// B K-major, as attention's K is): C = A Bᵀ, bf16 inputs, f32 accumulation and result.
+// bench/prepare_hopper_check.sh compiles it with --kernel wgmma; re-size with --dims.
+module {
+  func.func @matmul_nt_f32(%arg0: tensor<128x64xbf16, {axes = ["m", "k"]}>, %arg1: tensor<128x64xbf16, {axes = ["n", "k"]}>) -> tensor<128x128xf32, {axes = ["m", "n"]}> attributes {arg_names = ["A", "B"]} {
+    %0 = "napkin.contract"(%arg0, %arg1) : (tensor<128x64xbf16, {axes = ["m", "k"]}>, tensor<128x64xbf16, {axes = ["n", "k"]}>) -> tensor<128x128xf32, {axes = ["m", "n"]}>
+    return %0 : tensor<128x128xf32, {axes = ["m", "n"]}>
+  }
+}

@@ -1,0 +1,116 @@
+"""The Hopper rule (sm_90a): a bf16/f16 matmul on warpgroup MMA (`wgmma.mma_async`).
+
+`compile_wgmma_matmul` takes a plain diagram `C = contract(A, B)` (optionally cast to the
+inputs' type; `hopper_plan.py` reads it and refuses anything else by name), builds the kernel
+with the MLIR Python bindings (`hopper_emit.py`: one warpgroup per 64 x tile_n block of C,
+tiles copied into 128-byte swizzled shared memory by the threads, wgmma from shared-memory
+descriptors, f32 accumulation in registers) and lowers it with the same upstream NVVM tail as
+the mma.sync kernel (`KERNEL_PIPELINE` for sm_90a) to PTX.
+
+`compile_wgmma` picks the kernel: the built-in attention goes through its derivation at
+the attention kernel's tiles to `hopper_attention.py` (both contractions on wgmma); every
+other diagram must be the matmul above.
+
+The first step of issue 13: no TMA, no mbarriers, no pipelining, no warp specialisation. The
+CPU emulator runs these kernels (its wgmma rule decodes descriptors and fragments by the PTX
+ISA: `napkin_mlir.emulator.ops_wgmma`); only a GPU can confirm that reading of the ISA.
+"""
+
+from __future__ import annotations
+
+from mlir import ir
+from mlir.passmanager import PassManager
+
+from napkin_mlir.backends.gpu.hopper_attention import compile_wgmma_attention, wgmma_attention_tiles
+from napkin_mlir.backends.gpu.hopper_emit import emit_matmul_kernel
+from napkin_mlir.backends.gpu.hopper_plan import THREADS, MatmulPlan, WgmmaRefusal
+from napkin_mlir.backends.gpu.nvvm import check_target, nvvm_pipeline, ptx_of
+from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
+from napkin_mlir.errors import NapkinError
+from napkin_mlir.ir.context import format_diagnostics
+from napkin_mlir.pipeline.passmanager import run_pipeline
+from napkin_mlir.pipeline.stages import KERNEL_PIPELINE, derivation
+
+#: Targets with wgmma (the `a` features: sm_90a).
+WGMMA_TARGETS = ("sm_90a",)
+ENTRY = "matmul_wgmma"
+
+
+def compile_wgmma(
+    diagram: ir.Module,
+    name: str | None,
+    sizes: dict[str, int],
+    target: str,
+    stop_after: str = "ptx",
+    tiles: dict[str, int] | None = None,
+    filename: str | None = None,
+) -> tuple[GpuKernel, str]:
+    """The wgmma kernel of a plain diagram (`name`: the built-in diagram it is, if any): the
+    built-in attention derived at the attention kernel's tiles, else the matmul."""
+    if name != "attention":
+        return compile_wgmma_matmul(diagram, target, stop_after, tiles, filename)
+    check_target(target)
+    want = wgmma_attention_tiles()
+    if tiles and any(tiles.get(a, t) != t for a, t in want.items()):
+        raise WgmmaRefusal(f"the wgmma attention kernel's tiles are {want}, got --tile {tiles}")
+    run_pipeline(diagram, derivation("attention", sizes, want))
+    return compile_wgmma_attention(diagram, target, stop_after, filename)
+
+
+def compile_wgmma_matmul(
+    diagram: ir.Module,
+    target: str,
+    stop_after: str = "ptx",
+    tiles: dict[str, int] | None = None,
+    filename: str | None = None,
+) -> tuple[GpuKernel, str]:
+    """The wgmma matmul kernel of a plain diagram, to the stage `stop_after` (gpu | nvvm |
+    ptx). Returns the launch description and the text of that stage (`kernel.ptx` is empty
+    before the ptx stage). `tiles` may set the tile of n (64, 128 or 256; default 128)."""
+    check_target(target)
+    if target not in WGMMA_TARGETS:
+        raise WgmmaRefusal(f"--kernel wgmma needs a Hopper target ({', '.join(WGMMA_TARGETS)}), got {target}")
+    plan = MatmulPlan.from_diagram(diagram, tiles or {}, filename)
+    m_ax, n_ax, k_ax = plan.axes
+    args = [
+        KernelArg(plan.arg_names[0], "input", plan.dtype, (plan.m, plan.k), (m_ax, k_ax)),
+        KernelArg(
+            plan.arg_names[1],
+            "input",
+            plan.dtype,
+            (plan.n, plan.k) if plan.b_k_major else (plan.k, plan.n),
+            (n_ax, k_ax) if plan.b_k_major else (k_ax, n_ax),
+        ),
+        KernelArg("out0", "output", plan.out_dtype, (plan.m, plan.n), (m_ax, n_ax)),
+    ]
+    kernel = GpuKernel(
+        target,
+        ENTRY,
+        plan.grid,
+        (THREADS, 1, 1),
+        plan.smem_bytes,
+        args,
+        "",
+        problem={
+            "function": plan.name,
+            "kernel": "wgmma",
+            "tile": {m_ax: 64, n_ax: plan.tile_n, k_ax: 64},
+            "flops": plan.flops,
+            "b_layout": "k-major" if plan.b_k_major else "mn-major",
+        },
+    )
+    module = emit_matmul_kernel(plan, ENTRY)
+    try:
+        module.operation.verify()
+    except ir.MLIRError as err:
+        raise NapkinError(f"the wgmma kernel's IR does not verify:\n{format_diagnostics(err)}") from None
+    if stop_after == "gpu":
+        return kernel, str(module)
+    try:
+        PassManager.parse(nvvm_pipeline(KERNEL_PIPELINE, target, stop_after)).run(module.operation)
+    except ir.MLIRError as err:
+        raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
+    if stop_after == "nvvm":
+        return kernel, str(module)
+    kernel.ptx = ptx_of(module)
+    return kernel, kernel.ptx

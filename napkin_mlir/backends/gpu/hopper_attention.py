@@ -1,0 +1,342 @@
+"""The Hopper rule for attention (sm_90a): both contractions on wgmma, built with the bindings.
+
+`compile_wgmma_attention` takes the partitioned attention program (the derivation at tiles
+q = 64, x = 64), reads it through the tensor-core rule's matcher (`AttentionPlan`, which
+refuses by name every op it does not implement) and refuses what this first Hopper kernel
+does not hold yet: score modifications, head dims other than 64 and 128, other tiles. One
+warpgroup (128 threads) per 64 query rows of one (batch, query head); with grouped-query
+heads, the r query heads of a key/value head each take their own CTAs (each loads the K/V
+chunks itself):
+
+1. the Q tile is copied once into shared memory (16-byte loads, rows past q zero-filled), in
+   64 x 64 blocks of 128-byte swizzled rows (K-major: d contiguous);
+2. for each chunk of 64 keys (causal: up to the CTA's diagonal): the K and V chunks are copied
+   the same way (keys past x zero-filled); `fence.proxy.async`, barrier;
+   S = Q Kᵀ by d/16 `wgmma m64n64k16` (A = Q K-major, B = K K-major), waited for;
+   the online softmax on the accumulator fragment (thread t holds rows 16 w + l/4 + 8 i and
+   columns 8 j + 2 (l % 4) + c): keys past x and (causal) past the row masked to -inf, row
+   max over the thread's 16 values and the quad (`shfl.xor` 1, 2), α = 2^((m − m')·c) and
+   p = 2^(s·c − m'·c) with c = scale·log2 e, per-thread partial sums l = α l + Σ p, O *= α;
+   P (bf16/f16) stored into shared memory as a K-major swizzled A tile; `fence.proxy.async`,
+   barrier; O += P V by four `wgmma m64n{d}k16` (A = P, B = V MN-major), waited for; barrier;
+3. l summed over the quad, O / l stored (pairs of columns), rows past q skipped.
+
+No TMA, mbarriers, pipelining or register-A wgmma yet (P goes through shared memory).
+"""
+
+from __future__ import annotations
+
+import math
+
+from mlir import ir
+from mlir.dialects import arith, gpu, llvm, nvvm, scf, vector
+from mlir.dialects import math as math_d
+from mlir.passmanager import PassManager
+
+from napkin_mlir.backends.gpu.hopper_emit import (
+    A_LEADING_BYTE_OFFSET,
+    B_LEADING_BYTE_OFFSET,
+    SWIZZLE_BYTES,
+    VECTOR,
+    WGMMA_K,
+    WgmmaBuilder,
+    element_type,
+    kernel_module,
+)
+from napkin_mlir.backends.gpu.hopper_plan import ELEMENT_BYTES, MAX_SMEM, SMEM_ALIGN, THREADS, WgmmaRefusal
+from napkin_mlir.backends.gpu.nvvm import check_target, nvvm_pipeline, ptx_of
+from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
+from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
+from napkin_mlir.errors import NapkinError
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.context import format_diagnostics
+from napkin_mlir.pipeline.stages import KERNEL_PIPELINE
+
+ENTRY = "attention_wgmma"
+TILE_Q = 64  # one warpgroup's wgmma M
+TILE_X = 64  # keys per chunk: one 128-byte swizzle row of P
+HEAD_DIMS = (64, 128)
+BLOCK = 64  # 16-bit columns per 128-byte swizzled row: tiles are stored in 64-column blocks
+BLOCK_BYTES = TILE_Q * SWIZZLE_BYTES  # one 64 x 64 block (8192 B)
+LOG2E = 1.4426950408889634
+
+
+def wgmma_attention_tiles() -> dict[str, int]:
+    """The tiles the derivation must use for this kernel."""
+    return {"q": TILE_Q, "x": TILE_X}
+
+
+def compile_wgmma_attention(
+    partitioned: ir.Module, target: str, stop_after: str = "ptx", filename: str | None = None
+) -> tuple[GpuKernel, str]:
+    """The wgmma attention kernel of a partitioned attention program (derived at
+    `wgmma_attention_tiles()`), to the stage `stop_after` (gpu | nvvm | ptx)."""
+    check_target(target)
+    if target != "sm_90a":
+        raise WgmmaRefusal(f"--kernel wgmma needs a Hopper target (sm_90a), got {target}")
+    plan = AttentionPlan.from_partitioned(partitioned, 16, filename)
+    _check(plan)
+    args = _kernel_args(partitioned, plan)
+    smem = SMEM_ALIGN + 3 * TILE_Q * plan.d * ELEMENT_BYTES + BLOCK_BYTES
+    if smem > MAX_SMEM:
+        raise WgmmaRefusal(f"the wgmma attention kernel needs {smem} B of shared memory, over {MAX_SMEM}")
+    kernel = GpuKernel(
+        target,
+        ENTRY,
+        (-(-plan.q // TILE_Q), plan.h * plan.r, plan.b),
+        (THREADS, 1, 1),
+        smem,
+        args,
+        "",
+        problem={"kernel": "wgmma", "tile": {"q": TILE_Q, "x": TILE_X}},
+    )
+    el = element_type(plan.dtype)
+    q_t = ir.MemRefType.get([*_q_shape(plan)], el)
+    kv_t = ir.MemRefType.get([plan.b, plan.h, plan.x, plan.d], el)
+    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, q_t], THREADS)
+    with ir.InsertionPoint(body):
+        _AttentionKernel(plan, body).build(*body.arguments)
+        gpu.ReturnOp([])
+    try:
+        module.operation.verify()
+    except ir.MLIRError as err:
+        raise NapkinError(f"the wgmma attention kernel's IR does not verify:\n{format_diagnostics(err)}") from None
+    if stop_after == "gpu":
+        return kernel, str(module)
+    try:
+        PassManager.parse(nvvm_pipeline(KERNEL_PIPELINE, target, stop_after)).run(module.operation)
+    except ir.MLIRError as err:
+        raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
+    if stop_after == "nvvm":
+        return kernel, str(module)
+    kernel.ptx = ptx_of(module)
+    return kernel, kernel.ptx
+
+
+def _check(plan: AttentionPlan) -> None:
+    problems = []
+    if plan.dtype not in ("bf16", "f16"):
+        problems.append(f"bf16 or f16 inputs (got {plan.dtype})")
+    if plan.d != plan.dv or plan.d not in HEAD_DIMS:
+        problems.append(f"a head dim in {HEAD_DIMS} for Q, K and V (got {plan.d} and {plan.dv})")
+    if (plan.gq, plan.sx) != (TILE_Q, TILE_X):
+        problems.append(f"tiles q={TILE_Q}, x={TILE_X} (got q={plan.gq}, x={plan.sx})")
+    if plan.score_ops:
+        problems.append("no score modifications (got " + ", ".join(type(o).__name__ for o in plan.score_ops) + ")")
+    if problems:
+        raise WgmmaRefusal("the wgmma attention kernel takes " + "; ".join(problems))
+
+
+def _q_shape(plan: AttentionPlan) -> tuple[int, ...]:
+    """Q's and O's shape: (b, h, q, d), or (b, h, r, q, d) with r query heads per K/V head."""
+    return (plan.b, plan.h, plan.r, plan.q, plan.d) if plan.r > 1 else (plan.b, plan.h, plan.q, plan.d)
+
+
+def _kernel_args(partitioned: ir.Module, plan: AttentionPlan) -> list[KernelArg]:
+    """Q, K, V and the output, in the diagram function's order (which must be that one)."""
+    func = next(op.operation for op in partitioned.body.operations if op.operation.name == "func.func")
+    block = func.regions[0].blocks[0]
+    names = [ir.StringAttr(n).value for n in ir.ArrayAttr(func.attributes["arg_names"])]
+    types = [ArrayType.from_mlir(a.type) for a in block.arguments]
+    if tuple(names) != plan.names:
+        raise WgmmaRefusal(f"the wgmma attention kernel takes the arguments (Q, K, V) = {plan.names}, got {names}")
+    ret = list(block.operations)[-1]
+    out = [ArrayType.from_mlir(v.type) for v in ret.operands]
+    want = [_q_shape(plan), (plan.b, plan.h, plan.x, plan.d), (plan.b, plan.h, plan.x, plan.d)]
+    if [t.shape for t in types] != want or len(out) != 1 or out[0].shape != want[0]:
+        raise WgmmaRefusal(
+            f"the wgmma attention kernel takes Q, O {want[0]} and K, V {want[1]}, got "
+            f"{[t.shape for t in types]} -> {[t.shape for t in out]}"
+        )
+    args = [KernelArg(n, "input", t.dtype, t.shape, t.axes) for n, t in zip(names, types, strict=True)]
+    return [*args, KernelArg("out0", "output", out[0].dtype, out[0].shape, out[0].axes)]
+
+
+class _AttentionKernel(WgmmaBuilder):
+    """One emission: the plan, and the values the steps share."""
+
+    def __init__(self, plan: AttentionPlan, entry: ir.Block) -> None:
+        super().__init__(entry, plan.dtype)
+        self.plan = plan
+        self.d = plan.d
+        self.s_t = self.accumulator_type(TILE_X)
+        self.o_t = self.accumulator_type(plan.d)
+        tile = TILE_Q * plan.d  # elements of the Q, K and V tiles
+        self.k_elem, self.v_elem, self.p_elem = tile, 2 * tile, 3 * tile
+        self.elements = 3 * tile + TILE_Q * TILE_X
+
+    def f(self, value: float) -> ir.Value:
+        return arith.ConstantOp(self.f32, ir.FloatAttr.get(self.f32, value)).result
+
+    def build(self, q: ir.Value, k: ir.Value, v: ir.Value, o: ir.Value) -> None:
+        plan = self.plan
+        self.tid = gpu.thread_id(gpu.Dimension.x)
+        heads = gpu.block_id(gpu.Dimension.y)  # (key/value head, query head of its group)
+        self.batch = gpu.block_id(gpu.Dimension.z)
+        self.kv_index = [self.batch, self.div(heads, plan.r)]
+        self.q_index = self.kv_index + ([self.rem(heads, plan.r)] if plan.r > 1 else [])
+        self.q0 = self.mul(gpu.block_id(gpu.Dimension.x), TILE_Q)
+        warp, lane = self.div(self.tid, 32), self.rem(self.tid, 32)
+        self.row_local = self.add(self.mul(warp, 16), self.div(lane, 4))  # and + 8
+        self.col_pair = self.mul(self.rem(lane, 4), 2)
+        self.tiles, base = self.shared_elements(self.elements)
+        self.addr = {
+            "q": base,
+            "k": self.add(base, self.k_elem * 2),
+            "v": self.add(base, self.v_elem * 2),
+            "p": self.add(base, self.p_elem * 2),
+        }
+        self.copy_tile(q, self.q_index, 0, self.q0, plan.q)
+        chunks = self.c(-(-plan.x // TILE_X))
+        upper = arith.minui(chunks, self.add(gpu.block_id(gpu.Dimension.x), 1)) if plan.causal else chunks
+        ninf = self.f(-math.inf)
+        zero = self.f(0.0)
+        o0 = llvm.ZeroOp(self.o_t).result
+        loop = scf.ForOp(self.c(0), upper, self.c(1), [o0, ninf, ninf, zero, zero])
+        with ir.InsertionPoint(loop.body):
+            x0 = self.mul(loop.induction_variable, TILE_X)
+            acc, m_old, l_old = loop.inner_iter_args[0], loop.inner_iter_args[1:3], loop.inner_iter_args[3:5]
+            self.copy_tile(k, self.kv_index, self.k_elem, x0, plan.x)
+            self.copy_tile(v, self.kv_index, self.v_elem, x0, plan.x)
+            self.publish()
+            s = self.scores()
+            acc, m_new, l_new = self.softmax(s, x0, acc, list(m_old), list(l_old))
+            self.publish()
+            acc = self.pv(acc)
+            gpu.BarrierOp()
+            scf.YieldOp([acc, *m_new, *l_new])
+        self.store(o, loop.results[0], list(loop.results[3:5]))
+
+    def publish(self) -> None:
+        """The threads' shared-memory stores made visible to the wgmma (async proxy) of all warps."""
+        nvvm.FenceProxyOp(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
+        gpu.BarrierOp()
+
+    def copy_tile(self, src: ir.Value, prefix: list[ir.Value], start: int, row0: ir.Value, rows: int) -> None:
+        """Rows row0.. row0+63 of `src`[prefix] into the tile at element `start`, in
+        64-column blocks of swizzled 128-byte rows; rows past `rows` are zeros (read clamped)."""
+        vec_t = ir.VectorType.get([VECTOR], self.el)
+        zeros = arith.ConstantOp(vec_t, ir.DenseElementsAttr.get_splat(vec_t, ir.FloatAttr.get(self.el, 0.0))).result
+        per_row = self.d // VECTOR
+        copies = []
+        for it in range(TILE_Q * per_row // THREADS):
+            q = self.add(self.tid, it * THREADS)
+            r, cn = self.div(q, per_row), self.rem(q, per_row)
+            row = self.add(row0, r)
+            valid = arith.cmpi(arith.CmpIPredicate.ult, row, self.c(rows))
+            clamped = arith.minui(row, self.c(rows - 1))
+            x = vector.load(vec_t, src, [*prefix, clamped, self.mul(cn, VECTOR)], alignment=16)
+            block = self.add(self.mul(self.div(cn, 8), BLOCK * TILE_Q), start)
+            copies.append((arith.select(valid, x, zeros), self.swizzled(r, self.rem(cn, 8), block)))
+        for x, at in copies:
+            vector.store(x, self.tiles, [at], alignment=16)
+
+    def operand(self, name: str, s: int, leading: int) -> ir.Value:
+        """The descriptor of k-step `s` (16 columns) of a K-major tile stored in 64-column blocks."""
+        offset = (s * WGMMA_K // BLOCK) * BLOCK_BYTES + (s * WGMMA_K % BLOCK) * ELEMENT_BYTES
+        return self.descriptor(self.add(self.addr[name], offset), leading)
+
+    def scores(self) -> ir.Value:
+        """S = Q Kᵀ (64 x 64, f32), waited for."""
+        nvvm.WgmmaFenceAlignedOp()
+        s = None  # the first wgmma starts S with scale-d = 0
+        for step in range(self.d // WGMMA_K):
+            a = self.operand("q", step, A_LEADING_BYTE_OFFSET)
+            b = self.operand("k", step, A_LEADING_BYTE_OFFSET)
+            s = self.wgmma(s, a, b, TILE_X, b_mn_major=False)
+        nvvm.WgmmaGroupSyncAlignedOp()
+        nvvm.WgmmaWaitGroupSyncOp(0)
+        return s
+
+    def quad(self, value: ir.Value, combine: str) -> ir.Value:
+        """`value` combined over the 4 lanes of a quad (the threads holding one row)."""
+        for off in (1, 2):
+            i32 = ir.IntegerType.get_signless(32)
+            other = gpu.ShuffleOp(
+                value,
+                arith.ConstantOp(i32, ir.IntegerAttr.get(i32, off)).result,
+                arith.ConstantOp(i32, ir.IntegerAttr.get(i32, 32)).result,
+                gpu.ShuffleMode.XOR,
+            ).results[0]
+            value = arith.maximumf(value, other) if combine == "max" else arith.addf(value, other)
+        return value
+
+    def softmax(
+        self, s: ir.Value, x0: ir.Value, acc: ir.Value, m_old: list[ir.Value], l_old: list[ir.Value]
+    ) -> tuple[ir.Value, list[ir.Value], list[ir.Value]]:
+        """Mask, online softmax and O rescale on the S fragment; P into shared memory."""
+        plan = self.plan
+        scale = self.f(plan.scale * LOG2E)
+        ninf = self.f(-math.inf)
+        rows = [self.add(self.add(self.q0, self.row_local), 8 * i) for i in range(2)]
+        values: list[list[ir.Value]] = [[], []]  # per row half i: (j, c) in order
+        for j in range(TILE_X // 8):
+            for i in range(2):
+                for c in range(2):
+                    val = llvm.ExtractValueOp(self.f32, s, [4 * j + 2 * i + c]).result
+                    col = self.add(self.add(x0, self.col_pair), 8 * j + c)
+                    bad = arith.cmpi(arith.CmpIPredicate.uge, col, self.c(plan.x))
+                    if plan.causal:
+                        bad = arith.ori(bad, arith.cmpi(arith.CmpIPredicate.ugt, col, rows[i]))
+                    values[i].append(arith.select(bad, ninf, val))
+        m_new, l_new, alphas, neg = [], [], [], []
+        for i in range(2):
+            mx = values[i][0]
+            for val in values[i][1:]:
+                mx = arith.maximumf(mx, val)
+            m = arith.maximumf(m_old[i], self.quad(mx, "max"))
+            alphas.append(math_d.exp2(arith.mulf(arith.subf(m_old[i], m), scale)))
+            neg.append(arith.negf(arith.mulf(m, scale)))
+            m_new.append(m)
+        probs: list[list[ir.Value]] = [[math_d.fma(val, scale, neg[i]) for val in values[i]] for i in range(2)]
+        probs = [[math_d.exp2(x) for x in probs[i]] for i in range(2)]
+        for i in range(2):
+            total = probs[i][0]
+            for p in probs[i][1:]:
+                total = arith.addf(total, p)
+            l_new.append(arith.addf(arith.mulf(alphas[i], l_old[i]), total))
+        for j in range(self.d // 8):
+            for i in range(2):
+                for c in range(2):
+                    pos = 4 * j + 2 * i + c
+                    val = arith.mulf(llvm.ExtractValueOp(self.f32, acc, [pos]).result, alphas[i])
+                    acc = llvm.InsertValueOp(acc, val, [pos]).result
+        pair_t = ir.VectorType.get([2], self.el)
+        for i in range(2):
+            row = self.add(self.row_local, 8 * i)
+            for j in range(TILE_X // 8):
+                pair = vector.from_elements(ir.VectorType.get([2], self.f32), [probs[i][2 * j], probs[i][2 * j + 1]])
+                at = self.add(self.swizzled(row, self.c(j), self.p_elem), self.col_pair)
+                vector.store(arith.truncf(pair_t, pair), self.tiles, [at], alignment=4)
+        return acc, m_new, l_new
+
+    def pv(self, acc: ir.Value) -> ir.Value:
+        """O += P V, waited for."""
+        nvvm.WgmmaFenceAlignedOp()
+        for step in range(TILE_X // WGMMA_K):
+            a = self.operand("p", step, A_LEADING_BYTE_OFFSET)
+            b = self.descriptor(self.add(self.addr["v"], step * WGMMA_K * SWIZZLE_BYTES), B_LEADING_BYTE_OFFSET)
+            acc = self.wgmma(acc, a, b, self.d, b_mn_major=True)
+        nvvm.WgmmaGroupSyncAlignedOp()
+        nvvm.WgmmaWaitGroupSyncOp(0)
+        return acc
+
+    def store(self, o: ir.Value, acc: ir.Value, l_part: list[ir.Value]) -> None:
+        """O / l, pairs of columns per store; rows past q skipped."""
+        one = self.f(1.0)
+        pair_f = ir.VectorType.get([2], self.f32)
+        pair_t = ir.VectorType.get([2], self.el)
+        for i in range(2):
+            inv = arith.divf(one, self.quad(l_part[i], "sum"))
+            row = self.add(self.add(self.q0, self.row_local), 8 * i)
+            inside = scf.IfOp(arith.cmpi(arith.CmpIPredicate.ult, row, self.c(self.plan.q)))
+            with ir.InsertionPoint(inside.then_block):
+                for j in range(self.d // 8):
+                    xs = [
+                        arith.mulf(llvm.ExtractValueOp(self.f32, acc, [4 * j + 2 * i + c]).result, inv)
+                        for c in range(2)
+                    ]
+                    pair = arith.truncf(pair_t, vector.from_elements(pair_f, xs))
+                    col = self.add(self.col_pair, 8 * j)
+                    vector.store(pair, o, [*self.q_index, row, col], alignment=4)
+                scf.YieldOp([])

@@ -1,0 +1,343 @@
+"""Rules for Hopper's warpgroup MMA (`wgmma`), by the PTX ISA's descriptor and fragment layouts.
+
+* `nvvm.wgmma.mma_async` m64nNk16 (f16/bf16 in, f32 accumulate), both operands from shared
+  memory: each warpgroup's (128 threads') 64-bit descriptors must agree; they are decoded
+  (start address, leading and stride byte offsets, 128-byte swizzle), the 64x16 A and 16xN B
+  tiles are read from the CTA's shared memory at the addresses the layout gives (K-major or
+  MN-major, per `layoutA`/`layoutB`), and D = (scale-d ? D : 0) + A B in float32 is held by
+  the threads in the accumulator layout: register v = 4j + 2i + c of thread (warp w of the
+  warpgroup, lane l) is D[16w + l/4 + 8i, 8j + 2(l%4) + c];
+* the async rules: a wgmma needs a `wgmma.fence` since the last `wgmma.wait_group` (this
+  emulator asks for one per group, as CUTLASS issues them); its result is an `Accumulator`
+  that any other op may read only after a `wait_group` retired its group (reading it earlier
+  is an error naming the wgmma), and the shared-memory bytes it read must be unchanged then
+  (an overwrite before the wait is an error); the shared memory it reads must have been written before the
+  last barrier (another warp's stores are otherwise a race) and covered by a
+  `fence.proxy.async` in or after the barrier interval of the write (the generic-proxy stores
+  are otherwise invisible to the async proxy); until the barrier after its wait, those bytes
+  count as read by every warp, so a store into them is a race;
+* `llvm.mlir.zero` and `llvm.mlir.undef` (accumulator structs: zeros, or NaN), `llvm.insertvalue` (one register of an
+  accumulator replaced) and `memref.extract_aligned_pointer_as_index`
+  (the shared address of a view: shared memory starts at address 0 here).
+
+Semantics from the PTX ISA as `../shared/docs/hopper.md` section 3 states it (CUTLASS's
+GmmaDescriptor and accumulator layouts); the 128-byte swizzle is applied to absolute
+addresses: byte a lives at a ^ (((a >> 7) % 8) << 4).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from mlir import ir
+from mlir.dialects import llvm
+
+from napkin_mlir.emulator.machine import GRANULE, EmulationError, Machine, MemRef, Step
+from napkin_mlir.emulator.program import Compiler, numpy_dtype, rule
+
+WARPGROUP = 128
+WGMMA_M = 64
+SWIZZLE_LAYOUTS = {1: 128}  # descriptor layout field -> swizzle bytes (64B and 32B: not yet)
+
+
+class Accumulator:
+    """A wgmma's result: float32 (registers, CTAs, threads), readable once a wait_group
+    retired its group; with the shared-memory bytes it read (addresses and values), which
+    must not change before then."""
+
+    def __init__(self, values: np.ndarray, where: str, reads: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.values = values
+        self.where = where
+        self.reads = reads
+        self.retired = False
+
+    def retire(self, m: Machine) -> None:
+        for addr, seen in self.reads:
+            if not np.array_equal(_bytes_at(m, addr), seen):
+                raise EmulationError(
+                    "shared memory a wgmma reads was overwritten before a wgmma.wait_group retired it "
+                    f"(the wgmma at {self.where})"
+                )
+        self.retired = True
+
+    def _check(self) -> None:
+        if not self.retired:
+            raise EmulationError(
+                f"a wgmma accumulator is read before a wgmma.wait_group retired its group (the wgmma at {self.where})"
+            )
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        self._check()
+        return self.values[index]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        self._check()
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+@dataclass
+class _WgmmaState:
+    """Per machine: whether a wgmma.fence opened the current group, the open and committed
+    groups, and per CTA the barrier interval of the last fence.proxy.async."""
+
+    fenced: bool = False
+    open: list[Accumulator] = field(default_factory=list)
+    groups: deque[list[Accumulator]] = field(default_factory=deque)
+    proxy_epoch: np.ndarray | None = None
+
+
+_STATES: weakref.WeakKeyDictionary[Machine, _WgmmaState] = weakref.WeakKeyDictionary()
+
+
+def _state(m: Machine) -> _WgmmaState:
+    if m not in _STATES:
+        _STATES[m] = _WgmmaState(proxy_epoch=np.full(m.C, -1, np.int64))
+    return _STATES[m]
+
+
+def _whole_warpgroups(m: Machine, where: str) -> None:
+    if m.T % WARPGROUP:
+        raise EmulationError(f"a wgmma needs whole warpgroups: the block has {m.T} threads", where)
+    per = m.mask.reshape(m.C, -1, WARPGROUP)
+    if np.any(per.any(axis=2) != per.all(axis=2)):
+        raise EmulationError("executed by only some threads of a warpgroup (it needs all 128)", where)
+
+
+@rule("memref.extract_aligned_pointer_as_index")
+def _pointer(op: ir.Operation, c: Compiler) -> Step:
+    src, out = c.slot(op.operands[0]), c.slot(op.results[0])
+    where = c.where(op)
+
+    def step(m: Machine) -> None:
+        ref: MemRef = m.env[src]
+        if ref.space != "shared":
+            raise EmulationError("the emulator takes the address of shared memory only", where)
+        offset = m.uniform(ref.offset, where, "the view's offset")
+        m.env[out] = np.asarray(offset * ref.itemsize, np.int64)
+
+    return step
+
+
+@rule("llvm.mlir.zero", "llvm.mlir.undef")
+def _struct_constant(op: ir.Operation, c: Compiler) -> Step:
+    """A struct of f32 registers: zeros, or (undef) NaN, so a result that used them shows."""
+    t = op.results[0].type
+    if not isinstance(t, llvm.StructType) or any(not isinstance(e, ir.F32Type) for e in t.body):
+        raise EmulationError(f"{op.name} of {t}: the emulator takes structs of f32 only", c.where(op))
+    registers = len(t.body)
+    fill = 0.0 if op.name == "llvm.mlir.zero" else np.nan
+    out = c.slot(op.results[0])
+
+    def step(m: Machine) -> None:
+        m.env[out] = np.full((registers, m.C, m.T), fill, np.float32)
+
+    return step
+
+
+@rule("llvm.insertvalue")
+def _insertvalue(op: ir.Operation, c: Compiler) -> Step:
+    (pos,) = list(ir.DenseI64ArrayAttr(op.attributes["position"]))
+    src, value, out = c.slot(op.operands[0]), c.slot(op.operands[1]), c.slot(op.results[0])
+
+    def step(m: Machine) -> None:
+        registers = np.array(m.env[src], np.float32)  # a copy (an unretired accumulator refuses)
+        registers[pos] = m.env[value]
+        m.env[out] = registers
+
+    return step
+
+
+@rule("nvvm.fence.proxy")
+def _fence_proxy(op: ir.Operation, c: Compiler) -> Step:
+    text = str(op.attributes["kind"]) + (str(op.attributes["space"]) if "space" in op.attributes else "")
+    if "async.shared" not in text or "cta" not in text:
+        raise EmulationError(f"only fence.proxy.async.shared::cta is supported, got {text}", c.where(op))
+
+    def step(m: Machine) -> None:
+        m.count("fence.proxy.async")
+        _state(m).proxy_epoch[m.mask.any(axis=1)] = m.epoch
+
+    return step
+
+
+@rule("nvvm.wgmma.fence.aligned")
+def _wgmma_fence(op: ir.Operation, c: Compiler) -> Step:
+    where = c.where(op)
+
+    def step(m: Machine) -> None:
+        _whole_warpgroups(m, where)
+        m.count("wgmma.fence")
+        _state(m).fenced = True
+
+    return step
+
+
+@rule("nvvm.wgmma.commit.group.sync.aligned")
+def _wgmma_commit(op: ir.Operation, c: Compiler) -> Step:
+    where = c.where(op)
+
+    def step(m: Machine) -> None:
+        _whole_warpgroups(m, where)
+        m.count("wgmma.commit_group")
+        s = _state(m)
+        s.groups.append(s.open)
+        s.open = []
+
+    return step
+
+
+@rule("nvvm.wgmma.wait.group.sync.aligned")
+def _wgmma_wait(op: ir.Operation, c: Compiler) -> Step:
+    pending = ir.IntegerAttr(op.attributes["group"]).value
+    where = c.where(op)
+
+    def step(m: Machine) -> None:
+        _whole_warpgroups(m, where)
+        m.count("wgmma.wait_group")
+        s = _state(m)
+        while len(s.groups) > pending:
+            for acc in s.groups.popleft():
+                acc.retire(m)
+        s.fenced = False
+
+    return step
+
+
+def _attr(op: ir.Operation, name: str) -> str:
+    """The enum's keyword: `#nvvm.mma_layout<row>` -> `row`."""
+    return str(op.attributes[name]).split("<")[-1].rstrip(">").strip()
+
+
+def _swizzle(addr: np.ndarray, swizzle: int) -> np.ndarray:
+    return addr ^ (((addr >> 7) & (swizzle // 16 - 1)) << 4)
+
+
+def _operand_addresses(desc: np.ndarray, rows: int, k: int, k_major: bool, itemsize: int, where: str) -> np.ndarray:
+    """Byte addresses (C, G, rows, k) of a rows x k operand (A: m x k; B: n x k) from its
+    descriptors (C, G): K-major start + (r % 8) S + (r / 8) SBO + k e; MN-major
+    start + (r % (S/e)) e + (r / (S/e)) LBO + (k % 8) S + (k / 8) SBO; then the swizzle."""
+    desc = desc.astype(np.uint64)
+    start = ((desc & 0x3FFF) << 4).astype(np.int64)
+    lbo = (((desc >> 16) & 0x3FFF) << 4).astype(np.int64)
+    sbo = (((desc >> 32) & 0x3FFF) << 4).astype(np.int64)
+    base = ((desc >> 49) & 7).astype(np.int64)
+    layout = (desc >> 62).astype(np.int64)
+    if np.any(base != 0):
+        raise EmulationError("wgmma descriptors with a base offset are not supported", where)
+    if np.any(layout != layout.flat[0]) or int(layout.flat[0]) not in SWIZZLE_LAYOUTS:
+        raise EmulationError(
+            f"wgmma descriptor layout {sorted(set(layout.flat))}: only 128-byte swizzle is supported", where
+        )
+    s = SWIZZLE_LAYOUTS[int(layout.flat[0])]
+    r = np.arange(rows)[:, None]
+    kk = np.arange(k)[None, :]
+    start, lbo, sbo = (x[..., None, None] for x in (start, lbo, sbo))
+    if k_major:
+        addr = start + (r % 8) * s + (r // 8) * sbo + kk * itemsize
+    else:
+        per_row = s // itemsize
+        addr = start + (r % per_row) * itemsize + (r // per_row) * lbo + (kk % 8) * s + (kk // 8) * sbo
+    return _swizzle(addr, s)
+
+
+def _bytes_at(m: Machine, addr: np.ndarray) -> np.ndarray:
+    """The 16-bit words at byte addresses (C, G, ...) of each CTA's shared memory."""
+    cta = np.arange(m.C).reshape((m.C,) + (1,) * (addr.ndim - 1))
+    return m.smem[cta, addr].astype(np.uint16) | (m.smem[cta, addr + 1].astype(np.uint16) << 8)
+
+
+def _read_operand(m: Machine, addr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """16-bit elements at byte addresses (C, G, ...) of each CTA's shared memory, as float32;
+    checks bounds, alignment, the barrier and the proxy fence since they were written, and marks
+    them read by every warp (until the next barrier)."""
+    if np.any(addr < 0) or np.any(addr + dtype.itemsize > m.smem_bytes):
+        bad = addr[(addr < 0) | (addr + dtype.itemsize > m.smem_bytes)].flat[0]
+        raise EmulationError(
+            f"wgmma reads shared memory out of bounds: byte {int(bad)} of {m.smem_bytes} B of dynamic shared memory",
+            where,
+        )
+    if np.any(addr % dtype.itemsize):
+        raise EmulationError("wgmma operand element address misaligned", where)
+    cta = np.arange(m.C).reshape((m.C,) + (1,) * (addr.ndim - 1))
+    values = _bytes_at(m, addr).view(dtype).astype(np.float32)
+    gran = addr // GRANULE
+    written = m.w_epoch[cta, gran]
+    if np.any(written == m.epoch):
+        raise EmulationError(
+            "wgmma reads shared memory written in the same barrier interval (no barrier between the stores and "
+            "the wgmma: a race with the other warps' stores)",
+            where,
+        )
+    fence = _state(m).proxy_epoch.reshape((m.C,) + (1,) * (addr.ndim - 1))
+    if np.any((written >= 0) & (fence < written)):
+        raise EmulationError(
+            "wgmma reads shared memory written by the threads with no fence.proxy.async since (generic-proxy "
+            "stores are not visible to the async proxy)",
+            where,
+        )
+    m.r_epoch[cta, gran] = m.epoch
+    m.r_warp[cta, gran] = -2
+    return values
+
+
+def _fragment_index(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each thread of a warpgroup (128) and accumulator register (n/2): row and column."""
+    t = np.arange(WARPGROUP)[:, None]
+    v = np.arange(n // 2)[None, :]
+    w, lane = t // 32, t % 32
+    j, i, c = v // 4, (v // 2) % 2, v % 2
+    return 16 * w + lane // 4 + 8 * i, 8 * j + 2 * (lane % 4) + c
+
+
+@rule("nvvm.wgmma.mma_async")
+def _wgmma(op: ir.Operation, c: Compiler) -> Step:
+    where = c.where(op)
+    shape = {kv.split("=")[0].strip(): int(kv.split("=")[1]) for kv in _attr(op, "shape").split(",")}
+    m_, n, k = shape["m"], shape["n"], shape["k"]
+    types = (_attr(op, "typeA"), _attr(op, "typeB"), _attr(op, "typeD"))
+    if m_ != WGMMA_M or k != 16 or types[0] != types[1] or types[0] not in ("bf16", "f16") or types[2] != "f32":
+        raise EmulationError(f"only wgmma m64nNk16 f32.bf16/f16 is supported, got {shape} {types}", where)
+    if _attr(op, "scaleA") != "one" or _attr(op, "scaleB") != "one":
+        raise EmulationError("wgmma with negated inputs is not supported", where)
+    scale_d = _attr(op, "scaleD") == "one"
+    a_k_major = _attr(op, "layoutA") == "row"
+    b_k_major = _attr(op, "layoutB") == "col"
+    dtype = numpy_dtype(ir.BF16Type.get() if types[0] == "bf16" else ir.F16Type.get())
+    acc_in, desc_a, desc_b = (c.slot(v) for v in op.operands)
+    out = c.slot(op.results[0])
+    rows, cols = _fragment_index(n)
+
+    def step(m: Machine) -> None:
+        _whole_warpgroups(m, where)
+        s = _state(m)
+        if not s.fenced:
+            raise EmulationError("wgmma with no wgmma.fence since the last wgmma.wait_group", where)
+        m.count("wgmma.mma_async")
+        groups = m.T // WARPGROUP
+        descs = []
+        for slot in (desc_a, desc_b):
+            d = m.full(m.env[slot], 0).reshape(m.C, groups, WARPGROUP)
+            if np.any(d != d[:, :, :1]):
+                raise EmulationError("wgmma descriptors differ between the threads of a warpgroup", where)
+            descs.append(d[:, :, 0])
+        a_addr = _operand_addresses(descs[0], WGMMA_M, k, a_k_major, 2, where)
+        b_addr = _operand_addresses(descs[1], n, k, b_k_major, 2, where)
+        a, b = _read_operand(m, a_addr, dtype, where), _read_operand(m, b_addr, dtype, where)
+        d = np.einsum("cgmk,cgnk->cgmn", a, b, dtype=np.float32)  # (C, G, 64, n)
+        acc = m.env[acc_in]
+        prev = acc.values if isinstance(acc, Accumulator) else np.asarray(acc, np.float32)
+        regs = prev.reshape(n // 2, m.C, groups, WARPGROUP)
+        if scale_d:  # this thread's registers, gathered from D's layout and back
+            d = d.copy()
+            d[:, :, rows, cols] += regs.transpose(1, 2, 3, 0)
+        new = d[:, :, rows, cols].transpose(3, 0, 1, 2).reshape(n // 2, m.C, m.T)
+        reads = [(x, _bytes_at(m, x)) for x in (a_addr, b_addr)]
+        result = Accumulator(new.astype(np.float32), where, reads)
+        s.open.append(result)
+        m.env[out] = result
+
+    return step
