@@ -1,18 +1,22 @@
 """The tensor-core rule accounts for every op, and `napkin compile|emulate FILE.mlir`.
 
-The tensor-core kernel is fixed code (FlashAttention's online softmax between two mma.sync
-contractions), so the rule may take a partitioned program only when each of its ops is one
-the kernel implements. These tests: a soft-capped attention (`napkin.tanh` on the scores)
-and a bias-add attention are refused, naming the op and its location; a program changed in
-one op (a reduction kind, an operand order that matters, a mask offset, V replaced by K, a
-fill value, a dead op) is refused naming that op; plain, causal and grouped-query attention
-are still taken, every op given its part of the kernel. Then the command line on files:
-the SIMT fallback (one line saying why) judged against the file's own JAX interpretation,
-and a plain attention file through the tensor-core rule, identical to the built-in's kernel.
+The tensor-core kernel is FlashAttention's online softmax between two mma.sync contractions,
+with the program's elementwise ops on the scores computed by a rule per op
+(test_tensorcore_variants.py), so the rule may take a partitioned program only when each of
+its ops is one the kernel implements. These tests: attention whose normalizer or softmax is
+something else (a sink logit, a sigmoid) is refused, naming the op and its location; a
+program changed in one op (a reduction kind, an operand order that matters, a mask offset,
+V replaced by K, a fill value, a dead op, a score op reading the carried state) is refused
+naming that op; plain, causal and grouped-query attention are still taken, every op given its
+part of the kernel, and two scales before the softmax fold into one factor. Then the command
+line on files: the SIMT fallback (one line saying why) judged against the file's own JAX
+interpretation, the soft-capped file through the tensor cores, and a plain attention file
+through the tensor-core rule, identical to the built-in's kernel.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -72,17 +76,28 @@ def _nested(op: ir.Operation) -> list[ir.Operation]:
 # --- refused: the programs the kernel does not compute --------------------------------------------
 
 
+def _stream_location(path: Path) -> str:
+    """Where the stream partition of an attention file is: the P·V contraction it ends with."""
+    lines = path.read_text().splitlines()
+    number = [n for n, line in enumerate(lines, start=1) if '"napkin.contract"' in line][1]
+    column = lines[number - 1].index('"napkin.contract"') + 1
+    return f"{path}:{number}:{column}"
+
+
 @pytest.mark.parametrize(
-    "example, op", [("softcap_attention", "napkin.tanh"), ("bias_attention", "napkin.add")], ids=["softcap", "bias"]
+    "example, reason",
+    [("sink_attention", "this stream carries 4 values"), ("sigmoid_attention", "this stream carries 1 values")],
+    ids=["sink", "sigmoid"],
 )
-def test_attention_variants_are_refused_naming_the_op(example: str, op: str) -> None:
-    """Before, both were taken (two contractions, an exp, a reduce) and the kernel computed
-    plain attention; now the refusal names the op the kernel does not lower, where it is."""
+def test_attention_variants_are_refused_naming_the_op(example: str, reason: str) -> None:
+    """A sink logit in the normalizer (a fourth carried value) and a sigmoid instead of the
+    softmax (no row max and sum) are not the kernel's online softmax: the refusal names the
+    stream, where it is, and says why."""
     path = EXAMPLES / f"{example}.mlir"
     with napkin_context(), ir.Location.unknown():
         module = _derived_file(path)
-        expected = f"the tensor-core rule does not lower '{op}' at {_location(path, op)}"
-        with pytest.raises(TensorCoreRefusal, match=re.escape(expected)) as refused:
+        expected = f"the tensor-core rule does not lower 'napkin.stream' at {_stream_location(path)} ("
+        with pytest.raises(TensorCoreRefusal, match=re.escape(expected) + f".*{reason}") as refused:
             compile_tensorcore_attention(module, "sm_80", stop_after="gpu", filename=str(path))
         assert str(refused.value).endswith("use --kernel simt")
         with pytest.raises(TensorCoreRefusal, match=re.escape(expected)):
@@ -151,6 +166,19 @@ def _second_scale(module: ir.Module) -> str:
     return "napkin.scale"
 
 
+def _score_reads_the_state(module: ir.Module) -> str:
+    """scores - m with m the carried row max: not an input the kernel reads at a score."""
+    step = _step(module)
+    scale = next(o for o in step if o.name == "napkin.scale")
+    row_max = scale.parent.regions[1].blocks[0].arguments[-3]
+    with ir.InsertionPoint(scale), ir.Location.unknown():
+        extra = ir.Operation.create(
+            "napkin.sub", results=[scale.operands[0].type], operands=[scale.operands[0], row_max]
+        )
+    scale.operands[0] = extra.results[0]
+    return "napkin.sub"
+
+
 #: One op changed, and what the refusal says about it.
 MUTATIONS = {
     "row-sum-as-max": (_reduce_sum_to_max, "takes the sum over the key axis x"),
@@ -159,7 +187,7 @@ MUTATIONS = {
     "pv-reads-k": (_pv_reads_k, "reads V from the function's argument #2"),
     "row-sum-starts-at-1": (_row_sum_starts_at_one, "starts the row sum at 0.0"),
     "dead-op": (_dead_exp, "has no part that computes it"),
-    "two-scales": (_second_scale, "one napkin.scale"),
+    "score-op-reads-the-state": (_score_reads_the_state, "is a region argument"),
 }
 
 
@@ -175,6 +203,16 @@ def test_a_program_changed_in_one_op_is_refused_naming_it(mutation: str) -> None
         assert module.operation.verify()
         with pytest.raises(TensorCoreRefusal, match=f"does not lower '{re.escape(op)}' \\(.*{re.escape(reason)}"):
             AttentionPlan.from_partitioned(module)
+
+
+def test_two_scales_before_the_softmax_fold_into_one_factor() -> None:
+    with napkin_context(), ir.Location.unknown():
+        module = _derived({"b": 1, "h": 2, "q": 64, "x": 64, "d": 32}, causal=True)
+        before = AttentionPlan.from_partitioned(module)
+        _second_scale(module)
+        after = AttentionPlan.from_partitioned(module)
+    assert after.scale == pytest.approx(before.scale * 0.5) and after.score_ops == () and after.causal
+    assert dataclasses.replace(after, scale=before.scale) == before
 
 
 def test_commuted_operands_are_taken_with_the_same_plan() -> None:
@@ -217,13 +255,22 @@ def _error_lines(r: CliResult) -> list[str]:
     return [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
 
 
-def test_emulate_softcap_file_falls_back_to_simt_and_passes(run_cli, seed: int) -> None:
-    path = EXAMPLES / "softcap_attention.mlir"
+def test_emulate_sink_file_falls_back_to_simt_and_passes(run_cli, seed: int) -> None:
+    path = EXAMPLES / "sink_attention.mlir"
     r = run_cli("napkin", "emulate", str(path), "--dims", "q=40,x=40", "--seed", str(seed))
     assert r.rc == 0 and r.last_line().startswith("PASS"), r.describe()
     why = [ln for ln in r.stdout.splitlines() if "tensor-core rule" in ln]
     assert len(why) == 1 and why[0].startswith("kernel: simt"), r.describe()
-    assert f"'napkin.tanh' at {_location(path, 'napkin.tanh')}" in why[0]
+    assert f"'napkin.stream' at {_stream_location(path)}" in why[0]
+    assert "against the JAX interpretation of the diagram" in r.last_line()
+
+
+def test_emulate_softcap_file_takes_the_tensor_cores_and_passes(run_cli, seed: int) -> None:
+    r = run_cli(
+        "napkin", "emulate", str(EXAMPLES / "softcap_attention.mlir"), "--dims", "q=40,x=40", "--seed", str(seed)
+    )
+    assert r.rc == 0 and r.last_line().startswith("PASS"), r.describe()
+    assert "kernel: tensorcore" in r.stdout and "tensor-core rule" not in r.stdout, r.describe()
     assert "against the JAX interpretation of the diagram" in r.last_line()
 
 
@@ -233,23 +280,23 @@ def test_emulate_swiglu_file_passes(run_cli, seed: int) -> None:
     assert "kernel: simt" in r.stdout and "interpretation of the diagram" in r.last_line()
 
 
-def test_compile_softcap_file_to_ptx_and_tensorcore_refuses(run_cli, tmp_path: Path) -> None:
-    path = EXAMPLES / "softcap_attention.mlir"
-    out = tmp_path / "softcap.ptx"
+def test_compile_sink_file_to_ptx_and_tensorcore_refuses(run_cli, tmp_path: Path) -> None:
+    path = EXAMPLES / "sink_attention.mlir"
+    out = tmp_path / "sink.ptx"
     r = run_cli("napkin", "compile", str(path), "--target", "sm_80", "--emit", "ptx", "-o", str(out))
     assert r.rc == 0, r.describe()
-    assert ".entry softcap_attention" in out.read_text() and "mma.sync" not in out.read_text()
+    assert ".entry sink_attention" in out.read_text() and "mma.sync" not in out.read_text()
     side = gpu_runner.load_sidecar(out.with_suffix(".ptx.json"))
-    assert side.problem["kernel"] == "simt" and '"napkin.tanh"' in side.problem["napkin"]
+    assert side.problem["kernel"] == "simt" and '"napkin.max"' in side.problem["napkin"]
     refused = run_cli(
         "napkin", "compile", str(path), "--target", "sm_80", "--emit", "ptx", "--kernel", "tensorcore",
         "-o", str(tmp_path / "tc.ptx"),
     )  # fmt: skip
     errors = _error_lines(refused)
-    assert errors == [
-        f"error: the tensor-core rule does not lower 'napkin.tanh' at {_location(path, 'napkin.tanh')}; "
-        "use --kernel simt"
-    ], refused.describe()
+    assert len(errors) == 1 and errors[0].endswith("use --kernel simt"), refused.describe()
+    assert errors[0].startswith(
+        f"error: the tensor-core rule does not lower 'napkin.stream' at {_stream_location(path)} ("
+    )
     assert not (tmp_path / "tc.ptx").exists()
 
 
@@ -277,8 +324,8 @@ def test_attention_file_takes_the_tensor_cores_like_the_builtin(run_cli, tmp_pat
 def test_the_judge_tells_softcap_from_plain_attention(tmp_path: Path, seed: int) -> None:
     """Judged against a diagram, the emulator compares with that diagram's interpretation:
     the plain attention kernel passes against plain attention and fails against a soft cap
-    of 1 (which changes the output well beyond the tolerance), and the SIMT kernel of the
-    soft-capped file passes against it."""
+    of 1 (which changes the output well beyond the tolerance), and the tensor-core kernel of
+    the soft-capped file passes against it."""
     softcap = tmp_path / "softcap1.mlir"
     text = (EXAMPLES / "softcap_attention.mlir").read_text()
     softcap.write_text(text.replace("2.000000e-02", "1.000000e+00").replace("5.000000e+01", "1.000000e+00"))
@@ -291,7 +338,7 @@ def test_the_judge_tells_softcap_from_plain_attention(tmp_path: Path, seed: int)
     capped_kernel, capped_text, capped_ir = compile_file_kernel(
         FileProblem(str(softcap)), "sm_80", "gpu", log=lambda _: None
     )
-    assert capped_kernel is not None and capped_kernel.problem["kernel"] == "simt"
+    assert capped_kernel is not None and capped_kernel.problem["kernel"] == "tensorcore"
     # the two references differ by far more than the bf16 rule allows
     rng = np.random.default_rng(seed)
     bf16 = NUMPY_DTYPES["bf16"]

@@ -5,8 +5,10 @@ stream over `x` whose step is the online softmax of a contraction (`napkin-strea
 derives it). This is the GPU rule for that pattern, in four parts: the match
 (`tensorcore_match.py`) gives every op of the partitioned program the part of the kernel that
 implements it and refuses, naming the op, anything else; the plan (`tensorcore_plan.py`)
-reads the tile sizes, axes, mask, scale and dtypes and refuses what the kernel cannot hold; the emitter (`tensorcore_emit.py`) writes one `gpu.func`;
-`compile_tensorcore_attention` here lowers it with `KERNEL_PIPELINE` to PTX. In the kernel
+reads the tile sizes, axes, mask, scale, score ops and dtypes and refuses what the kernel
+cannot hold; the emitter (`tensorcore_emit.py`) writes one `gpu.func`, the score ops by their
+rules (`tensorcore_scores.py`); `compile_tensorcore_attention` here lowers it with
+`KERNEL_PIPELINE` to PTX. In the kernel
 
 * each warp owns 16 query rows (one m16 MMA tile) of the CTA's rows, which are the group's
   (r, q) rows flattened (grouped-query heads sharing a K/V head share the CTA and its K/V);
@@ -19,6 +21,12 @@ reads the tile sizes, axes, mask, scale and dtypes and refuses what the kernel c
   `shfl.xor`, the running sum kept per thread and reduced once at the end;
 * P is repacked from the S accumulator layout into A fragments without touching memory.
 
+A variant (score ops, or V's head dim other than Q's) gets the register budget of plain
+attention at the same tiles: ptxas's count for the plain kernel plus 10% (and the extra O
+accumulators of a wider V head), as `nvvm.maxnreg`, so that its occupancy stays that of
+plain attention (ptxas otherwise spends spare registers on scheduling the extra code). If
+ptxas would spill under that bound, the variant is compiled without it.
+
 Shared-memory rows are padded by 8 elements (16 bytes) so `ldmatrix` reads are free of bank
 conflicts. The fragment layouts used here are those of the PTX ISA for m16n8k16 and
 ldmatrix (`fragments.py`); `napkin emulate` runs the emitted kernel on the CPU
@@ -27,14 +35,20 @@ ldmatrix (`fragments.py`); `napkin emulate` runs the emitted kernel on the CPU
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
+from pathlib import Path
+
 from mlir import ir
 from mlir.passmanager import PassManager
 
+from napkin_mlir.backends.gpu.fragments import MMA_M
 from napkin_mlir.backends.gpu.nvvm import check_target, nvvm_pipeline, ptx_of
+from napkin_mlir.backends.gpu.ptxas import assemble
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
 from napkin_mlir.backends.gpu.tensorcore_emit import emit_attention_kernel
 from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
-from napkin_mlir.errors import NapkinError
+from napkin_mlir.errors import NapkinError, ToolError
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import format_diagnostics
 from napkin_mlir.pipeline.stages import KERNEL_PIPELINE
@@ -70,15 +84,54 @@ def compile_tensorcore_attention(
     )
     if stop_after == "gpu":
         return kernel, text
+    bounded = _bounded_variant(plan, target)
+    if bounded is not None:
+        text, ptx = bounded
+        if stop_after == "ptx":
+            kernel.ptx = ptx
+            return kernel, ptx
+    lowered = _lower(text, target, stop_after)
+    if stop_after == "nvvm":
+        return kernel, lowered
+    kernel.ptx = lowered
+    return kernel, kernel.ptx
+
+
+def _lower(text: str, target: str, stop_after: str) -> str:
+    """The kernel's module text through the GPU pipeline to `stop_after` (nvvm | ptx)."""
     module = ir.Module.parse(text)
     try:
         PassManager.parse(nvvm_pipeline(KERNEL_PIPELINE, target, stop_after)).run(module.operation)
     except ir.MLIRError as err:
         raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
-    if stop_after == "nvvm":
-        return kernel, str(module)
-    kernel.ptx = ptx_of(module)
-    return kernel, kernel.ptx
+    return ptx_of(module) if stop_after == "ptx" else str(module)
+
+
+def _ptxas(ptx: str, target: str) -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = assemble(ptx, target, Path(tmp) / "kernel.cubin")
+    return {k: v for k, v in report.items() if isinstance(v, int)}
+
+
+def _bounded_variant(plan: AttentionPlan, target: str) -> tuple[str, str] | None:
+    """For a variant of plain attention (score or output ops, another V head dim): its kernel text and
+    PTX under the register budget of the plain kernel at the same tiles (ptxas's count plus
+    10%, plus the O accumulators of a wider V head, 2 registers per 4 columns). None for
+    plain attention, when ptxas would spill under the budget, or without ptxas."""
+    plain = dataclasses.replace(plan, dv=plan.d, score_ops=(), output_ops=(), inputs=())
+    if plan == plain:
+        return None
+    try:
+        registers = _ptxas(_lower(emit_attention_kernel(plain), target, "ptx"), target)["registers"]
+        wider = (plan.warp_rows // MMA_M) * max(0, plan.dv - plan.d) // 2
+        text = emit_attention_kernel(plan, max_registers=min(255, int(registers * 1.1) + wider))
+        ptx = _lower(text, target, "ptx")
+        report = _ptxas(ptx, target)
+    except ToolError:  # no ptxas here: the kernel as ptxas would allocate it
+        return None
+    if report["spill_stores_bytes"] or report["spill_loads_bytes"]:
+        return None
+    return text, ptx
 
 
 def _kernel_args_from_diagram(partitioned: ir.Module) -> tuple[str, list[KernelArg]]:

@@ -5,9 +5,17 @@
 kernel does), through the text emitter and fragment ops of `tensorcore_text.py`.
 `_AttentionKernel` writes the kernel step by step, in the order the text comes out:
 shared-memory views and thread ids, the stream's extent, the first copies, the Q fragments,
-the stream over `x` (prefetch, S = Q Kᵀ, mask, online softmax, O += P V), then O / l staged
-through shared memory and stored. Every step must keep its order of SSA names and first
-uses of constants: the text is compared byte for byte against earlier output.
+the stream over `x` (prefetch, S = Q Kᵀ, the score ops and the mask, online softmax,
+O += P V), then O / l staged through shared memory and stored. The score ops (the program's
+elementwise ops between the contraction and the softmax) are written element by element at
+the accumulator fragments' global coordinates by their rules (`tensorcore_scores.py`); the
+inputs they read are the kernel's arguments after V, read before S = Q Kᵀ of each chunk:
+16-bit tables over q and x (x a multiple of 8) from a tile that cp.async copies into shared
+memory with K and V, the others from global memory (two neighbouring keys per load when x is
+last and even). The ops on O / l before its cast run the same way on the O fragments
+(`output_fragment`). For plain
+attention every step keeps its order of SSA names and first uses of constants, so the text
+stays the same byte for byte.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Callable
 
 from napkin_mlir.backends.gpu.fragments import A_ROWS, MMA_K, MMA_M, MMA_N
 from napkin_mlir.backends.gpu.tensorcore_plan import ELEM, PAD, AttentionPlan
+from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, Element, Operand, ScoreInput
 from napkin_mlir.backends.gpu.tensorcore_text import FragmentOps, TextEmitter
 
 VEC = 8  # elements per cp.async and per output store: 16 bytes
@@ -25,8 +34,9 @@ F32 = "f32"
 WG = "#gpu.address_space<workgroup>"
 
 
-def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> str:
-    """The whole module (gpu.container_module with one kernel) as MLIR text."""
+def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc", max_registers: int | None = None) -> str:
+    """The whole module (gpu.container_module with one kernel) as MLIR text; `max_registers`
+    bounds ptxas's registers per thread (`nvvm.maxnreg`)."""
     k = _AttentionKernel(plan)
     k.shared_views()
     k.thread_ids()
@@ -39,7 +49,7 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc") -> st
     k.normalize_to_shared(first, loop_res, state, my_rows)
     k.store_output()
     k.e.emit("gpu.return")
-    return k.module_text(name)
+    return k.module_text(name, max_registers)
 
 
 class _AttentionKernel:
@@ -58,6 +68,9 @@ class _AttentionKernel:
     # set by stream_extent
     upper: str  # chunks of x this CTA streams
     kv_end: str  # keys past this are never loaded
+    # set by thread_rows
+    my_rows: list[list[str]]  # the thread's CTA rows per m tile: g and g + 8
+    my_q: list[list[str]]  # and their q
     # set by stream
     ninf: str
     zacc: str
@@ -68,29 +81,46 @@ class _AttentionKernel:
         self.el = el = ELEM[plan.dtype]
         self.ops = FragmentOps(self.e, el)
         self.row_len = plan.d + PAD
-        q_shape = (plan.b, plan.h, plan.r, plan.q, plan.d)
-        kv_shape = (plan.b, plan.h, plan.x, plan.d)
-        self.qt = f"memref<{'x'.join(map(str, q_shape))}x{el}>"
-        self.kvt = f"memref<{'x'.join(map(str, kv_shape))}x{el}>"
+        self.qt = _memref((plan.b, plan.h, plan.r, plan.q, plan.d), el)
+        self.kvt = _memref((plan.b, plan.h, plan.x, plan.d), el)
+        self.vt = _memref((plan.b, plan.h, plan.x, plan.dv), el)
+        self.ot = _memref((plan.b, plan.h, plan.r, plan.q, plan.dv), el)
         self.qs_t = f"memref<{plan.rows}x{self.row_len}x{el}, {WG}>"
         self.kvs_t = f"memref<2x{plan.sx}x{self.row_len}x{el}, {WG}>"
+        self.vs_t = f"memref<2x{plan.sx}x{plan.dv + PAD}x{el}, {WG}>"
+        self.os_t = f"memref<{plan.rows}x{plan.dv + PAD}x{el}, {WG}>"
+        self.os = "%qs" if plan.dv == plan.d else "%os"  # O is staged in the Q tile's buffer
+        #: memref type of each buffer a copy or store names
+        self.types = {"%Q": self.qt, "%K": self.kvt, "%V": self.vt, "%O": self.ot}
+        self.types.update({"%qs": self.qs_t, "%ks": self.kvs_t, "%vs": self.vs_t, self.os: self.os_t})
         self.acc_t = self.ops.acc_t
         self.a_t = self.ops.a_t
-        self.per_row = plan.d // VEC  # cp.async vectors per row
+        self.per_row = plan.d // VEC  # cp.async vectors per row of Q and K
         self.tiles_m = range(plan.warp_rows // MMA_M)  # m16 tiles of one warp
-        self.n_o = plan.d // MMA_N  # n8 tiles of O
+        self.n_o = plan.dv // MMA_N  # n8 tiles of O
         self.n_s = plan.sx // MMA_N  # n8 tiles of S
+        self.inputs = {f"%A{i.arg}": i for i in plan.inputs}  # kernel arguments after V
+        for i in plan.inputs:
+            self.types[f"%A{i.arg}"] = _memref(i.shape, i.dtype)
+        for i in plan.staged_inputs:  # a tile of the CTA's rows by the chunk's keys, double-buffered
+            self.types[f"%bs{i.arg}"] = f"memref<2x{plan.rows}x{plan.sx + PAD}x{i.dtype}, {WG}>"
 
     # --- prologue: shared memory, thread ids, the stream's extent ---------------------------
 
     def shared_views(self) -> None:
         e, plan = self.e, self.plan
         base = e.op(f"gpu.dynamic_shared_memory : memref<?xi8, {WG}>", "smem")
-        q_bytes = plan.rows * self.row_len * 2
-        kv_bytes = 2 * plan.sx * self.row_len * 2
+        k_bytes = 2 * plan.sx * self.row_len * 2
         e.emit(f"%qs = memref.view {base}[{e.idx(0)}][] : memref<?xi8, {WG}> to {self.qs_t}")
-        e.emit(f"%ks = memref.view {base}[{e.idx(q_bytes)}][] : memref<?xi8, {WG}> to {self.kvs_t}")
-        e.emit(f"%vs = memref.view {base}[{e.idx(q_bytes + kv_bytes)}][] : memref<?xi8, {WG}> to {self.kvs_t}")
+        e.emit(f"%ks = memref.view {base}[{e.idx(plan.q_bytes)}][] : memref<?xi8, {WG}> to {self.kvs_t}")
+        e.emit(f"%vs = memref.view {base}[{e.idx(plan.q_bytes + k_bytes)}][] : memref<?xi8, {WG}> to {self.vs_t}")
+        if self.os != "%qs":
+            e.emit(f"{self.os} = memref.view {base}[{e.idx(0)}][] : memref<?xi8, {WG}> to {self.os_t}")
+        offset = plan.q_bytes + k_bytes + 2 * plan.sx * (plan.dv + PAD) * 2
+        for i in plan.staged_inputs:
+            buf = f"%bs{i.arg}"
+            e.emit(f"{buf} = memref.view {base}[{e.idx(offset)}][] : memref<?xi8, {WG}> to {self.types[buf]}")
+            offset += plan.input_tile_bytes
 
     def thread_ids(self) -> None:
         e = self.e
@@ -123,22 +153,24 @@ class _AttentionKernel:
         dst_prefix: list[str],
         src: str,
         nrows: int,
-        src_row: Callable[[str], list[str]],
-        valid: Callable[[str], str],
+        src_index: Callable[[str, str], list[str]],
+        valid: Callable[[str, str], str],
+        per_row: int,
     ) -> list[str]:
-        """The CTA's threads move the tile in rounds of one 16-byte cp.async each; rows past
-        the end of q or x read zero bytes (zero fill). When the last round is partial, its
+        """The CTA's threads move the tile in rounds of one 16-byte cp.async each (row `row`,
+        columns `col`.. of the tile from `src_index(row, col)`); what is not `valid(row, col)`
+        (past the end of q or x) reads zero bytes (zero fill). When the last round is partial, its
         copies sit in an `scf.if`: the idle threads issue nothing (a copy of theirs would
         write some other thread's bytes). Returns the tokens of the unconditional copies;
         the commit group takes every earlier cp.async of the thread either way."""
-        e, plan, per_row = self.e, self.plan, self.per_row
+        e, plan = self.e, self.plan
         chunks = nrows * per_row
         tokens = []
         for it in range(-(-chunks // plan.threads)):
             chunk = e.add(self.tid, e.idx(it * plan.threads))
             row = e.div(chunk, e.idx(per_row))
             col = e.mul(e.rem(chunk, e.idx(per_row)), e.idx(VEC))
-            n = e.op(f"arith.select {valid(row)}, {e.idx(VEC)}, {e.idx(0)} : index", "n")
+            n = e.op(f"arith.select {valid(row, col)}, {e.idx(VEC)}, {e.idx(0)} : index", "n")
             dst_idx = ", ".join([*dst_prefix, row, col])
             partial = (it + 1) * plan.threads > chunks
             if partial:
@@ -146,8 +178,8 @@ class _AttentionKernel:
                 e.emit(f"scf.if {inb} {{")
                 e.indent += 2
             token = e.op(
-                f"nvgpu.device_async_copy {src}[{', '.join([*src_row(row), col])}], {dst}[{dst_idx}], {VEC}, {n}"
-                f" {{bypassL1}} : {self.qt if src == '%Q' else self.kvt} to {self.qs_t if dst == '%qs' else self.kvs_t}",
+                f"nvgpu.device_async_copy {src}[{', '.join(src_index(row, col))}], {dst}[{dst_idx}], {VEC}, {n}"
+                f" {{bypassL1}} : {self.types[src]} to {self.types[dst]}",
                 "cp",
             )
             if partial:
@@ -157,37 +189,53 @@ class _AttentionKernel:
                 tokens.append(token)
         return tokens
 
-    def q_src(self, row: str) -> list[str]:
+    def q_src(self, row: str, col: str) -> list[str]:
         e, gq = self.e, self.plan.gq
         ri = e.div(row, e.idx(gq))  # which of the r query heads
         qi = e.minu(e.add(self.q0, e.rem(row, e.idx(gq))), e.idx(self.plan.q - 1))
-        return [self.batch, self.head, ri, qi]
+        return [self.batch, self.head, ri, qi, col]
 
-    def q_valid(self, row: str) -> str:
+    def q_valid(self, row: str, col: str) -> str:
         e = self.e
         qi = e.add(self.q0, e.rem(row, e.idx(self.plan.gq)))
         return e.op(f"arith.cmpi ult, {qi}, {e.idx(self.plan.q)} : index", "p")
 
     def kv_loader(self, chunk: str, stage: str) -> str:
-        """cp.async of K and V chunk `chunk` into `stage`; returns the commit group's token."""
+        """cp.async of K and V chunk `chunk` into `stage`, and of the staged inputs' tiles
+        (the CTA's rows, the chunk's keys); returns the commit group's token."""
         e, plan = self.e, self.plan
         x0 = e.mul(chunk, e.idx(plan.sx))
         tokens: list[str] = []
-        for buf, src in (("%ks", "%K"), ("%vs", "%V")):
+        for buf, src, per_row in (("%ks", "%K", self.per_row), ("%vs", "%V", plan.dv // VEC)):
 
-            def src_row(row: str, x0: str = x0) -> list[str]:
-                return [self.batch, self.head, e.minu(e.add(x0, row), e.idx(plan.x - 1))]  # clamped: stays in bounds
+            def src_index(row: str, col: str, x0: str = x0) -> list[str]:
+                # clamped: stays in bounds
+                return [self.batch, self.head, e.minu(e.add(x0, row), e.idx(plan.x - 1)), col]
 
-            def valid(row: str, x0: str = x0) -> str:
+            def valid(row: str, col: str, x0: str = x0) -> str:
                 return e.op(f"arith.cmpi ult, {e.add(x0, row)}, {self.kv_end} : index", "p")
 
-            tokens += self.copy_tile(buf, [stage], src, plan.sx, src_row, valid)
+            tokens += self.copy_tile(buf, [stage], src, plan.sx, src_index, valid, per_row)
+        for inp in plan.staged_inputs:
+
+            def input_index(row: str, col: str, inp: ScoreInput = inp, x0: str = x0) -> list[str]:
+                index = {"b": self.batch, "h": self.head, "r": e.div(row, e.idx(plan.gq))}
+                index["q"] = e.minu(e.add(self.q0, e.rem(row, e.idx(plan.gq))), e.idx(plan.q - 1))
+                index["x"] = e.minu(e.add(x0, col), e.idx(plan.x - VEC))  # clamped: stays in bounds
+                return [index[a] for a in inp.axes]
+
+            def input_valid(row: str, col: str, x0: str = x0) -> str:
+                keys = e.op(f"arith.cmpi ult, {e.add(x0, col)}, {self.kv_end} : index", "p")
+                return e.op(f"arith.andi {self.q_valid(row, col)}, {keys} : i1", "p")
+
+            buf = f"%bs{inp.arg}"
+            tokens += self.copy_tile(buf, [stage], f"%A{inp.arg}", plan.rows, input_index, input_valid, plan.sx // VEC)
         return e.op(f"nvgpu.device_async_create_group {', '.join(tokens)}", "grp")
 
     def load_first_tiles(self) -> str:
         """Copy the Q tile and K/V chunk 0, wait for both; returns chunk 0's group token."""
         e = self.e
-        q_tokens = self.copy_tile("%qs", [], "%Q", self.plan.rows, self.q_src, self.q_valid)
+        q_tokens = self.copy_tile("%qs", [], "%Q", self.plan.rows, self.q_src, self.q_valid, self.per_row)
         e.op(f"nvgpu.device_async_create_group {', '.join(q_tokens)}", "grp")
         first = self.kv_loader(e.idx(0), e.idx(0))
         e.emit(f"nvgpu.device_async_wait {first} {{numGroups = 1 : i32}}")
@@ -218,6 +266,7 @@ class _AttentionKernel:
             base = e.add(e.add(wrow, e.idx(mi * MMA_M)), self.g)
             my_rows.append([base, e.add(base, e.idx(8))])
         my_q = [[e.add(self.q0, e.rem(rw, e.idx(self.plan.gq))) for rw in pair] for pair in my_rows]
+        self.my_rows, self.my_q = my_rows, my_q
         return my_rows, my_q
 
     # --- the stream over x --------------------------------------------------------------------
@@ -249,12 +298,18 @@ class _AttentionKernel:
         e.emit(f"nvgpu.device_async_wait {group} {{numGroups = 1 : i32}}")
         e.emit("gpu.barrier")
         x0 = e.mul("%j", e.idx(plan.sx))
+        # the inputs the score ops read are loaded before S = Q K^T, which hides their latency
+        read = sorted({o.ref for op in plan.score_ops for o in op.operands if o.kind == "input"})
+        coords = _Coordinates(self, self.chunk_columns(x0), my_q, stage) if read else None
+        for arg in read:
+            assert coords is not None
+            coords.read_all(self.inputs[f"%A{arg}"])
 
         s = self.scores(stage, qfrag)
         # the scores stay unscaled: the scale (positive) goes into one fma per element with
         # the row max (exp(s*scale - m) = exp2(s*scale*log2e - m') with m' in log2 units)
         scl = e.const(plan.scale * LOG2E, F32)
-        svals = self.masked_scores(s, x0, my_q)
+        svals = self.masked_scores(s, x0, my_q, coords)
         new_state: dict[str, str] = {}
         pfrag: list[list[str]] = []
         alpha_v: list[str] = []
@@ -291,13 +346,24 @@ class _AttentionKernel:
                         s[mi][nt + half] = self.ops.mma(qfrag[mi][kt], kb, s[mi][nt + half])
         return s
 
-    def masked_scores(self, s: list[list[str]], x0: str, my_q: list[list[str]]) -> list[list[list[list[str]]]]:
-        """The scores as scalars [m tile][n tile][row half i][element k], -inf past x and (causal)
-        past the row's q: element (nt, i, k) is row my_rows[mi][i], col x0 + 8nt + 2c + k."""
-        e, plan, n_s = self.e, self.plan, self.n_s
-        cols = [
-            [e.add(x0, e.add(e.mul(self.c, e.idx(2)), e.idx(nt * MMA_N + k))) for k in range(2)] for nt in range(n_s)
+    def chunk_columns(self, x0: str) -> list[list[str]]:
+        """The keys of this thread's scores in the chunk at x0: [n tile][element k], x0 + 8nt + 2c + k."""
+        e = self.e
+        return [
+            [e.add(x0, e.add(e.mul(self.c, e.idx(2)), e.idx(nt * MMA_N + k))) for k in range(2)]
+            for nt in range(self.n_s)
         ]
+
+    def masked_scores(
+        self, s: list[list[str]], x0: str, my_q: list[list[str]], coords: _Coordinates | None
+    ) -> list[list[list[list[str]]]]:
+        """The scores as scalars [m tile][n tile][row half i][element k]: element (nt, i, k) is
+        row my_rows[mi][i], col x0 + 8nt + 2c + k. The program's score ops run on each
+        (`score_element`; `coords`: the chunk's coordinates and the inputs read so far), then
+        the scores past x and (causal) past the row's q become -inf."""
+        e, plan, n_s = self.e, self.plan, self.n_s
+        coords = coords or _Coordinates(self, self.chunk_columns(x0), my_q, "")
+        cols = coords.cols
         past_x = [
             [e.op(f"arith.cmpi uge, {cols[nt][k]}, {e.idx(plan.x)} : index", "p") for k in range(2)]
             for nt in range(n_s)
@@ -311,6 +377,8 @@ class _AttentionKernel:
                     pair = []
                     for k in range(2):
                         v = e.op(f"vector.extract {s[mi][nt]}[{i}, {k}] : f32 from {self.acc_t}", "e")
+                        if plan.score_ops:
+                            v = self.score_element(v, coords, mi, i, nt, k)
                         bad = past_x[nt][k]
                         if plan.causal:
                             late = e.op(f"arith.cmpi ugt, {cols[nt][k]}, {my_q[mi][i]} : index", "p")
@@ -321,26 +389,54 @@ class _AttentionKernel:
             svals.append(per_tile)
         return svals
 
+    def score_element(self, s: str, coords: _Coordinates, mi: int, i: int, nt: int, k: int) -> str:
+        """The program's score ops on one element `s` of S (value 0 of the ops), each by its
+        rule; an input is read once per element at the element's global coordinates."""
+        e = self.e
+        values = [s]
+        loaded: dict[tuple[int, str], str] = {}
+
+        def operand(o: Operand) -> str:
+            if o.kind == "score":
+                return values[o.ref]
+            if o.kind == "const":
+                return e.const(o.value, o.dtype)
+            if (o.ref, o.dtype) not in loaded:
+                inp = self.inputs[f"%A{o.ref}"]
+                loaded[(o.ref, o.dtype)] = _convert(e, coords.read(inp, mi, i, nt, k), inp.dtype, o.dtype)
+            return loaded[(o.ref, o.dtype)]
+
+        at = Element(coords.my_q[mi][i], coords.cols[nt][k])
+        for op in self.plan.score_ops:
+            values.append(SCORE_RULES[op.name](e, op, [operand(o) for o in op.operands], at))
+        return values[-1]
+
     def online_softmax(
         self, mi: int, svals: list[list[list[str]]], scl: str, new_state: dict[str, str]
     ) -> tuple[list[str], list[str]]:
         """One m tile's online softmax step: the new row max and (per-thread) row sum go into
         `new_state`; returns P as A fragments and the rescale factors of the two row halves."""
         e, n_s = self.e, self.n_s
-        alphas = []
+        alphas: list[str] = []
+        offsets: list[str] = []  # the row max subtracted in the exponent
         for i in range(2):
             mx = f"%m{mi}_{i}"
             for nt in range(n_s):
                 for k in range(2):
                     mx = e.op(f"arith.maximumf {mx}, {svals[nt][i][k]} : f32", "mx")
             mx = self.ops.quad_reduce(mx, "arith.maximumf")
+            new_state[f"%m{mi}_{i}"] = mx
+            if self.plan.score_ops:
+                # score ops may give a row -inf throughout a chunk: subtract 0 then (p = 0, alpha = 0)
+                empty = e.op(f"arith.cmpf oeq, {mx}, {self.ninf} : f32", "p")
+                mx = e.op(f"arith.select {empty}, {e.const(0.0, F32)}, {mx} : f32", "mx")
+            offsets.append(mx)
             drop = e.op(f"arith.mulf {e.op(f'arith.subf %m{mi}_{i}, {mx} : f32', 'd')}, {scl} : f32", "d")
             alphas.append(e.op(f"math.exp2 {drop} : f32", "al"))  # 2^((m - m')·scale)
-            new_state[f"%m{mi}_{i}"] = mx
         # p = 2^(s·scale - m'·scale): one fma and one ex2 per element
         neg_max = []
         for i in range(2):
-            scaled = e.op(f"arith.mulf {new_state[f'%m{mi}_{i}']}, {scl} : f32", "ms")
+            scaled = e.op(f"arith.mulf {offsets[i]}, {scl} : f32", "ms")
             neg_max.append(e.op(f"arith.negf {scaled} : f32", "ms"))
         probs: list[list[list[str]]] = []
         for nt in range(n_s):
@@ -376,9 +472,11 @@ class _AttentionKernel:
         ]
         for nt in range(0, n_o, 2):
             for t in range(self.plan.sx // MMA_K):
-                vbs = self.ops.b_pair(
-                    "%vs", self.kvs_t, [stage, e.add(v_row, e.idx(t * MMA_K)), e.add(v_col, e.idx(nt * MMA_N))], True
-                )
+                index = [stage, e.add(v_row, e.idx(t * MMA_K)), e.add(v_col, e.idx(nt * MMA_N))]
+                if nt + 1 < n_o:
+                    vbs = self.ops.b_pair("%vs", self.vs_t, index, True)
+                else:  # an odd last n8 tile of V's head dim: one B fragment (ldmatrix.x2, lanes 0-15)
+                    vbs = (self.ops.b_single("%vs", self.vs_t, index, True),)
                 for mi in self.tiles_m:
                     for half, vb in enumerate(vbs):
                         o_acc[mi][nt + half] = self.ops.mma(pfrag[mi][t], vb, o_acc[mi][nt + half])
@@ -400,17 +498,48 @@ class _AttentionKernel:
             inv_v = e.op(f"vector.from_elements {inv[0]}, {inv[0]}, {inv[1]}, {inv[1]} : {acc_t}", "iv")
             for nt in range(self.n_o):
                 o = e.op(f"arith.mulf {final[f'%o{mi}_{nt}']}, {inv_v} : {acc_t}", "fo")
+                if self.plan.output_ops:
+                    o = self.output_fragment(o, mi, nt)
                 o16 = e.op(f"arith.truncf {o} : {acc_t} to vector<2x2x{el}>", "fo")
                 col = e.add(e.mul(self.c, e.idx(2)), e.idx(nt * MMA_N))
                 for i in range(2):
                     pair = e.op(f"vector.extract {o16}[{i}] : vector<2x{el}> from vector<2x2x{el}>", "pr")
-                    e.emit(f"vector.store {pair}, %qs[{my_rows[mi][i]}, {col}] : {self.qs_t}, vector<2x{el}>")
+                    e.emit(f"vector.store {pair}, {self.os}[{my_rows[mi][i]}, {col}] : {self.os_t}, vector<2x{el}>")
         e.emit("gpu.barrier")
+
+    def output_fragment(self, o: str, mi: int, nt: int) -> str:
+        """The program's ops on O / l before its cast, on each element of one accumulator
+        fragment (rows my_rows[mi][i], head column 8nt + 2c + k), each by its rule; inputs are
+        read from global memory at the element's (b, h, r, q, column)."""
+        e, plan = self.e, self.plan
+        out = []
+        for i in range(2):
+            index = {"b": self.batch, "h": self.head, "r": e.div(self.my_rows[mi][i], e.idx(plan.gq))}
+            index["q"] = e.minu(self.my_q[mi][i], e.idx(plan.q - 1))  # rows past q are never stored
+            for k in range(2):
+                col = e.add(e.mul(self.c, e.idx(2)), e.idx(nt * MMA_N + k))  # along V's head axis
+                values = [e.op(f"vector.extract {o}[{i}, {k}] : f32 from {self.acc_t}", "fo")]
+
+                def operand(op: Operand, values: list[str] = values, col: str = col, index: dict = index) -> str:
+                    if op.kind == "score":
+                        return values[op.ref]
+                    if op.kind == "const":
+                        return e.const(op.value, op.dtype)
+                    inp = self.inputs[f"%A{op.ref}"]
+                    at = ", ".join(index.get(a, col) for a in inp.axes)  # the one other axis: the head
+                    v = e.op(f"memref.load %A{op.ref}[{at}] : {_memref(inp.shape, inp.dtype)}", "in")
+                    return _convert(e, v, inp.dtype, op.dtype)
+
+                for op in plan.output_ops:
+                    values.append(SCORE_RULES[op.name](e, op, [operand(x) for x in op.operands], Element("", "")))
+                out.append(values[-1])
+        return e.op(f"vector.from_elements {', '.join(out)} : {self.acc_t}", "fo")
 
     def store_output(self) -> None:
         """The staged O to global memory with 16-byte vector stores, one 8-element row piece
         per thread, rows past q skipped."""
-        e, plan, el, per_row, gq = self.e, self.plan, self.el, self.per_row, self.plan.gq
+        e, plan, el, gq = self.e, self.plan, self.el, self.plan.gq
+        per_row = plan.dv // VEC
         chunks = plan.rows * per_row
         for it in range(-(-chunks // plan.threads)):
             chunk = e.add(self.tid, e.idx(it * plan.threads))
@@ -422,22 +551,117 @@ class _AttentionKernel:
             ok = e.op(f"arith.andi {inb}, {valid} : i1", "p")
             e.emit(f"scf.if {ok} {{")
             e.indent += 2
-            piece = e.op(f"vector.load %qs[{row}, {col}] : {self.qs_t}, vector<{VEC}x{el}>", "w")
+            piece = e.op(f"vector.load {self.os}[{row}, {col}] : {self.os_t}, vector<{VEC}x{el}>", "w")
             e.emit(
                 f"vector.store {piece}, %O[{self.batch}, {self.head}, {e.div(row, e.idx(gq))}, {qi}, {col}] "
-                f"{{alignment = 16 : i64}} : {self.qt}, vector<{VEC}x{el}>"
+                f"{{alignment = 16 : i64}} : {self.ot}, vector<{VEC}x{el}>"
             )
             e.indent -= 2
             e.emit("}")
 
-    def module_text(self, name: str) -> str:
+    def module_text(self, name: str, max_registers: int | None = None) -> str:
         """The module around the body: the constants first, then the emitted lines."""
         body = [" " * 6 + line for line in self.e.const_lines()] + self.e.lines
+        inputs = "".join(f"{a}: {_memref(i.shape, i.dtype)}, " for a, i in self.inputs.items())
+        bound = f", nvvm.maxnreg = {max_registers} : i32" if max_registers else ""
         return (
             "module attributes {gpu.container_module} {\n"
             f"  gpu.module @{name}_module {{\n"
-            f"    gpu.func @{name}(%Q: {self.qt}, %K: {self.kvt}, %V: {self.kvt}, %O: {self.qt})\n"
-            f"        kernel attributes {{known_block_size = array<i32: {self.plan.threads}, 1, 1>, nvvm.minctasm = 1 : i32}} {{\n"
+            f"    gpu.func @{name}(%Q: {self.qt}, %K: {self.kvt}, %V: {self.vt}, {inputs}%O: {self.ot})\n"
+            f"        kernel attributes {{known_block_size = array<i32: {self.plan.threads}, 1, 1>, nvvm.minctasm = 1 : i32{bound}}} {{\n"
             + "\n".join(body)
             + "\n    }\n  }\n}\n"
         )
+
+
+def _memref(shape: tuple[int, ...], el: str) -> str:
+    return f"memref<{'x'.join(map(str, shape))}x{el}>"
+
+
+def _convert(e: TextEmitter, v: str, src: str, dst: str) -> str:
+    """A float scalar from type `src` to `dst` (bf16 and f16 meet in f32)."""
+    width = {"bf16": 16, "f16": 16, "f32": 32}
+    if src == dst:
+        return v
+    if width[src] < width[dst]:
+        return e.op(f"arith.extf {v} : {src} to {dst}", "in")
+    if width[src] > width[dst]:
+        return e.op(f"arith.truncf {v} : {src} to {dst}", "in")
+    return _convert(e, _convert(e, v, src, F32), F32, dst)
+
+
+class _Coordinates:
+    """The global index along each axis of the scores of one chunk's elements, and the inputs
+    read there: b and h from the block, r and q from the thread's rows, x from the columns.
+    Each index is written once, at its first use; q and x are clamped into the arrays where
+    the tiles overrun them (rows past q are never stored, keys past x are masked). An input
+    whose last axis is x, of even length, is read two neighbouring keys (the thread's
+    columns 2c, 2c + 1) at a time with one vector load."""
+
+    def __init__(self, k: _AttentionKernel, cols: list[list[str]], my_q: list[list[str]], stage: str) -> None:
+        self.k = k
+        self.cols = cols
+        self.my_q = my_q
+        self.stage = stage  # the K/V stage of the chunk, which holds the staged inputs' tiles too
+        self.known: dict[tuple[str, int, int], str] = {}
+        self.pairs: dict[tuple[int, int, int, int], str] = {}
+        self.values: dict[tuple[int, int, int, int, int], str] = {}
+
+    def index(self, axis: str, mi: int, i: int, nt: int, k: int) -> str:
+        """The index along `axis` of element (mi, i, nt, k); axis "xp": of its pair's first key."""
+        kernel, e, plan = self.k, self.k.e, self.k.plan
+        if axis == "b":
+            return kernel.batch
+        if axis == "h":
+            return kernel.head
+        key = (axis, nt, k) if axis in ("x", "xp") else (axis, mi, i)
+        if key not in self.known:
+            if axis == "x":
+                col = self.cols[nt][k]
+                self.known[key] = col if plan.x % plan.sx == 0 else e.minu(col, e.idx(plan.x - 1))
+            elif axis == "xp":
+                col = self.cols[nt][0]
+                self.known[key] = col if plan.x % plan.sx == 0 else e.minu(col, e.idx(plan.x - 2))
+            elif axis == "q":
+                row = self.my_q[mi][i]
+                self.known[key] = row if plan.q % plan.gq == 0 else e.minu(row, e.idx(plan.q - 1))
+            else:  # r: which query head of the key/value head's group
+                self.known[key] = e.div(kernel.my_rows[mi][i], e.idx(plan.gq))
+        return self.known[key]
+
+    def read_all(self, inp: ScoreInput) -> None:
+        """Read input `inp` at every score element of the chunk."""
+        for mi in self.k.tiles_m:
+            for nt in range(self.k.n_s):
+                for i in range(2):
+                    for k in range(2):
+                        self.read(inp, mi, i, nt, k)
+
+    def read(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> str:
+        """Input `inp` at element (mi, i, nt, k), in its own element type (read once)."""
+        if (inp.arg, mi, i, nt, k) not in self.values:
+            self.values[(inp.arg, mi, i, nt, k)] = self._load(inp, mi, i, nt, k)
+        return self.values[(inp.arg, mi, i, nt, k)]
+
+    def _load(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> str:
+        e, memref = self.k.e, _memref(inp.shape, inp.dtype)
+        if inp in self.k.plan.staged_inputs:  # from the chunk's tile in shared memory, a pair of keys
+            key = (inp.arg, mi, i, nt)
+            if key not in self.pairs:
+                buf = f"%bs{inp.arg}"
+                col = e.add(e.mul(self.k.c, e.idx(2)), e.idx(nt * MMA_N))
+                index = f"{self.stage}, {self.k.my_rows[mi][i]}, {col}"
+                self.pairs[key] = e.op(f"vector.load {buf}[{index}] : {self.k.types[buf]}, vector<2x{inp.dtype}>", "in")
+            return e.op(f"vector.extract {self.pairs[key]}[{k}] : {inp.dtype} from vector<2x{inp.dtype}>", "in")
+        if inp.axes[-1] != "x" or self.k.plan.x % 2:
+            index = ", ".join(self.index(a, mi, i, nt, k) for a in inp.axes)
+            return e.op(f"memref.load %A{inp.arg}[{index}] : {memref}", "in")
+        key = (inp.arg, mi, i, nt)
+        if key not in self.pairs:
+            index = (
+                ", ".join(self.index(a, mi, i, nt, 0) for a in inp.axes[:-1]) + ", " + self.index("xp", mi, i, nt, 0)
+            )
+            self.pairs[key] = e.op(
+                f"vector.load %A{inp.arg}[{index.removeprefix(', ')}] : {memref}, vector<2x{inp.dtype}>", "in"
+            )
+        return e.op(f"vector.extract {self.pairs[key]}[{k}] : {inp.dtype} from vector<2x{inp.dtype}>", "in")

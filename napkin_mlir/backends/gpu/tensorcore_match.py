@@ -12,12 +12,22 @@ gives each one the part of the kernel that implements it, or refuses with a
 It checks the dataflow, not op counts: which value each op reads (the row max is taken of
 the very scores the exponent subtracts it from; the rescale factor is exp(m - m'), and the
 same one rescales the row sum and O; K and V are the function's second and third arguments,
-chunked by the stream), the attributes the kernel relies on (one `napkin.scale` between the
-score contraction and the softmax, whose factor the kernel folds into its `ex2`; a causal
-`napkin.mask` at the group's q offset and the chunk's x offset; reductions over `x`; fills of
--inf and 0) and the element types (both contractions accumulate in f32, P and O are cast
-from f32 to the inputs' bf16/f16). `AttentionMatch.parts` lists each op with its part of the
-kernel, in program order.
+chunked by the stream), the attributes the kernel relies on (positive `napkin.scale`s just
+before the softmax, whose factor the kernel folds into its `ex2`; a causal `napkin.mask` at
+the group's q offset and the chunk's x offset; reductions over `x`; fills of -inf and 0) and
+the element types (both contractions accumulate in f32, P and O are cast from f32 to the
+inputs' bf16/f16).
+
+Between the score contraction and the softmax the program may compute any elementwise ops
+of the scores that have a rule in `tensorcore_scores.SCORE_RULES` (scale, tanh, exp, relu,
+gelu, silu, add/sub/mul/div/max, `napkin.map` bodies of arith and math ops, a causal mask):
+they are read off in program order as `ScoreOp`s, whose other operands are constants
+(`napkin.fill`) or function arguments broadcast by axis name over the scores (a bias table
+over (h, q, x), a slope per head), which the kernel takes as extra arguments and reads at
+each score's global coordinates. The same goes for elementwise ops of O / l before its cast
+(a gate per row, a scale), read off as `AttentionMatch.output_ops` (`OUTPUT_RULES`: the
+rules but the mask). V's head dim may differ from Q's and K's.
+`AttentionMatch.parts` lists each op with its part of the kernel, in program order.
 
 The canonical program is what `napkin-stream-partition` makes of attention (with
 `napkin-assign-levels` and `napkin-group-partition` over b, h and q); operands of the
@@ -29,11 +39,13 @@ of Q, K, V and O.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import NoReturn
 
 from mlir import ir
 
+from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, MapBody, Operand, ScalarOp, ScoreInput, ScoreOp
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import format_location
@@ -65,8 +77,12 @@ KERNEL_OPS = frozenset(
         "napkin.add",
         "napkin.div",
         "napkin.cast",
+        *SCORE_RULES,
     }
 )
+
+#: The ops the kernel computes on O / l before the cast (the mask is about scores).
+OUTPUT_RULES = frozenset(SCORE_RULES) - {"napkin.mask"}
 
 #: The element types the kernel's mma.sync takes.
 KERNEL_DTYPES = ("bf16", "f16")
@@ -85,10 +101,14 @@ class AttentionMatch:
     scale: float
     names: tuple[str, str, str]  # the function's names of Q, K, V
     parts: list[tuple[str, str, str]] = field(default_factory=list)  # (op, location, part of the kernel)
+    score_ops: tuple[ScoreOp, ...] = ()  # the elementwise ops on the scores, in program order
+    output_ops: tuple[ScoreOp, ...] = ()  # the elementwise ops on O / l before its cast
+    inputs: tuple[ScoreInput, ...] = ()  # the function arguments after V, by position
 
     @property
     def dims(self) -> dict[str, int]:
-        return {**self.q_type.sizes, **self.k_type.sizes}
+        """The axis sizes of Q and K, and V's head dim as `dv`."""
+        return {**self.q_type.sizes, **self.k_type.sizes, "dv": self.v_type.shape[-1]}
 
     @property
     def dtype(self) -> str:
@@ -119,6 +139,14 @@ def _atype(v: ir.Value | ir.Type) -> ArrayType:
 
 def _str(op: ir.Operation, name: str) -> str | None:
     return ir.StringAttr(op.attributes[name]).value if name in op.attributes else None
+
+
+def _factor(op: ir.Operation) -> float:
+    return float(ir.FloatAttr(op.attributes["factor"]).value)
+
+
+def _single_use(v: ir.Value) -> bool:
+    return sum(1 for _ in v.uses) == 1
 
 
 class _Walk:
@@ -193,9 +221,11 @@ def match_attention(module: ir.Module, filename: str | None = None) -> Attention
         raise TensorCoreRefusal(
             f"the tensor-core attention kernel cannot take dtype {args[0].dtype} (tensor cores take bf16 or f16)"
         )
-    # every op's name first: an op the kernel has no code for at all is named at once
+    # every op's name first: an op the kernel has no code for at all is named at once (the
+    # bodies of napkin.map are checked op by op by the score ops' match)
+    in_maps = {inner for op in _nested(body) if op.name == "napkin.map" for inner in _nested(_blocks(op)[0])}
     for op in _nested(body):
-        if op.name not in KERNEL_OPS:
+        if op.name not in KERNEL_OPS and op not in in_maps:
             w.refuse(op)
     m = _Matcher(w, func, group, stream)
     m.step()
@@ -230,6 +260,9 @@ class _Matcher:
         self.causal = False
         self.traced: dict[str, ArrayType] = {}
         self.q_type: ArrayType | None = None
+        self.score_ops: tuple[ScoreOp, ...] = ()
+        self.output_ops: tuple[ScoreOp, ...] = ()
+        self.inputs: dict[int, ScoreInput] = {}
 
     # --- the stream step: S = Q K^T, the online softmax, O = alpha O + P V -----------------
 
@@ -319,30 +352,26 @@ class _Matcher:
         return op
 
     def _scores(self, scores: ir.Value, user: ir.Operation) -> None:
-        """S' = mask(scale(Q K^T)): between the contraction and the row max at most one scale
-        and one causal mask, in either order (a positive scale commutes with -inf)."""
+        """S' from S = Q K^T: positive `napkin.scale`s just before the softmax fold into the
+        exponent's factor, and a causal `napkin.mask` among them (it commutes with a positive
+        scale) is the kernel's mask, which also bounds the stream; every op before them is an
+        elementwise op of the scores that the kernel computes in registers (`_score_ops`)."""
         w = self.w
         v = scores
-        scale: ir.Operation | None = None
-        mask: ir.Operation | None = None
         while True:
             op = w.producer(v, user, "the scores")
-            if op.name == "napkin.contract":
-                break
-            if op.name == "napkin.scale" and scale is None:
-                scale = op
-                self.scale = float(ir.FloatAttr(op.attributes["factor"]).value)
-                w.take(op, "the softmax scale, folded into one fma and ex2 per score (c = scale·log2 e)")
-            elif op.name == "napkin.mask" and mask is None:
-                mask = op
+            alone = v == scores or _single_use(v)
+            if alone and op.name == "napkin.scale" and _factor(op) > 0:
+                self.scale *= _factor(op)
+                w.take(op, "a positive score scale, folded into one fma and ex2 per score (c = scale·log2 e)")
+            elif alone and op.name == "napkin.mask" and not self.causal:
                 self._mask(op)
+                self.causal = True
+                w.take(op, "the causal mask: scores with col > row (and past x) set to -inf (masked_scores)")
             else:
-                w.refuse(
-                    op,
-                    "between the score contraction and the softmax the kernel applies one napkin.scale "
-                    "and one causal napkin.mask only",
-                )
+                break
             user, v = op, op.operands[0]
+        op = self._score_ops(v, user)
         self._contraction(op, "d", "S = Q·K^T")
         w.take(op, "S = Q K^T with mma.sync m16n8k16 (K fragments by ldmatrix.x4), unscaled in the accumulators")
         q_v, k_v = op.operands
@@ -350,6 +379,188 @@ class _Matcher:
             q_v, k_v = k_v, q_v
         self._trace(q_v, 0, "Q", op)
         self._trace(k_v, 1, "K", op)
+
+    def _score_ops(self, out: ir.Value, user: ir.Operation) -> ir.Operation:
+        """The elementwise ops from S = Q K^T to `out` (`self.score_ops`); returns the score
+        contraction."""
+        contract, self.score_ops = self._elementwise_ops(
+            out, user, lambda op: op.name == "napkin.contract", self.stepb, SCORE_RULES, "scores"
+        )
+        return contract
+
+    def _elementwise_ops(
+        self,
+        out: ir.Value,
+        user: ir.Operation,
+        is_root: Callable[[ir.Operation], bool],
+        block: ir.Block,
+        rules: Collection[str],
+        what: str,
+    ) -> tuple[ir.Operation, tuple[ScoreOp, ...]]:
+        """The elementwise ops of `block` from the result of one root op (`is_root`: the score
+        contraction, the stream) to `out`, in program order, as `ScoreOp`s: each must have a
+        rule (`rules`), and each of its operands is a value computed from the root's or an
+        input (`_input`). Returns the root op and the ops."""
+        w = self.w
+        found: dict[ir.Operation, None] = {}
+        root: ir.Operation | None = None
+        todo = [(out, user)]
+        while todo:
+            v, u = todo.pop()
+            op = w.producer(v, u, f"the {what}")
+            if is_root(op):
+                if root is not None and root != op:
+                    w.refuse(op, f"the kernel computes the {what} from one value")
+                root = op
+                continue
+            if op in found:
+                continue
+            if op.name not in rules:
+                w.refuse(
+                    op,
+                    f"the kernel computes elementwise ops of the {what} that have a rule here "
+                    f"({', '.join(n.removeprefix('napkin.') for n in rules)})",
+                )
+            found[op] = None
+            operands = list(op.operands)[:1] if op.name == "napkin.mask" else list(op.operands)
+            todo += [(o, op) for o in operands if self._input(o) is None]
+        if root is None:
+            w.refuse(user, f"the kernel's {what} come from a contraction, S = Q·K^T")
+        order = {o: i for i, o in enumerate(_ops(block))}
+        for op in found:
+            if op not in order:
+                w.refuse(op, f"the kernel computes the ops of the {what} where the {what} are")
+        root_type = _atype(root.results[0])
+        numbers: dict[ir.Value, int] = {root.results[0]: 0}
+        ops: list[ScoreOp] = []
+        for op in sorted(found, key=order.__getitem__):
+            ops.append(self._score_op(op, numbers, root_type))
+            numbers[op.results[0]] = len(ops)
+        return root, tuple(ops)
+
+    def _score_op(self, op: ir.Operation, numbers: dict[ir.Value, int], root_type: ArrayType) -> ScoreOp:
+        """One elementwise op as data (over the axes of `root_type`, the scores or O), its
+        operands numbered (`numbers`: the values defined so far); its inputs' paths are taken."""
+        w = self.w
+        res = _atype(op.results[0])
+        if res.dtype != "f32" or res.sizes != root_type.sizes:
+            w.refuse(op, f"the kernel computes these ops in f32 over {root_type}, this gives {res}")
+        if op.name == "napkin.mask":
+            self._mask(op)
+            w.take(op, "a causal mask among the score ops: -inf where the key comes after the query (arith.select)")
+            return ScoreOp(op.name, (Operand("score", numbers[op.operands[0]]),))
+        operands = []
+        for v in op.operands:
+            if v in numbers:
+                operands.append(Operand("score", numbers[v]))
+                continue
+            found = self._input(v)
+            if found is None:
+                w.refuse(op, "the kernel computes it from its values and inputs read at each element's coordinates")
+            operand, path = found
+            if operand.dtype != "f32" and op.name != "napkin.map":
+                w.refuse(op, f"the kernel computes these ops in f32, this one reads {operand.dtype}")
+            self._take_input(operand, path, op, root_type)
+            operands.append(operand)
+        factor = _factor(op) if op.name == "napkin.scale" else 1.0
+        body = self._map_body(op, operands) if op.name == "napkin.map" else None
+        w.take(op, f"'{op.name}' on each element in registers, at the accumulator fragments (its rule)")
+        return ScoreOp(op.name, tuple(operands), factor, body)
+
+    def _input(self, v: ir.Value) -> tuple[Operand, list[ir.Operation]] | None:
+        """`v` as an operand the kernel reads rather than computes, with the ops on its path:
+        a constant (`napkin.fill`), or a function argument through the group's tiles, the
+        stream's chunks, transfers and at most one cast (anywhere on the way); None for
+        anything else."""
+        dtype = _atype(v).dtype
+        if isinstance(v, ir.OpResult) and v.owner.name == "napkin.fill":
+            fill = v.owner.operation
+            return Operand("const", dtype=dtype, value=float(ir.FloatAttr(fill.attributes["value"]).value)), [fill]
+        path: list[ir.Operation] = []
+        while True:
+            if isinstance(v, ir.BlockArgument):
+                n = v.arg_number
+                if v.owner == self.stepb and n < self.n_chunks:
+                    v = self.stream.operands[n]
+                elif v.owner == self.gbody and n < len(self.group.operands):
+                    v = self.group.operands[n]
+                elif v.owner == self.func.regions[0].blocks[0]:
+                    return Operand("input", n, dtype), path
+                else:
+                    return None
+            elif v.owner.name == "napkin.transfer" or (
+                v.owner.name == "napkin.cast" and not any(op.name == "napkin.cast" for op in path)
+            ):
+                path.append(v.owner.operation)
+                v = v.owner.operands[0]
+            else:
+                return None
+
+    def _take_input(self, operand: Operand, path: list[ir.Operation], user: ir.Operation, over: ArrayType) -> None:
+        """Record an input the ops over `over` (the scores or O) read (a function argument over
+        some of its axes, in a float type) and give the ops on its path their parts."""
+        w = self.w
+        if operand.kind == "const":
+            w.take(path[0], f"a constant operand of the score ops ({operand.value})")
+            return
+        arg = self.func.regions[0].blocks[0].arguments[operand.ref]
+        t = _atype(arg)
+        name = self._arg_name(operand.ref)
+        if set(t.axes) - set(over.axes) or t.dtype not in ("f32", "f16", "bf16"):
+            w.refuse(
+                user,
+                f"the kernel reads '{name}' {t} at each element's coordinates: its axes must be among "
+                f"({', '.join(over.axes)}) and its type float",
+            )
+        self.inputs[operand.ref] = ScoreInput(operand.ref, t.axes, t.shape, t.dtype)
+        for op in path:
+            if op.name == "napkin.cast":
+                w.take(op, f"'{name}' converted to {operand.dtype} as it is read (arith.extf)")
+            else:
+                w.take(op, f"'{name}' read at each element's coordinates (from global memory or its staged tile)")
+
+    def _map_body(self, op: ir.Operation, operands: list[Operand]) -> MapBody:
+        """The scalar body of a `napkin.map` on the scores: arith and math ops on its
+        arguments, one value yielded."""
+        w = self.w
+        block = _blocks(op)[0]
+        values: list[ir.Value] = list(block.arguments)
+        if [str(a.type) for a in values] != [o.dtype for o in operands]:
+            w.refuse(op, "the kernel's map body takes one scalar of each operand's element type")
+        ops: list[ScalarOp] = []
+        inner_ops = _ops(block)
+        for inner in inner_ops[:-1]:
+            if not inner.name.startswith(("arith.", "math.")) or _blocks(inner) or len(inner.results) > 1:
+                w.refuse(inner, "the kernel computes a napkin.map body of arith and math ops on scalars")
+            refs = [next((i for i, x in enumerate(values) if x == v), -1) for v in inner.operands]
+            if -1 in refs:
+                w.refuse(inner, "the kernel's map body reads only its arguments and its own values")
+            result_types = tuple(str(r.type) for r in inner.results)
+            constant = None
+            if inner.name == "arith.constant" and isinstance(inner.attributes["value"], ir.FloatAttr):
+                constant = float(ir.FloatAttr(inner.attributes["value"]).value)
+            ops.append(
+                ScalarOp(
+                    inner.name,
+                    tuple(refs),
+                    tuple((k, str(inner.attributes[k])) for k in inner.attributes),
+                    tuple(str(v.type) for v in inner.operands),
+                    result_types,
+                    constant,
+                )
+            )
+            values += list(inner.results)
+            w.take(inner, f"the map body on each score in registers: {inner.name}")
+        yld = inner_ops[-1]
+        if len(yld.operands) != 1 or str(yld.operands[0].type) != "f32":
+            w.refuse(yld, "the kernel's map body yields one f32 score")
+        w.take(yld, "the map body's value of each score")
+        return MapBody(tuple(ops), next(i for i, x in enumerate(values) if x == yld.operands[0]))
+
+    def _arg_name(self, n: int) -> str:
+        if "arg_names" in self.func.attributes:
+            return ir.StringAttr(ir.ArrayAttr(self.func.attributes["arg_names"])[n]).value
+        return f"#{n}"
 
     def _mask(self, op: ir.Operation) -> None:
         w = self.w
@@ -366,8 +577,6 @@ class _Matcher:
             w.refuse(
                 op, "the kernel masks at global positions: the mask must take the group's q and the chunk's x offsets"
             )
-        self.causal = True
-        w.take(op, "the causal mask: scores with col > row (and past x) set to -inf (masked_scores)")
 
     def _alpha(self, v: ir.Value, user: ir.Operation, m: ir.Value, m_new: ir.Value) -> ir.Value:
         """alpha = exp(m - m')."""
@@ -505,7 +714,15 @@ class _Matcher:
                 if src.dtype != "f32" or dst.dtype not in KERNEL_DTYPES:
                     w.refuse(op, "the kernel converts O / l from f32 to the inputs' bf16/f16")
                 w.take(op, "O / l converted to bf16/f16 (arith.truncf, normalize_to_shared)")
-            elif op == self.stream and cast is not None:
+                # elementwise ops of O / l before the cast (a per-row scale, a gate), by their rules
+                v, user = op.operands[0], op
+                while isinstance(v, ir.OpResult) and v.owner.name == "napkin.transfer":
+                    user = v.owner.operation
+                    w.take(user, "O / l in registers (a level change)")
+                    v = user.operands[0]
+                _, self.output_ops = self._elementwise_ops(
+                    v, user, lambda o: o == self.stream, self.gbody, OUTPUT_RULES, "output"
+                )
                 break
             else:
                 w.refuse(op, "the kernel stores O / l of the stream, cast to the inputs' element type, as the output")
@@ -517,43 +734,54 @@ class _Matcher:
         block = func.regions[0].blocks[0]
         params = list(block.arguments)
         ret = _ops(block)[-1]
-        if (
-            len(params) != 3
-            or len(self.group.operands) != 3
-            or any(self.group.operands[i] != params[i] for i in range(3))
-        ):
+        if len(params) < 3 or list(self.group.operands) != params:
             w.refuse(
                 self.group,
-                f"the kernel takes the function's Q, K and V, in this order; this group takes {len(self.group.operands)} "
-                f"arrays of a function of {len(params)}",
+                "the kernel takes the function's Q, K and V, then the inputs of the score ops, in this order; "
+                f"this group takes {len(self.group.operands)} arrays of a function of {len(params)}",
             )
         if len(ret.operands) != 1 or ret.operands[0] != self.group.results[0]:
             w.refuse(ret, "the kernel's output is the group's result")
-        w.take(ret, "the kernel's output O (its fourth argument)")
+        w.take(ret, "the kernel's output O (its last argument)")
 
     def layout(self) -> None:
-        """Q (b, h[, r], q, d), K and V (b, h, x, d), O like Q: the kernel's memref layouts."""
+        """Q (b, h[, r], q, d), K (b, h, x, d), V (b, h, x, e) with e any head axis (d too),
+        O like Q with V's head axis: the kernel's memref layouts; each input of the score ops
+        over axes of the scores, of their sizes."""
         q, k, v = (self.traced[n] for n in ("Q", "K", "V"))
         out = _atype(_ops(self.func.regions[0].blocks[0])[-1].operands[0])
+        head = v.axes[-1]
         ok = (
             q.axes in (("b", "h", "q", "d"), ("b", "h", "r", "q", "d"))
-            and k.axes == v.axes == ("b", "h", "x", "d")
-            and k.shape == v.shape
+            and k.axes == ("b", "h", "x", "d")
+            and v.axes == ("b", "h", "x", head)
+            and head not in ("b", "h", "r", "q", "x")
+            and all(v.size(a) == k.size(a) for a in ("b", "h", "x"))
             and all(q.size(a) == k.size(a) for a in ("b", "h", "d"))
             and q.dtype == k.dtype == v.dtype == out.dtype
-            and (out.axes, out.shape) == (q.axes, q.shape)
+            and (out.axes, out.shape) == ((*q.axes[:-1], head), (*q.shape[:-1], v.shape[-1]))
         )
+        name = ir.StringAttr(self.func.attributes["sym_name"]).value
         if not ok:
             raise TensorCoreRefusal(
-                f"the tensor-core rule takes Q as (b, h[, r], q, d), K and V as (b, h, x, d) and writes O like Q, "
-                f"all of one element type; '{ir.StringAttr(self.func.attributes['sym_name']).value}'"
+                f"the tensor-core rule takes Q as (b, h[, r], q, d), K as (b, h, x, d), V as (b, h, x, e) and "
+                f"writes O like Q with V's head axis, all of one element type; '{name}'"
                 f"{self.w.at(self.func)} has Q {q}, K {k}, V {v}, O {out}; use --kernel simt"
             )
+        sizes = {**q.sizes, "x": k.size("x"), head: v.size(head)}
+        for inp in self.inputs.values():
+            if any(sizes.get(a) != n for a, n in zip(inp.axes, inp.shape, strict=True)):
+                raise TensorCoreRefusal(
+                    f"the tensor-core rule reads '{self._arg_name(inp.arg)}' at each element's coordinates, so its axes "
+                    f"must have the problem's sizes ({', '.join(f'{a}={n}' for a, n in sizes.items() if a != 'd')}); "
+                    f"'{name}'{self.w.at(self.func)} has {ArrayType(inp.axes, inp.shape, inp.dtype)}; use --kernel simt"
+                )
         self.q_type = q
 
     def result(self, parts: list[tuple[str, str, str]]) -> AttentionMatch:
         assert self.q_type is not None
         func = self.func
+        args = [_atype(a) for a in func.regions[0].blocks[0].arguments]  # after V: the kernel takes each
         if "arg_names" in func.attributes:
             names = [ir.StringAttr(n).value for n in ir.ArrayAttr(func.attributes["arg_names"])]
         else:
@@ -568,4 +796,7 @@ class _Matcher:
             self.scale,
             (names[0], names[1], names[2]),
             parts,
+            self.score_ops,
+            self.output_ops,
+            tuple(self.inputs.get(n, ScoreInput(n, t.axes, t.shape, t.dtype)) for n, t in enumerate(args) if n > 2),
         )

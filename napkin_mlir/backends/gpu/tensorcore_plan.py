@@ -1,12 +1,13 @@
 """The plan of the tensor-core attention kernel: what it needs, and whether it can take it.
 
-`AttentionPlan` holds the sizes, tiles, dtype, mask and scale of one attention problem, read
-off the partitioned program (`AttentionPlan.from_partitioned`: a grid group over (b, h,
-q-tile) whose body streams `x` with the online softmax between two contractions, every op
-of it matched to the part of the kernel that implements it by `tensorcore_match.py`) or
-built from sizes and tiles (`AttentionPlan.of`). From them it derives the launch (grid, warps,
-threads), the shared memory and a register estimate, and `check` refuses what the kernel
-cannot take. `tiles_fit_kernel` asks the same question for the tile search. The kernel
+`AttentionPlan` holds the sizes (V's head dim `dv` may differ from Q's and K's `d`), tiles,
+dtype, mask, scale and score ops (the elementwise ops between the score contraction and the
+softmax, and the inputs they read) of one attention problem, read off the partitioned
+program (`AttentionPlan.from_partitioned`: a grid group over (b, h, q-tile) whose body
+streams `x` with the online softmax between two contractions, every op of it matched to the
+part of the kernel that implements it by `tensorcore_match.py`) or built from sizes and
+tiles (`AttentionPlan.of`). From them it derives the launch (grid, warps, threads), the
+shared memory and a register estimate, and `check` refuses what the kernel cannot take. `tiles_fit_kernel` asks the same question for the tile search. The kernel
 itself is written by `tensorcore_emit.py`.
 """
 
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from napkin_mlir.backends.gpu.fragments import MMA_K, MMA_M
+from napkin_mlir.backends.gpu.fragments import MMA_K, MMA_M, MMA_N
 from napkin_mlir.backends.gpu.tensorcore_match import TensorCoreRefusal, match_attention
+from napkin_mlir.backends.gpu.tensorcore_scores import ScoreInput, ScoreOp
 from napkin_mlir.errors import NapkinError
 
 ELEM = {"bf16": "bf16", "f16": "f16"}
@@ -33,7 +35,8 @@ class AttentionPlan:
     r: int  # query heads per key/value head
     q: int
     x: int
-    d: int
+    d: int  # Q's and K's head dim
+    dv: int  # V's and O's head dim
     gq: int  # query rows per CTA (per query head)
     sx: int  # keys per stream chunk
     dtype: str
@@ -41,6 +44,9 @@ class AttentionPlan:
     scale: float
     names: tuple[str, str, str]  # Q, K, V argument names
     warp_rows: int = MMA_M  # rows of the CTA tile per warp: a multiple of 16 (m16 MMA tiles)
+    score_ops: tuple[ScoreOp, ...] = ()  # elementwise ops on the scores, before the folded scale and mask
+    output_ops: tuple[ScoreOp, ...] = ()  # elementwise ops on O / l, before its cast
+    inputs: tuple[ScoreInput, ...] = ()  # the function arguments after V (the kernel's too)
 
     @property
     def rows(self) -> int:
@@ -60,15 +66,39 @@ class AttentionPlan:
         return (-(-self.q // self.gq), self.h, self.b)
 
     @property
+    def q_bytes(self) -> int:
+        """The Q tile's shared memory, which later stages O (rows of the wider head dim)."""
+        return self.rows * (max(self.d, self.dv) + PAD) * 2
+
+    @property
+    def staged_inputs(self) -> tuple[ScoreInput, ...]:
+        """The inputs of the score ops that are copied chunk by chunk into shared memory with K
+        and V (cp.async, 16 bytes at a time): 16-bit tables over q and x (x last, a multiple of
+        8 keys); the others are read from global memory at each score."""
+        read = {o.ref for op in self.score_ops for o in op.operands if o.kind == "input"}
+        return tuple(
+            i
+            for i in self.inputs
+            if i.arg in read and i.dtype in ELEM and i.axes[-1] == "x" and "q" in i.axes and self.x % 8 == 0
+        )
+
+    @property
+    def input_tile_bytes(self) -> int:
+        """One staged input's tile: the CTA's rows by the chunk's keys (padded), double-buffered."""
+        return 2 * self.rows * (self.sx + PAD) * 2
+
+    @property
     def smem_bytes(self) -> int:
-        row = (self.d + PAD) * 2
-        return self.rows * row + 2 * 2 * self.sx * row
+        """The Q tile, K and V chunks and the staged inputs' tiles, double-buffered (16-bit
+        elements, padded rows)."""
+        kv = 2 * self.sx * (self.d + PAD) * 2 + 2 * self.sx * (self.dv + PAD) * 2
+        return self.q_bytes + kv + len(self.staged_inputs) * self.input_tile_bytes
 
     @property
     def registers_estimate(self) -> int:
         """32-bit registers per thread: S and O accumulators, Q and P fragments, softmax state
         and addressing (ptxas lands within about 20% of this)."""
-        return (self.warp_rows // MMA_M) * ((3 * self.sx) // 4 + (3 * self.d) // 4) + 40
+        return (self.warp_rows // MMA_M) * ((3 * self.sx) // 4 + self.d // 4 + self.dv // 2) + 40
 
     def fits_registers(self) -> bool:
         """1.25x the estimate must fit both the 255-register cap and the SM's 64K registers."""
@@ -81,6 +111,8 @@ class AttentionPlan:
             problems.append(f"dtype {self.dtype} (tensor cores take bf16 or f16)")
         if self.d % 16 or self.d > 256:
             problems.append(f"head dim d={self.d} (a multiple of 16, at most 256)")
+        if self.dv % MMA_N or self.dv > 256:
+            problems.append(f"V's head dim {self.dv} (a multiple of {MMA_N}, at most 256)")
         if self.gq % MMA_M:
             problems.append(f"q tile {self.gq} (a multiple of {MMA_M}: one m16 tile per warp)")
         if self.warp_rows % MMA_M or self.gq % self.warp_rows:
@@ -110,8 +142,12 @@ class AttentionPlan:
         scale: float = 1.0,
         names: tuple[str, str, str] = ("Q", "K", "V"),
         warp_rows: int = MMA_M,
+        score_ops: tuple[ScoreOp, ...] = (),
+        output_ops: tuple[ScoreOp, ...] = (),
+        inputs: tuple[ScoreInput, ...] = (),
     ) -> AttentionPlan:
-        """A plan from axis sizes (b, h, [r,] q, x, d) and tiles (q, x; whole axis if absent).
+        """A plan from axis sizes (b, h, [r,] q, x, d and, when V's head dim differs from d,
+        dv) and tiles (q, x; whole axis if absent).
 
         A tile that covers its whole axis is rounded up to whole MMA tiles (`warp_rows` rows,
         16 keys), so short sequences (decoding with q=1, a handful of keys) take the same
@@ -128,6 +164,7 @@ class AttentionPlan:
             q=sizes["q"],
             x=sizes["x"],
             d=sizes["d"],
+            dv=sizes.get("dv", sizes["d"]),
             gq=cover("q", warp_rows),
             sx=cover("x", MMA_K),
             dtype=dtype,
@@ -135,6 +172,9 @@ class AttentionPlan:
             scale=scale,
             names=names,
             warp_rows=warp_rows,
+            score_ops=score_ops,
+            output_ops=output_ops,
+            inputs=inputs,
         )
 
     @staticmethod
@@ -152,6 +192,9 @@ class AttentionPlan:
             scale=match.scale,
             names=match.names,
             warp_rows=warp_rows,
+            score_ops=match.score_ops,
+            output_ops=match.output_ops,
+            inputs=match.inputs,
         )
         plan.check()
         return plan

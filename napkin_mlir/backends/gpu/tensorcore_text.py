@@ -12,6 +12,17 @@ across the 4 lanes of a quad. `tensorcore_emit.py` writes the kernel with both.
 from __future__ import annotations
 
 import math
+import struct
+
+
+def _float_bits(value: float, t: str) -> str:
+    """A non-finite float constant as MLIR writes it: the bits of its type, in hex."""
+    if t == "f64":
+        return "0x" + struct.pack(">d", value).hex().upper()
+    if t == "f16":
+        return "0x" + struct.pack(">e", value).hex().upper()
+    bits = struct.pack(">f", value).hex().upper()
+    return "0x" + (bits[:4] if t == "bf16" else bits)
 
 
 class TextEmitter:
@@ -56,8 +67,8 @@ class TextEmitter:
             elif t.startswith("vector"):
                 out.append(f"{name} = arith.constant dense<{value}> : {t}")
             else:
-                v = float(value) if t.startswith("f") else int(value)
-                lit = "0xFF800000" if v == -math.inf else repr(v)
+                v = float(value) if t.startswith(("f", "bf")) else int(value)
+                lit = _float_bits(v, t) if isinstance(v, float) and not math.isfinite(v) else repr(v)
                 out.append(f"{name} = arith.constant {lit} : {t}")
         return out
 
@@ -92,6 +103,11 @@ class FragmentOps:
         """One ldmatrix.x4: an A fragment (Q) or two B fragments (K, `.trans` for V)."""
         attrs = f"{{numTiles = 4 : i32, transpose = {'true' if transpose else 'false'}}}"
         return self.e.op(f"nvgpu.ldmatrix {buf}[{', '.join(index)}] {attrs} : {buf_t} -> {self.a_t}", "lm")
+
+    def b_single(self, buf: str, buf_t: str, index: list[str], transpose: bool) -> str:
+        """The B fragment of one n8 tile from one ldmatrix.x2 (lanes 0-15 give its rows)."""
+        attrs = f"{{numTiles = 2 : i32, transpose = {'true' if transpose else 'false'}}}"
+        return self.e.op(f"nvgpu.ldmatrix {buf}[{', '.join(index)}] {attrs} : {buf_t} -> {self.b_t}", "kb")
 
     def b_pair(self, buf: str, buf_t: str, index: list[str], transpose: bool) -> tuple[str, str]:
         """The B fragments of two neighbouring n8 tiles from one ldmatrix.x4 (lanes 0-15 give
