@@ -181,7 +181,7 @@ def test_bench_takes_a_file(tmp_path: Path) -> None:
     assert m["ratio"] == pytest.approx(m["napkin_median_s"] / m["reference_median_s"])
     assert m["max_rel_diff"] < 1e-5 and "interpretation" in m["reference_name"]
     refused = run_cli_process("napkin", "bench", "examples/softcap_attention.mlir", "--target", "gpu")
-    assert refused.rc == 2 and refused.stderr.startswith("error: napkin bench FILE.mlir: --target cpu only")
+    assert refused.rc == 2 and refused.stderr.startswith("error: napkin bench FILE.mlir --target gpu: give --prepare")
 
 
 @pytest.mark.parametrize("name", NAMES)
