@@ -130,10 +130,35 @@ def diagram_signature(f: dict[str, Any]) -> str:
     return f"{diagram_key(f)}: {normalize(f['message'])}"
 
 
+#: The figures of an emulator FAIL line: the failing output's max error, then JAX's in the
+#: diagram's declared dtypes.
+FAIL_FIGURES = re.compile(r"^FAIL max \|error\| (\S+) \(JAX in the same dtype: ([^)\s]+)\)", re.M)
+BADLY_CONDITIONED = "not judged: badly conditioned in f32 (JAX in the declared dtypes breaks the rule)"
+
+
+def badly_conditioned(stdout: str) -> bool:
+    """An emulator FAIL whose failing output is off by no more than the 16-bit rule allows
+    against JAX in the declared dtypes (max |err| <= 2 x JAX's + 1e-6): an f32 output fed by
+    bf16 roundings, which JAX itself computes as far off. The CPU check counts such outputs
+    as not judged (`differential.judge_output`); so does the emulator check. A 16-bit output
+    that fails has broken that very rule, so this never excuses one."""
+    m = FAIL_FIGURES.search(stdout)
+    if m is None:
+        return False
+    try:
+        err, jax_err = float(m.group(1)), float(m.group(2))
+    except ValueError:
+        return False
+    return err <= 2.0 * jax_err + 1e-6
+
+
 def emulator_verdict(args: list[str], answer: dict[str, Any]) -> tuple[str, str] | None:
     """The command rule, and one more: a backend that builds IR MLIR's verifier rejects
-    ('see current operation' in the diagnostic) has failed, however cleanly it says so."""
+    ('see current operation' in the diagnostic) has failed, however cleanly it says so. A
+    FAIL of a badly conditioned f32 output (`badly_conditioned`) is not a failure."""
     verdict = commands.judge("napkin", args, answer)
+    if verdict is not None and verdict[0] == "wrong-result" and badly_conditioned(answer.get("stdout", "")):
+        return None
     if verdict is None and answer.get("rc") and "see current operation" in answer.get("stderr", ""):
         first = next((ln for ln in answer["stderr"].splitlines() if ln.startswith("error:")), "")
         return "invalid-ir", first[:400]
@@ -275,6 +300,8 @@ class Campaign:
         if verdict is None:
             if answer["rc"] == 0:
                 self.counts.emulated["passed"] += 1
+            elif badly_conditioned(answer.get("stdout", "")):
+                self.counts.emulated[BADLY_CONDITIONED] += 1
             else:
                 why = next((ln for ln in answer["stderr"].splitlines() if ln.startswith("error:")), answer["stderr"])
                 self.counts.emulated[f"refused: {normalize(why.removeprefix('error: '))}"] += 1

@@ -43,7 +43,7 @@ from typing import Any
 XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 #: Jobs a worker runs before it is replaced (bounds what JIT engines and caches hold).
-RECYCLE_AFTER = 400
+RECYCLE_AFTER = 1500
 
 
 class Worker:

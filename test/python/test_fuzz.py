@@ -22,7 +22,7 @@ import pytest
 from mlir import ir
 
 from napkin_mlir.fuzz import commands
-from napkin_mlir.fuzz.campaign import Settings, known_failures, replay, run_campaign
+from napkin_mlir.fuzz.campaign import Settings, emulator_verdict, known_failures, replay, run_campaign
 from napkin_mlir.fuzz.differential import same_values
 from napkin_mlir.fuzz.generator import generate
 from napkin_mlir.fuzz.minimize import shrink_spec, shrink_text
@@ -178,6 +178,24 @@ def test_text_minimizer_keeps_what_fails() -> None:
     assert tries > 0
     assert still_fails(small)
     assert len(small) < 40 < len(text), small
+
+
+def test_emulator_fail_of_a_badly_conditioned_f32_output_is_not_a_failure() -> None:
+    """The emulator rule for an f32 output fed by bf16 roundings (seed-16 campaign, diagram
+    16000452): the kernel as far off as JAX in the declared dtypes is not judged, as on the
+    CPU; a kernel further off than the 16-bit rule allows still is a wrong result."""
+    args = ["emulate", "{input}", "--kernel", "simt", "--target", "sm_80", "--seed", "452"]
+    rule = "rule: out0: max |err| <= 2 x JAX's + 1e-6 = 1.551e-02; out1: rel. Frobenius <= 1e-05"
+
+    def answer(err: str, jax_err: str) -> dict[str, object]:
+        line = f"FAIL max |error| {err} (JAX in the same dtype: {jax_err}), relative Frobenius 0.00133; {rule}"
+        return {"rc": 1, "stdout": f"kernel fuzz16000452: grid (1, 1, 1)\n{line}\n", "stderr": ""}
+
+    assert emulator_verdict(args, answer("0.00328", "0.00328")) is None
+    assert emulator_verdict(args, answer("0.00656", "0.00328")) is None  # the 16-bit rule: 2 x JAX's + 1e-6
+    wrong = emulator_verdict(args, answer("0.00700", "0.00328"))
+    assert wrong is not None and wrong[0] == "wrong-result", wrong
+    assert emulator_verdict(args, answer("0.1", "0"))[0] == "wrong-result"  # an exact JAX: no slack
 
 
 # --- the worker -----------------------------------------------------------------------------------------

@@ -212,3 +212,29 @@ def test_010_index_dense_array_does_not_abort(program: str, run_cli: Callable[..
     check such text in a child process and report one located error."""
     args = [str(_repro("010"))] if program == "napkin-opt" else ["derive", str(_repro("010"))]
     _one_error(run_cli(program, *args), "dense array of index elements", ":1:")
+
+
+ROW_SOFTMAX = """\
+func.func @sm(%arg0: tensor<5x7x33xf32, {axes = ["d", "y", "c"]}>) -> tensor<5x7x33xf32, {axes = ["d", "y", "c"]}> {
+  %0 = "napkin.softmax"(%arg0) {axis = "c"} : (tensor<5x7x33xf32, {axes = ["d", "y", "c"]}>) -> tensor<5x7x33xf32, {axes = ["d", "y", "c"]}>
+  return %0 : tensor<5x7x33xf32, {axes = ["d", "y", "c"]}>
+}
+"""
+
+
+@pytest.mark.parametrize("which", ["reproducer", "5x7x33"])
+def test_011_simt_softmax_temporaries_in_shared_memory(
+    which: str, seed: int, tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    """011: a row softmax whose other axes are grouped keeps its row maximum and sum in
+    buffers with no memory space; the SIMT rule used to view them into the workgroup buffer
+    with the wrong type (invalid memref.view). They are shared now, and the emulated kernel
+    matches the interpretation with no race."""
+    path = _repro("011")
+    if which != "reproducer":
+        path = tmp_path / "softmax.mlir"
+        path.write_text(ROW_SOFTMAX)
+    r = run_cli("napkin", "emulate", str(path), "--kernel", "simt", "--target", "sm_80", "--seed", str(seed))
+    assert r.rc == 0, r.stderr
+    assert "no shared-memory race" in r.stdout, r.stdout
+    assert re.search(r"^PASS ", r.stdout, re.M), r.stdout

@@ -244,3 +244,29 @@ def test_napkin_op_without_a_rule_is_located(monkeypatch: pytest.MonkeyPatch, se
             interpret(module, xs, filename="att.mlir")
     assert "napkin.softmax" in str(info.value)
     assert info.value.where is not None and info.value.where.startswith(f"att.mlir:{line}:"), info.value.where
+
+
+SCALAR_TOTAL = """\
+func.func @total(%a: tensor<40xf32, {axes = ["k"]}>) -> tensor<f32, {axes = []}> {
+  %e = "napkin.tanh"(%a) : (tensor<40xf32, {axes = ["k"]}>) -> tensor<40xf32, {axes = ["k"]}>
+  %s = "napkin.reduce"(%e) {axis = "k", kind = "sum"} : (tensor<40xf32, {axes = ["k"]}>) -> tensor<f32, {axes = []}>
+  %c = "napkin.scale"(%s) {factor = 0.25 : f64} : (tensor<f32, {axes = []}>) -> tensor<f32, {axes = []}>
+  %t = "napkin.tanh"(%c) : (tensor<f32, {axes = []}>) -> tensor<f32, {axes = []}>
+  return %t : tensor<f32, {axes = []}>
+}
+"""
+
+
+@pytest.mark.parametrize("relabel", ["", "napkin-stream-partition{axis=k size=16}"], ids=["plain", "stream16"])
+def test_rank_zero_arrays_stay_rank_zero(relabel: str, seed: int) -> None:
+    """A sum to a scalar, streamed in partial chunks, then math on the scalar: rank-0 arrays
+    stay rank 0 through the stream's carried state (a numpy-based tile mover tried during
+    the fuzz campaign of seed 16 turned them into rank 1: 'array of rank 1 named by axes []')."""
+    with napkin_context(), ir.Location.unknown():
+        module = ir.Module.parse(SCALAR_TOTAL)
+        if relabel:
+            run_pipeline(module, f"builtin.module(napkin-verify,{relabel},napkin-verify)")
+        x = np.random.default_rng(seed).standard_normal(40).astype(np.float32)
+        [got] = interpret(module, [x])
+    want = np.tanh(0.25 * np.tanh(x.astype(np.float64)).sum())
+    assert np.shape(got) == () and abs(float(got) - want) <= 1e-12 * max(1.0, abs(want)), (got, want)

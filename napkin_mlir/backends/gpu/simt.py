@@ -139,9 +139,48 @@ def map_to_threads(module: ir.Module) -> None:
 # --- shared memory --------------------------------------------------------------------------
 
 
+#: Ops whose memref result is a view of their first operand: it lives where the operand does.
+VIEW_OPS = (
+    "memref.subview",
+    "memref.expand_shape",
+    "memref.collapse_shape",
+    "memref.cast",
+    "memref.reinterpret_cast",
+    "memref.transpose",
+)
+
+
 def registers_to_shared(module: ir.Module) -> None:
-    """Retype register-level (private) buffers as shared: the SIMT mapping shares tiles."""
+    """Retype register-level (private) buffers as shared: the SIMT mapping shares tiles. The
+    lowering's own temporaries inside the group loop (a softmax's row maximum and sum, with no
+    level and so no memory space) are per-CTA tiles too: they become shared, with every view
+    of them."""
     retype_memory_spaces(module.operation, "#gpu.address_space<workgroup>")
+    space = ir.Attribute.parse("#gpu.address_space<workgroup>")
+    temporaries: list[ir.Value] = []
+
+    def in_group(op: ir.Operation) -> bool:
+        parent = op.parent
+        while parent is not None and parent.name != "func.func":
+            if parent.name == "scf.forall":
+                return True
+            parent = parent.parent
+        return False
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "memref.alloc" and ir.MemRefType(op.results[0].type).memory_space is None and in_group(op):
+            temporaries.append(op.results[0])
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    while temporaries:
+        value = temporaries.pop()
+        t = ir.MemRefType(value.type)
+        value.set_type(ir.MemRefType.get(t.shape, t.element_type, layout=t.layout, memory_space=space))
+        for use in value.uses:
+            user = use.owner.operation if isinstance(use.owner, ir.OpView) else use.owner
+            if user.name in VIEW_OPS and use.operand_number == 0:
+                temporaries.extend(user.results)
 
 
 def promote_allocs(module: ir.Module) -> int:
