@@ -484,6 +484,27 @@ def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buf
     lw.extents = saved
 
 
+def _reductions_see_only_masked(step: ir.Block, mask: ir.Operation, axis: str) -> bool:
+    """Whether every reduction over the streamed `axis` in the stream step (a `napkin.reduce`
+    along it, or a contraction that sums it away) reads at least one operand computed from
+    `mask`'s output. Only then can the chunks past the diagonal be skipped: a reduction of the
+    raw chunk (say a plain sum next to the masked max) needs every chunk."""
+    masked = {mask.result}
+    reductions = []
+    for inner_op in step.operations:
+        operands = list(inner_op.operands)
+        if any(v in masked for v in operands):
+            masked.update(inner_op.results)
+        name = inner_op.name
+        if name == "napkin.reduce" and ir.StringAttr(inner_op.attributes["axis"]).value == axis:
+            reductions.append(operands)
+        elif name == "napkin.contract":
+            kept = ArrayType.from_mlir(inner_op.results[0].type).axes
+            if any(axis in ArrayType.from_mlir(v.type).axes for v in operands) and axis not in kept:
+                reductions.append(operands)
+    return all(any(v in masked for v in operands) for operands in reductions)
+
+
 def _causal_bound(lw: Lowerer, op: ir.Operation, axis: str, full: int) -> ir.Value:
     """Upper bound of the stream: the full size, or for a causal mask whose rows come from an
     enclosing group, the end of that group's rows (later chunks are fully masked: skipped)."""
@@ -492,6 +513,8 @@ def _causal_bound(lw: Lowerer, op: ir.Operation, axis: str, full: int) -> ir.Val
     inner = set(step.arguments)
     for inner_op in step.operations:
         if inner_op.name != "napkin.mask" or ir.StringAttr(inner_op.attributes["cols"]).value != axis:
+            continue
+        if not _reductions_see_only_masked(step, inner_op, axis):
             continue
         if len(inner_op.operands) != 3 or inner_op.operands[1] in inner:
             continue
