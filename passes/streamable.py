@@ -305,6 +305,14 @@ class Prover:
                             t,
                             f"cannot stream axis '{axis}': the softmax along it feeds '{t.name}', which is not a contraction over '{axis}' (only softmax followed by contractions is streamable)",
                         )
+                    varying = set(array(op.results[0]).axes) - {axis}  # the running max varies along these
+                    summed = {a for v in t.operands for a in array(v).axes} - set(array(t.results[0]).axes)
+                    if varying & summed:
+                        raise fail(
+                            t,
+                            f"cannot stream axis '{axis}': this contraction also sums over {sorted(varying & summed)}, "
+                            f"along which the softmax's running maximum varies (its rescale cannot reach inside that sum)",
+                        )
                     prob = op.results[0] if cast is None else cast.results[0]
                     for v in t.operands:
                         if v != prob and v in self.derived:

@@ -268,3 +268,16 @@ func.func @f(%a: tensor<9x5xf32, {axes = ["i", "c"]}>) -> tensor<5xf32, {axes = 
         run_pipeline(attention, derivation("attention", diagram_sizes(attention), {}))
         run_pipeline(attention, f"builtin.module(napkin-verify,{LOOPS_PIPELINE})")
         assert "arith.minsi" in str(attention)
+
+
+def test_013_softmax_contracted_across_its_rows_is_not_streamed(run_cli: Callable[..., CliResult]) -> None:
+    """A softmax along k whose contraction also sums z (the softmax's rows vary along z): the
+    running maximum's rescale cannot reach inside that sum, so the stream partition refuses
+    with a located line instead of building a stream whose state types do not match."""
+    (path,) = sorted((Path(__file__).parents[1] / "fuzz" / "regressions").glob("013-*.mlir"))
+    r = run_cli(
+        "napkin-opt", str(path), "--pass-pipeline=builtin.module(napkin-verify,napkin-stream-partition{axis=k size=1})"
+    )
+    assert r.rc != 0 and "Traceback" not in r.stderr, r.describe()
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert "running maximum" in line and "['z']" in line and ":" in line.split("error:")[1], line
