@@ -38,6 +38,14 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--causal", action="store_true", help="attention: causal mask")
     p.add_argument("--kv-heads", type=int, default=None, help="attention: key/value heads (grouped-query)")
     p.add_argument("--activation", choices=ACTIVATIONS, default="gelu", help="mlp: activation (default gelu)")
+    from napkin_mlir.cli.verify_grad import add_grad_arguments
+
+    add_grad_arguments(
+        p,
+        verify=False,
+        grad_help="each diagram of the differentiated program (forward with residuals, backward), derived and "
+        "priced, and the backward's total against the forward",
+    )
 
 
 def _problem(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int], dict[str, Any]]:
@@ -112,9 +120,64 @@ def _file_model(args: argparse.Namespace) -> tuple[ir.Module, Any, list[str]]:
     return module, report, [*d.reasons, d.pipeline()]
 
 
+def _gradient_models(args: argparse.Namespace) -> list[tuple[str, ir.Module, Any, list[str]]]:
+    """--grad: each diagram of the differentiated program (the forward with its residuals,
+    then the backward diagrams), derived and priced as a file's: (name, module, report, reasons)."""
+    import tempfile
+    from pathlib import Path
+
+    from napkin_mlir.cli.verify import is_file_argument
+    from napkin_mlir.cli.verify_grad import differentiated_files
+
+    is_file = is_file_argument(args.diagram)
+    ns = argparse.Namespace(**vars(args))
+    ns.seed = 0
+    if is_file:
+        ns.dtype = None  # the file's own; --dtype fp8 prices each part in fp8 below
+    else:
+        ns.dtype = storage_dtype_of(args.dtype or "bf16")
+        ns.tile = None
+    models = []
+    with tempfile.TemporaryDirectory(prefix="napkin-grad-") as tmp:
+        for part in differentiated_files(ns, is_file, Path(tmp)):
+            one = argparse.Namespace(**vars(args))
+            one.diagram, one.dims, one.causal, one.kv_heads = str(part), None, False, None
+            one.dtype = "fp8" if args.dtype and canonical_dtype(args.dtype) == "fp8" else None
+            with napkin_context(), ir.Location.unknown():
+                module, report, reasons = _file_model(one)
+                models.append((part.stem, ir.Module.parse(str(module)), report, reasons))
+    return models
+
+
+def storage_dtype_of(dtype: str) -> str:
+    from napkin_mlir.derive.tiles import storage_dtype
+
+    return storage_dtype(dtype)
+
+
+def _cmd_model_gradients(args: argparse.Namespace) -> int:
+    models = _gradient_models(args)
+    for name, _, report, reasons in models:
+        print(f"== {name}")
+        print("\n".join(f"// {r}" for r in reasons))
+        print(report.table())
+    forward = models[0][2]
+    flops = sum(r.flops for _, _, r, _ in models[1:])
+    seconds = sum(r.predicted_seconds for _, _, r, _ in models[1:])
+    print(
+        f"backward ({len(models) - 1} kernels): {flops:.4g} FLOPs, {flops / forward.flops:.2f}x the forward's; "
+        f"predicted {seconds * 1e6:.1f} us, {seconds / forward.predicted_seconds:.2f}x the forward's"
+    )
+    return 0
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     from napkin_mlir.cli.verify import is_file_argument
 
+    if args.grad:
+        if args.plot or args.json:
+            raise UsageError("--grad prints a table per kernel (no --plot or --json)")
+        return _cmd_model_gradients(args)
     if is_file_argument(args.diagram):
         if args.plot:
             raise UsageError("--plot takes a built-in diagram")
@@ -212,6 +275,12 @@ def cmd_pseudocode(args: argparse.Namespace) -> int:
     from napkin_mlir.pipeline.passmanager import run_pipeline
     from napkin_mlir.pipeline.stages import PARTITIONS, derivation
 
+    if args.grad:
+        for name, module, report, _ in _gradient_models(args):
+            print(f"// == {name}")
+            with napkin_context(), ir.Location.unknown():
+                print(pseudocode(ir.Module.parse(str(module)), args.gpu, None, report=report))
+        return 0
     if is_file_argument(args.diagram):
         with napkin_context(), ir.Location.unknown():
             module, report, _ = _file_model(args)

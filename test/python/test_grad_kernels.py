@@ -97,3 +97,19 @@ def test_draw_grad_draws_each_derived_backward_diagram(run_cli: Callable[..., Cl
     assert sorted(pictures) == sorted(f"bwd-{k}.svg" for k in KERNELS)
     # dK/dV: grouped over key tiles, streaming the queries (FlashAttention-2's backward)
     assert "stream partition  q:" in pictures["bwd-attention_vjp_dK_dV.svg"].replace("&#160;", " ")
+
+
+def test_model_and_pseudocode_grad_price_each_backward_kernel(run_cli: Callable[..., CliResult]) -> None:
+    """`napkin model --grad` derives and prices each diagram of the differentiated program and
+    sums the backward against the forward: with FlashAttention-2's D = rowsum(dO*O) the split
+    dQ and dK/dV kernels recompute S and dP each, 7 matmuls against the forward's 2 (3.5x)."""
+    dims = "b=1,h=16,q=2048,x=2048,d=128"
+    r = run_cli("napkin", "model", "examples/softcap_attention.mlir", "--grad", "--rowsums", "output", "--dims", dims)
+    assert r.rc == 0, r.describe()
+    assert [ln[3:] for ln in r.stdout.splitlines() if ln.startswith("== ")] == ["softcap_" + k for k in KERNELS]
+    ratio = float(r.last_line().split("FLOPs, ")[1].split("x")[0])
+    assert 3.3 < ratio < 3.7, r.last_line()
+    p = run_cli("napkin", "pseudocode", "examples/softcap_attention.mlir", "--grad")
+    assert p.rc == 0, p.describe()
+    headers = [ln for ln in p.stdout.splitlines() if ln.startswith("// == ")]
+    assert headers == [f"// == softcap_{k}" for k in KERNELS] and "for q0 in" in p.stdout
