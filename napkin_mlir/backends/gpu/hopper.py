@@ -19,17 +19,14 @@ ISA: `napkin_mlir.emulator.ops_wgmma`); only a GPU can confirm that reading of t
 from __future__ import annotations
 
 from mlir import ir
-from mlir.passmanager import PassManager
 
 from napkin_mlir.backends.gpu.hopper_attention import compile_wgmma_attention, wgmma_attention_tiles
 from napkin_mlir.backends.gpu.hopper_emit import emit_matmul_kernel
 from napkin_mlir.backends.gpu.hopper_plan import THREADS, MatmulPlan, WgmmaRefusal
-from napkin_mlir.backends.gpu.nvvm import check_target, nvvm_pipeline, ptx_of
+from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
-from napkin_mlir.errors import NapkinError
-from napkin_mlir.ir.context import format_diagnostics
 from napkin_mlir.pipeline.passmanager import run_pipeline
-from napkin_mlir.pipeline.stages import KERNEL_PIPELINE, derivation
+from napkin_mlir.pipeline.stages import derivation
 
 #: Targets with wgmma (the `a` features: sm_90a).
 WGMMA_TARGETS = ("sm_90a",)
@@ -100,17 +97,7 @@ def compile_wgmma_matmul(
         },
     )
     module = emit_matmul_kernel(plan, ENTRY)
-    try:
-        module.operation.verify()
-    except ir.MLIRError as err:
-        raise NapkinError(f"the wgmma kernel's IR does not verify:\n{format_diagnostics(err)}") from None
-    if stop_after == "gpu":
-        return kernel, str(module)
-    try:
-        PassManager.parse(nvvm_pipeline(KERNEL_PIPELINE, target, stop_after)).run(module.operation)
-    except ir.MLIRError as err:
-        raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
-    if stop_after == "nvvm":
-        return kernel, str(module)
-    kernel.ptx = ptx_of(module)
-    return kernel, kernel.ptx
+    text = lower_built_kernel(module, target, stop_after, "wgmma kernel")
+    if stop_after == "ptx":
+        kernel.ptx = text
+    return kernel, text

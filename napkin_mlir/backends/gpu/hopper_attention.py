@@ -31,7 +31,6 @@ import math
 from mlir import ir
 from mlir.dialects import arith, gpu, llvm, nvvm, scf, vector
 from mlir.dialects import math as math_d
-from mlir.passmanager import PassManager
 
 from napkin_mlir.backends.gpu.hopper_emit import (
     A_LEADING_BYTE_OFFSET,
@@ -44,13 +43,10 @@ from napkin_mlir.backends.gpu.hopper_emit import (
     kernel_module,
 )
 from napkin_mlir.backends.gpu.hopper_plan import ELEMENT_BYTES, MAX_SMEM, SMEM_ALIGN, THREADS, WgmmaRefusal
-from napkin_mlir.backends.gpu.nvvm import check_target, nvvm_pipeline, ptx_of
+from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
 from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
-from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType
-from napkin_mlir.ir.context import format_diagnostics
-from napkin_mlir.pipeline.stages import KERNEL_PIPELINE
 
 ENTRY = "attention_wgmma"
 TILE_Q = 64  # one warpgroup's wgmma M
@@ -97,20 +93,10 @@ def compile_wgmma_attention(
     with ir.InsertionPoint(body):
         _AttentionKernel(plan, body).build(*body.arguments)
         gpu.ReturnOp([])
-    try:
-        module.operation.verify()
-    except ir.MLIRError as err:
-        raise NapkinError(f"the wgmma attention kernel's IR does not verify:\n{format_diagnostics(err)}") from None
-    if stop_after == "gpu":
-        return kernel, str(module)
-    try:
-        PassManager.parse(nvvm_pipeline(KERNEL_PIPELINE, target, stop_after)).run(module.operation)
-    except ir.MLIRError as err:
-        raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
-    if stop_after == "nvvm":
-        return kernel, str(module)
-    kernel.ptx = ptx_of(module)
-    return kernel, kernel.ptx
+    text = lower_built_kernel(module, target, stop_after, "wgmma attention kernel")
+    if stop_after == "ptx":
+        kernel.ptx = text
+    return kernel, text
 
 
 def _check(plan: AttentionPlan) -> None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from mlir import ir
 from mlir.dialects import gpu as gpu_d
+from mlir.passmanager import PassManager
 
 from napkin_mlir.errors import NapkinError
+from napkin_mlir.ir.context import format_diagnostics
+from napkin_mlir.pipeline.stages import KERNEL_PIPELINE
 
 #: The GPU targets: chip -> PTX features given to `nvvm-attach-target`.
 TARGETS = {"sm_80": "+ptx80", "sm_90a": "+ptx80"}
@@ -39,3 +42,20 @@ def ptx_of(module: ir.Module) -> str:
     binary = next(op for op in module.body.operations if op.operation.name == "gpu.binary")
     obj = gpu_d.ObjectAttr(ir.ArrayAttr(binary.attributes["objects"])[0])
     return obj.object.decode() if isinstance(obj.object, bytes) else str(obj.object)
+
+
+def lower_built_kernel(module: ir.Module, target: str, stop_after: str, what: str) -> str:
+    """A kernel module built with the bindings (`what` names it in errors): verified, then taken
+    through KERNEL_PIPELINE to `stop_after` ("gpu", "nvvm" or "ptx"); returns that stage's
+    text (the PTX for "ptx")."""
+    try:
+        module.operation.verify()
+    except ir.MLIRError as err:
+        raise NapkinError(f"the {what}'s IR does not verify:\n{format_diagnostics(err)}") from None
+    if stop_after == "gpu":
+        return str(module)
+    try:
+        PassManager.parse(nvvm_pipeline(KERNEL_PIPELINE, target, stop_after)).run(module.operation)
+    except ir.MLIRError as err:
+        raise NapkinError(f"GPU lowering failed:\n{format_diagnostics(err)}") from None
+    return str(module) if stop_after == "nvvm" else ptx_of(module)
