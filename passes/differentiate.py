@@ -93,7 +93,17 @@ from mlir.dialects import math as mmath
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType, element_type, is_array
 from napkin_mlir.ir.ops import op_info
-from napkin_mlir.ir.regions import array, body_ops, create, diagram_functions, fail, slot_attributes, terminator
+from napkin_mlir.ir.regions import (
+    array,
+    body_ops,
+    create,
+    diagram_functions,
+    fail,
+    owner,
+    slot_attributes,
+    str_attr,
+    terminator,
+)
 from napkin_mlir.ir.regions import users as _users
 from passes import register
 
@@ -316,17 +326,6 @@ def _map_gradient(op: ir.Operation, index: int, g: ir.Value, operands: list[ir.V
 # --- the backward --------------------------------------------------------------------------
 
 
-def _str(op: ir.Operation, name: str) -> str:
-    return ir.StringAttr(op.attributes[name]).value
-
-
-def _owner(v: ir.Value) -> ir.Operation | None:
-    owner = v.owner
-    if isinstance(owner, ir.Block):
-        return None
-    return owner.operation if isinstance(owner, ir.OpView) else owner
-
-
 def closed_region(op: ir.Operation) -> bool:
     """Every op in the regions of `op` uses only values defined inside them (a map's body is a
     function of its scalars: it can be copied into another function)."""
@@ -371,7 +370,7 @@ class Backward:
         self.outputs = list(self.ret.operands)
         self.remat = options.remat
         self.rowsums = options.rowsums
-        self.name = _str(f, "sym_name")
+        self.name = str_attr(f, "sym_name")
         for op in self.ops:
             if op.name in PARTITIONS:
                 raise fail(op, f"napkin-differentiate: takes a plain diagram (before partitioning), found {op.name}")
@@ -442,7 +441,7 @@ class Backward:
         a recomputation (remat), created on first use at the end of the backward."""
         if v in self.primal_of:
             return self.primal_of[v]
-        op = _owner(v)
+        op = owner(v)
         if op is None:
             i = ir.BlockArgument(v).arg_number
             found = self._arg("in", i, self.input_names[i], _plain(v))
@@ -488,7 +487,7 @@ class Backward:
         forward (in f32) before its return."""
         if op in self.lse:
             return self.lse[op]
-        axis = _str(op, "axis")
+        axis = str_attr(op, "axis")
         with ir.InsertionPoint(self.ret), op.location:
             s = _cast(op.operands[0], "f32")
             row = array(s).without(axis)
@@ -582,7 +581,7 @@ class Backward:
     def row_sums(self, op: ir.Operation) -> ir.Value | None:
         """D = Σ_axis dP ∘ P of softmax `op`, as Σ_E dO ∘ O over the contractions that use P,
         when the ops prove it (module docstring); None when they do not."""
-        axis = _str(op, "axis")
+        axis = str_attr(op, "axis")
         p = op.results[0]
         if self.rowsums == "direct":
             return None
@@ -763,12 +762,12 @@ def _map_rule(bw: Backward, op: ir.Operation, gy: ir.Value) -> None:
 def _reduce(bw: Backward, op: ir.Operation, gy: ir.Value) -> None:
     x = op.operands[0]
     target = _adjoint(x)
-    if _str(op, "kind") == "sum":
+    if str_attr(op, "kind") == "sum":
         bw.accumulate(x, _broadcast_to(gy, target))
         return
-    if _str(op, "kind") != "max":
-        raise fail(op, f"napkin-differentiate: no derivative for a '{_str(op, 'kind')}' reduction")
-    axis = _str(op, "axis")
+    if str_attr(op, "kind") != "max":
+        raise fail(op, f"napkin-differentiate: no derivative for a '{str_attr(op, 'kind')}' reduction")
+    axis = str_attr(op, "axis")
     xs, ys, g = _up(bw.primal(x)), _up(bw.primal(op.results[0])), _up(gy)
     t = array(xs)
 
@@ -786,7 +785,7 @@ def _reduce(bw: Backward, op: ir.Operation, gy: ir.Value) -> None:
 
 def _softmax(bw: Backward, op: ir.Operation, gy: ir.Value) -> None:
     x = op.operands[0]
-    axis = _str(op, "axis")
+    axis = str_attr(op, "axis")
     rows = bw.row_sums(op)
     with ir.InsertionPoint(bw.vblock), op.location:
         p, g = _up(bw.primal(op.results[0])), _up(gy)
@@ -834,12 +833,12 @@ def differentiate(module: ir.Operation, options: DifferentiateOptions) -> ir.Ope
     """Add `@<f>_vjp` for the module's one diagram `@f` (and the residuals to `@f`); return it."""
     functions = diagram_functions(module)
     if len(functions) != 1:
-        names = ", ".join("@" + _str(f, "sym_name") for f in functions)
+        names = ", ".join("@" + str_attr(f, "sym_name") for f in functions)
         raise NapkinError(f"napkin-differentiate: expected one diagram function, found {len(functions)} ({names})")
     f = functions[0]
-    name = _str(f, "sym_name") + "_vjp"
+    name = str_attr(f, "sym_name") + "_vjp"
     for op in module.regions[0].blocks[0].operations:
-        if "sym_name" in op.attributes and _str(op.operation, "sym_name") == name:
+        if "sym_name" in op.attributes and str_attr(op.operation, "sym_name") == name:
             raise NapkinError(f"napkin-differentiate: the module already has a function @{name}")
     bw = Backward(f, options)
     try:

@@ -44,7 +44,7 @@ from mlir import ir
 from mlir.dialects import func
 
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ir.regions import SLOTS, array, body_ops, diagram_functions, fail, terminator
+from napkin_mlir.ir.regions import SLOTS, array, body_ops, diagram_functions, fail, owner, str_attr, terminator
 from napkin_mlir.ir.regions import users as _users
 from passes import register
 from passes.differentiate import closed_region
@@ -63,23 +63,12 @@ class FissionOptions:
     func: str = ""
 
 
-def _str(op: ir.Operation, name: str) -> str:
-    return ir.StringAttr(op.attributes[name]).value
-
-
-def _owner(v: ir.Value) -> ir.Operation | None:
-    owner = v.owner
-    if isinstance(owner, ir.Block):
-        return None
-    return owner.operation if isinstance(owner, ir.OpView) else owner
-
-
 def _reduced_axes(op: ir.Operation) -> set[str]:
     """Axes a box needs whole: contracted, reduced or normalized over."""
     if op.name == "napkin.contract":
         return {a for v in op.operands for a in array(v).axes} - set(array(op.results[0]).axes)
     if op.name in ("napkin.reduce", "napkin.softmax"):
-        return {_str(op, "axis")}
+        return {str_attr(op, "axis")}
     return set()
 
 
@@ -90,7 +79,7 @@ def _input_like(op: ir.Operation) -> bool:
         return True
     if op.name not in (*PASS_THROUGH, "napkin.mask"):
         return False
-    sources = [_owner(v) for v in op.operands[:1]]
+    sources = [owner(v) for v in op.operands[:1]]
     return all(src is None or _input_like(src) for src in sources)
 
 
@@ -99,7 +88,7 @@ def _cone(values: Sequence[ir.Value], ops: list[ir.Operation], stop: set[ir.Valu
     needed: set[ir.Operation] = set()
     work = [v for v in values if v not in stop]
     while work:
-        op = _owner(work.pop())
+        op = owner(work.pop())
         if op is None or op in needed:
             continue
         needed.add(op)
@@ -122,7 +111,7 @@ def _strings(names: Sequence[str]) -> ir.ArrayAttr:
 class Fission:
     def __init__(self, f: ir.Operation) -> None:
         self.f = f
-        self.name = _str(f, "sym_name")
+        self.name = str_attr(f, "sym_name")
         self.block = next(iter(f.regions[0].blocks))
         self.ops = body_ops(self.block)
         for op in self.ops:
@@ -218,7 +207,9 @@ class Fission:
             given[v] = n
         uses = [given if ok else {} for ok in fits]
         symbols = {
-            _str(op.operation, "sym_name") for op in self.f.block.operations if "sym_name" in op.operation.attributes
+            str_attr(op.operation, "sym_name")
+            for op in self.f.block.operations
+            if "sym_name" in op.operation.attributes
         }
         if hoisted:
             self.emit(self._symbol(f"{self.name}_pre", symbols), hoisted, [given[v] for v in hoisted], {})
@@ -245,7 +236,7 @@ class Fission:
 def run(module: ir.Operation, options: FissionOptions) -> None:
     functions = diagram_functions(module)
     if options.func:
-        functions = [f for f in functions if _str(f, "sym_name") == options.func]
+        functions = [f for f in functions if str_attr(f, "sym_name") == options.func]
         if not functions:
             raise NapkinError(f"napkin-fission: no diagram function @{options.func} in the module")
     for f in functions:

@@ -63,22 +63,10 @@ from mlir import ir
 
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType, is_array
-from napkin_mlir.ir.regions import array, fail, has_axis, users
+from napkin_mlir.ir.regions import array, fail, has_axis, owner, str_attr, users
 
 #: Most terms the expansion of one reduction may have (each costs a partial sum in the state).
 MAX_TERMS = 16
-
-
-def str_attr(op: ir.Operation, name: str) -> str:
-    return ir.StringAttr(op.attributes[name]).value
-
-
-def owner(v: ir.Value) -> ir.Operation | None:
-    """The op defining `v` (None for a block argument)."""
-    o = v.owner
-    if isinstance(o, ir.Block):
-        return None
-    return o.operation if isinstance(o, ir.OpView) else o
 
 
 def reduces(op: ir.Operation, axis: str) -> bool:

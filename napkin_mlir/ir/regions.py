@@ -61,6 +61,19 @@ def walk_ops(ops: Iterable[ir.Operation], fn: Callable[[ir.Operation], None]) ->
         fn(op)
 
 
+def str_attr(op: ir.Operation, name: str) -> str:
+    """The string attribute `name` of `op`."""
+    return ir.StringAttr(op.attributes[name]).value
+
+
+def owner(v: ir.Value) -> ir.Operation | None:
+    """The op defining `v` (None for a block argument)."""
+    o = v.owner
+    if isinstance(o, ir.Block):
+        return None
+    return o.operation if isinstance(o, ir.OpView) else o
+
+
 def array(v: ir.Value) -> ArrayType:
     return ArrayType.from_mlir(v.type)
 
