@@ -153,19 +153,28 @@ irdl.dialect @napkin {
     irdl.results(out: %out_t)
   }
 
-  // Masking: entries where the mask is false become -inf. kind "causal" keeps
-  // cols <= rows (top-left aligned). The optional index operands are the global
-  // offsets of the rows and cols axes (inside a group or stream tile).
+  // Masking by a predicate of positions: the entry at position i of axis `rows` and j of
+  // axis `cols` is kept where the region yields true and becomes -inf elsewhere. The region
+  // takes i, j, the full lengths of rows and cols (index) and one scalar per extra array
+  // (read at the entry's position, broadcast by axis name, e.g. segment ids), and yields an
+  // i1. Operands: the input; the tile's global offsets along rows and cols (none, or two,
+  // inside a group or stream tile, with an `extents` attribute holding the full lengths);
+  // up to four extra arrays. Causal masking is the region `j <= i`.
   irdl.operation @mask {
     %i = irdl.is index
     %rows = irdl.base "#builtin.string"
     %cols = irdl.base "#builtin.string"
-    %causal = irdl.is "causal"
-    irdl.attributes { "kind" = %causal, "rows" = %rows, "cols" = %cols }
+    irdl.attributes { "rows" = %rows, "cols" = %cols }
     %input_t = irdl.base "!builtin.tensor"
-    irdl.operands(input: %input_t, offsets: variadic %i)
+    %in_t0 = irdl.base "!builtin.tensor"
+    %in_t1 = irdl.base "!builtin.tensor"
+    %in_t2 = irdl.base "!builtin.tensor"
+    %in_t3 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %input_t, offsets: variadic %i, in0: optional %in_t0, in1: optional %in_t1, in2: optional %in_t2, in3: optional %in_t3)
     %out_t = irdl.base "!builtin.tensor"
     irdl.results(out: %out_t)
+    %r = irdl.region
+    irdl.regions(predicate: %r)
   }
 
   // A constant array: every element is `value` (the head of a stream's state).

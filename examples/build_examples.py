@@ -162,17 +162,95 @@ def sink_attention() -> ir.Module:
     return d.ret(d.cast(o, DTYPE))
 
 
+def sliding_window_attention() -> ir.Module:
+    """Causal sliding-window attention (Mistral, Gemma 2's local layers): query i sees keys
+    i - w < j <= i, with the window w a quarter of the keys (so --dims keeps it a quarter)."""
+    d = _attention_inputs("sliding_window_attention", D, q=Q, x=Q)
+
+    def keep(i: ir.Value, j: ir.Value, _n_rows: ir.Value, n_cols: ir.Value) -> ir.Value:
+        window = arith.ceildivsi(n_cols, _index(4))
+        return arith.andi(_le(j, i), _lt(arith.subi(i, j), window))
+
+    return _masked_softmax(d, keep)
+
+
+def causal_bottom_right_attention() -> ir.Module:
+    """Causal attention aligned at the bottom right (a chunk of new queries after a cache of
+    keys: the last query sees every key): j - n_cols <= i - n_rows, here 29 queries and 37 keys."""
+    d = _attention_inputs("causal_bottom_right_attention", D, q=X, x=Q)
+    return _masked_softmax(d, lambda i, j, n_rows, n_cols: _le(arith.subi(j, n_cols), arith.subi(i, n_rows)))
+
+
+def prefix_lm_attention() -> ir.Module:
+    """Prefix-LM attention (T5, PaliGemma): the first p keys are seen by every query, the rest
+    causally: j < p or j <= i, with p a quarter of the keys."""
+    d = _attention_inputs("prefix_lm_attention", D, q=Q, x=Q)
+
+    def keep(i: ir.Value, j: ir.Value, _n_rows: ir.Value, n_cols: ir.Value) -> ir.Value:
+        return arith.ori(_lt(j, arith.ceildivsi(n_cols, _index(4))), _le(j, i))
+
+    return _masked_softmax(d, keep)
+
+
+def chunked_attention() -> ir.Module:
+    """Chunked local attention (Llama 4): queries see causally the keys of their own chunk,
+    i / c == j / c and j <= i, with chunks of a quarter of the keys."""
+    d = _attention_inputs("chunked_attention", D, q=Q, x=Q)
+
+    def keep(i: ir.Value, j: ir.Value, _n_rows: ir.Value, n_cols: ir.Value) -> ir.Value:
+        c = arith.ceildivsi(n_cols, _index(4))
+        same = arith.cmpi(arith.CmpIPredicate.eq, arith.floordivsi(i, c), arith.floordivsi(j, c))
+        return arith.andi(same, _le(j, i))
+
+    return _masked_softmax(d, keep)
+
+
+def document_attention() -> ir.Module:
+    """Document masking (packed sequences): a query sees causally the keys of its own
+    document, read from segment ids per query (QDoc[b, q]) and per key (KDoc[b, x])."""
+    d = _attention_inputs(
+        "document_attention",
+        D,
+        q=Q,
+        x=Q,
+        QDoc=ArrayType(("b", "q"), (B, Q), "i32"),
+        KDoc=ArrayType(("b", "x"), (B, Q), "i32"),
+    )
+
+    def keep(i: ir.Value, j: ir.Value, _n: ir.Value, _m: ir.Value, doc_q: ir.Value, doc_x: ir.Value) -> ir.Value:
+        return arith.andi(arith.cmpi(arith.CmpIPredicate.eq, doc_q, doc_x), _le(j, i))
+
+    return _masked_softmax(d, keep, d["QDoc"], d["KDoc"])
+
+
+def _index(value: int) -> ir.Value:
+    return arith.ConstantOp(ir.IndexType.get(), value).result
+
+
+def _le(a: ir.Value, b: ir.Value) -> ir.Value:
+    return arith.cmpi(arith.CmpIPredicate.sle, a, b)
+
+
+def _lt(a: ir.Value, b: ir.Value) -> ir.Value:
+    return arith.cmpi(arith.CmpIPredicate.slt, a, b)
+
+
+def _masked_softmax(d: DiagramBuilder, keep: Callable[..., ir.Value], *arrays: ir.Value) -> ir.Module:
+    s = d.scale(d.contract(d["Q"], d["K"], ("b", "h", "q", "x"), dtype=ACC), 1.0 / math.sqrt(D))
+    return _finish_softmax(d, d.mask(s, "q", "x", keep, *arrays), ("b", "h", "q", "d"))
+
+
 def _sigmoid(v: ir.Value) -> ir.Value:
     one = _f32(1.0)
     return arith.divf(one, arith.addf(one, mmath.exp(arith.negf(v))))
 
 
-def _attention_inputs(name: str, dim: int, **extra: ArrayType) -> DiagramBuilder:
+def _attention_inputs(name: str, dim: int, q: int = Q, x: int = X, **extra: ArrayType) -> DiagramBuilder:
     return DiagramBuilder(
         name,
-        Q=ArrayType(("b", "h", "q", "d"), (B, H, Q, dim), DTYPE),
-        K=ArrayType(("b", "h", "x", "d"), (B, H, X, dim), DTYPE),
-        V=ArrayType(("b", "h", "x", "d"), (B, H, X, dim), DTYPE),
+        Q=ArrayType(("b", "h", "q", "d"), (B, H, q, dim), DTYPE),
+        K=ArrayType(("b", "h", "x", "d"), (B, H, x, dim), DTYPE),
+        V=ArrayType(("b", "h", "x", "d"), (B, H, x, dim), DTYPE),
         **extra,
     )
 
@@ -194,6 +272,11 @@ EXAMPLES: dict[str, Callable[[], ir.Module]] = {
     "layernorm_matmul": layernorm_matmul,
     "softmax_attention_by_hand": softmax_attention_by_hand,
     "sink_attention": sink_attention,
+    "sliding_window_attention": sliding_window_attention,
+    "causal_bottom_right_attention": causal_bottom_right_attention,
+    "prefix_lm_attention": prefix_lm_attention,
+    "chunked_attention": chunked_attention,
+    "document_attention": document_attention,
 }
 
 

@@ -91,7 +91,8 @@ from mlir.dialects import arith, func, gpu
 from mlir.dialects import math as mmath
 
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ir.arrays import ArrayType, element_type, is_array
+from napkin_mlir.ir.arrays import INTEGER_DTYPES, ArrayType, element_type, is_array
+from napkin_mlir.ir.masks import copy_mask, mask_parts
 from napkin_mlir.ir.ops import op_info
 from napkin_mlir.ir.regions import (
     array,
@@ -411,8 +412,11 @@ class Backward:
 
     def _resolve(self, wrt: tuple[str, ...]) -> list[int]:
         n = len(self.block.arguments)
-        if not wrt:
-            return list(range(n))
+        integer = [
+            i for i, a in enumerate(self.block.arguments) if is_array(a.type) and array(a).dtype in INTEGER_DTYPES
+        ]
+        if not wrt:  # every float input (integer arrays, mask data, have no derivative)
+            return [i for i in range(n) if i not in integer]
         chosen: list[int] = []
         for w in wrt:
             if w in self.input_names:
@@ -423,6 +427,10 @@ class Backward:
                 raise NapkinError(
                     f"napkin-differentiate: wrt: unknown input '{w}' (@{self.name} takes {', '.join(self.input_names)}, "
                     f"or positions 0 to {n - 1})"
+                )
+            if i in integer:
+                raise NapkinError(
+                    f"napkin-differentiate: wrt: '{w}' is an integer array (mask data): it has no derivative"
                 )
             if i not in chosen:
                 chosen.append(i)
@@ -802,13 +810,13 @@ def _softmax(bw: Backward, op: ir.Operation, gy: ir.Value) -> None:
 def _mask(bw: Backward, op: ir.Operation, gy: ir.Value) -> None:
     """The cotangent where the mask keeps, 0 where it writes -inf: a select on the same mask
     applied to ones (1 kept, -inf dropped, whatever the cotangent's values), never 0·inf."""
-    if len(op.operands) != 1:
+    if mask_parts(op).offsets is not None:
         raise fail(op, "napkin-differentiate: a mask with tile offsets belongs to a partitioned program")
     x = op.operands[0]
     t = array(gy)
     ones = _map([gy], t, lambda g: _const(g.type, 1.0))
-    attrs = {name: op.attributes[name] for name in ("kind", "rows", "cols")}
-    kept = create("mask", [ones], t, **attrs)
+    arrays = [bw.primal(a) for a in mask_parts(op).arrays]  # e.g. segment ids, as the backward sees them
+    kept = copy_mask(op, ones, t.to_mlir(), arrays).result  # the same predicate
 
     def keep(g: ir.Value, k: ir.Value) -> ir.Value:
         return arith.select(arith.cmpf(arith.CmpFPredicate.OEQ, k, _const(k.type, 1.0)), g, _const(g.type, 0.0))

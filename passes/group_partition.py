@@ -142,8 +142,9 @@ def partition(f: ir.Operation, options: GroupPartitionOptions) -> None:
     offsets = dict(zip(options.axes, list(body.arguments)[len(inputs) :], strict=True))
     masks: list[ir.Operation] = []
     walk_ops(ops, lambda op: masks.append(op) if op.name == "napkin.mask" else None)
+    full = {a: s for v in inputs for a, s in array(v).sizes.items()}
     for mask in masks:
-        offset_mask(mask, offsets)
+        offset_mask(mask, offsets, full)
 
 
 @register("napkin-group-partition", GroupPartitionOptions, "split mapped axes into independent groups (grid, warps)")

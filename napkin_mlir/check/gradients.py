@@ -38,7 +38,7 @@ from napkin_mlir.check.harness import judge_dtype
 from napkin_mlir.derive.auto import Derivation, derive
 from napkin_mlir.errors import NapkinError, UsageError
 from napkin_mlir.interpret import interpret
-from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.arrays import INTEGER_DTYPES, ArrayType
 from napkin_mlir.ir.regions import diagram_functions
 from napkin_mlir.pipeline.passmanager import run_pipeline
 from napkin_mlir.pipeline.stages import LOOPS_PIPELINE
@@ -162,8 +162,8 @@ def random_cotangents(outputs: Sequence[ArrayType], seed: int) -> list[np.ndarra
 
 
 def _wrt_positions(forward: Function, wrt: Sequence[str]) -> list[int]:
-    if not wrt:
-        return list(range(len(forward.inputs)))
+    if not wrt:  # every float input: integer arrays (mask data) have no derivative
+        return [i for i, t in enumerate(forward.inputs) if t.dtype not in INTEGER_DTYPES]
     positions = []
     for w in wrt:
         if w in forward.arg_names:

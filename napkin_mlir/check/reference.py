@@ -16,15 +16,32 @@ import jax.numpy as jnp
 import numpy as np
 
 from napkin_mlir.backends.cpu import NUMPY_DTYPES
-from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.arrays import INTEGER_DTYPES, ArrayType
 
 jax.config.update("jax_enable_x64", True)
 
 
 def random_inputs(arrays: tuple[ArrayType, ...], seed: int) -> list[np.ndarray]:
-    """Standard-normal inputs rounded to each array's dtype (never zeros)."""
+    """Standard-normal inputs rounded to each array's dtype (never zeros); integer arrays
+    (mask data) are `segment_ids`."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal(t.shape).astype(NUMPY_DTYPES[t.dtype]) for t in arrays]
+    return [
+        segment_ids(t.shape, seed)
+        if t.dtype in INTEGER_DTYPES
+        else rng.standard_normal(t.shape).astype(NUMPY_DTYPES[t.dtype])
+        for t in arrays
+    ]
+
+
+def segment_ids(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Document ids along the last axis: non-decreasing, documents of random lengths (about
+    an eighth of the axis each). The ids depend only on the seed and the axis length, so
+    the ids of the queries and of the keys agree when their axes have the same length (a
+    document mask over self-attention then leaves no query without keys)."""
+    n = shape[-1] if shape else 1
+    starts = np.random.default_rng([seed, n]).random(n) < 8.0 / max(n, 8)
+    starts[0] = False
+    return np.broadcast_to(np.cumsum(starts).astype(np.int32), shape).copy()
 
 
 def _jnp_dtype(a: np.ndarray) -> jnp.dtype:

@@ -21,6 +21,7 @@ from mlir import ir
 from napkin_mlir.interpret.core import Interpreter, register
 from napkin_mlir.interpret.values import Named, Value, as_int, compute_dtype
 from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.masks import POSITION_ARGS, mask_parts
 
 Fn = Callable[..., jax.Array]
 
@@ -181,17 +182,31 @@ def softmax(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Va
 
 @register("napkin.mask")
 def mask(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value]:
-    """Causal: keep entry (i, j) of (rows, cols) when j + col_offset <= i + row_offset."""
+    """Keep entry (i, j) of (rows, cols) where the predicate region yields true at the global
+    positions (offsets added), with the full lengths and the arrays' scalars there."""
+    parts = mask_parts(op)
     x = arrays(interp, op, args[:1])[0]
-    rows, cols, kind = str_attr(op, "rows"), str_attr(op, "cols"), str_attr(op, "kind")
-    if kind != "causal" or rows not in x.axes or cols not in x.axes:
-        raise interp.fail(op, f"interpret: cannot apply a '{kind}' mask on ({rows}, {cols}) to {list(x.axes)}")
-    row0, col0 = (as_int(a, "a mask offset") for a in args[1:]) if len(args) == 3 else (0, 0)
-    i, j = np.arange(x.size(rows)) + row0, np.arange(x.size(cols)) + col0  # index bookkeeping
-    keep = j[None, :] <= i[:, None]
-    order = [a for a in x.axes if a in (rows, cols)]
-    keep = (keep if order == [rows, cols] else keep.T).reshape([x.size(a) if a in order else 1 for a in x.axes])
-    data = jnp.where(keep, x.data, jnp.asarray(-jnp.inf, x.data.dtype))
+    rows, cols = parts.rows, parts.cols
+    if rows not in x.axes or cols not in x.axes:
+        raise interp.fail(op, f"interpret: cannot mask ({rows}, {cols}) of an array with axes {list(x.axes)}")
+    n_offsets = 0 if parts.offsets is None else 2
+    row0, col0 = (as_int(a, "a mask offset") for a in args[1:3]) if n_offsets else (0, 0)
+    extra = arrays(interp, op, args[1 + n_offsets :])
+
+    def positions(axis: str, start: int) -> np.ndarray:  # index bookkeeping, not data
+        shape = [x.size(a) if a == axis else 1 for a in x.axes]
+        return (np.arange(x.size(axis), dtype=np.int64) + start).reshape(shape)
+
+    params = list(parts.block.arguments)
+    scalars = [
+        a.aligned(x.axes).astype(interp.scalar_dtype(p.type, op))
+        for a, p in zip(extra, params[POSITION_ARGS:], strict=True)
+    ]
+    n_rows, n_cols = (np.int64(n) for n in parts.extents)
+    keep = interp.run_block(parts.block, [positions(rows, row0), positions(cols, col0), n_rows, n_cols, *scalars])
+    if len(keep) != 1 or isinstance(keep[0], Named):
+        raise interp.fail(op, "interpret: the mask's predicate must yield one i1")
+    data = jnp.where(jnp.asarray(keep[0], bool), x.data, jnp.asarray(-jnp.inf, x.data.dtype))
     return [Named(data, x.axes).transposed(result_type(op).axes)]
 
 

@@ -34,6 +34,7 @@ JNP_DTYPES: dict[str, jnp.dtype] = {
     "f32": jnp.dtype(jnp.float32),
     "f16": jnp.dtype(jnp.float16),
     "bf16": jnp.dtype(jnp.bfloat16),
+    "i32": jnp.dtype(jnp.int32),
 }
 
 
@@ -41,12 +42,12 @@ def storage_dtype(dtype: str, precision: str) -> jnp.dtype:
     """The JAX dtype an array of napkin dtype `dtype` is held in."""
     if dtype not in JNP_DTYPES:
         raise NapkinError(f"interpret: unsupported element type '{dtype}'")
-    return JNP_DTYPES["f64"] if precision == "f64" else JNP_DTYPES[dtype]
+    return JNP_DTYPES["f64"] if precision == "f64" and dtype != "i32" else JNP_DTYPES[dtype]
 
 
 def compute_dtype(dtype: str, precision: str) -> jnp.dtype:
     """The JAX dtype elementwise math on `dtype` runs in (f16/bf16 widen to f32)."""
-    if precision == "f64":
+    if precision == "f64" and dtype != "i32":
         return JNP_DTYPES["f64"]
     return JNP_DTYPES["f32"] if dtype in ("f16", "bf16") else JNP_DTYPES[dtype]
 

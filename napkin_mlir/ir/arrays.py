@@ -11,36 +11,43 @@ never by parsing printed text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from mlir import ir
 
 from napkin_mlir.errors import NapkinError
 
-#: dtype names accepted on the command line and in builders -> MLIR element type builders.
-DTYPES: dict[str, type] = {
-    "f32": ir.F32Type,
-    "f16": ir.F16Type,
-    "bf16": ir.BF16Type,
-    "f64": ir.F64Type,
+#: dtype names accepted on the command line and in builders -> MLIR element type builders
+#: (each name is also how MLIR spells the type). `i32` arrays are integer data that only
+#: mask predicates read (segment or document ids); every other op computes on floats.
+DTYPES: dict[str, Callable[[], ir.Type]] = {
+    "f32": ir.F32Type.get,
+    "f16": ir.F16Type.get,
+    "bf16": ir.BF16Type.get,
+    "f64": ir.F64Type.get,
+    "i32": lambda: ir.IntegerType.get_signless(32),
 }
 
+#: The integer dtypes (mask data).
+INTEGER_DTYPES = ("i32",)
+
 #: Bytes per element of each dtype (the cost model converts element counts with this).
-DTYPE_BYTES: dict[str, int] = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2}
+DTYPE_BYTES: dict[str, int] = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i32": 4}
 
 
 def element_type(dtype: str) -> ir.Type:
-    """The MLIR element type for a dtype name (`f32`, `f16`, `bf16`, `f64`)."""
+    """The MLIR element type for a dtype name (`f32`, `f16`, `bf16`, `f64`, `i32`)."""
     if dtype not in DTYPES:
         raise NapkinError(f"unsupported dtype '{dtype}' (expected one of {', '.join(DTYPES)})")
-    return DTYPES[dtype].get()
+    return DTYPES[dtype]()
 
 
 def dtype_name(elem: ir.Type) -> str:
     """The dtype name of an MLIR element type; raises NapkinError for unsupported types."""
-    for name, cls in DTYPES.items():
-        if isinstance(elem, cls):
-            return name
+    name = str(elem)
+    if name in DTYPES:
+        return name
     raise NapkinError(f"unsupported element type '{elem}'")
 
 

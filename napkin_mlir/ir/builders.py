@@ -21,6 +21,7 @@ from mlir.dialects import func, gpu
 
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType, element_type
+from napkin_mlir.ir.masks import causal, create_mask
 from napkin_mlir.ir.ops import BINARY_FUNCTIONS, REDUCE_KINDS, UNARY_FUNCTIONS
 from napkin_mlir.ir.regions import slot_attributes
 
@@ -129,12 +130,27 @@ class DiagramBuilder:
         array_of(x).size(axis)
         return self._op("softmax", [x], array_of(x), axis=ir.StringAttr.get(axis))
 
-    def causal_mask(self, x: ir.Value, rows: str, cols: str) -> ir.Value:
+    def mask(
+        self, x: ir.Value, rows: str, cols: str, predicate: Callable[..., ir.Value], *arrays: ir.Value
+    ) -> ir.Value:
+        """Keep the entries where `predicate` is true, -inf elsewhere. `predicate` builds an
+        i1 from (i, j, n_rows, n_cols, one scalar per array in `arrays`) with arith ops; the
+        arrays broadcast by axis name (segment ids over the rows, over the cols, ...)."""
         t = array_of(x)
         t.size(rows)
         t.size(cols)
-        attrs = {"kind": ir.StringAttr.get("causal"), "rows": ir.StringAttr.get(rows), "cols": ir.StringAttr.get(cols)}
-        return self._op("mask", [x], t, **attrs)
+        for a in arrays:
+            for axis, size in array_of(a).sizes.items():
+                if t.sizes.get(axis) != size:
+                    raise NapkinError(f"a mask's array has axis '{axis}' of size {size}, not one of {t}")
+        if self._done:
+            raise NapkinError(f"diagram '{self.name}' is already finished")
+        with ir.InsertionPoint(self.block):
+            return create_mask(x, rows, cols, predicate, arrays).result
+
+    def causal_mask(self, x: ir.Value, rows: str, cols: str) -> ir.Value:
+        """The causal mask (top-left aligned): the predicate j <= i."""
+        return self.mask(x, rows, cols, causal)
 
     def transfer(self, x: ir.Value, level: str) -> ir.Value:
         return self._op("transfer", [x], array_of(x).with_level(level))

@@ -3,13 +3,14 @@ napkin ops at an insertion point, retyping values and rebuilding masks with offs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from mlir import ir
 from mlir.dialects import arith
 
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType, is_array
+from napkin_mlir.ir.masks import mask_parts, rebuild_mask
 from napkin_mlir.ir.ops import op_info
 
 
@@ -156,26 +157,30 @@ def _is_zero(v: ir.Value) -> bool:
     )
 
 
-def offset_mask(mask: ir.Operation, offsets: dict[str, ir.Value]) -> ir.Operation:
-    """Rebuild a napkin.mask so its rows/cols offsets include `offsets` (axis -> index)."""
-    rows = ir.StringAttr(mask.attributes["rows"]).value
-    cols = ir.StringAttr(mask.attributes["cols"]).value
-    if rows not in offsets and cols not in offsets:
+def offset_mask(mask: ir.Operation, offsets: dict[str, ir.Value], extents: dict[str, int]) -> ir.Operation:
+    """Rebuild a napkin.mask so its rows/cols offsets include `offsets` (axis -> index);
+    `extents` gives the full length of each axis offset here (kept in `extents`)."""
+    parts = mask_parts(mask)
+    if parts.rows not in offsets and parts.cols not in offsets:
         return mask
-    operands = list(mask.operands)
     with ir.InsertionPoint(mask), mask.location:
-        current: list[ir.Value | None] = operands[1:] if len(operands) == 3 else [None, None]
+        current: Sequence[ir.Value | None] = parts.offsets or (None, None)
         new_offsets = []
-        for axis, cur in zip((rows, cols), current, strict=True):
+        for axis, cur in zip((parts.rows, parts.cols), current, strict=True):
             if axis in offsets:
                 cur = offsets[axis] if cur is None or _is_zero(cur) else arith.addi(cur, offsets[axis])
             elif cur is None:
                 cur = arith.constant(ir.IndexType.get(), 0)  # this axis keeps a zero offset
             new_offsets.append(cur)
-        attrs = {name: mask.attributes[name] for name in ("kind", "rows", "cols")}
-        new = ir.Operation.create(
-            "napkin.mask", results=[mask.results[0].type], operands=[operands[0], *new_offsets], attributes=attrs
+    # an earlier tiling recorded the full lengths; else an axis not tiled yet has its own
+    full = (
+        parts.extents
+        if parts.offsets is not None
+        else tuple(
+            extents.get(axis, known) for axis, known in zip((parts.rows, parts.cols), parts.extents, strict=True)
         )
+    )
+    new = rebuild_mask(mask, parts.input, (new_offsets[0], new_offsets[1]), full, parts.arrays, mask.results[0].type)
     mask.results[0].replace_all_uses_with(new.result)
     mask.erase()
     return new

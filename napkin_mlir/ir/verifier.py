@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from mlir import ir
 
 from napkin_mlir.errors import NapkinError, VerificationError
-from napkin_mlir.ir.arrays import ArrayType, dtype_name
+from napkin_mlir.ir.arrays import INTEGER_DTYPES, ArrayType, dtype_name, is_array
 from napkin_mlir.ir.context import format_location
+from napkin_mlir.ir.masks import mask_parts, predicate_arg_types, read_predicate
 from napkin_mlir.ir.ops import op_info
 
 
@@ -158,9 +159,37 @@ def _verify_mask(op: ir.Operation) -> None:
     _check_axis(src, cols, "the input")
     if rows == cols:
         raise _Fail(f"rows and cols must be different axes, both are '{rows}'")
-    if len(op.operands) not in (1, 3):
-        raise _Fail(f"takes either no offsets or two (rows, cols), got {len(op.operands) - 1}")
+    n_offsets = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))[1]
+    if n_offsets not in (0, 2):
+        raise _Fail(f"takes either no offsets or two (rows, cols), got {n_offsets}")
+    if n_offsets and "extents" not in op.attributes:
+        raise _Fail("a mask with offsets needs `extents` (the full lengths of rows and cols)")
+    if "extents" in op.attributes and len(ir.DenseI64ArrayAttr(op.attributes["extents"])) != 2:
+        raise _Fail("`extents` holds two lengths (rows, cols)")
     _same_shape(src, out, op.name)
+    parts = mask_parts(op)
+    for k, a in enumerate(parts.arrays):
+        t = _array(a, f"array #{k}")
+        for axis, size in t.sizes.items():
+            if src.sizes.get(axis) != size:
+                raise _Fail(f"array #{k} has axis '{axis}' of size {size}, which the input {src} does not have")
+    blocks = list(op.regions[0].blocks)
+    if len(blocks) != 1:
+        raise _Fail("the predicate must have exactly one block")
+    expect = [str(t) for t in predicate_arg_types(parts.arrays)]
+    got = [str(a.type) for a in blocks[0].arguments]
+    if got != expect:
+        raise _Fail(
+            f"the predicate takes ({', '.join(got)}), expected ({', '.join(expect)}): "
+            "i, j, n_rows, n_cols and one scalar per array"
+        )
+    term = list(blocks[0].operations)[-1]
+    if term.name != "gpu.yield" or len(term.operands) != 1 or str(term.operands[0].type) != "i1":
+        raise _Fail("the predicate must end with gpu.yield of one i1")
+    try:
+        read_predicate(blocks[0])
+    except NapkinError as e:
+        raise _Fail(e.message) from None
 
 
 def _verify_fill(op: ir.Operation) -> None:
@@ -268,6 +297,24 @@ _RULES: dict[str, Callable[[ir.Operation], None]] = {
 }
 
 
+#: The ops integer arrays (mask data) may pass through; napkin.mask reads them as its arrays.
+_CARRY_INTEGERS = ("napkin.group", "napkin.stream", "napkin.transfer")
+
+
+def _check_integer_arrays(op: ir.Operation) -> None:
+    """Integer arrays are data for mask predicates (segment ids): every other op computes on
+    floats, and a mask's input is a float array."""
+    if op.name in _CARRY_INTEGERS:
+        return
+    values = [op.operands[0], op.results[0]] if op.name == "napkin.mask" else [*op.operands, *op.results]
+    for v in values:
+        if is_array(v.type) and ArrayType.from_mlir(v.type).dtype in INTEGER_DTYPES:
+            raise _Fail(
+                f"integer array {ArrayType.from_mlir(v.type)} where floats are computed: "
+                "integer arrays are data that mask predicates read (napkin.mask's arrays)"
+            )
+
+
 def verify_napkin(root: ir.Operation) -> list[Diagnostic]:
     """Check every napkin op under `root` (IRDL verification first); return the findings."""
     with root.context, ir.Location.unknown():
@@ -285,6 +332,7 @@ def _verify(root: ir.Operation) -> list[Diagnostic]:
         info = op_info(op.name)
         if info is not None:
             try:
+                _check_integer_arrays(op)
                 _RULES[info.kind](op)
             except _Fail as fail:
                 found.append(Diagnostic(op.location, f"'{op.name}' op {fail}"))

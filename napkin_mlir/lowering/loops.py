@@ -14,6 +14,7 @@ arrays here and tiles inside group and stream loops.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from mlir.dialects import math as mmath
 
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType, element_type, is_array
+from napkin_mlir.ir.masks import MlirDomain, decides_stream, mask_parts, predicate_bounds, read_predicate
 from napkin_mlir.ir.ops import op_info
 
 PARALLEL = "#linalg.iterator_type<parallel>"
@@ -307,26 +309,24 @@ def lower_binary(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Bu
     generic(ins, out, out.axes, lambda xs, _acc, _ix: convert(fn(to_f32(xs[0]), to_f32(xs[1])), t))
 
 
+def _inline_region(src: ir.Block, args: Sequence[ir.Value]) -> ir.Value:
+    """Clone the scalar ops of `src` at the insertion point with its block arguments bound
+    to `args`; return the value its gpu.yield yields."""
+    mapping = dict(zip(src.arguments, args, strict=True))
+    for inner in src.operations:
+        if inner.name == "gpu.yield":
+            return mapping.get(inner.operands[0], inner.operands[0])
+        clone = inner.clone().operation
+        for old, new in mapping.items():
+            clone.replace_uses_of_with(old, new)
+        for old_r, new_r in zip(inner.results, clone.results, strict=True):
+            mapping[old_r] = new_r
+    raise NapkinError("a scalar region must end with gpu.yield")
+
+
 def lower_map(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
-    out = outs[0]
     src = next(iter(op.regions[0].blocks))
-
-    def body(xs: list[ir.Value], _acc: ir.Value, _ix: Callable) -> ir.Value:
-        mapping = dict(zip(src.arguments, xs, strict=True))
-        result: ir.Value | None = None
-        for inner in src.operations:
-            if inner.name == "gpu.yield":
-                result = mapping.get(inner.operands[0], inner.operands[0])
-                break
-            clone = inner.clone().operation
-            for old, new in mapping.items():
-                clone.replace_uses_of_with(old, new)
-            for old_r, new_r in zip(inner.results, clone.results, strict=True):
-                mapping[old_r] = new_r
-        assert result is not None
-        return result
-
-    generic(ins, out, out.axes, body)
+    generic(ins, outs[0], outs[0].axes, lambda xs, _acc, _ix: _inline_region(src, xs))
 
 
 def reduce_into(src: Buffer, out: Buffer, axis: str, kind: str) -> None:
@@ -365,20 +365,21 @@ def lower_softmax(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[B
 
 
 def lower_mask(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
+    """The predicate region inlined at every element: i, j the global positions (offsets
+    added), the full lengths, the arrays' scalars there; -inf where it is false."""
     out = outs[0]
-    """Causal: keep col <= row (offsets added), else -inf."""
-    rows, cols = _attr_str(op, "rows"), _attr_str(op, "cols")
-    offsets = [lw.index(v) for v in list(op.operands)[1:]]
+    parts = mask_parts(op)
+    offsets = [lw.index(v) for v in parts.offsets or ()]
     t = element_type(out.dtype)
 
     def body(xs: list[ir.Value], _acc: ir.Value, index_of: Callable[[str], ir.Value]) -> ir.Value:
-        r, c = index_of(rows), index_of(cols)
+        r, c = index_of(parts.rows), index_of(parts.cols)
         if offsets:
             r, c = arith.addi(r, offsets[0]), arith.addi(c, offsets[1])
-        keep = arith.cmpi(arith.CmpIPredicate.ule, c, r)
+        keep = _inline_region(parts.block, [r, c, *(_index(n) for n in parts.extents), *xs[1:]])
         return arith.select(keep, xs[0], fconst(-math.inf, t))
 
-    generic(ins[:1], out, out.axes, body)
+    generic(ins, out, out.axes, body)  # ins: the input, then the arrays
 
 
 def lower_fill(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
@@ -484,51 +485,50 @@ def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buf
     lw.extents = saved
 
 
-def _reductions_see_only_masked(step: ir.Block, mask: ir.Operation, axis: str) -> bool:
-    """Whether every reduction over the streamed `axis` in the stream step (a `napkin.reduce`
-    along it, or a contraction that sums it away) reads at least one operand computed from
-    `mask`'s output. Only then can the chunks past the diagonal be skipped: a reduction of the
-    raw chunk (say a plain sum next to the masked max) needs every chunk."""
-    masked = {mask.result}
-    reductions = []
+def _chunk_runs(lw: Lowerer, step: ir.Block, axis: str) -> ir.Value | None:
+    """Whether the current chunk of the stream over `axis` can contribute: for each mask in
+    the step over `axis` whose output every reduction over the axis reads, the mask's
+    predicate is bounded over the chunk's positions by interval reasoning (`ir.masks`); a
+    chunk where one of them is false everywhere is empty and skipped (not loaded, not
+    computed). None when no mask decides (every chunk runs)."""
+    runs: ir.Value | None = None
     for inner_op in step.operations:
-        operands = list(inner_op.operands)
-        if any(v in masked for v in operands):
-            masked.update(inner_op.results)
-        name = inner_op.name
-        if name == "napkin.reduce" and ir.StringAttr(inner_op.attributes["axis"]).value == axis:
-            reductions.append(operands)
-        elif name == "napkin.contract":
-            kept = ArrayType.from_mlir(inner_op.results[0].type).axes
-            if any(axis in ArrayType.from_mlir(v.type).axes for v in operands) and axis not in kept:
-                reductions.append(operands)
-    return all(any(v in masked for v in operands) for operands in reductions)
+        op = inner_op.operation
+        if op.name.startswith("arith.") and all(_available(lw, step, v) for v in op.operands):
+            clone = op.clone().operation  # index arithmetic on offsets, needed before the step
+            for old, new in lw.index_env.items():
+                clone.replace_uses_of_with(old, new)
+            for r_old, r_new in zip(op.results, clone.results, strict=True):
+                lw.index_env[r_old] = r_new
+            continue
+        if op.name != "napkin.mask" or axis not in (_attr_str(op, "rows"), _attr_str(op, "cols")):
+            continue
+        parts = mask_parts(op)
+        if parts.offsets is None or not decides_stream(step, op, axis):
+            continue
+        if not all(_available(lw, step, v) for v in parts.offsets):
+            continue
+        tile = ArrayType.from_mlir(parts.input.type)
+        ranges = []
+        for offset, ax in zip(parts.offsets, (parts.rows, parts.cols), strict=True):
+            start = lw.index(offset)
+            ranges.append((start, arith.addi(start, _index(tile.size(ax) - 1))))
+        may = predicate_bounds(read_predicate(parts.block), MlirDomain(), ranges[0], ranges[1], parts.extents).may
+        if may is True:
+            continue
+        if may is False:
+            may = arith.constant(ir.IntegerType.get_signless(1), 0)
+        runs = may if runs is None else arith.andi(runs, may)
+    return runs
 
 
-def _causal_bound(lw: Lowerer, op: ir.Operation, axis: str, full: int) -> ir.Value:
-    """Upper bound of the stream: the full size, or for a causal mask whose rows come from an
-    enclosing group, the end of that group's rows (later chunks are fully masked: skipped)."""
-    bound = _index(full)
-    step = _body(op, 1)
-    inner = set(step.arguments)
-    for inner_op in step.operations:
-        if inner_op.name != "napkin.mask" or ir.StringAttr(inner_op.attributes["cols"]).value != axis:
-            continue
-        if not _reductions_see_only_masked(step, inner_op, axis):
-            continue
-        if len(inner_op.operands) != 3 or inner_op.operands[1] in inner:
-            continue
-        row0 = inner_op.operands[1]
-        local = next((o.operation for o in step.operations if row0 in list(o.operation.results)), None)
-        if local is not None:  # defined in the step (a constant when no group encloses it)
-            if local.name != "arith.constant":
-                continue
-            row0 = _index(ir.IntegerAttr(local.attributes["value"]).value)
-        rows = ir.StringAttr(inner_op.attributes["rows"]).value
-        rows_tile = ArrayType.from_mlir(inner_op.operands[0].type).size(rows)
-        end = arith.addi(lw.index(row0), _index(rows_tile))
-        bound = arith.minsi(bound, end)
-    return bound
+def _available(lw: Lowerer, step: ir.Block, v: ir.Value) -> bool:
+    """An index value known before the step's ops run: lowered already, or from outside."""
+    if v in lw.index_env:
+        return True
+    return not (isinstance(v.owner, ir.Block) and v.owner == step) and not any(
+        v in list(o.results) for o in step.operations
+    )
 
 
 def lower_stream(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buffer]) -> None:
@@ -540,8 +540,7 @@ def lower_stream(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Bu
     state_values = _yielded(init)
     state = [lw.alloc(ArrayType.from_mlir(v.type)) for v in state_values]
     lw.lower_ops(list(init.operations), {}, dict(zip(state_values, state, strict=True)))
-    upper = _causal_bound(lw, op, axis, full)
-    loop = scf.ForOp(_index(0), upper, _index(size))
+    loop = scf.ForOp(_index(0), _index(full), _index(size))
     saved = dict(lw.extents)
     with ir.InsertionPoint(loop.body):
         x0 = loop.induction_variable
@@ -553,10 +552,15 @@ def lower_stream(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Bu
         env = {arg: _tile_view(lw, b, {axis: x0}, {axis: size}) for arg, b in zip(args[:n], ins, strict=True)}
         lw.index_env[args[n]] = x0
         env.update(zip(args[n + 1 :], state, strict=True))
-        lw.push_scope()
-        lw.lower_ops(list(step.operations), env, {})
-        _copy_yields(env, _yielded(step), state)
-        lw.pop_scope()
+        runs = _chunk_runs(lw, step, axis)
+        branch = scf.IfOp(runs) if runs is not None else None
+        with ir.InsertionPoint(branch.then_block) if branch is not None else contextlib.nullcontext():
+            lw.push_scope()
+            lw.lower_ops(list(step.operations), env, {})
+            _copy_yields(env, _yielded(step), state)
+            lw.pop_scope()
+            if branch is not None:
+                scf.YieldOp([])
         scf.YieldOp([])
     lw.extents = saved
     env = dict(zip(finish.arguments, state, strict=True))

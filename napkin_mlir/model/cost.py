@@ -53,9 +53,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from mlir import ir
 
 from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.masks import NUMPY, predicate_bounds
 from napkin_mlir.model.counting import (
     Ctx,
     ElementBytes,
@@ -492,24 +494,31 @@ def _report(
 
 
 # --------------------------------------------------------------------------------------
-# Causal skipping
+# Block skipping by the mask
 
 
 def causal_skip(prog: Program) -> tuple[str | None, float]:
-    """(streamed axis, fraction of its chunks visited) for a causal stream: a stream over a
-    causal mask's cols inside a group over its rows stops at the group's last row, as the
-    lowering and the GPU kernels do (the later chunks are entirely masked). Row tile i visits
-    min(chunks, ceil(min((i+1) g, rows) / s)) chunks. (None, 1.0) without such a mask."""
+    """(streamed axis, fraction of its chunks visited) for a stream whose chunks a mask
+    decides: inside a group over the mask's rows, a stream over its cols visits, per row
+    tile, only the chunks where the mask's predicate may be true (interval reasoning over
+    the tile's and the chunk's positions, `ir.masks.predicate_bounds`, as the lowering and
+    the GPU kernels skip them). (None, 1.0) without such a mask."""
     for o in prog.ops:
-        if o.mask is None:
+        m = o.mask
+        if m is None or m.skips is None:
             continue
-        rows, cols = o.mask
-        group = next((p for p in o.ctx if p.kind == "group" and p.axis == rows), None)
-        stream = next((p for p in o.ctx if p.kind == "stream" and p.axis == cols), None)
-        if group is None or stream is None:
+        other = m.rows if m.skips == m.cols else m.cols
+        group = next((p for p in o.ctx if p.kind == "group" and p.axis == other), None)
+        stream = next((p for p in o.ctx if p.kind == "stream" and p.axis == m.skips), None)
+        if stream is None:
             continue
-        visited = sum(
-            min(stream.count, -(-min((i + 1) * group.size, group.full) // stream.size)) for i in range(group.count)
-        )
-        return cols, visited / (group.count * stream.count)
+        tiles = np.arange(group.count if group else 1)[:, None]
+        chunks = np.arange(stream.count)[None, :]
+        g_size, g_full = (group.size, group.full) if group else (m.extents[0 if other == m.rows else 1],) * 2
+        t_lo, t_hi = tiles * g_size, np.minimum((tiles + 1) * g_size, g_full) - 1
+        c_lo, c_hi = chunks * stream.size, np.minimum((chunks + 1) * stream.size, stream.full) - 1
+        rows, cols = ((t_lo, t_hi), (c_lo, c_hi)) if other == m.rows else ((c_lo, c_hi), (t_lo, t_hi))
+        may = predicate_bounds(m.predicate, NUMPY, rows, cols, m.extents).may
+        visited = np.broadcast_to(np.asarray(may, bool), (tiles.size, chunks.size)).sum()
+        return m.skips, float(visited) / (tiles.size * chunks.size)
     return None, 1.0

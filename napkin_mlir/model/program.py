@@ -19,6 +19,7 @@ from mlir import ir
 
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType, is_array
+from napkin_mlir.ir.masks import Predicate, decides_stream, mask_parts, read_predicate
 from napkin_mlir.model.expr import Expr
 
 #: Elementwise ops: their result may overwrite an operand that dies there.
@@ -106,6 +107,18 @@ class _Value:
     accumulate: bool = False  # contraction accumulated in place by its add
 
 
+@dataclass(frozen=True)
+class MaskInfo:
+    """A napkin.mask as the model prices it: its axes, predicate and full lengths, and the
+    stream axis whose empty chunks it lets the kernels skip (None: it skips nothing)."""
+
+    rows: str
+    cols: str
+    predicate: Predicate
+    extents: tuple[int, int]
+    skips: str | None
+
+
 @dataclass
 class _Op:
     name: str
@@ -116,7 +129,7 @@ class _Op:
     operands: list[int | None]
     results: list[int]
     inner: list[str] = field(default_factory=list)  # op names in a napkin.map body
-    mask: tuple[str, str] | None = None  # a causal napkin.mask: its (rows, cols) axes
+    mask: MaskInfo | None = None  # a napkin.mask
 
 
 @dataclass
@@ -199,7 +212,7 @@ class _Walker:
             op = view.operation
             rec = _Op(op.name, self.pos, self.pos, ctx, bid, [self.ids.get(v) for v in op.operands], [])
             if op.name == "napkin.mask":
-                rec.mask = (ir.StringAttr(op.attributes["rows"]).value, ir.StringAttr(op.attributes["cols"]).value)
+                rec.mask = _mask_info(op, block)
             self.pos += 1
             self.ops.append(rec)
             if op.name in ("napkin.group", "napkin.stream"):
@@ -342,3 +355,16 @@ def live_element_exprs(prog: Program, levels: tuple[str, ...] = ("smem", "reg"))
         if e not in out:
             out.append(e)
     return out
+
+
+def _mask_info(op: ir.Operation, block: ir.Block) -> MaskInfo:
+    """The mask's predicate, and the axis of the stream whose step `block` is when the mask
+    decides its chunks (`ir.masks.decides_stream`, as the lowering skips them)."""
+    parts = mask_parts(op)
+    parent = block.owner.operation if block.owner is not None else None
+    skips = None
+    if parent is not None and parent.name == "napkin.stream":
+        axis = ir.StringAttr(parent.attributes["axis"]).value
+        if axis in (parts.rows, parts.cols) and parts.offsets is not None and decides_stream(block, op, axis):
+            skips = axis
+    return MaskInfo(parts.rows, parts.cols, read_predicate(parts.block), parts.extents, skips)

@@ -32,8 +32,17 @@ func.func @dynamic(%a: tensor<?xf32, {axes = ["q"]}>) {
 // -----
 
 // An element type napkin does not support.
-func.func @dtype(%a: tensor<4xi32, {axes = ["q"]}>) {
-  // expected-error @+1 {{input: unsupported element type 'i32'}}
+func.func @dtype(%a: tensor<4xi8, {axes = ["q"]}>) {
+  // expected-error @+1 {{input: unsupported element type 'i8'}}
+  %0 = "napkin.exp"(%a) : (tensor<4xi8, {axes = ["q"]}>) -> tensor<4xi8, {axes = ["q"]}>
+  return
+}
+
+// -----
+
+// Integer arrays are mask data: no op computes on them.
+func.func @integer_data(%a: tensor<4xi32, {axes = ["q"]}>) {
+  // expected-error @+1 {{'napkin.exp' op integer array [q=4] i32 where floats are computed}}
   %0 = "napkin.exp"(%a) : (tensor<4xi32, {axes = ["q"]}>) -> tensor<4xi32, {axes = ["q"]}>
   return
 }
@@ -275,7 +284,11 @@ func.func @softmax_dtype(%a: tensor<4x8xf32, {axes = ["m", "k"]}>) {
 // rows and cols are two different axes.
 func.func @mask_same_axes(%a: tensor<4x8xf32, {axes = ["q", "x"]}>) {
   // expected-error @+1 {{'napkin.mask' op rows and cols must be different axes, both are 'q'}}
-  %0 = "napkin.mask"(%a) {kind = "causal", rows = "q", cols = "q"} : (tensor<4x8xf32, {axes = ["q", "x"]}>) -> tensor<4x8xf32, {axes = ["q", "x"]}>
+  %0 = "napkin.mask"(%a) ({
+  ^bb0(%i: index, %j: index, %n: index, %m: index):
+    %k = arith.cmpi sle, %j, %i : index
+    gpu.yield %k : i1
+  }) {rows = "q", cols = "q", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<4x8xf32, {axes = ["q", "x"]}>) -> tensor<4x8xf32, {axes = ["q", "x"]}>
   return
 }
 
@@ -284,7 +297,77 @@ func.func @mask_same_axes(%a: tensor<4x8xf32, {axes = ["q", "x"]}>) {
 // Offsets come in pairs (rows, cols) or not at all.
 func.func @mask_offsets(%a: tensor<4x8xf32, {axes = ["q", "x"]}>, %i: index) {
   // expected-error @+1 {{'napkin.mask' op takes either no offsets or two (rows, cols), got 1}}
-  %0 = "napkin.mask"(%a, %i) {kind = "causal", rows = "q", cols = "x"} : (tensor<4x8xf32, {axes = ["q", "x"]}>, index) -> tensor<4x8xf32, {axes = ["q", "x"]}>
+  %0 = "napkin.mask"(%a, %i) ({
+  ^bb0(%i0: index, %j: index, %n: index, %m: index):
+    %k = arith.cmpi sle, %j, %i0 : index
+    gpu.yield %k : i1
+  }) {rows = "q", cols = "x", extents = array<i64: 4, 8>, operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0>} : (tensor<4x8xf32, {axes = ["q", "x"]}>, index) -> tensor<4x8xf32, {axes = ["q", "x"]}>
+  return
+}
+
+// -----
+
+// Offsets need the full lengths.
+func.func @mask_extents(%a: tensor<4x8xf32, {axes = ["q", "x"]}>, %i: index) {
+  // expected-error @+1 {{'napkin.mask' op a mask with offsets needs `extents` (the full lengths of rows and cols)}}
+  %0 = "napkin.mask"(%a, %i, %i) ({
+  ^bb0(%i0: index, %j: index, %n: index, %m: index):
+    %k = arith.cmpi sle, %j, %i0 : index
+    gpu.yield %k : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 2, 0, 0, 0, 0>} : (tensor<4x8xf32, {axes = ["q", "x"]}>, index, index) -> tensor<4x8xf32, {axes = ["q", "x"]}>
+  return
+}
+
+// -----
+
+// The predicate takes i, j, n_rows, n_cols and one scalar per array.
+func.func @mask_predicate_args(%a: tensor<4x8xf32, {axes = ["q", "x"]}>) {
+  // expected-error @+1 {{'napkin.mask' op the predicate takes (index, index), expected (index, index, index, index): i, j, n_rows, n_cols and one scalar per array}}
+  %0 = "napkin.mask"(%a) ({
+  ^bb0(%i: index, %j: index):
+    %k = arith.cmpi sle, %j, %i : index
+    gpu.yield %k : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<4x8xf32, {axes = ["q", "x"]}>) -> tensor<4x8xf32, {axes = ["q", "x"]}>
+  return
+}
+
+// -----
+
+// The predicate yields one i1.
+func.func @mask_predicate_yield(%a: tensor<4x8xf32, {axes = ["q", "x"]}>) {
+  // expected-error @+1 {{'napkin.mask' op the predicate must end with gpu.yield of one i1}}
+  %0 = "napkin.mask"(%a) ({
+  ^bb0(%i: index, %j: index, %n: index, %m: index):
+    gpu.yield %i : index
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<4x8xf32, {axes = ["q", "x"]}>) -> tensor<4x8xf32, {axes = ["q", "x"]}>
+  return
+}
+
+// -----
+
+// The predicate uses integer arithmetic and comparisons only: no math ops.
+func.func @mask_predicate_op(%a: tensor<4x8xf32, {axes = ["q", "x"]}>, %s: tensor<8xf32, {axes = ["x"]}>) {
+  // expected-error @+1 {{'napkin.mask' op the mask: the predicate cannot use 'math.tanh'}}
+  %0 = "napkin.mask"(%a, %s) ({
+  ^bb0(%i: index, %j: index, %n: index, %m: index, %v: f32):
+    %t = math.tanh %v : f32
+    %z = arith.constant 0.0 : f32
+    %k = arith.cmpf ogt, %t, %z : f32
+    gpu.yield %k : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 1, 0, 0, 0>} : (tensor<4x8xf32, {axes = ["q", "x"]}>, tensor<8xf32, {axes = ["x"]}>) -> tensor<4x8xf32, {axes = ["q", "x"]}>
+  return
+}
+
+// -----
+
+// An array the predicate reads has axes of the input, with its sizes.
+func.func @mask_array_axes(%a: tensor<4x8xf32, {axes = ["q", "x"]}>, %s: tensor<5xi32, {axes = ["x"]}>) {
+  // expected-error @+1 {{'napkin.mask' op array #0 has axis 'x' of size 5, which the input}}
+  %0 = "napkin.mask"(%a, %s) ({
+  ^bb0(%i: index, %j: index, %n: index, %m: index, %v: i32):
+    %k = arith.cmpi sle, %j, %i : index
+    gpu.yield %k : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 1, 0, 0, 0>} : (tensor<4x8xf32, {axes = ["q", "x"]}>, tensor<5xi32, {axes = ["x"]}>) -> tensor<4x8xf32, {axes = ["q", "x"]}>
   return
 }
 

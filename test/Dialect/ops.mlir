@@ -112,17 +112,47 @@ func.func @reduce_softmax(%s: tensor<8x16xf32, {axes = ["q", "x"]}>) -> (tensor<
 
 // -----
 
-// mask without offsets (a whole array) and with row/col offsets (a tile).
+// mask: a predicate of positions. Causal (j <= i) on a whole array; a sliding window with
+// the tile's offsets and full lengths (a tile of a 64x64 array); a document mask reading
+// segment ids of the rows and of the cols.
 
 // CHECK-LABEL: func.func @mask
-// CHECK-SAME:    (%[[S:.*]]: tensor<8x16xf32, {axes = ["q", "x"]}>, %[[I:.*]]: index, %[[J:.*]]: index)
-// CHECK:         %[[M:.*]] = "napkin.mask"(%[[S]]) {cols = "x", kind = "causal", rows = "q"} : (tensor<8x16xf32, {axes = ["q", "x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
-// CHECK:         %[[N:.*]] = "napkin.mask"(%[[M]], %[[I]], %[[J]]) {cols = "x", kind = "causal", rows = "q"} : (tensor<8x16xf32, {axes = ["q", "x"]}>, index, index) -> tensor<8x16xf32, {axes = ["q", "x"]}>
-// CHECK:         return %[[N]]
-func.func @mask(%s: tensor<8x16xf32, {axes = ["q", "x"]}>, %i: index, %j: index) -> tensor<8x16xf32, {axes = ["q", "x"]}> {
-  %0 = "napkin.mask"(%s) {kind = "causal", rows = "q", cols = "x"} : (tensor<8x16xf32, {axes = ["q", "x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
-  %1 = "napkin.mask"(%0, %i, %j) {kind = "causal", rows = "q", cols = "x"} : (tensor<8x16xf32, {axes = ["q", "x"]}>, index, index) -> tensor<8x16xf32, {axes = ["q", "x"]}>
-  return %1 : tensor<8x16xf32, {axes = ["q", "x"]}>
+// CHECK-SAME:    (%[[S:.*]]: tensor<8x16xf32, {axes = ["q", "x"]}>, %[[I:.*]]: index, %[[J:.*]]: index, %[[SQ:.*]]: tensor<8xi32, {axes = ["q"]}>, %[[SX:.*]]: tensor<16xi32, {axes = ["x"]}>)
+// CHECK:         %[[M:.*]] = "napkin.mask"(%[[S]]) ({
+// CHECK-NEXT:    ^bb0(%[[A0:.*]]: index, %[[A1:.*]]: index, %{{.*}}: index, %{{.*}}: index):
+// CHECK-NEXT:      %[[C:.*]] = arith.cmpi sle, %[[A1]], %[[A0]] : index
+// CHECK-NEXT:      gpu.yield %[[C]] : i1
+// CHECK-NEXT:    }) {cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>, rows = "q"} : (tensor<8x16xf32, {axes = ["q", "x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
+// CHECK:         %[[N:.*]] = "napkin.mask"(%[[M]], %[[I]], %[[J]]) ({
+// CHECK:           arith.subi
+// CHECK:           arith.andi
+// CHECK:         }) {cols = "x", extents = array<i64: 64, 64>, operandSegmentSizes = array<i32: 1, 2, 0, 0, 0, 0>, rows = "q"}
+// CHECK:         %[[D:.*]] = "napkin.mask"(%[[N]], %[[SQ]], %[[SX]]) ({
+// CHECK-NEXT:    ^bb0(%{{.*}}: index, %{{.*}}: index, %{{.*}}: index, %{{.*}}: index, %[[U:.*]]: i32, %[[V:.*]]: i32):
+// CHECK-NEXT:      %[[E:.*]] = arith.cmpi eq, %[[U]], %[[V]] : i32
+// CHECK:         }) {cols = "x", operandSegmentSizes = array<i32: 1, 0, 1, 1, 0, 0>, rows = "q"}
+// CHECK:         return %[[D]]
+func.func @mask(%s: tensor<8x16xf32, {axes = ["q", "x"]}>, %i: index, %j: index, %sq: tensor<8xi32, {axes = ["q"]}>, %sx: tensor<16xi32, {axes = ["x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}> {
+  %0 = "napkin.mask"(%s) ({
+  ^bb0(%a: index, %b: index, %n: index, %m: index):
+    %k = arith.cmpi sle, %b, %a : index
+    gpu.yield %k : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<8x16xf32, {axes = ["q", "x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
+  %1 = "napkin.mask"(%0, %i, %j) ({
+  ^bb0(%a: index, %b: index, %n: index, %m: index):
+    %w = arith.constant 4 : index
+    %d = arith.subi %a, %b : index
+    %c = arith.cmpi slt, %d, %w : index
+    %k = arith.cmpi sle, %b, %a : index
+    %r = arith.andi %c, %k : i1
+    gpu.yield %r : i1
+  }) {rows = "q", cols = "x", extents = array<i64: 64, 64>, operandSegmentSizes = array<i32: 1, 2, 0, 0, 0, 0>} : (tensor<8x16xf32, {axes = ["q", "x"]}>, index, index) -> tensor<8x16xf32, {axes = ["q", "x"]}>
+  %2 = "napkin.mask"(%1, %sq, %sx) ({
+  ^bb0(%a: index, %b: index, %n: index, %m: index, %u: i32, %v: i32):
+    %k = arith.cmpi eq, %u, %v : i32
+    gpu.yield %k : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 1, 1, 0, 0>} : (tensor<8x16xf32, {axes = ["q", "x"]}>, tensor<8xi32, {axes = ["q"]}>, tensor<16xi32, {axes = ["x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
+  return %2 : tensor<8x16xf32, {axes = ["q", "x"]}>
 }
 
 // -----

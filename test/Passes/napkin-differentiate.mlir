@@ -27,6 +27,7 @@
 // CHECK-NEXT:    %[[S2:.*]] = "napkin.contract"(%[[Q]], %[[K]])
 // CHECK-NEXT:    %[[T2:.*]] = "napkin.scale"(%[[S2]])
 // CHECK-NEXT:    %[[M2:.*]] = "napkin.mask"(%[[T2]])
+// CHECK:         }) {cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>, rows = "q"}
 // CHECK-NEXT:    %[[SL:.*]] = "napkin.sub"(%[[M2]], %[[LA]])
 // CHECK-NEXT:    %[[P:.*]] = "napkin.exp"(%[[SL]])
 // CHECK-NEXT:    %[[DV:.*]] = "napkin.contract"(%[[DO]], %[[P]]) {{.*}} -> tensor<6x4xf32, {axes = ["x", "d"]}>
@@ -36,7 +37,9 @@
 // CHECK:           arith.subf
 // CHECK-NEXT:      arith.mulf
 // CHECK:         %[[ONES:.*]] = "napkin.map"(%[[DS]])
-// CHECK:         %[[KEPT:.*]] = "napkin.mask"(%[[ONES]]) {cols = "x", kind = "causal", rows = "q"}
+// CHECK:         %[[KEPT:.*]] = "napkin.mask"(%[[ONES]]) ({
+// CHECK:           arith.cmpi sle
+// CHECK:         }) {cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>, rows = "q"}
 // CHECK-NEXT:    %[[DSM:.*]] = "napkin.map"(%[[DS]], %[[KEPT]])
 // CHECK:           arith.cmpf oeq
 // CHECK:           arith.select
@@ -60,7 +63,11 @@
 func.func @attention(%Q: tensor<8x4xf32, {axes = ["q", "d"]}>, %K: tensor<6x4xf32, {axes = ["x", "d"]}>, %V: tensor<6x4xf32, {axes = ["x", "d"]}>) -> tensor<8x4xf32, {axes = ["q", "d"]}> attributes {arg_names = ["Q", "K", "V"]} {
   %s = "napkin.contract"(%Q, %K) : (tensor<8x4xf32, {axes = ["q", "d"]}>, tensor<6x4xf32, {axes = ["x", "d"]}>) -> tensor<8x6xf32, {axes = ["q", "x"]}>
   %t = "napkin.scale"(%s) {factor = 5.000000e-01 : f64} : (tensor<8x6xf32, {axes = ["q", "x"]}>) -> tensor<8x6xf32, {axes = ["q", "x"]}>
-  %m = "napkin.mask"(%t) {kind = "causal", rows = "q", cols = "x"} : (tensor<8x6xf32, {axes = ["q", "x"]}>) -> tensor<8x6xf32, {axes = ["q", "x"]}>
+  %m = "napkin.mask"(%t) ({
+  ^bb0(%mi5: index, %mj5: index, %mr5: index, %mc5: index):
+    %mk5 = arith.cmpi sle, %mj5, %mi5 : index
+    gpu.yield %mk5 : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<8x6xf32, {axes = ["q", "x"]}>) -> tensor<8x6xf32, {axes = ["q", "x"]}>
   %p = "napkin.softmax"(%m) {axis = "x"} : (tensor<8x6xf32, {axes = ["q", "x"]}>) -> tensor<8x6xf32, {axes = ["q", "x"]}>
   %o = "napkin.contract"(%p, %V) : (tensor<8x6xf32, {axes = ["q", "x"]}>, tensor<6x4xf32, {axes = ["x", "d"]}>) -> tensor<8x4xf32, {axes = ["q", "d"]}>
   return %o : tensor<8x4xf32, {axes = ["q", "d"]}>

@@ -26,12 +26,18 @@ func.func @matmul(%A: tensor<8x16xf32, {axes = ["m", "k"]}>, %B: tensor<16x6xf32
 // CHECK-LABEL: func.func @masked
 // CHECK:         "napkin.group"(%{{.*}}) ({
 // CHECK-NEXT:    ^bb0(%[[ST:.*]]: tensor<4x2xf32, {axes = ["m", "n"]}>, %[[M0:.*]]: index, %[[N0:.*]]: index):
-// CHECK:           %[[MK:.*]] = "napkin.mask"(%[[ST]], %[[M0]], %[[N0]]) {cols = "n", kind = "causal", rows = "m"}
+// CHECK:           %[[MK:.*]] = "napkin.mask"(%[[ST]], %[[M0]], %[[N0]]) ({
+// CHECK:             arith.cmpi sle
+// CHECK:           }) {cols = "n", extents = array<i64: 5, 7>, operandSegmentSizes = array<i32: 1, 2, 0, 0, 0, 0>, rows = "m"}
 // CHECK-NEXT:      %[[E:.*]] = "napkin.exp"(%[[MK]])
 // CHECK-NEXT:      gpu.yield %[[E]] : tensor<4x2xf32, {axes = ["m", "n"]}>
 // CHECK:         sizes = array<i64: 4, 2>} : (tensor<5x7xf32, {axes = ["m", "n"]}>) -> tensor<5x7xf32, {axes = ["m", "n"]}>
 func.func @masked(%S: tensor<5x7xf32, {axes = ["m", "n"]}>) -> tensor<5x7xf32, {axes = ["m", "n"]}> {
-  %0 = "napkin.mask"(%S) {kind = "causal", rows = "m", cols = "n"} : (tensor<5x7xf32, {axes = ["m", "n"]}>) -> tensor<5x7xf32, {axes = ["m", "n"]}>
+  %0 = "napkin.mask"(%S) ({
+  ^bb0(%mi6: index, %mj6: index, %mr6: index, %mc6: index):
+    %mk6 = arith.cmpi sle, %mj6, %mi6 : index
+    gpu.yield %mk6 : i1
+  }) {rows = "m", cols = "n", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<5x7xf32, {axes = ["m", "n"]}>) -> tensor<5x7xf32, {axes = ["m", "n"]}>
   %1 = "napkin.exp"(%0) : (tensor<5x7xf32, {axes = ["m", "n"]}>) -> tensor<5x7xf32, {axes = ["m", "n"]}>
   return %1 : tensor<5x7xf32, {axes = ["m", "n"]}>
 }

@@ -25,7 +25,11 @@ module {
   func.func @attention(%arg0: tensor<1x2x64x16xf32, {axes = ["b", "h", "q", "d"]}>, %arg1: tensor<1x2x64x16xf32, {axes = ["b", "h", "x", "d"]}>, %arg2: tensor<1x2x64x16xf32, {axes = ["b", "h", "x", "d"]}>) -> tensor<1x2x64x16xf32, {axes = ["b", "h", "q", "d"]}> attributes {arg_names = ["Q", "K", "V"]} {
     %0 = "napkin.contract"(%arg0, %arg1) : (tensor<1x2x64x16xf32, {axes = ["b", "h", "q", "d"]}>, tensor<1x2x64x16xf32, {axes = ["b", "h", "x", "d"]}>) -> tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>
     %1 = "napkin.scale"(%0) {factor = 2.500000e-01 : f64} : (tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>) -> tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>
-    %2 = "napkin.mask"(%1) {cols = "x", kind = "causal", rows = "q"} : (tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>) -> tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>
+    %2 = "napkin.mask"(%1) ({
+    ^bb0(%mi1: index, %mj1: index, %mr1: index, %mc1: index):
+      %mk1 = arith.cmpi sle, %mj1, %mi1 : index
+      gpu.yield %mk1 : i1
+    }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>) -> tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>
     %3 = "napkin.softmax"(%2) {axis = "x"} : (tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>) -> tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>
     %4 = "napkin.contract"(%3, %arg2) : (tensor<1x2x64x64xf32, {axes = ["b", "h", "q", "x"]}>, tensor<1x2x64x16xf32, {axes = ["b", "h", "x", "d"]}>) -> tensor<1x2x64x16xf32, {axes = ["b", "h", "q", "d"]}>
     return %4 : tensor<1x2x64x16xf32, {axes = ["b", "h", "q", "d"]}>

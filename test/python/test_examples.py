@@ -37,6 +37,11 @@ ODD_SIZES = {
     "softcap_attention": {"q": 33, "x": 75, "d": 8},
     "softmax_attention_by_hand": {"q": 29, "x": 47, "d": 24},
     "swiglu_mlp": {"m": 29, "f": 83, "n": 13},
+    "sliding_window_attention": {"q": 59, "x": 59},
+    "causal_bottom_right_attention": {"q": 27, "x": 61},
+    "prefix_lm_attention": {"q": 51, "x": 51},
+    "chunked_attention": {"q": 57, "x": 57},
+    "document_attention": {"q": 63, "x": 63},
 }
 
 

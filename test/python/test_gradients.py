@@ -233,7 +233,11 @@ def test_causal_mask_streamed_along_its_rows_keeps_its_meaning(seed: int) -> Non
     text = """
 func.func @rows(%Q: tensor<11x4xf32, {axes = ["q", "d"]}>, %K: tensor<9x4xf32, {axes = ["x", "d"]}>, %W: tensor<11x3xf32, {axes = ["q", "e"]}>) -> tensor<9x3xf32, {axes = ["x", "e"]}> {
   %s = "napkin.contract"(%Q, %K) : (tensor<11x4xf32, {axes = ["q", "d"]}>, tensor<9x4xf32, {axes = ["x", "d"]}>) -> tensor<11x9xf32, {axes = ["q", "x"]}>
-  %m = "napkin.mask"(%s) {kind = "causal", rows = "q", cols = "x"} : (tensor<11x9xf32, {axes = ["q", "x"]}>) -> tensor<11x9xf32, {axes = ["q", "x"]}>
+  %m = "napkin.mask"(%s) ({
+  ^bb0(%mi2: index, %mj2: index, %mr2: index, %mc2: index):
+    %mk2 = arith.cmpi sle, %mj2, %mi2 : index
+    gpu.yield %mk2 : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<11x9xf32, {axes = ["q", "x"]}>) -> tensor<11x9xf32, {axes = ["q", "x"]}>
   %p = "napkin.exp"(%m) : (tensor<11x9xf32, {axes = ["q", "x"]}>) -> tensor<11x9xf32, {axes = ["q", "x"]}>
   %y = "napkin.contract"(%p, %W) : (tensor<11x9xf32, {axes = ["q", "x"]}>, tensor<11x3xf32, {axes = ["q", "e"]}>) -> tensor<9x3xf32, {axes = ["x", "e"]}>
   return %y : tensor<9x3xf32, {axes = ["x", "e"]}>

@@ -173,7 +173,11 @@ HAND = f"""func.func @hand(%s: {T_QX}, %t: {T_XQ}, %m: {T_Q}, %i: index, %j: ind
     %z = arith.maximumf %y, %h : f32
     gpu.yield %z : f32
   }}) {{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0>}} : ({T_QX}, {T_XQ}, {T_Q}) -> {T_XQ}
-  %k = "napkin.mask"(%r, %i, %j) {{kind = "causal", rows = "q", cols = "x"}} : ({T_XQ}, index, index) -> {T_XQ}
+  %k = "napkin.mask"(%r, %i, %j) ({{
+  ^bb0(%mi: index, %mj: index, %mr: index, %mc: index):
+    %mk = arith.cmpi sle, %mj, %mi : index
+    gpu.yield %mk : i1
+  }}) {{rows = "q", cols = "x", extents = array<i64: 5, 7>, operandSegmentSizes = array<i32: 1, 2, 0, 0, 0, 0>}} : ({T_XQ}, index, index) -> {T_XQ}
   %f = "napkin.fill"() {{value = 2.0 : f32}} : () -> {T_Q}
   %u = "napkin.reduce"(%s) {{axis = "x", kind = "max"}} : ({T_QX}) -> {T_Q}
   %v = "napkin.add"(%u, %f) : ({T_Q}, {T_Q}) -> {T_Q}

@@ -36,13 +36,14 @@ DTYPE_ALIASES: dict[str, str] = {
     "f8": "fp8",
     "e4m3": "fp8",
     "e5m2": "fp8",
+    "i32": "i32",
 }
 
 #: The GPU whose data describes each compile target (its limits and the cost model's rates).
 TARGET_GPU: dict[str, str] = {"sm_80": "a100", "sm_90a": "h100"}
 
 #: Bytes per element of each canonical dtype (tf32 is stored as 32-bit).
-DTYPE_BYTES: dict[str, float] = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+DTYPE_BYTES: dict[str, float] = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "i32": 4}
 
 
 def canonical_dtype(dtype: str) -> str:

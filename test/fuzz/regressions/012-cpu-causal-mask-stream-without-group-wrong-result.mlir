@@ -4,7 +4,11 @@
 // replay: python -m napkin_mlir.fuzz --replay 012-cpu-causal-mask-stream-without-group-wrong-result.json
 module {
   func.func @fuzz16000611(%arg0: tensor<2x1xf32, {axes = ["i", "c"]}>) -> tensor<1xf32, {axes = ["c"]}> attributes {arg_names = ["A0"]} {
-    %0 = "napkin.mask"(%arg0) {cols = "i", kind = "causal", rows = "c"} : (tensor<2x1xf32, {axes = ["i", "c"]}>) -> tensor<2x1xf32, {axes = ["i", "c"]}>
+    %0 = "napkin.mask"(%arg0) ({
+    ^bb0(%mi4: index, %mj4: index, %mr4: index, %mc4: index):
+      %mk4 = arith.cmpi sle, %mj4, %mi4 : index
+      gpu.yield %mk4 : i1
+    }) {rows = "c", cols = "i", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<2x1xf32, {axes = ["i", "c"]}>) -> tensor<2x1xf32, {axes = ["i", "c"]}>
     %1 = "napkin.reduce"(%0) {axis = "i", kind = "max"} : (tensor<2x1xf32, {axes = ["i", "c"]}>) -> tensor<1xf32, {axes = ["c"]}>
     %2 = "napkin.contract"(%arg0, %1) : (tensor<2x1xf32, {axes = ["i", "c"]}>, tensor<1xf32, {axes = ["c"]}>) -> tensor<1xf32, {axes = ["c"]}>
     return %2 : tensor<1xf32, {axes = ["c"]}>
