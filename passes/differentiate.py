@@ -91,7 +91,7 @@ from mlir.dialects import arith, func, gpu
 from mlir.dialects import math as mmath
 
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ir.arrays import INTEGER_DTYPES, ArrayType, element_type, is_array
+from napkin_mlir.ir.arrays import ArrayType, element_type, is_array
 from napkin_mlir.ir.masks import copy_mask, mask_parts
 from napkin_mlir.ir.ops import op_info
 from napkin_mlir.ir.regions import (
@@ -106,6 +106,7 @@ from napkin_mlir.ir.regions import (
     terminator,
 )
 from napkin_mlir.ir.regions import users as _users
+from napkin_mlir.ir.segments import INTEGER_DTYPES
 from passes import register
 
 LOW_PRECISION = ("f16", "bf16")

@@ -16,13 +16,19 @@ the ops (`passes/streamable.py` holds the proofs) and derives head, body and tai
     x - M re-centered when M moves), never as Σ x² - |k| μ², which cancels when |μ| ≫ spread;
   * softmax followed by contractions over the axis (attention): the online form with the
     running max m, the running sum l and one accumulator o per contraction,
-        m' = max(m, max_j s_j),  α = e^(m - m'),  p = e^(s - m'),
+        m' = max(m, max_j s_j),  k = (m' = -inf ? 0 : m'),  α = e^(m - k),  p = e^(s - k),
         l' = α·l + Σ_j p_j,      o' = α·o + Σ_j p_j v_j,      result = o / l;
     for `napkin.softmax`, and for a softmax written by hand: any e^(s - c) whose shift c is
     proven an upper bound of s along the axis (its napkin.reduce max, or a napkin.max of it
     with e.g. a per-head sink logit) is carried online, and finish multiplies by e^(M - c)
     (M the final max) when c is not M itself;
     with `online=false` both are refused: without the rescaling they need the whole row.
+    Every online form shifts by k, which is m' except in a row that has seen only -inf so far
+    (a mask or bias that empties it in the first chunks), where e^(-inf - (-inf)) would be
+    NaN: there k = 0, so α = p = 0 and the row's state stays (m, l, o) = (-inf, 0, 0) until a
+    finite score comes (k is a `napkin.map` over m': arith.cmpf oeq with -inf, arith.select
+    of 0). The finish is unchanged: a row that is -inf everywhere gives 0 / 0 = NaN, as the
+    diagram's own softmax does (with a sink in the normalizer, 0 / e^0 = 0, as the diagram);
 
 Finish computes, from the final state, every reduction the boxes after the stream use (the
 factors are recomputed there; inputs they need, such as a sink logit, are carried in the
@@ -50,7 +56,18 @@ After:
     }, {
     ^bb0(%Qc: ..., %Kc: tensor<32x64xf32, ...>, %Vc: ..., %x0: index, %m: ..., %l: ..., %acc: ...):
       %s = "napkin.contract"(%Qc, %Kc) -> tensor<64x32xf32, {axes = ["q", "x"]}>
-      ... online update ...  gpu.yield %m2, %l2, %acc2
+      %mc = "napkin.reduce"(%s) {axis = "x", kind = "max"}
+      %m2 = "napkin.max"(%m, %mc)
+      %k = "napkin.map"(%m2) ({
+      ^bb0(%v: f32):
+        %ninf = arith.constant 0xFF800000 : f32
+        %zero = arith.constant 0.000000e+00 : f32
+        %empty = arith.cmpf oeq, %v, %ninf : f32
+        %safe = arith.select %empty, %zero, %v : f32
+        gpu.yield %safe : f32
+      })
+      %p = "napkin.exp"("napkin.sub"(%s, %k))   %alpha = "napkin.exp"("napkin.sub"(%m, %k))
+      ... l2 = l·alpha + Σ_x p, acc2 = acc·alpha + contract(p, %Vc) ...  gpu.yield %m2, %l2, %acc2
     }, {
     ^bb0(%m: ..., %l: ..., %acc: ...):
       %o = "napkin.div"(%acc, %l)  gpu.yield %o
@@ -73,10 +90,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlir import ir
-from mlir.dialects import gpu
+from mlir.dialects import arith, gpu
 
 from napkin_mlir.errors import NapkinError
-from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.arrays import ArrayType, element_type
 from napkin_mlir.ir.regions import (
     array,
     binary,
@@ -132,6 +149,26 @@ def _cast(v: ir.Value, dtype: str) -> ir.Value:
     return v if t.dtype == dtype else create("cast", [v], t.with_dtype(dtype))
 
 
+def _safe_shift(m: ir.Value) -> ir.Value:
+    """The shift of the online exponents for the running max `m`: `m`, or 0 where `m` is -inf
+    (a row that has seen only -inf so far, e.g. masked throughout the chunks so far), so that
+    α = e^(m_old - shift) and p = e^(s - shift) are e^(-inf) = 0 there, not e^(-inf + inf) = NaN.
+    A `napkin.map` over `m`: arith.cmpf oeq with -inf, arith.select of 0."""
+    t = array(m)
+    el = element_type(t.dtype)
+    op = ir.Operation.create(
+        "napkin.map", results=[t.to_mlir()], operands=[m], attributes=slot_attributes(1, None), regions=1
+    )
+    block = op.regions[0].blocks.append(el)
+    with ir.InsertionPoint(block):
+        x = block.arguments[0]
+        ninf = arith.ConstantOp(el, -math.inf).result
+        zero = arith.ConstantOp(el, 0.0).result
+        empty = arith.CmpFOp(arith.CmpFPredicate.OEQ, x, ninf).result
+        gpu.YieldOp([arith.SelectOp(empty, zero, x).result])
+    return op.result
+
+
 def _within(t: ArrayType, axes: set[str]) -> ArrayType:
     """`t` restricted to `axes` (in t's order)."""
     keep = [a for a in t.axes if a in axes]
@@ -181,7 +218,7 @@ class _Builder:
             self.mapping[r_old] = r_new
         if new.name == "napkin.mask" and axis in (str_attr(new, "rows"), str_attr(new, "cols")):
             assert self.offset is not None
-            rebuilt = offset_mask(new, {axis: self.offset})
+            rebuilt = offset_mask(new, {axis: self.offset}, {axis: array(op.operands[0]).size(axis)})
             self.mapping[op.results[0]] = rebuilt.results[0]
         return new
 
@@ -278,8 +315,9 @@ class _Builder:
             row = array(m)
             m_chunk = create("reduce", [s], row, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("max"))
             m_new = binary("max", m, m_chunk)
-            p = create("exp", [binary("sub", s, m_new)], array(s))
-            alpha = create("exp", [binary("sub", m, m_new)], row)
+            shift = _safe_shift(m_new)  # m', or 0 for a row that has seen only -inf
+            p = create("exp", [binary("sub", s, shift)], array(s))
+            alpha = create("exp", [binary("sub", m, shift)], row)
             p_sum = create("reduce", [p], row, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("sum"))
             l_new = binary("add", binary("mul", l_sum, alpha), p_sum)
             new_states += [m_new, l_new]
@@ -319,15 +357,16 @@ class _Builder:
                 new_states.append(self.mapping[slot.carried])
                 continue
             p = None
-            if slot.kind == "online":  # p = e^(s - m'), alpha = e^(m - m') with the running max m
+            if slot.kind == "online":  # p = e^(s - m'), alpha = e^(m - m') with the running max m (m' safe)
                 assert slot.maximum is not None
                 top = plan.exprs[slot.maximum][0].slot
                 assert top is not None
                 if top not in onlines:
                     m, m_new = running[top]
                     s = self.mapping[slot.maximum.operands[0]]
-                    p = create("exp", [binary("sub", s, m_new)], array(s))
-                    onlines[top] = (p, create("exp", [binary("sub", m, m_new)], array(m)))
+                    shift = _safe_shift(m_new)  # m', or 0 for a row that has seen only -inf
+                    p = create("exp", [binary("sub", s, shift)], array(s))
+                    onlines[top] = (p, create("exp", [binary("sub", m, shift)], array(m)))
                 p, alpha = onlines[top]
             partial = self.partial(slot, p)
             if slot.kind == "online":

@@ -38,8 +38,9 @@ from napkin_mlir.check.harness import judge_dtype
 from napkin_mlir.derive.auto import Derivation, derive
 from napkin_mlir.errors import NapkinError, UsageError
 from napkin_mlir.interpret import interpret
-from napkin_mlir.ir.arrays import INTEGER_DTYPES, ArrayType
+from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.regions import diagram_functions
+from napkin_mlir.ir.segments import INTEGER_DTYPES
 from napkin_mlir.pipeline.passmanager import run_pipeline
 from napkin_mlir.pipeline.stages import LOOPS_PIPELINE
 

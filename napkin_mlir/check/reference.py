@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from napkin_mlir.backends.cpu import NUMPY_DTYPES
-from napkin_mlir.ir.arrays import INTEGER_DTYPES, ArrayType
+from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.segments import INTEGER_DTYPES, segment_ids
 
 jax.config.update("jax_enable_x64", True)
 
@@ -31,17 +32,6 @@ def random_inputs(arrays: tuple[ArrayType, ...], seed: int) -> list[np.ndarray]:
         else rng.standard_normal(t.shape).astype(NUMPY_DTYPES[t.dtype])
         for t in arrays
     ]
-
-
-def segment_ids(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Document ids along the last axis: non-decreasing, documents of random lengths (about
-    an eighth of the axis each). The ids depend only on the seed and the axis length, so
-    the ids of the queries and of the keys agree when their axes have the same length (a
-    document mask over self-attention then leaves no query without keys)."""
-    n = shape[-1] if shape else 1
-    starts = np.random.default_rng([seed, n]).random(n) < 8.0 / max(n, 8)
-    starts[0] = False
-    return np.broadcast_to(np.cumsum(starts).astype(np.int32), shape).copy()
 
 
 def _jnp_dtype(a: np.ndarray) -> jnp.dtype:

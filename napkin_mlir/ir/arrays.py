@@ -29,9 +29,6 @@ DTYPES: dict[str, Callable[[], ir.Type]] = {
     "i32": lambda: ir.IntegerType.get_signless(32),
 }
 
-#: The integer dtypes (mask data).
-INTEGER_DTYPES = ("i32",)
-
 #: Bytes per element of each dtype (the cost model converts element counts with this).
 DTYPE_BYTES: dict[str, int] = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i32": 4}
 

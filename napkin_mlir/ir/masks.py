@@ -233,25 +233,52 @@ def _extents_attr(op: ir.Operation) -> tuple[int, int] | None:
 
 
 def decides_stream(step: ir.Block, mask: ir.Operation, axis: str) -> bool:
-    """Whether `mask` decides which chunks of a stream over `axis` matter: every reduction
-    over the axis in the stream step (a `napkin.reduce` along it, or a contraction that sums
-    it away) reads at least one operand computed from the mask's output. Only then can the
-    chunks where the mask is false everywhere be skipped: a reduction of the raw chunk (say
-    a plain sum next to the masked max) needs every chunk."""
-    masked = {mask.results[0]}
-    reductions = []
+    """Whether `mask` decides which chunks of a stream over `axis` matter: on a chunk where
+    the mask drops every entry, every reduction over the axis in the stream step (a
+    `napkin.reduce` along it, or a contraction that sums it away) adds only its identity,
+    so skipping the chunk leaves the state as it is.
+
+    Dropped entries are followed through the step: the mask makes them -inf; a positive
+    scale, a cast, adding or subtracting another value (taken finite or -inf) keep -inf;
+    exp turns -inf into 0; a cast, a scale or a product keep 0. A max reduction of -inf
+    entries, and a sum reduction or a contraction of 0 entries, add their identity; any
+    other reduction over the axis (a sum of -inf, a max after tanh(-inf) = -1, ...) needs
+    every chunk."""
+    neg: set[ir.Value] = {mask.results[0]}  # -inf wherever the mask drops an entry
+    zero: set[ir.Value] = set()  # 0 there
     for view in step.operations:
         op = view.operation
         operands = list(op.operands)
-        if any(v in masked for v in operands):
-            masked.update(op.results)
-        if op.name == "napkin.reduce" and ir.StringAttr(op.attributes["axis"]).value == axis:
-            reductions.append(operands)
-        elif op.name == "napkin.contract":
-            kept = ArrayType.from_mlir(op.results[0].type).axes
-            if any(axis in ArrayType.from_mlir(v.type).axes for v in operands) and axis not in kept:
-                reductions.append(operands)
-    return all(any(v in masked for v in operands) for operands in reductions)
+        name = op.name
+        reduces = (name == "napkin.reduce" and ir.StringAttr(op.attributes["axis"]).value == axis) or (
+            name == "napkin.contract"
+            and any(axis in ArrayType.from_mlir(v.type).axes for v in operands)
+            and axis not in ArrayType.from_mlir(op.results[0].type).axes
+        )
+        if reduces:
+            kind = ir.StringAttr(op.attributes["kind"]).value if name == "napkin.reduce" else "sum"
+            dropped = operands[0] in neg if kind == "max" else any(v in zero for v in operands)
+            if name == "napkin.contract":
+                dropped = any(v in zero for v in operands) and not any(v in neg for v in operands)
+            if not dropped:
+                return False
+            continue
+        if not op.results or not any(v in neg or v in zero for v in operands):
+            continue
+        out = op.results[0]
+        if name == "napkin.exp" and operands[0] in neg:
+            zero.add(out)
+        elif name == "napkin.cast" or (name == "napkin.scale" and ir.FloatAttr(op.attributes["factor"]).value > 0):
+            (neg if operands[0] in neg else zero).add(out)
+        elif (name in ("napkin.add", "napkin.sub") and operands[0] in neg and operands[1] not in zero) or (
+            name == "napkin.add" and operands[1] in neg and operands[0] not in zero
+        ):
+            neg.add(out)
+        elif (name == "napkin.mul" and any(v in zero for v in operands) and not any(v in neg for v in operands)) or (
+            name == "napkin.scale" and operands[0] in zero
+        ):
+            zero.add(out)
+    return True
 
 
 # --- the predicate as data -------------------------------------------------------------------
@@ -267,6 +294,7 @@ class Step:
     kind: str
     predicate: str | None = None
     value: float | int | None = None
+    type: str = ""  # the result's MLIR type
 
 
 @dataclass(frozen=True)
@@ -316,7 +344,8 @@ def read_predicate(block: ir.Block, where: str = "the mask") -> Predicate:
             value = ir.FloatAttr(attr).value if kind == "float" else ir.IntegerAttr(attr).value
             if kind == "bool":
                 value = int(value) & 1
-        steps.append(Step(op.name, tuple(number[v] for v in op.operands), kind, predicate, value))
+        operands = tuple(number[v] for v in op.operands)
+        steps.append(Step(op.name, operands, kind, predicate, value, str(op.results[0].type)))
         number[op.results[0]] = len(args) + len(steps) - 1
     if result < 0:
         raise NapkinError(f"{where}: the predicate must end with gpu.yield of an i1")
@@ -646,6 +675,21 @@ def predicate_bounds(
     """Must/may of the predicate over positions i in [rows], j in [cols] (inclusive bounds,
     domain values or Python ints), full lengths `extents`, each array's scalar in its range
     (None: unknown)."""
+    out = _ranges(pred, domain, rows, cols, extents, arrays)[pred.result]
+    if not isinstance(out, Truth):
+        raise NapkinError("the mask's predicate must yield an i1")
+    return out
+
+
+def _ranges(
+    pred: Predicate,
+    domain: Domain,
+    rows: tuple[Bound, Bound],
+    cols: tuple[Bound, Bound],
+    extents: tuple[int, int],
+    arrays: Sequence[tuple[Bound, Bound] | None],
+) -> list[Interval | Truth]:
+    """The range of every value of the predicate (see `predicate_bounds`)."""
     o = _Ops(domain)
     values: list[Interval | Truth] = [
         Interval(*rows, rows[0] if isinstance(rows[0], int) and rows[0] == rows[1] else None),
@@ -679,10 +723,7 @@ def predicate_bounds(
         else:
             assert all(isinstance(x, Interval) for x in xs)
             values.append(_arith(o, step, xs))  # type: ignore[arg-type]
-    out = values[pred.result]
-    if not isinstance(out, Truth):
-        raise NapkinError("the mask's predicate must yield an i1")
-    return out
+    return values
 
 
 def _boolean(o: _Ops, step: Step, xs: list[Interval | Truth]) -> Truth:

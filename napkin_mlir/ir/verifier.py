@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from mlir import ir
 
 from napkin_mlir.errors import NapkinError, VerificationError
-from napkin_mlir.ir.arrays import INTEGER_DTYPES, ArrayType, dtype_name, is_array
+from napkin_mlir.ir.arrays import ArrayType, dtype_name, is_array
 from napkin_mlir.ir.context import format_location
 from napkin_mlir.ir.masks import mask_parts, predicate_arg_types, read_predicate
 from napkin_mlir.ir.ops import op_info
+from napkin_mlir.ir.segments import INTEGER_DTYPES
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ GPU_PIPELINE = (
     "builtin.module("
     "gpu-launch-sink-index-computations,gpu-kernel-outlining,"
     "nvvm-attach-target{{chip={chip} features={features} O=3}},"
-    "gpu.module(convert-scf-to-cf,expand-strided-metadata,lower-affine,"
+    "gpu.module(convert-scf-to-cf,arith-expand,expand-strided-metadata,lower-affine,"
     "convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},canonicalize,cse,reconcile-unrealized-casts),"
     "gpu-module-to-binary{{format=isa}})"
 )
@@ -71,7 +71,7 @@ GPU_PIPELINE = (
 #: The NVVM tail for a module that already holds a gpu.module (pastes into mlir-opt unchanged).
 KERNEL_PIPELINE = (
     "builtin.module(nvvm-attach-target{{chip={chip} features={features} O=3}},"
-    "gpu.module(convert-vector-to-scf,expand-strided-metadata,lower-affine,convert-scf-to-cf,"
+    "gpu.module(convert-vector-to-scf,arith-expand,expand-strided-metadata,lower-affine,convert-scf-to-cf,"
     "convert-nvgpu-to-nvvm,convert-gpu-to-nvvm{{use-bare-ptr-memref-call-conv=true}},convert-vector-to-llvm,"
     "canonicalize,cse),gpu.module(convert-to-llvm,reconcile-unrealized-casts),gpu-module-to-binary{{format=isa}})"
 )

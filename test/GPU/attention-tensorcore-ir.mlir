@@ -1,8 +1,10 @@
 // The tensor-core kernel at the gpu stage (what `napkin emulate` runs), causal, 8 warps and
 // 16-key chunks of a 64-wide head: 128 copies of 16 bytes per K or V chunk for 256 threads,
 // so each chunk is one partial round whose copies sit in an scf.if (idle threads issue none)
-// and the commit groups take no tokens; a causal CTA's K/V loads stop at its diagonal chunk
-// (the loop bound and the end of the keys it loads come from the same row tile); K and V
+// and the commit groups take no tokens; a causal CTA visits only the chunks where the mask's
+// predicate j <= i may hold over its rows (a scan over the chunks bounds it by interval
+// reasoning: chunk c may hold a kept key when its first key 16c <= the CTA's last row), and its
+// loop bounds and the end of the keys it loads come from that scan; K and V
 // fragments come two n8 tiles per ldmatrix.x4, split with vector.extract_strided_slice.
 // RUN: %napkin compile attention --dims b=1,h=2,q=300,x=40,d=64 --dtype bf16 --causal --tile q=128,x=16 --target sm_80 --emit gpu -o %t.mlir
 // RUN: %FileCheck %s --input-file=%t.mlir --implicit-check-not="numTiles = 2"
@@ -11,10 +13,16 @@
 // CHECK-NEXT:    kernel attributes {known_block_size = array<i32: 256, 1, 1>
 // CHECK:         %[[BX:.*]] = gpu.block_id x
 // CHECK:         %[[Q0:.*]] = arith.muli %[[BX]], %c128 : index
-// CHECK:         %[[LASTROW:.*]] = arith.addi %[[Q0]], %c143 : index
-// CHECK:         %[[LAST:.*]] = arith.divui %[[LASTROW]], %c16 : index
-// CHECK:         %[[CHUNKS:.*]] = arith.minui %[[LAST]], %c3 : index
-// CHECK:         %[[KEYS:.*]] = arith.muli %[[CHUNKS]], %c16 : index
+// CHECK:         %[[EXT:.*]]:2 = scf.for %[[C:.*]] = %c0 to %c3 step %c1 iter_args(%[[LO:.*]] = %c3, %[[HI:.*]] = %c0) -> (index, index) {
+// CHECK:           %[[LASTROW:.*]] = arith.addi %[[Q0]], %c127 : index
+// CHECK:           %[[FIRSTKEY:.*]] = arith.muli %[[C]], %c16 : index
+// CHECK:           %[[MAY:.*]] = arith.cmpi sle, %[[FIRSTKEY]], %[[LASTROW]] : index
+// CHECK:           %[[MIN:.*]] = arith.minsi %[[LO]], %[[C]] : index
+// CHECK:           arith.select %[[MAY]], %[[MIN]], %[[LO]] : index
+// CHECK:           %[[NEXT:.*]] = arith.addi %[[C]], %c1 : index
+// CHECK:           arith.select %[[MAY]], %[[NEXT]], %[[HI]] : index
+// CHECK:         %[[LOWER:.*]] = arith.minsi %[[EXT]]#0, %[[EXT]]#1 : index
+// CHECK:         %[[KEYS:.*]] = arith.muli %[[EXT]]#1, %c16 : index
 // CHECK:         %[[KVEND:.*]] = arith.minui %[[KEYS]], %c40 : index
 // CHECK:         %[[QGRP:.*]] = nvgpu.device_async_create_group %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}{{$}}
 // CHECK:         arith.cmpi ult, %{{.*}}, %[[KVEND]] : index
@@ -26,7 +34,7 @@
 // CHECK:           nvgpu.device_async_copy %V
 // CHECK:         %[[FIRST:.*]] = nvgpu.device_async_create_group{{ *$}}
 // CHECK-NEXT:    nvgpu.device_async_wait %[[FIRST]] {numGroups = 1 : i32}
-// CHECK:         scf.for %[[J:.*]] = %c0 to %[[CHUNKS]] step %c1
+// CHECK:         scf.for %[[J:.*]] = %[[LOWER]] to %[[EXT]]#1 step %c1
 // CHECK:           %[[KF:.*]] = nvgpu.ldmatrix %ks[{{.*}}] {numTiles = 4 : i32, transpose = false}
 // CHECK-NEXT:      vector.extract_strided_slice %[[KF]] {offsets = [0, 0], sizes = [2, 2], strides = [1, 1]}
 // CHECK-NEXT:      vector.extract_strided_slice %[[KF]] {offsets = [2, 0], sizes = [2, 2], strides = [1, 1]}

@@ -4,8 +4,9 @@
 
 // A softmax by hand: m = max_x s, e = exp(s - m), l = Σ_x e, o = Σ_x (e / l) v. The exp is
 // shifted by the max of its own scores, so it streams online with the running max, as
-// napkin.softmax does: m' = max(m, max s), p = exp(s - m'), α = exp(m - m'),
-// l' = l·α + Σ p, o' = o·α + p V; the division by l moves to finish.
+// napkin.softmax does: m' = max(m, max s), c = (m' == -inf ? 0 : m'), p = exp(s - c),
+// α = exp(m - c), l' = l·α + Σ p, o' = o·α + p V (the shift c is 0 for a row that has seen
+// only -inf: p = α = 0 there, not NaN); the division by l moves to finish.
 
 // CHECK-LABEL: func.func @softmax_by_hand
 // CHECK:         %[[O:.*]] = "napkin.stream"(%{{.*}}, %{{.*}}, %{{.*}}) ({
@@ -18,9 +19,17 @@
 // CHECK-NEXT:      %[[S:.*]] = "napkin.contract"(%[[QC]], %[[KC]]) {{.*}} -> tensor<8x4xf32, {axes = ["q", "x"]}>
 // CHECK-NEXT:      %[[MC:.*]] = "napkin.reduce"(%[[S]]) {axis = "x", kind = "max"}
 // CHECK-NEXT:      %[[MN:.*]] = "napkin.max"(%[[M]], %[[MC]])
-// CHECK-NEXT:      %[[D:.*]] = "napkin.sub"(%[[S]], %[[MN]])
+// CHECK-NEXT:      %[[C:.*]] = "napkin.map"(%[[MN]]) ({
+// CHECK-NEXT:      ^bb0(%[[X:.*]]: f32):
+// CHECK-NEXT:        %[[NINF:.*]] = arith.constant 0xFF800000 : f32
+// CHECK-NEXT:        %[[ZERO:.*]] = arith.constant 0.000000e+00 : f32
+// CHECK-NEXT:        %[[EMPTY:.*]] = arith.cmpf oeq, %[[X]], %[[NINF]] : f32
+// CHECK-NEXT:        %[[SAFE:.*]] = arith.select %[[EMPTY]], %[[ZERO]], %[[X]] : f32
+// CHECK-NEXT:        gpu.yield %[[SAFE]] : f32
+// CHECK-NEXT:      })
+// CHECK-NEXT:      %[[D:.*]] = "napkin.sub"(%[[S]], %[[C]])
 // CHECK-NEXT:      %[[P:.*]] = "napkin.exp"(%[[D]]) {{.*}} -> tensor<8x4xf32, {axes = ["q", "x"]}>
-// CHECK-NEXT:      %[[DM:.*]] = "napkin.sub"(%[[M]], %[[MN]])
+// CHECK-NEXT:      %[[DM:.*]] = "napkin.sub"(%[[M]], %[[C]])
 // CHECK-NEXT:      %[[ALPHA:.*]] = "napkin.exp"(%[[DM]]) {{.*}} -> tensor<8xf32, {axes = ["q"]}>
 // CHECK-NEXT:      %[[PS:.*]] = "napkin.reduce"(%[[P]]) {axis = "x", kind = "sum"}
 // CHECK-NEXT:      %[[LA:.*]] = "napkin.mul"(%[[L]], %[[ALPHA]])
@@ -51,7 +60,8 @@ func.func @softmax_by_hand(%Q: tensor<8x4xf32, {axes = ["q", "d"]}>, %K: tensor<
 // Attention with a per-head sink logit (gpt-oss), the max taken over the scores and the sink:
 //   m = max(max_x s, sink),  o = Σ_x e^(s - m) v / (e^(sink - m) + Σ_x e^(s - m)).
 // m is a max of the row max with something else, so it bounds s: e^(s - m) streams online with
-// the running max M of s alone, and finish rescales by e^(M - m) <= 1. The sink has no x: it
+// the running max M of s alone (shifted by 0 while M is -inf, as above), and finish rescales
+// by e^(M - m) <= 1: a row masked throughout gives 0 / e^0 = 0, as the diagram. The sink has no x: it
 // rides along in the state (head 0, every step sets it) and enters finish:
 //   m = max(M, sink), α = e^(M - m), l = α·l' + e^(sink - m), o = (o' / l)·α.
 
@@ -66,9 +76,17 @@ func.func @softmax_by_hand(%Q: tensor<8x4xf32, {axes = ["q", "d"]}>, %K: tensor<
 // CHECK-NEXT:    ^bb0(%[[SC:.*]]: tensor<2x8x4xf32, {axes = ["h", "q", "x"]}>, %[[VC:.*]]: tensor<2x4x4xf32, {axes = ["h", "x", "d"]}>, %[[SK:.*]]: tensor<2xf32, {axes = ["h"]}>, %{{.*}}: index, %[[M:.*]]: tensor<2x8xf32, {axes = ["h", "q"]}>, %[[L:.*]]: tensor<2x8xf32, {axes = ["h", "q"]}>, %[[ACC:.*]]: tensor<2x8x4xf32, {axes = ["h", "q", "d"]}>, %{{.*}}: tensor<2xf32, {axes = ["h"]}>):
 // CHECK-NEXT:      %[[MC:.*]] = "napkin.reduce"(%[[SC]]) {axis = "x", kind = "max"}
 // CHECK-NEXT:      %[[MN:.*]] = "napkin.max"(%[[M]], %[[MC]])
-// CHECK-NEXT:      %[[D:.*]] = "napkin.sub"(%[[SC]], %[[MN]])
+// CHECK-NEXT:      %[[C:.*]] = "napkin.map"(%[[MN]]) ({
+// CHECK-NEXT:      ^bb0(%[[X:.*]]: f32):
+// CHECK-NEXT:        %[[NINF:.*]] = arith.constant 0xFF800000 : f32
+// CHECK-NEXT:        %[[ZERO:.*]] = arith.constant 0.000000e+00 : f32
+// CHECK-NEXT:        %[[EMPTY:.*]] = arith.cmpf oeq, %[[X]], %[[NINF]] : f32
+// CHECK-NEXT:        %[[SAFE:.*]] = arith.select %[[EMPTY]], %[[ZERO]], %[[X]] : f32
+// CHECK-NEXT:        gpu.yield %[[SAFE]] : f32
+// CHECK-NEXT:      })
+// CHECK-NEXT:      %[[D:.*]] = "napkin.sub"(%[[SC]], %[[C]])
 // CHECK-NEXT:      %[[P:.*]] = "napkin.exp"(%[[D]])
-// CHECK-NEXT:      %[[DM:.*]] = "napkin.sub"(%[[M]], %[[MN]])
+// CHECK-NEXT:      %[[DM:.*]] = "napkin.sub"(%[[M]], %[[C]])
 // CHECK-NEXT:      %[[ALPHA:.*]] = "napkin.exp"(%[[DM]])
 // CHECK-NEXT:      %[[PS:.*]] = "napkin.reduce"(%[[P]]) {axis = "x", kind = "sum"}
 // CHECK-NEXT:      %[[LA:.*]] = "napkin.mul"(%[[L]], %[[ALPHA]])

@@ -4,8 +4,9 @@
 
 // Attention (causal): the online softmax. Init fills m = -inf, l = 0, o = 0; the step
 // computes the chunk scores, masks them at the chunk offset, and updates
-//   m' = max(m, max_x s), p = exp(s - m'), alpha = exp(m - m'),
+//   m' = max(m, max_x s), c = (m' == -inf ? 0 : m'), p = exp(s - c), alpha = exp(m - c),
 //   l' = l * alpha + sum_x p, o' = o * alpha + p V;
+// (the shift c is 0 for a row that has seen only -inf: p = alpha = 0 there, not NaN);
 // finish divides o by l.
 
 // CHECK-LABEL: func.func @attention
@@ -17,12 +18,21 @@
 // CHECK-NEXT:    }, {
 // CHECK-NEXT:    ^bb0(%[[QC:.*]]: tensor<8x4xf32, {axes = ["q", "d"]}>, %[[KC:.*]]: tensor<4x4xf32, {axes = ["x", "d"]}>, %[[VC:.*]]: tensor<4x4xf32, {axes = ["x", "d"]}>, %[[X0:.*]]: index, %[[M:.*]]: tensor<8xf32, {axes = ["q"]}>, %[[L:.*]]: tensor<8xf32, {axes = ["q"]}>, %[[ACC:.*]]: tensor<8x4xf32, {axes = ["q", "d"]}>):
 // CHECK-NEXT:      %[[S:.*]] = "napkin.contract"(%[[QC]], %[[KC]]) {{.*}} -> tensor<8x4xf32, {axes = ["q", "x"]}>
-// CHECK:           %[[SM:.*]] = "napkin.mask"(%[[S]], %{{.*}}, %[[X0]]) {cols = "x", kind = "causal", rows = "q"}
+// CHECK:           %[[SM:.*]] = "napkin.mask"(%[[S]], %{{.*}}, %[[X0]]) ({
+// CHECK:           }) {cols = "x", extents = array<i64: 8, 16>, {{.*}}rows = "q"}
 // CHECK-NEXT:      %[[MC:.*]] = "napkin.reduce"(%[[SM]]) {axis = "x", kind = "max"}
 // CHECK-NEXT:      %[[MN:.*]] = "napkin.max"(%[[M]], %[[MC]])
-// CHECK-NEXT:      %[[D:.*]] = "napkin.sub"(%[[SM]], %[[MN]])
+// CHECK-NEXT:      %[[C:.*]] = "napkin.map"(%[[MN]]) ({
+// CHECK-NEXT:      ^bb0(%[[X:.*]]: f32):
+// CHECK-NEXT:        %[[NINF:.*]] = arith.constant 0xFF800000 : f32
+// CHECK-NEXT:        %[[ZERO:.*]] = arith.constant 0.000000e+00 : f32
+// CHECK-NEXT:        %[[EMPTY:.*]] = arith.cmpf oeq, %[[X]], %[[NINF]] : f32
+// CHECK-NEXT:        %[[SAFE:.*]] = arith.select %[[EMPTY]], %[[ZERO]], %[[X]] : f32
+// CHECK-NEXT:        gpu.yield %[[SAFE]] : f32
+// CHECK-NEXT:      }) {{.*}} : (tensor<8xf32, {axes = ["q"]}>) -> tensor<8xf32, {axes = ["q"]}>
+// CHECK-NEXT:      %[[D:.*]] = "napkin.sub"(%[[SM]], %[[C]])
 // CHECK-NEXT:      %[[P:.*]] = "napkin.exp"(%[[D]]) {{.*}} -> tensor<8x4xf32, {axes = ["q", "x"]}>
-// CHECK-NEXT:      %[[DM:.*]] = "napkin.sub"(%[[M]], %[[MN]])
+// CHECK-NEXT:      %[[DM:.*]] = "napkin.sub"(%[[M]], %[[C]])
 // CHECK-NEXT:      %[[ALPHA:.*]] = "napkin.exp"(%[[DM]]) {{.*}} -> tensor<8xf32, {axes = ["q"]}>
 // CHECK-NEXT:      %[[PS:.*]] = "napkin.reduce"(%[[P]]) {axis = "x", kind = "sum"}
 // CHECK-NEXT:      %[[LA:.*]] = "napkin.mul"(%[[L]], %[[ALPHA]])
@@ -39,7 +49,11 @@
 // CHECK:         return %[[O]]
 func.func @attention(%Q: tensor<8x4xf32, {axes = ["q", "d"]}>, %K: tensor<16x4xf32, {axes = ["x", "d"]}>, %V: tensor<16x4xf32, {axes = ["x", "d"]}>) -> tensor<8x4xf32, {axes = ["q", "d"]}> {
   %s = "napkin.contract"(%Q, %K) : (tensor<8x4xf32, {axes = ["q", "d"]}>, tensor<16x4xf32, {axes = ["x", "d"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
-  %m = "napkin.mask"(%s) {kind = "causal", rows = "q", cols = "x"} : (tensor<8x16xf32, {axes = ["q", "x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
+  %m = "napkin.mask"(%s) ({
+  ^bb0(%mi7: index, %mj7: index, %mr7: index, %mc7: index):
+    %mk7 = arith.cmpi sle, %mj7, %mi7 : index
+    gpu.yield %mk7 : i1
+  }) {rows = "q", cols = "x", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>} : (tensor<8x16xf32, {axes = ["q", "x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
   %p = "napkin.softmax"(%m) {axis = "x"} : (tensor<8x16xf32, {axes = ["q", "x"]}>) -> tensor<8x16xf32, {axes = ["q", "x"]}>
   %o = "napkin.contract"(%p, %V) : (tensor<8x16xf32, {axes = ["q", "x"]}>, tensor<16x4xf32, {axes = ["x", "d"]}>) -> tensor<8x4xf32, {axes = ["q", "d"]}>
   return %o : tensor<8x4xf32, {axes = ["q", "d"]}>

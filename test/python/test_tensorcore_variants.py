@@ -39,11 +39,28 @@ from napkin_mlir.emulator import emulate_kernel
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.builders import DiagramBuilder
 from napkin_mlir.ir.context import napkin_context
-from napkin_mlir.ir.files import load_diagram
+from napkin_mlir.ir.files import axis_sizes, load_diagram
 from napkin_mlir.pipeline.passmanager import run_pipeline
 
 EXAMPLES = REPO_ROOT / "examples"
-VARIANTS = ("softcap_attention", "bias_attention", "gqa_bias_attention", "cross_attention")
+MASKS = (
+    "sliding_window_attention",
+    "causal_bottom_right_attention",
+    "prefix_lm_attention",
+    "chunked_attention",
+    "document_attention",
+)
+VARIANTS = (
+    "softcap_attention",
+    "bias_attention",
+    "gqa_bias_attention",
+    "cross_attention",
+    "sliding_window_attention",
+    "causal_bottom_right_attention",
+    "prefix_lm_attention",
+    "chunked_attention",
+    "document_attention",
+)
 B, H, Q, X, D = 1, 2, 37, 29, 16
 
 
@@ -115,8 +132,10 @@ def _baseline(example: str, tiles: dict[str, int], target: str, out: Path) -> tu
             "attention", {"b": B, "h": 2 * H, "q": Q, "x": X, "d": D}, "bf16", kv_heads=H, tiles=tiles
         )
         kernel = compile_to_file(config, target, "cubin", "tensorcore", 16, out, log=_quiet)
-    else:
-        plain = FileProblem(str(EXAMPLES / "softmax_attention_by_hand.mlir"), tiles=tiles)
+    else:  # plain attention at the example's own sizes
+        with napkin_context(), ir.Location.unknown():
+            sizes = {a: s for a, s in axis_sizes(load_diagram(EXAMPLES / f"{example}.mlir")).items() if a in "qx"}
+        plain = FileProblem(str(EXAMPLES / "softmax_attention_by_hand.mlir"), dims=sizes, tiles=tiles)
         kernel = compile_to_file(None, target, "cubin", "tensorcore", 16, out, log=_quiet, file_problem=plain)
     assert kernel is not None
     return int(kernel.ptxas["registers"]), kernel.problem["tile"]
@@ -127,7 +146,8 @@ def _baseline(example: str, tiles: dict[str, int], target: str, out: Path) -> tu
 def test_example_assembles_without_spills_near_plain_registers(example: str, target: str, tmp_path: Path) -> None:
     """0 spills (ptxas's report in the sidecar) and at most 10% more registers than plain
     attention at the same tiles, plus cross attention's extra O accumulators (2 registers
-    per 4 columns of the wider V head)."""
+    per 4 columns of the wider V head); a mask's predicate (64-bit index arithmetic per
+    score) at most 20%."""
     out = tmp_path / "variant.cubin"
     problem = FileProblem(str(EXAMPLES / f"{example}.mlir"))
     kernel = compile_to_file(None, target, "cubin", "auto", 16, out, log=_quiet, file_problem=problem)
@@ -137,7 +157,8 @@ def test_example_assembles_without_spills_near_plain_registers(example: str, tar
     base, tile = _baseline(example, side["problem"]["tiles"], target, tmp_path / "plain.cubin")
     assert tile == side["problem"]["tile"] and base > 0
     wider = 2 * (24 - D) // 4 if example == "cross_attention" else 0
-    assert side["ptxas"]["registers"] <= int(1.1 * base) + wider, (side["ptxas"], base)
+    regs = side["ptxas"]["registers"]
+    assert regs <= int((1.2 if example in MASKS else 1.1) * base) + wider, (side["ptxas"], base)
 
 
 # --- the kernel computes the program's ops ----------------------------------------------------------
@@ -160,7 +181,7 @@ def test_softcap_plan_folds_the_last_scale_and_computes_the_rest() -> None:
     plan = _plan(EXAMPLES / "softcap_attention.mlir")
     assert [op.name for op in plan.score_ops] == ["napkin.scale", "napkin.scale", "napkin.tanh"]
     assert [op.factor for op in plan.score_ops[:2]] == [0.25, 0.02] and plan.scale == 50.0
-    assert not plan.causal and plan.inputs == ()
+    assert plan.skips == () and plan.inputs == ()
 
 
 def test_softcap_kernel_has_a_tanh_per_score_and_fails_without_it(
@@ -221,7 +242,7 @@ def test_mask_before_the_soft_cap_streams_every_chunk(tmp_path: Path, seed: int)
     op at its place (an arith.select) and no chunk is skipped."""
     path = _write(tmp_path, "masked_softcap", lambda d: d.tanh(d.causal_mask(_scores(d), "q", "x")))
     plan = _plan(path)
-    assert [op.name for op in plan.score_ops] == ["napkin.scale", "napkin.mask", "napkin.tanh"] and not plan.causal
+    assert [op.name for op in plan.score_ops] == ["napkin.scale", "napkin.mask", "napkin.tanh"] and not plan.skips
     kernel, text, _ = _gpu_kernel(path)
     assert re.search(r"scf\.for %j = %c0 to %c\d+ step", text)  # a constant bound: every chunk
     assert emulate_kernel(kernel, text, seed).passed
@@ -289,8 +310,8 @@ def test_grouped_query_inputs_by_query_head_with_the_causal_mask(tmp_path: Path,
     problem = FileProblem(str(path), tiles={"q": 16, "x": 16})
     kernel, gpu_text, _ = compile_file_kernel(problem, "sm_80", "gpu", "tensorcore", log=_quiet)
     assert kernel is not None and kernel.grid == (3, H, B) and kernel.block == (32 * r, 1, 1)
-    # the causal CTA streams up to its diagonal chunk: the loop's bound is computed, not a constant
-    assert re.search(r"scf\.for %j = %c0 to %i\d+ step", gpu_text)
+    # the causal CTA streams the chunks its mask may keep: the loop's bounds come from the scan
+    assert re.search(r"scf\.for %j = %i\d+ to %ext\d+#1 step", gpu_text)
     report = emulate_kernel(kernel, gpu_text, seed)
     assert report.passed, report.lines()
 

@@ -40,11 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from napkin_mlir.ir.segments import INTEGER_DTYPES, segment_ids
+
 # JAX would otherwise take most of the GPU's memory at its first use, beside CuPy's buffers.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 SIDECAR_FORMAT = 1
-DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "i32": "int32"}
 
 
 class RunnerError(Exception):
@@ -129,7 +131,9 @@ def make_inputs(side: Sidecar, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = {}
     for a in side.args:
-        if a.role == "input":
+        if a.role == "input" and a.dtype in INTEGER_DTYPES:  # mask data: segment ids
+            arrays[a.name] = segment_ids(tuple(a.shape), seed)
+        elif a.role == "input":
             arrays[a.name] = rng.standard_normal(a.shape, dtype=np.float32).astype(numpy_dtype(a.dtype))
         else:
             arrays[a.name] = np.full(a.shape, np.nan, dtype=numpy_dtype(a.dtype))

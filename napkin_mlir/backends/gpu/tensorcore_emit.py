@@ -27,6 +27,7 @@ from napkin_mlir.backends.gpu.fragments import A_ROWS, MMA_K, MMA_M, MMA_N
 from napkin_mlir.backends.gpu.tensorcore_plan import ELEM, PAD, AttentionPlan
 from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, Element, Operand, ScoreInput
 from napkin_mlir.backends.gpu.tensorcore_text import FragmentOps, TextEmitter
+from napkin_mlir.ir.masks import predicate_bounds
 
 VEC = 8  # elements per cp.async and per output store: 16 bytes
 LOG2E = 1.4426950408889634
@@ -66,7 +67,8 @@ class _AttentionKernel:
     c: str  # column pair
     q0: str  # first query row of the CTA
     # set by stream_extent
-    upper: str  # chunks of x this CTA streams
+    lower: str  # the chunks of x this CTA streams: [lower, upper)
+    upper: str
     kv_end: str  # keys past this are never loaded
     # set by thread_rows
     my_rows: list[list[str]]  # the thread's CTA rows per m tile: g and g + 8
@@ -135,15 +137,45 @@ class _AttentionKernel:
         self.q0 = e.mul(bx, e.idx(self.plan.gq))
 
     def stream_extent(self) -> None:
-        """The stream's extent: every chunk, or for a causal CTA those up to its last row."""
+        """The chunks of x this CTA visits: every chunk, or where the program's masks decide
+        the stream (`plan.skips`), from the first to the last chunk where each mask's
+        predicate may be true over the CTA's rows and the chunk's keys. The predicate is
+        bounded by interval reasoning (`ir.masks.predicate_bounds`) in a scalar scan over the
+        chunks, once per CTA: no dense mask is evaluated. Chunks outside are neither loaded
+        nor computed; a chunk inside that no key of survives is computed masked."""
         e, plan, sx = self.e, self.plan, self.plan.sx
         n_chunks = -(-plan.x // sx)
-        self.upper = e.idx(n_chunks)
+        self.lower, self.upper = e.idx(0), e.idx(n_chunks)
         self.kv_end = e.idx(plan.x)  # keys past this are never loaded (zero-filled)
-        if plan.causal:
-            last = e.div(e.add(self.q0, e.idx(plan.gq + sx - 1)), e.idx(sx))
-            self.upper = e.minu(last, e.idx(n_chunks))
-            self.kv_end = e.minu(e.mul(self.upper, e.idx(sx)), self.kv_end)
+        if not plan.skips:
+            return
+        domain = _TextDomain(e)
+        res, c, lo, hi = e.fresh("ext"), e.fresh("ch"), e.fresh("lo"), e.fresh("hi")
+        e.emit(
+            f"{res}:2 = scf.for {c} = {e.idx(0)} to {e.idx(n_chunks)} step {e.idx(1)} "
+            f"iter_args({lo} = {e.idx(n_chunks)}, {hi} = {e.idx(0)}) -> (index, index) {{"
+        )
+        e.indent += 2
+        rows = (self.q0, e.add(self.q0, e.idx(plan.gq - 1)))
+        first = e.mul(c, e.idx(sx))
+        cols = (first, e.add(first, e.idx(sx - 1)))
+        may: bool | str = True
+        for pred in plan.skips:
+            bound = predicate_bounds(pred, domain, rows, cols, (plan.q, plan.x)).may
+            if bound is False or may is False:
+                may = False
+            elif bound is not True:
+                may = bound if may is True else domain.and_(str(may), bound)
+        if isinstance(may, bool):
+            may = domain.boolean(may)
+        lo2 = e.op(f"arith.select {may}, {e.op(f'arith.minsi {lo}, {c} : index', 'i')}, {lo} : index", "i")
+        hi2 = e.op(f"arith.select {may}, {e.add(c, e.idx(1))}, {hi} : index", "i")
+        e.emit(f"scf.yield {lo2}, {hi2} : index, index")
+        e.indent -= 2
+        e.emit("}")
+        self.upper = f"{res}#1"
+        self.lower = e.op(f"arith.minsi {res}#0, {self.upper} : index", "i")  # no chunk: an empty loop
+        self.kv_end = e.minu(e.mul(self.upper, e.idx(sx)), self.kv_end)
 
     # --- cp.async copies: each thread moves 16-byte vectors (8 elements) --------------------
 
@@ -237,7 +269,7 @@ class _AttentionKernel:
         e = self.e
         q_tokens = self.copy_tile("%qs", [], "%Q", self.plan.rows, self.q_src, self.q_valid, self.per_row)
         e.op(f"nvgpu.device_async_create_group {', '.join(q_tokens)}", "grp")
-        first = self.kv_loader(e.idx(0), e.idx(0))
+        first = self.kv_loader(self.lower, e.rem(self.lower, e.idx(2)))
         e.emit(f"nvgpu.device_async_wait {first} {{numGroups = 1 : i32}}")
         e.emit("gpu.barrier")
         return first
@@ -285,7 +317,7 @@ class _AttentionKernel:
             types += [F32] * 4 + [acc_t] * self.n_o
         loop_res = e.fresh("st")
         e.emit(
-            f"{loop_res}:{len(state)} = scf.for %j = {e.idx(0)} to {self.upper} step {e.idx(1)} iter_args("
+            f"{loop_res}:{len(state)} = scf.for %j = {self.lower} to {self.upper} step {e.idx(1)} iter_args("
             + ", ".join(f"{s} = {i}" for s, i in zip(state, init, strict=True))
             + f") -> ({', '.join(types)}) {{"
         )
@@ -380,9 +412,6 @@ class _AttentionKernel:
                         if plan.score_ops:
                             v = self.score_element(v, coords, mi, i, nt, k)
                         bad = past_x[nt][k]
-                        if plan.causal:
-                            late = e.op(f"arith.cmpi ugt, {cols[nt][k]}, {my_q[mi][i]} : index", "p")
-                            bad = e.op(f"arith.ori {bad}, {late} : i1", "p")
                         pair.append(e.op(f"arith.select {bad}, {self.ninf}, {v} : f32", "e"))
                     tile.append(pair)
                 per_tile.append(tile)
@@ -406,7 +435,7 @@ class _AttentionKernel:
                 loaded[(o.ref, o.dtype)] = _convert(e, coords.read(inp, mi, i, nt, k), inp.dtype, o.dtype)
             return loaded[(o.ref, o.dtype)]
 
-        at = Element(coords.my_q[mi][i], coords.cols[nt][k])
+        at = Element(coords.my_q[mi][i], coords.cols[nt][k], (self.plan.q, self.plan.x))
         for op in self.plan.score_ops:
             values.append(SCORE_RULES[op.name](e, op, [operand(o) for o in op.operands], at))
         return values[-1]
@@ -588,6 +617,69 @@ def _convert(e: TextEmitter, v: str, src: str, dst: str) -> str:
     if width[src] > width[dst]:
         return e.op(f"arith.truncf {v} : {src} to {dst}", "in")
     return _convert(e, _convert(e, v, src, F32), F32, dst)
+
+
+class _TextDomain:
+    """`ir.masks.Domain` over the kernel's text: integers are index values, booleans i1."""
+
+    def __init__(self, e: TextEmitter) -> None:
+        self.e = e
+        self.bools: set[str] = set()  # the i1 values made here (the rest are index values)
+
+    def _b(self, text: str) -> str:
+        name = self.e.op(text, "p")
+        self.bools.add(name)
+        return name
+
+    def const(self, v: int) -> str:
+        return self.e.idx(int(v))
+
+    def boolean(self, v: bool) -> str:
+        return self._b(f"arith.constant {'true' if v else 'false'}")
+
+    def _i(self, name: str, a: str, b: str) -> str:
+        return self.e.op(f"arith.{name} {a}, {b} : index", "i")
+
+    def add(self, a: str, b: str) -> str:
+        return self._i("addi", a, b)
+
+    def sub(self, a: str, b: str) -> str:
+        return self._i("subi", a, b)
+
+    def mul(self, a: str, b: str) -> str:
+        return self._i("muli", a, b)
+
+    def floordiv(self, a: str, c: int) -> str:
+        return self._i("floordivsi", a, self.e.idx(c))
+
+    def min(self, a: str, b: str) -> str:
+        return self._i("minsi", a, b)
+
+    def max(self, a: str, b: str) -> str:
+        return self._i("maxsi", a, b)
+
+    def lt(self, a: str, b: str) -> str:
+        return self._b(f"arith.cmpi slt, {a}, {b} : index")
+
+    def le(self, a: str, b: str) -> str:
+        return self._b(f"arith.cmpi sle, {a}, {b} : index")
+
+    def eq(self, a: str, b: str) -> str:
+        return self._b(f"arith.cmpi eq, {a}, {b} : index")
+
+    def and_(self, a: str, b: str) -> str:
+        return self._b(f"arith.andi {a}, {b} : i1")
+
+    def or_(self, a: str, b: str) -> str:
+        return self._b(f"arith.ori {a}, {b} : i1")
+
+    def not_(self, a: str) -> str:
+        return self._b(f"arith.xori {a}, {self.boolean(True)} : i1")
+
+    def select(self, c: str, a: str, b: str) -> str:
+        if a in self.bools:
+            return self._b(f"arith.select {c}, {a}, {b} : i1")
+        return self.e.op(f"arith.select {c}, {a}, {b} : index", "i")
 
 
 class _Coordinates:

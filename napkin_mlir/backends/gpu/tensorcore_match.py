@@ -49,6 +49,13 @@ from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, MapBody, Ope
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import format_location
+from napkin_mlir.ir.masks import (
+    Predicate,
+    decides_stream,
+    mask_parts,
+    predicate_arg_types,
+    read_predicate,
+)
 
 
 class TensorCoreRefusal(NapkinError):
@@ -97,7 +104,7 @@ class AttentionMatch:
     v_type: ArrayType
     group_sizes: dict[str, int]  # grouped axis -> group size
     sx: int  # keys per stream chunk
-    causal: bool
+    skips: tuple[Predicate, ...]  # the masks that decide which chunks of x a CTA visits
     scale: float
     names: tuple[str, str, str]  # the function's names of Q, K, V
     parts: list[tuple[str, str, str]] = field(default_factory=list)  # (op, location, part of the kernel)
@@ -222,8 +229,10 @@ def match_attention(module: ir.Module, filename: str | None = None) -> Attention
             f"the tensor-core attention kernel cannot take dtype {args[0].dtype} (tensor cores take bf16 or f16)"
         )
     # every op's name first: an op the kernel has no code for at all is named at once (the
-    # bodies of napkin.map are checked op by op by the score ops' match)
-    in_maps = {inner for op in _nested(body) if op.name == "napkin.map" for inner in _nested(_blocks(op)[0])}
+    # bodies of napkin.map and the masks' predicates are checked op by op by the score ops' match)
+    in_maps = {
+        inner for op in _nested(body) if op.name in ("napkin.map", "napkin.mask") for inner in _nested(_blocks(op)[0])
+    }
     for op in _nested(body):
         if op.name not in KERNEL_OPS and op not in in_maps:
             w.refuse(op)
@@ -257,7 +266,8 @@ class _Matcher:
         self.init, self.stepb, self.finish = (stream.regions[i].blocks[0] for i in range(3))
         self.n_chunks = len(stream.operands)
         self.scale = 1.0
-        self.causal = False
+        self.late_masks: list[ir.Operation] = []  # masks among the folded scales, applied last
+        self.skips: list[Predicate] = []
         self.traced: dict[str, ArrayType] = {}
         self.q_type: ArrayType | None = None
         self.score_ops: tuple[ScoreOp, ...] = ()
@@ -278,7 +288,7 @@ class _Matcher:
             )
         if _str(stream, "axis") != "x":
             w.refuse(stream, f"the kernel streams the key axis x, this stream is over '{_str(stream, 'axis')}'")
-        w.take(stream, "the scf.for over the chunks of x (K/V double-buffered; causal: up to the diagonal chunk)")
+        w.take(stream, "the scf.for over the chunks of x (K/V double-buffered; masked: the chunks the masks may keep)")
         w.take(yld, "the loop's carried state: row max m, row sum l and the O accumulators")
         m, l_, o = state
         m_new, l_new, o_new = yld.operands
@@ -299,14 +309,15 @@ class _Matcher:
         alpha_v = _pair(mul_o.operands[0], mul_o.operands[1], o)
         if alpha_v is None:
             w.refuse(mul_o, "the kernel rescales the carried O by alpha")
-        alpha = self._alpha(alpha_v, mul_o, m, m_new)
+        shift = self._empty_row_guard(m_new)  # m', or 0 where m' is -inf (see _empty_row_guard)
+        alpha = self._alpha(alpha_v, mul_o, m, shift)
         w.take(add_o, "O = alpha·O + P V: the P V mma.sync accumulate into the rescaled accumulators")
         w.take(mul_o, "alpha·O: arith.mulf of the O accumulators (accumulate_pv)")
         contract_pv = w.expect(pv_v, "napkin.contract", add_o, "P·V")
         cast_v, v_v = self._split(contract_pv, "napkin.cast")
         cast_p = w.expect(cast_v, "napkin.cast", contract_pv, "P cast to the inputs' element type")
         p_v = cast_p.operands[0]
-        exp_p = self._probabilities(p_v, cast_p, scores, m_new)
+        exp_p = self._probabilities(p_v, cast_p, scores, shift)
         self._contraction(contract_pv, "x", "P·V")
         if _atype(p_v).dtype != "f32" or _atype(cast_p.results[0]).dtype not in KERNEL_DTYPES:
             w.refuse(cast_p, "the kernel truncates P from f32 to the inputs' bf16/f16")
@@ -331,6 +342,62 @@ class _Matcher:
             t = _atype(v)
             if set(t.axes) != axes or t.dtype != "f32":
                 w.refuse(stream, f"the kernel carries the {what} in f32 over {sorted(axes)}, this stream carries {t}")
+
+    # --- the shift of a row that has seen only -inf (napkin-stream-partition's guard) ---------
+
+    def _empty_row_guard(self, m_new: ir.Value) -> ir.Value:
+        """The value the exponents subtract from: the `napkin.map` of m' that gives 0 where m'
+        is -inf and m' elsewhere (arith.cmpf oeq with -inf, arith.select of 0), which
+        napkin-stream-partition puts in every online form; m' itself in a program without it.
+        The kernel computes the same guard (`online_softmax`: cmpf oeq, select of 0) whenever
+        the program has score ops (masks and biases among them: what can make a score -inf);
+        without them every score of the first chunk is finite (its first key is within x)."""
+        users = [u.owner.operation if isinstance(u.owner, ir.OpView) else u.owner for u in m_new.uses]
+        guards = [op for op in users if op.name == "napkin.map" and self._guard_body(op, m_new) is not None]
+        if not guards:
+            return m_new
+        if len(guards) > 1:
+            self.w.refuse(guards[1], "the kernel computes one shift per row: this guard of the row max is a second")
+        guard = guards[0]
+        body = self._guard_body(guard, m_new)
+        assert body is not None
+        for inner in body:
+            self.w.take(inner, f"the shift of a row that has seen only -inf: {inner.name} (online_softmax)")
+        self.w.take(guard, "the shift m', or 0 where m' is -inf: arith.cmpf oeq and arith.select (online_softmax)")
+        return guard.results[0]
+
+    @staticmethod
+    def _guard_body(op: ir.Operation, m_new: ir.Value) -> list[ir.Operation] | None:
+        """The ops of `op`'s body when `op` is exactly the guard `x == -inf ? 0 : x` of
+        `m_new` in f32, else None."""
+        if list(op.operands) != [m_new] or _atype(op.results[0]).dtype != "f32" or len(op.regions) != 1:
+            return None
+        blocks = _blocks(op)
+        if len(blocks) != 1 or len(blocks[0].arguments) != 1 or str(blocks[0].arguments[0].type) != "f32":
+            return None
+        x = blocks[0].arguments[0]
+        inner = _ops(blocks[0])
+        consts: dict[ir.Value, float] = {}
+        for c in inner:
+            if c.name == "arith.constant" and isinstance(c.attributes["value"], ir.FloatAttr):
+                consts[c.results[0]] = float(ir.FloatAttr(c.attributes["value"]).value)
+        rest = [c for c in inner if c.results and c.results[0] not in consts]
+        if len(inner) != len(consts) + 3 or [c.name for c in rest] != ["arith.cmpf", "arith.select"]:
+            return None
+        cmp, sel = rest
+        yld = inner[-1]
+        if yld.name != "gpu.yield" or list(yld.operands) != [sel.results[0]]:
+            return None
+        if ir.IntegerAttr(cmp.attributes["predicate"]).value != 1:  # oeq
+            return None
+        a, b = cmp.operands
+        other = b if a == x else a if b == x else None
+        if other is None or consts.get(other) != -math.inf:
+            return None
+        cond, yes, no = sel.operands
+        if cond != cmp.results[0] or consts.get(yes) != 0.0 or no != x:
+            return None
+        return inner
 
     def _split(self, op: ir.Operation, name: str) -> tuple[ir.Value, ir.Value]:
         """The two operands of commutative `op` as (the one a `name` op defines, the other)."""
@@ -364,14 +431,14 @@ class _Matcher:
             if alone and op.name == "napkin.scale" and _factor(op) > 0:
                 self.scale *= _factor(op)
                 w.take(op, "a positive score scale, folded into one fma and ex2 per score (c = scale·log2 e)")
-            elif alone and op.name == "napkin.mask" and not self.causal:
-                self._mask(op)
-                self.causal = True
-                w.take(op, "the causal mask: scores with col > row (and past x) set to -inf (masked_scores)")
+            elif alone and op.name == "napkin.mask":
+                self.late_masks.append(op)  # it commutes with a positive scale: applied last
             else:
                 break
             user, v = op, op.operands[0]
         op = self._score_ops(v, user)
+        for mask in reversed(self.late_masks):  # in program order, each on the value before it
+            self.score_ops += (self._mask_op(mask, len(self.score_ops)),)
         self._contraction(op, "d", "S = Q·K^T")
         w.take(op, "S = Q K^T with mma.sync m16n8k16 (K fragments by ldmatrix.x4), unscaled in the accumulators")
         q_v, k_v = op.operands
@@ -422,7 +489,7 @@ class _Matcher:
                     f"({', '.join(n.removeprefix('napkin.') for n in rules)})",
                 )
             found[op] = None
-            operands = list(op.operands)[:1] if op.name == "napkin.mask" else list(op.operands)
+            operands = [mask_parts(op).input, *mask_parts(op).arrays] if op.name == "napkin.mask" else list(op.operands)
             todo += [(o, op) for o in operands if self._input(o) is None]
         if root is None:
             w.refuse(user, f"the kernel's {what} come from a contraction, S = Q·K^T")
@@ -446,9 +513,7 @@ class _Matcher:
         if res.dtype != "f32" or res.sizes != root_type.sizes:
             w.refuse(op, f"the kernel computes these ops in f32 over {root_type}, this gives {res}")
         if op.name == "napkin.mask":
-            self._mask(op)
-            w.take(op, "a causal mask among the score ops: -inf where the key comes after the query (arith.select)")
-            return ScoreOp(op.name, (Operand("score", numbers[op.operands[0]]),))
+            return self._mask_op(op, numbers[op.operands[0]])
         operands = []
         for v in op.operands:
             if v in numbers:
@@ -506,11 +571,12 @@ class _Matcher:
         arg = self.func.regions[0].blocks[0].arguments[operand.ref]
         t = _atype(arg)
         name = self._arg_name(operand.ref)
-        if set(t.axes) - set(over.axes) or t.dtype not in ("f32", "f16", "bf16"):
+        kinds = ("f32", "f16", "bf16", "i32") if user.name == "napkin.mask" else ("f32", "f16", "bf16")
+        if set(t.axes) - set(over.axes) or t.dtype not in kinds:
             w.refuse(
                 user,
                 f"the kernel reads '{name}' {t} at each element's coordinates: its axes must be among "
-                f"({', '.join(over.axes)}) and its type float",
+                f"({', '.join(over.axes)}) and its type {'/'.join(kinds)}",
             )
         self.inputs[operand.ref] = ScoreInput(operand.ref, t.axes, t.shape, t.dtype)
         for op in path:
@@ -521,20 +587,25 @@ class _Matcher:
 
     def _map_body(self, op: ir.Operation, operands: list[Operand]) -> MapBody:
         """The scalar body of a `napkin.map` on the scores: arith and math ops on its
-        arguments, one value yielded."""
+        arguments, one f32 yielded."""
+        return self._region_body(op, [o.dtype for o in operands], "f32", "map body")
+
+    def _region_body(self, op: ir.Operation, arg_types: list[str], yields: str, what: str) -> MapBody:
+        """The scalar region of `op` (a map's body, a mask's predicate) as text parts: arith
+        and math ops on its arguments (of `arg_types`), one value of type `yields` yielded."""
         w = self.w
         block = _blocks(op)[0]
         values: list[ir.Value] = list(block.arguments)
-        if [str(a.type) for a in values] != [o.dtype for o in operands]:
-            w.refuse(op, "the kernel's map body takes one scalar of each operand's element type")
+        if [str(a.type) for a in values] != arg_types:
+            w.refuse(op, f"the kernel's {what} takes ({', '.join(arg_types)})")
         ops: list[ScalarOp] = []
         inner_ops = _ops(block)
         for inner in inner_ops[:-1]:
             if not inner.name.startswith(("arith.", "math.")) or _blocks(inner) or len(inner.results) > 1:
-                w.refuse(inner, "the kernel computes a napkin.map body of arith and math ops on scalars")
+                w.refuse(inner, f"the kernel computes a {what} of arith and math ops on scalars")
             refs = [next((i for i, x in enumerate(values) if x == v), -1) for v in inner.operands]
             if -1 in refs:
-                w.refuse(inner, "the kernel's map body reads only its arguments and its own values")
+                w.refuse(inner, f"the kernel's {what} reads only its arguments and its own values")
             result_types = tuple(str(r.type) for r in inner.results)
             constant = None
             if inner.name == "arith.constant" and isinstance(inner.attributes["value"], ir.FloatAttr):
@@ -550,11 +621,11 @@ class _Matcher:
                 )
             )
             values += list(inner.results)
-            w.take(inner, f"the map body on each score in registers: {inner.name}")
+            w.take(inner, f"the {what} on each score in registers: {inner.name}")
         yld = inner_ops[-1]
-        if len(yld.operands) != 1 or str(yld.operands[0].type) != "f32":
-            w.refuse(yld, "the kernel's map body yields one f32 score")
-        w.take(yld, "the map body's value of each score")
+        if len(yld.operands) != 1 or str(yld.operands[0].type) != yields:
+            w.refuse(yld, f"the kernel's {what} yields one {yields}")
+        w.take(yld, f"the {what}'s value for each score")
         return MapBody(tuple(ops), next(i for i, x in enumerate(values) if x == yld.operands[0]))
 
     def _arg_name(self, n: int) -> str:
@@ -562,21 +633,48 @@ class _Matcher:
             return ir.StringAttr(ir.ArrayAttr(self.func.attributes["arg_names"])[n]).value
         return f"#{n}"
 
-    def _mask(self, op: ir.Operation) -> None:
+    def _mask_op(self, op: ir.Operation, score: int) -> ScoreOp:
+        """A mask on the scores (value number `score`): its predicate runs in registers at
+        each element's global (q, x), reading its arrays (segment ids) there; a mask that
+        decides the stream's chunks (`ir.masks.decides_stream`) also bounds the chunks the
+        CTA visits (`AttentionPlan.skips`)."""
         w = self.w
-        if _str(op, "kind") != "causal" or _str(op, "rows") != "q" or _str(op, "cols") != "x":
-            w.refuse(op, "the kernel's mask is causal over rows q and columns x")
+        parts = mask_parts(op)
+        if parts.rows != "q" or parts.cols != "x":
+            w.refuse(
+                op, f"the kernel masks rows q and columns x, this mask has rows {parts.rows} and cols {parts.cols}"
+            )
         axes = [ir.StringAttr(a).value for a in ir.ArrayAttr(self.group.attributes["axes"])]
-        if len(op.operands) != 3 or "q" not in axes:
-            w.refuse(
-                op, "the kernel masks at global positions: the mask must take the group's q and the chunk's x offsets"
-            )
-        q_off = self.gbody.arguments[len(self.group.operands) + axes.index("q")]
+        q_off = self.gbody.arguments[len(self.group.operands) + axes.index("q")] if "q" in axes else None
         x_off = self.stepb.arguments[self.n_chunks]
-        if op.operands[1] != q_off or op.operands[2] != x_off:
+        if parts.offsets is None or q_off is None or parts.offsets != (q_off, x_off):
             w.refuse(
                 op, "the kernel masks at global positions: the mask must take the group's q and the chunk's x offsets"
             )
+        operands = [Operand("score", score)]
+        root_type = _atype(op.results[0])
+        for a in parts.arrays:
+            found = self._input(a)
+            if found is None:
+                w.refuse(op, "the kernel reads a mask's arrays (function arguments) at each element's coordinates")
+            operand, path = found
+            self._take_input(operand, path, op, root_type)
+            operands.append(operand)
+        try:
+            predicate = read_predicate(parts.block, f"'{op.name}'")
+        except NapkinError as err:
+            w.refuse(op, err.message)
+        body = self._region_body(op, [str(t) for t in predicate_arg_types(parts.arrays)], "i1", "the mask's predicate")
+        if decides_stream(self.stepb, op, "x"):
+            self.skips.append(predicate)
+            w.take(
+                op,
+                "a mask: its predicate at each element's (q, x) in registers, -inf where false (arith.select); "
+                "the chunks where it is false everywhere are skipped (interval reasoning per CTA)",
+            )
+        else:
+            w.take(op, "a mask: its predicate at each element's (q, x) in registers, -inf where false (arith.select)")
+        return ScoreOp(op.name, tuple(operands), body=body)
 
     def _alpha(self, v: ir.Value, user: ir.Operation, m: ir.Value, m_new: ir.Value) -> ir.Value:
         """alpha = exp(m - m')."""
@@ -792,7 +890,7 @@ class _Matcher:
             self.traced["V"],
             self.group_sizes,
             int(ir.IntegerAttr(self.stream.attributes["size"]).value),
-            self.causal,
+            tuple(self.skips),
             self.scale,
             (names[0], names[1], names[2]),
             parts,

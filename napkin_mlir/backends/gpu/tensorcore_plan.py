@@ -21,6 +21,7 @@ from napkin_mlir.backends.gpu.fragments import MMA_K, MMA_M, MMA_N
 from napkin_mlir.backends.gpu.tensorcore_match import TensorCoreRefusal, match_attention
 from napkin_mlir.backends.gpu.tensorcore_scores import ScoreInput, ScoreOp
 from napkin_mlir.errors import NapkinError
+from napkin_mlir.ir.masks import Predicate
 
 ELEM = {"bf16": "bf16", "f16": "f16"}
 PAD = 8  # elements of padding per shared-memory row (16 bytes)
@@ -40,7 +41,7 @@ class AttentionPlan:
     gq: int  # query rows per CTA (per query head)
     sx: int  # keys per stream chunk
     dtype: str
-    causal: bool
+    skips: tuple[Predicate, ...]  # masks that decide the chunks a CTA visits (interval reasoning)
     scale: float
     names: tuple[str, str, str]  # Q, K, V argument names
     warp_rows: int = MMA_M  # rows of the CTA tile per warp: a multiple of 16 (m16 MMA tiles)
@@ -138,7 +139,7 @@ class AttentionPlan:
         sizes: dict[str, int],
         tiles: dict[str, int],
         dtype: str,
-        causal: bool = False,
+        skips: tuple[Predicate, ...] = (),
         scale: float = 1.0,
         names: tuple[str, str, str] = ("Q", "K", "V"),
         warp_rows: int = MMA_M,
@@ -168,7 +169,7 @@ class AttentionPlan:
             gq=cover("q", warp_rows),
             sx=cover("x", MMA_K),
             dtype=dtype,
-            causal=causal,
+            skips=skips,
             scale=scale,
             names=names,
             warp_rows=warp_rows,
@@ -188,7 +189,7 @@ class AttentionPlan:
             match.dims,
             {"q": match.group_sizes.get("q", match.dims["q"]), "x": match.sx},
             match.dtype,
-            causal=match.causal,
+            skips=match.skips,
             scale=match.scale,
             names=match.names,
             warp_rows=warp_rows,

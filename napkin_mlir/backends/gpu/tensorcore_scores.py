@@ -72,10 +72,12 @@ class ScoreOp:
 
 @dataclass(frozen=True)
 class Element:
-    """Where one score element lies: its global query row and key column (index values)."""
+    """Where one score element lies: its global query row and key column (index values),
+    and the full lengths of q and x."""
 
     q: str
     x: str
+    extents: tuple[int, int] = (0, 0)
 
 
 #: A rule writes one op's code for one element: (emitter, op, operand values, element) -> result.
@@ -117,13 +119,20 @@ def _silu(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
 
 
 def _mask(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
-    """The causal mask at global positions: -inf where the key comes after the query."""
-    late = e.op(f"arith.cmpi ugt, {at.x}, {at.q} : index", "p")
-    return e.op(f"arith.select {late}, {e.const(-math.inf, F32)}, {args[0]} : {F32}", "sm")
+    """The mask's predicate at the element's global (q, x), with the full lengths and its
+    arrays' values there: -inf where it is false."""
+    keep = _body(e, op, [at.q, at.x, e.idx(at.extents[0]), e.idx(at.extents[1]), *args[1:]])
+    return e.op(f"arith.select {keep}, {args[0]}, {e.const(-math.inf, F32)} : {F32}", "sm")
 
 
 def _map(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
-    """The map's scalar body, op by op (generic form; float constants shared)."""
+    """The map's scalar body, op by op."""
+    return _body(e, op, args)
+
+
+def _body(e: TextEmitter, op: ScoreOp, args: list[str]) -> str:
+    """A scalar region (a map's body, a mask's predicate) op by op, its block arguments bound
+    to `args` (generic form; float constants shared)."""
     assert op.body is not None
     values = list(args)
     for inner in op.body.ops:
