@@ -28,8 +28,9 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from napkin_mlir.fuzz.spec import Input, Instr, Op, Spec, VType, infer_types
+from napkin_mlir.fuzz.spec import MASK_KINDS, Input, Instr, Op, Spec, VType, infer_types
 
 #: Axis names to draw from (diagrams use 2 to 5 of them).
 AXIS_NAMES = ("a", "b", "c", "d", "e", "h", "i", "j", "k", "m", "n", "p", "q", "r", "s", "t", "x", "y", "z", "k2")
@@ -249,6 +250,12 @@ class Generator:
         lo = math.exp(-2.0 * min(self.nums[v].bound, 50.0)) / self.sizes[axis]
         return self.add(Op("softmax", [v], axis=axis), t, Num(1.0 / self.sizes[axis], 1.0, lo))
 
+    def mask_kind(self, rows: str, cols: str) -> dict[str, Any]:
+        """A random mask predicate (`spec.MASK_KINDS`) that keeps a key in every row."""
+        n, m = self.sizes[rows], self.sizes[cols]
+        kinds = [k for k in MASK_KINDS if n <= m or k in ("causal", "prefix")]
+        return {"mask": self.rng.choice(kinds), "width": self.rng.randint(1, max(1, m))}
+
     def masked(self, v: int) -> int | None:
         """A causal mask and its consumer: softmax or max along the columns, or exp."""
         t = self.t(v)
@@ -256,7 +263,11 @@ class Generator:
             return None
         rows, cols = self.rng.sample(list(t.axes), 2)
         n = self.nums[v]
-        m = self.add(Op("mask", [v], rows=rows, cols=cols), t, Num(n.mag, n.bound, None, masked=True))
+        m = self.add(
+            Op("mask", [v], rows=rows, cols=cols, **self.mask_kind(rows, cols)),
+            t,
+            Num(n.mag, n.bound, None, masked=True),
+        )
         choice = self.rng.choice(("softmax", "softmax", "max", "exp") if n.bound <= EXP_MAX else ("softmax", "max"))
         if choice == "softmax":
             return self.add(Op("softmax", [m], axis=cols), t, Num(1.0 / self.sizes[cols], 1.0))
@@ -304,7 +315,7 @@ class Generator:
             if name == "attention":
                 if self.rng.random() < 0.4:
                     m = self.add(
-                        Op("mask", [s], rows=q, cols=x),
+                        Op("mask", [s], rows=q, cols=x, **self.mask_kind(q, x)),
                         self.t(s),
                         Num(self.nums[s].mag, self.nums[s].bound, None, masked=True),
                     )

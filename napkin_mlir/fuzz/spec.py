@@ -79,6 +79,40 @@ class Op:
     cols: str = ""
     factor: float = 1.0
     body: list[Instr] = field(default_factory=list)
+    mask: str = "causal"  # the predicate of a mask (MASK_KINDS) and its width
+    width: int = 1
+
+
+#: Mask predicates (i, j: row and column positions; n, m: their lengths; w: `Op.width`).
+#: Each keeps a key in every row when rows <= cols (`window`, `chunked`, `bottom_right`
+#: need that; `causal` and `prefix` always do).
+MASK_KINDS = ("causal", "window", "chunked", "prefix", "bottom_right")
+
+
+def mask_predicate(kind: str, width: int) -> Any:
+    """The arith builder of a mask kind's predicate (i, j, n_rows, n_cols) -> i1."""
+    from mlir import ir
+    from mlir.dialects import arith
+
+    P = arith.CmpIPredicate
+
+    def c(v: int) -> ir.Value:
+        return arith.ConstantOp(ir.IndexType.get(), v).result
+
+    def build(i: ir.Value, j: ir.Value, n: ir.Value, m: ir.Value) -> ir.Value:
+        causal = arith.cmpi(P.sle, j, i)
+        if kind == "window":
+            return arith.andi(causal, arith.cmpi(P.slt, arith.subi(i, j), c(width)))
+        if kind == "chunked":
+            same = arith.cmpi(P.eq, arith.floordivsi(i, c(width)), arith.floordivsi(j, c(width)))
+            return arith.andi(same, causal)
+        if kind == "prefix":
+            return arith.ori(arith.cmpi(P.slt, j, c(width)), causal)
+        if kind == "bottom_right":
+            return arith.cmpi(P.sle, arith.subi(j, m), arith.subi(i, n))
+        return causal
+
+    return build
 
 
 @dataclass
@@ -153,6 +187,8 @@ def op_type(op: Op, args: list[VType]) -> VType:
             raise SpecError("softmax axis")
         if op.kind == "mask" and (op.rows not in a.axes or op.cols not in a.axes or op.rows == op.cols):
             raise SpecError("mask axes")
+        if op.kind == "mask" and (op.mask not in MASK_KINDS or op.width < 1):
+            raise SpecError("mask predicate")
         return a
     if op.kind == "cast":
         if len(args) != 1 or op.dtype == a.dtype:
@@ -263,7 +299,7 @@ def build_module(spec: Spec) -> Any:
         elif op.kind == "softmax":
             r = d.softmax(xs[0], op.axis)
         else:
-            r = d.causal_mask(xs[0], op.rows, op.cols)
+            r = d.mask(xs[0], op.rows, op.cols, mask_predicate(op.mask, op.width))
         values.append(r)
         types.append(t)
     return d.ret(*[values[v] for v in spec.outputs])

@@ -1,8 +1,6 @@
-"""Integer mask data (segment or document ids): the dtypes, and the ids tests and runners draw.
-
-Imports numpy only, so the GPU runner (`backends/gpu/runner.py`), which runs where the MLIR
-wheels are absent, can draw the same ids as the CPU checks.
-"""
+"""Integer mask data (segment or document ids): the dtypes, and the ids the checks draw for
+them (`check.reference.random_inputs`, which also fills the reference arrays a GPU run of a
+diagram file reads). Imports numpy only: `ir.arrays` takes its dtypes from here."""
 
 from __future__ import annotations
 

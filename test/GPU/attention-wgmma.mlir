@@ -1,8 +1,10 @@
-// The Hopper attention kernel (issue 13) for sm_90a, bf16, causal, remainders on q and x: per
-// 64-key chunk, K and V stored swizzled and published to the async proxy, S = Q Kᵀ by four
-// wgmma m64n64k16 (B K-major: trans 0; the first with scale-d 0) waited for, the online
-// softmax (quad shuffles, ex2), P stored and published, O += P V by four wgmma m64n64k16
-// (B MN-major: trans 1) waited for, a barrier; O / l stored as pairs of bf16.
+// The Hopper attention kernel (issue 13) for sm_90a, bf16, causal, remainders on q and x: the
+// chunks a CTA visits found once by a scan of the causal mask's predicate (interval reasoning
+// over the CTA's rows and each chunk's keys); per visited 64-key chunk, K and V stored swizzled
+// and published to the async proxy, S = Q Kᵀ by four wgmma m64n64k16 (B K-major: trans 0; the
+// first with scale-d 0) waited for, the online softmax (quad shuffles, ex2), P stored and
+// published, O += P V by four wgmma m64n64k16 (B MN-major: trans 1) waited for, a barrier;
+// O / l stored as pairs of bf16.
 // RUN: %napkin compile attention --dims b=1,h=2,q=100,x=150,d=64 --dtype bf16 --causal --kernel wgmma --target sm_90a --emit ptx -o %t.ptx
 // RUN: %FileCheck %s --input-file=%t.ptx
 

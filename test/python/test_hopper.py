@@ -267,6 +267,86 @@ def test_attention_refuses_what_it_does_not_take(case: tuple) -> None:
         _attention(dims, "bf16", False, "gpu", kv_heads)
 
 
+# --- the program's masks: predicates of positions, chunks skipped by interval reasoning ----------
+
+MASKED_DIMS = {"b": 1, "h": 1, "q": 320, "x": 320, "d": 64}  # windows, chunks and prefixes of x / 4 = 80 keys
+MASKED = [
+    ("sliding_window_attention", MASKED_DIMS),
+    ("chunked_attention", MASKED_DIMS),
+    ("prefix_lm_attention", MASKED_DIMS),
+    ("causal_bottom_right_attention", {**MASKED_DIMS, "q": 192}),  # the last query sees every key
+]
+
+
+def _file_attention(name: str, dims: dict[str, int], stop: str) -> tuple[GpuKernel, str, str]:
+    """An attention variant from examples/ through the wgmma rule: kernel, text, plain diagram."""
+    from napkin_mlir.cli.compile import FileProblem, compile_file_kernel
+
+    path = str(REPO_ROOT / "examples" / f"{name}.mlir")
+    kernel, text, plain = compile_file_kernel(FileProblem(path, dims), "sm_90a", stop, "wgmma", log=lambda _: None)
+    assert kernel is not None
+    return kernel, text, plain
+
+
+def _visited_chunks(plain: str, q: int, x: int) -> int:
+    """The chunks of 64 keys the CTAs must visit: per 64-row tile, from the first to the last
+    chunk where the diagram's mask keeps some entry (its predicate evaluated densely)."""
+    from napkin_mlir.ir.masks import evaluate, mask_parts, read_predicate
+
+    with napkin_context():
+        module = ir.Module.parse(plain)
+        func = next(op.operation for op in module.body.operations if op.operation.name == "func.func")
+        mask = next(op.operation for op in func.regions[0].blocks[0].operations if op.operation.name == "napkin.mask")
+        keep = evaluate(read_predicate(mask_parts(mask).block), np.arange(q)[:, None], np.arange(x)[None, :], (q, x))
+    total = 0
+    for r0 in range(0, q, 64):
+        chunks = np.nonzero(keep[r0 : r0 + 64].reshape(-1, x).any(axis=0))[0] // 64
+        total += int(chunks.max() - chunks.min() + 1) if chunks.size else 0
+    return total
+
+
+@pytest.mark.parametrize("case", MASKED, ids=[name.removesuffix("_attention") for name, _ in MASKED])
+def test_masked_attention_passes_on_the_emulator_and_skips_chunks(case: tuple, seed: int) -> None:
+    """The mask's predicate runs per element (judged against the diagram's interpretation) and
+    the chunks it drops everywhere in a CTA's rows are never read: the global reads are the Q
+    tiles plus 16 KiB (K and V) per visited chunk, against every chunk for plain attention."""
+    name, dims = case
+    kernel, text, plain = _file_attention(name, dims, "gpu")
+    report = emulate_kernel(kernel, text, seed, diagram=plain)
+    assert report.passed, report.lines()
+    plain_kernel, plain_text = _attention(dims, "bf16", False, "gpu")
+    unmasked = emulate_kernel(plain_kernel, plain_text, seed)
+    assert unmasked.passed, unmasked.lines()
+    ctas, chunks = dims["q"] // 64, dims["x"] // 64
+    q_bytes, chunk_bytes = ctas * 64 * dims["d"] * 2, 2 * 64 * dims["d"] * 2
+    assert unmasked.stats.global_read_bytes == q_bytes + ctas * chunks * chunk_bytes
+    visited = _visited_chunks(plain, dims["q"], dims["x"])
+    assert visited < ctas * chunks
+    assert report.stats.global_read_bytes == q_bytes + visited * chunk_bytes
+    assert report.stats.warp_instructions["wgmma.mma_async"] == 4 * visited * (4 + 4)  # 4 warps x (S, PV)
+
+
+def test_masked_attention_assembles(tmp_path: Path) -> None:
+    _, ptx, _ = _file_attention("sliding_window_attention", MASKED_DIMS, "ptx")
+    report = assemble(ptx, "sm_90a", tmp_path / "window.cubin")
+    assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, report["raw"]
+    assert "warning" not in str(report["raw"]).lower(), report["raw"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("document_attention", "'napkin.mask' reading 2 array(s)"),  # segment ids: no input reading yet
+        ("softcap_attention", "'napkin.tanh'"),
+    ],
+    ids=["mask-with-arrays", "softcap"],
+)
+def test_attention_refuses_score_ops_other_than_masks_of_positions(case: tuple) -> None:
+    name, message = case
+    with pytest.raises(WgmmaRefusal, match=re.escape(message)):
+        _file_attention(name, {"q": 128, "x": 128, "d": 64}, "gpu")
+
+
 def test_swizzle_matches_the_upstream_tma_golden() -> None:
     """The emulator's 128-byte swizzle puts 16-byte chunk c of row r at chunk c ^ (r % 8): the
     shared-memory image upstream's sm90 `tma_load_128x64_swizzle128b.mlir` prints (rows 1, 2

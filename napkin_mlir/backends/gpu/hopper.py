@@ -7,9 +7,10 @@ tiles copied into 128-byte swizzled shared memory by the threads, wgmma from sha
 descriptors, f32 accumulation in registers) and lowers it with the same upstream NVVM tail as
 the mma.sync kernel (`KERNEL_PIPELINE` for sm_90a) to PTX.
 
-`compile_wgmma` picks the kernel: the built-in attention goes through its derivation at
-the attention kernel's tiles to `hopper_attention.py` (both contractions on wgmma); every
-other diagram must be the matmul above.
+`compile_wgmma` picks the kernel: the built-in attention, and a diagram from a file with a
+softmax (an attention variant: masks of positions), go through their derivation at the
+attention kernel's tiles to `hopper_attention.py` (both contractions on wgmma); every other
+diagram must be the matmul above.
 
 The first step of issue 13: no TMA, no mbarriers, no pipelining, no warp specialisation. The
 CPU emulator runs these kernels (its wgmma rule decodes descriptors and fragments by the PTX
@@ -25,6 +26,7 @@ from napkin_mlir.backends.gpu.hopper_emit import emit_matmul_kernel
 from napkin_mlir.backends.gpu.hopper_plan import THREADS, MatmulPlan, WgmmaRefusal
 from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
+from napkin_mlir.derive.auto import derive
 from napkin_mlir.pipeline.passmanager import run_pipeline
 from napkin_mlir.pipeline.stages import derivation
 
@@ -43,15 +45,36 @@ def compile_wgmma(
     filename: str | None = None,
 ) -> tuple[GpuKernel, str]:
     """The wgmma kernel of a plain diagram (`name`: the built-in diagram it is, if any): the
-    built-in attention derived at the attention kernel's tiles, else the matmul."""
-    if name != "attention":
+    built-in attention, or a diagram with a softmax (an attention variant from a file),
+    derived at the attention kernel's tiles; else the matmul."""
+    if name != "attention" and not _has_softmax(diagram):
         return compile_wgmma_matmul(diagram, target, stop_after, tiles, filename)
     check_target(target)
     want = wgmma_attention_tiles()
     if tiles and any(tiles.get(a, t) != t for a, t in want.items()):
         raise WgmmaRefusal(f"the wgmma attention kernel's tiles are {want}, got --tile {tiles}")
-    run_pipeline(diagram, derivation("attention", sizes, want))
+    if name == "attention":
+        run_pipeline(diagram, derivation("attention", sizes, want))
+    else:
+        missing = sorted(set(want) - set(sizes))
+        if missing:
+            raise WgmmaRefusal(
+                f"the wgmma attention kernel tiles the axes {sorted(want)} (queries q, keys x); "
+                f"the diagram has no axis {', '.join(missing)}"
+            )
+        run_pipeline(diagram, derive(diagram, want, filename=filename).pipeline(), filename=filename)
     return compile_wgmma_attention(diagram, target, stop_after, filename)
+
+
+def _has_softmax(diagram: ir.Module) -> bool:
+    """Whether the diagram's functions hold a `napkin.softmax` (attention, not a matmul)."""
+    return any(
+        inner.operation.name == "napkin.softmax"
+        for op in diagram.body.operations
+        if op.operation.name == "func.func"
+        for block in op.operation.regions[0].blocks
+        for inner in block.operations
+    )
 
 
 def compile_wgmma_matmul(

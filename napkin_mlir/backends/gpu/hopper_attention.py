@@ -3,23 +3,30 @@
 `compile_wgmma_attention` takes the partitioned attention program (the derivation at tiles
 q = 64, x = 64), reads it through the tensor-core rule's matcher (`AttentionPlan`, which
 refuses by name every op it does not implement) and refuses what this first Hopper kernel
-does not hold yet: score modifications, head dims other than 64 and 128, other tiles. One
-warpgroup (128 threads) per 64 query rows of one (batch, query head); with grouped-query
-heads, the r query heads of a key/value head each take their own CTAs (each loads the K/V
-chunks itself):
+does not hold yet: score ops other than masks of positions (a mask reading arrays, a soft
+cap, a bias), head dims other than 64 and 128, other tiles. One warpgroup (128 threads) per
+64 query rows of one (batch, query head); with grouped-query heads, the r query heads of a
+key/value head each take their own CTAs (each loads the K/V chunks itself):
 
 1. the Q tile is copied once into shared memory (16-byte loads, rows past q zero-filled), in
    64 x 64 blocks of 128-byte swizzled rows (K-major: d contiguous);
-2. for each chunk of 64 keys (causal: up to the CTA's diagonal): the K and V chunks are copied
-   the same way (keys past x zero-filled); `fence.proxy.async`, barrier;
+2. the chunks of 64 keys the CTA visits: all, or, where the program's masks decide the
+   stream (`plan.skips`: causal, a sliding window, chunks, a prefix), the range [lower,
+   upper) a scan over the chunks finds by interval reasoning on the masks' predicates over
+   the CTA's rows and each chunk's keys (`ir.masks.predicate_bounds`, once per CTA);
+3. for each of them: the K and V chunks are copied the same way (keys past x zero-filled);
+   `fence.proxy.async`, barrier;
    S = Q Kᵀ by d/16 `wgmma m64n64k16` (A = Q K-major, B = K K-major), waited for;
    the online softmax on the accumulator fragment (thread t holds rows 16 w + l/4 + 8 i and
-   columns 8 j + 2 (l % 4) + c): keys past x and (causal) past the row masked to -inf, row
-   max over the thread's 16 values and the quad (`shfl.xor` 1, 2), α = 2^((m − m')·c) and
-   p = 2^(s·c − m'·c) with c = scale·log2 e, per-thread partial sums l = α l + Σ p, O *= α;
+   columns 8 j + 2 (l % 4) + c): keys past x, and where a mask's predicate (rebuilt op by op
+   at the element's global (q, x)) is false, masked to -inf, row
+   max over the thread's 16 values and the quad (`shfl.xor` 1, 2), α = 2^((m − k)·c) and
+   p = 2^(s·c − k·c) with c = scale·log2 e and the shift k = m', or 0 where m' = -inf (a row
+   that has seen only masked keys: α = p = 0, not NaN), per-thread partial sums
+   l = α l + Σ p, O *= α;
    P (bf16/f16) stored into shared memory as a K-major swizzled A tile; `fence.proxy.async`,
    barrier; O += P V by four `wgmma m64n{d}k16` (A = P, B = V MN-major), waited for; barrier;
-3. l summed over the quad, O / l stored (pairs of columns), rows past q skipped.
+4. l summed over the quad, O / l stored (pairs of columns), rows past q skipped.
 
 No TMA, mbarriers, pipelining or register-A wgmma yet (P goes through shared memory).
 """
@@ -46,7 +53,9 @@ from napkin_mlir.backends.gpu.hopper_plan import ELEMENT_BYTES, MAX_SMEM, SMEM_A
 from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
 from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
+from napkin_mlir.backends.gpu.tensorcore_scores import MapBody
 from napkin_mlir.ir.arrays import ArrayType
+from napkin_mlir.ir.masks import MlirDomain, predicate_bounds
 
 ENTRY = "attention_wgmma"
 TILE_Q = 64  # one warpgroup's wgmma M
@@ -107,8 +116,15 @@ def _check(plan: AttentionPlan) -> None:
         problems.append(f"a head dim in {HEAD_DIMS} for Q, K and V (got {plan.d} and {plan.dv})")
     if (plan.gq, plan.sx) != (TILE_Q, TILE_X):
         problems.append(f"tiles q={TILE_Q}, x={TILE_X} (got q={plan.gq}, x={plan.sx})")
-    if plan.score_ops:
-        problems.append("no score modifications (got " + ", ".join(type(o).__name__ for o in plan.score_ops) + ")")
+    others = [op.name for op in plan.score_ops if op.name != "napkin.mask"]
+    if others:
+        problems.append("no score ops other than masks (got " + ", ".join(f"'{n}'" for n in others) + ")")
+    reading = [op for op in plan.score_ops if op.name == "napkin.mask" and len(op.operands) > 1]
+    if reading:
+        problems.append(
+            f"masks of positions only ('napkin.mask' reading {len(reading[0].operands) - 1} array(s): "
+            "this kernel reads no inputs at the scores' coordinates)"
+        )
     if problems:
         raise WgmmaRefusal("the wgmma attention kernel takes " + "; ".join(problems))
 
@@ -173,12 +189,11 @@ class _AttentionKernel(WgmmaBuilder):
             "p": self.add(base, self.p_elem * 2),
         }
         self.copy_tile(q, self.q_index, 0, self.q0, plan.q)
-        chunks = self.c(-(-plan.x // TILE_X))
-        upper = arith.minui(chunks, self.add(gpu.block_id(gpu.Dimension.x), 1)) if plan.causal else chunks
+        lower, upper = self.stream_extent()
         ninf = self.f(-math.inf)
         zero = self.f(0.0)
         o0 = llvm.ZeroOp(self.o_t).result
-        loop = scf.ForOp(self.c(0), upper, self.c(1), [o0, ninf, ninf, zero, zero])
+        loop = scf.ForOp(lower, upper, self.c(1), [o0, ninf, ninf, zero, zero])
         with ir.InsertionPoint(loop.body):
             x0 = self.mul(loop.induction_variable, TILE_X)
             acc, m_old, l_old = loop.inner_iter_args[0], loop.inner_iter_args[1:3], loop.inner_iter_args[3:5]
@@ -192,6 +207,41 @@ class _AttentionKernel(WgmmaBuilder):
             gpu.BarrierOp()
             scf.YieldOp([acc, *m_new, *l_new])
         self.store(o, loop.results[0], list(loop.results[3:5]))
+
+    def stream_extent(self) -> tuple[ir.Value, ir.Value]:
+        """The chunks of 64 keys this CTA visits, [lower, upper): every chunk, or where the
+        program's masks decide the stream (`plan.skips`), from the first to the last chunk
+        where each mask's predicate may be true over the CTA's 64 rows and the chunk's keys,
+        bounded by interval reasoning (`ir.masks.predicate_bounds`) in a scan over the chunks
+        once per CTA, as the mma.sync kernel does. Chunks outside are neither loaded nor
+        computed (keys at or past upper * 64 are never read); a chunk inside that no key of
+        survives is computed masked."""
+        plan = self.plan
+        chunks = self.c(-(-plan.x // TILE_X))
+        if not plan.skips:
+            return self.c(0), chunks
+        scan = scf.ForOp(self.c(0), chunks, self.c(1), [chunks, self.c(0)])
+        with ir.InsertionPoint(scan.body):
+            c = scan.induction_variable
+            lo, hi = scan.inner_iter_args
+            domain = MlirDomain()
+            rows = (self.q0, self.add(self.q0, TILE_Q - 1))
+            first = self.mul(c, TILE_X)
+            cols = (first, self.add(first, TILE_X - 1))
+            may: ir.Value | bool = True
+            for pred in plan.skips:
+                bound = predicate_bounds(pred, domain, rows, cols, (plan.q, plan.x)).may
+                if bound is False or may is False:
+                    may = False
+                elif bound is not True:
+                    may = bound if may is True else arith.andi(may, bound)
+            if isinstance(may, bool):
+                may = domain.boolean(may)
+            lo_next = arith.select(may, arith.minsi(lo, c), lo)
+            hi_next = arith.select(may, self.add(c, 1), hi)
+            scf.YieldOp([lo_next, hi_next])
+        upper = scan.results[1]
+        return arith.minsi(scan.results[0], upper), upper  # no chunk at all: an empty loop
 
     def publish(self) -> None:
         """The threads' shared-memory stores made visible to the wgmma (async proxy) of all warps."""
@@ -254,6 +304,7 @@ class _AttentionKernel(WgmmaBuilder):
         plan = self.plan
         scale = self.f(plan.scale * LOG2E)
         ninf = self.f(-math.inf)
+        zero = self.f(0.0)
         rows = [self.add(self.add(self.q0, self.row_local), 8 * i) for i in range(2)]
         values: list[list[ir.Value]] = [[], []]  # per row half i: (j, c) in order
         for j in range(TILE_X // 8):
@@ -261,9 +312,8 @@ class _AttentionKernel(WgmmaBuilder):
                 for c in range(2):
                     val = llvm.ExtractValueOp(self.f32, s, [4 * j + 2 * i + c]).result
                     col = self.add(self.add(x0, self.col_pair), 8 * j + c)
+                    val = self.masked(val, rows[i], col)
                     bad = arith.cmpi(arith.CmpIPredicate.uge, col, self.c(plan.x))
-                    if plan.causal:
-                        bad = arith.ori(bad, arith.cmpi(arith.CmpIPredicate.ugt, col, rows[i]))
                     values[i].append(arith.select(bad, ninf, val))
         m_new, l_new, alphas, neg = [], [], [], []
         for i in range(2):
@@ -271,8 +321,11 @@ class _AttentionKernel(WgmmaBuilder):
             for val in values[i][1:]:
                 mx = arith.maximumf(mx, val)
             m = arith.maximumf(m_old[i], self.quad(mx, "max"))
-            alphas.append(math_d.exp2(arith.mulf(arith.subf(m_old[i], m), scale)))
-            neg.append(arith.negf(arith.mulf(m, scale)))
+            # a row that has seen only -inf so far shifts by 0: alpha = p = 0 there, not NaN
+            # (the guard napkin-stream-partition puts in every online form)
+            shift = arith.select(arith.cmpf(arith.CmpFPredicate.OEQ, m, ninf), zero, m)
+            alphas.append(math_d.exp2(arith.mulf(arith.subf(m_old[i], shift), scale)))
+            neg.append(arith.negf(arith.mulf(shift, scale)))
             m_new.append(m)
         probs: list[list[ir.Value]] = [[math_d.fma(val, scale, neg[i]) for val in values[i]] for i in range(2)]
         probs = [[math_d.exp2(x) for x in probs[i]] for i in range(2)]
@@ -295,6 +348,19 @@ class _AttentionKernel(WgmmaBuilder):
                 at = self.add(self.swizzled(row, self.c(j), self.p_elem), self.col_pair)
                 vector.store(arith.truncf(pair_t, pair), self.tiles, [at], alignment=4)
         return acc, m_new, l_new
+
+    def masked(self, score: ir.Value, row: ir.Value, col: ir.Value) -> ir.Value:
+        """The program's masks (`plan.score_ops`, all masks of positions: `_check`) on one
+        score at global query `row` and key `col`: each mask's predicate, rebuilt op by op
+        from its parts with its block arguments bound to (row, col, n_rows, n_cols); -inf
+        where it is false."""
+        plan = self.plan
+        values = [score]
+        for op in plan.score_ops:
+            assert op.body is not None
+            keep = _predicate(op.body, [row, col, self.c(plan.q), self.c(plan.x)])
+            values.append(arith.select(keep, values[op.operands[0].ref], self.f(-math.inf)))
+        return values[-1]
 
     def pv(self, acc: ir.Value) -> ir.Value:
         """O += P V, waited for."""
@@ -326,3 +392,19 @@ class _AttentionKernel(WgmmaBuilder):
                     col = self.add(self.col_pair, 8 * j)
                     vector.store(pair, o, [*self.q_index, row, col], alignment=4)
                 scf.YieldOp([])
+
+
+def _predicate(body: MapBody, args: list[ir.Value]) -> ir.Value:
+    """A mask's predicate at the current insertion point: its ops rebuilt from their text
+    parts (name, result types, attributes), its block arguments bound to `args`; the i1 it
+    yields."""
+    values = list(args)
+    for op in body.ops:
+        new = ir.Operation.create(
+            op.name,
+            results=[ir.Type.parse(t) for t in op.result_types],
+            operands=[values[i] for i in op.operands],
+            attributes={k: ir.Attribute.parse(v) for k, v in op.attributes},
+        )
+        values += list(new.results)
+    return values[body.result]

@@ -40,8 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from napkin_mlir.ir.segments import INTEGER_DTYPES, segment_ids
-
 # JAX would otherwise take most of the GPU's memory at its first use, beside CuPy's buffers.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -131,9 +129,9 @@ def make_inputs(side: Sidecar, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = {}
     for a in side.args:
-        if a.role == "input" and a.dtype in INTEGER_DTYPES:  # mask data: segment ids
-            arrays[a.name] = segment_ids(tuple(a.shape), seed)
-        elif a.role == "input":
+        if a.role == "input" and a.dtype == "i32":
+            raise RunnerError(f"input {a.name} holds integers (mask data): its values come with the reference arrays")
+        if a.role == "input":
             arrays[a.name] = rng.standard_normal(a.shape, dtype=np.float32).astype(numpy_dtype(a.dtype))
         else:
             arrays[a.name] = np.full(a.shape, np.nan, dtype=numpy_dtype(a.dtype))
@@ -266,6 +264,123 @@ def _torch_attention_times(host: dict[str, np.ndarray], causal: bool, repeats: i
         except Exception as err:  # a backend unavailable for this shape, dtype or build
             out[f"{name}_unavailable"] = str(err).splitlines()[0] if str(err) else type(err).__name__
     return out
+
+
+#: arith.cmpi's predicates by number (MLIR's order), as Python comparisons.
+_CMPI = ("eq", "ne", "lt", "le", "gt", "ge", "lt", "le", "gt", "ge")
+
+
+def _torch_trunc_div(a: Any, c: Any) -> Any:
+    import torch
+
+    return torch.div(a, c, rounding_mode="trunc")
+
+
+#: The integer and boolean arith ops of a mask predicate, on tensors: (a, c, where, trunc_div).
+_FLEX_BINARY: dict[str, Any] = {
+    "addi": lambda a, c, w, t: a + c,
+    "subi": lambda a, c, w, t: a - c,
+    "muli": lambda a, c, w, t: a * c,
+    "floordivsi": lambda a, c, w, t: a // c,
+    "ceildivsi": lambda a, c, w, t: -((-a) // c),
+    "divsi": lambda a, c, w, t: t(a, c),
+    "remsi": lambda a, c, w, t: a - c * t(a, c),
+    "minsi": lambda a, c, w, t: w(a < c, a, c),
+    "maxsi": lambda a, c, w, t: w(a > c, a, c),
+    "andi": lambda a, c, w, t: a & c,
+    "ori": lambda a, c, w, t: a | c,
+    "xori": lambda a, c, w, t: a ^ c,
+}
+
+
+def flex_predicate(mask: dict[str, Any], args: list[Any], where: Any, trunc_div: Any) -> Any:
+    """A mask's predicate (the sidecar's data: ops in order, numbered values) on `args` (i, j,
+    n_rows, n_cols, the arrays' values): tensors of FlexAttention's `mask_mod` (`where` =
+    torch.where, `trunc_div` truncating division), or numpy arrays in the tests."""
+    values = list(args)
+    for s in mask["steps"]:
+        x = [values[o] for o in s["operands"]]
+        op = s["name"].removeprefix("arith.")
+        if op == "constant":
+            value = s["value"]
+            values.append(value == "true" if value in ("true", "false") else int(value))
+        elif op == "cmpi":
+            a, c = x
+            name = _CMPI[s["predicate"]]
+            values.append({"eq": a == c, "ne": a != c, "lt": a < c, "le": a <= c, "gt": a > c, "ge": a >= c}[name])
+        elif op == "select":
+            values.append(where(x[0], x[1], x[2]))
+        elif op in ("index_cast", "extsi", "extui", "trunci"):
+            values.append(x[0])
+        else:
+            values.append(_FLEX_BINARY[op](x[0], x[1], where, trunc_div))
+    return values[mask["result"]]
+
+
+def _flex_times(
+    side: Sidecar,
+    host: dict[str, np.ndarray],
+    refs: dict[str, tuple[np.ndarray, np.ndarray]],
+    repeats: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """PyTorch's FlexAttention computing the same masked attention (the sidecar's `flex`: Q,
+    K, V, the scale, each mask's predicate as data, turned into a `mask_mod` of torch ops):
+    the time of `create_block_mask` (FlexAttention evaluates the mask densely to find the
+    blocks to skip) and of the compiled `flex_attention`, and its max error against the
+    float64 reference. Empty without PyTorch's FlexAttention or a `flex` description."""
+    flex = side.problem.get("flex")
+    if not flex:
+        return {}
+    try:
+        import torch
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    except ImportError as err:
+        return {"flex_unavailable": str(err)}
+
+    def tensor(a: np.ndarray) -> Any:
+        if a.dtype.kind == "V" or str(a.dtype) == "bfloat16":
+            return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16).cuda()
+        return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+
+    try:
+        q, k, v = (tensor(host[flex[n]]) for n in ("q", "k", "v"))
+        n_rows, n_cols = flex["extents"]
+        arrays = {name: tensor(host[name]) for m in flex["masks"] for name, _ in m["arrays"]}
+
+        def mask_mod(b: Any, h: Any, i: Any, j: Any) -> Any:
+            keep = None
+            where = {"b": b, "h": h, "q": i, "x": j}
+            for m in flex["masks"]:
+                scalars = [arrays[name][tuple(where[a] for a in axes)] for name, axes in m["arrays"]]
+                p = flex_predicate(m, [i, j, n_rows, n_cols, *scalars], torch.where, _torch_trunc_div)
+                keep = p if keep is None else keep & p
+            return keep
+
+        B, H = q.shape[0], q.shape[1]
+        block_mask = create_block_mask(mask_mod, B, H, n_rows, n_cols, device="cuda")
+        compiled = torch.compile(flex_attention)
+        out = compiled(q, k, v, block_mask=block_mask, scale=float(flex["scale"]))
+        torch.cuda.synchronize()
+        times: dict[str, Any] = {
+            "flex": _time_ms(
+                lambda: compiled(q, k, v, block_mask=block_mask, scale=float(flex["scale"])),
+                torch.cuda.synchronize,
+                repeats,
+                warmup,
+            ),
+            "flex_block_mask": _time_ms(
+                lambda: create_block_mask(mask_mod, B, H, n_rows, n_cols, device="cuda"),
+                torch.cuda.synchronize,
+                max(3, repeats // 4),
+                1,
+            ),
+        }
+        ref64 = next(iter(refs.values()))[0]
+        times["flex_max_abs_error"] = float(np.max(np.abs(out.float().cpu().numpy() - ref64)))
+        return times
+    except Exception as err:  # FlexAttention unavailable for this build, shape or predicate
+        return {"flex_unavailable": str(err).splitlines()[0] if str(err) else type(err).__name__}
 
 
 def _device_arrays(cp: Any, host: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -404,12 +519,14 @@ def run(sidecar: Path, repeats: int = 20, warmup: int = 5, seed: int = 0) -> dic
     else:
         for name, value in _xla_times(side, host, repeats, warmup).items():
             (times if isinstance(value, list) else report)[name] = value
+        for name, value in _flex_times(side, host, refs, repeats, warmup).items():
+            (times if isinstance(value, list) else report)[name] = value
         flops = float(side.problem.get("flops") or 0.0)
     report["median_ms"] = {k: statistics.median(v) for k, v in times.items()}
     report["spread_ms"] = {k: [min(v), max(v)] for k, v in times.items()}
     if flops:
         report["tflops"] = {k: flops / (m * 1e-3) / 1e12 for k, m in report["median_ms"].items()}
-    for ref in ("cudnn", "xla"):
+    for ref in ("cudnn", "xla", "flex"):
         if ref in report["median_ms"]:
             report[f"ratio_to_{ref}"] = report["median_ms"]["napkin"] / report["median_ms"][ref]
     return report

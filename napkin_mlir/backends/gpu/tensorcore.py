@@ -82,6 +82,9 @@ def compile_tensorcore_attention(
             "tile": {"q": plan.gq, "x": plan.sx},
         },
     )
+    flex = _flex_description(plan, args)
+    if flex is not None:
+        kernel.problem["flex"] = flex
     if stop_after == "gpu":
         return kernel, text
     bounded = _bounded_variant(plan, target)
@@ -95,6 +98,42 @@ def compile_tensorcore_attention(
         return kernel, lowered
     kernel.ptx = lowered
     return kernel, kernel.ptx
+
+
+def _flex_description(plan: AttentionPlan, args: list[KernelArg]) -> dict[str, object] | None:
+    """What PyTorch's FlexAttention needs to compute the same attention, for the GPU runner to
+    time it beside the kernel: Q, K, V by name, the scale, and each mask's predicate as data
+    (its ops in order, the arrays it reads by name and axes). None when the program has score
+    ops other than masks, ops on the output, or grouped query heads."""
+    if plan.output_ops or plan.r != 1 or any(op.name != "napkin.mask" for op in plan.score_ops):
+        return None
+    by_arg = {i: a for i, a in enumerate(args)}
+    masks = []
+    for op in plan.score_ops:
+        assert op.body is not None
+        steps = []
+        for s in op.body.ops:
+            attrs = dict(s.attributes)
+            predicate = attrs.get("predicate")
+            value = attrs.get("value")
+            steps.append(
+                {
+                    "name": s.name,
+                    "operands": list(s.operands),
+                    "predicate": int(predicate.split(":")[0]) if predicate else None,
+                    "value": value.split(":")[0].strip() if value else None,
+                }
+            )
+        arrays = [[by_arg[o.ref].name, list(by_arg[o.ref].axes)] for o in op.operands[1:]]
+        masks.append({"steps": steps, "result": op.body.result, "arrays": arrays})
+    return {
+        "q": plan.names[0],
+        "k": plan.names[1],
+        "v": plan.names[2],
+        "scale": plan.scale,
+        "extents": [plan.q, plan.x],
+        "masks": masks,
+    }
 
 
 def _lower(text: str, target: str, stop_after: str) -> str:
