@@ -27,8 +27,10 @@ from napkin_mlir.pipeline.stages import derivation
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-#: target, dims, kv_heads, causal, tiles: head dims 64 and 128, 4 to 16 warps, GQA, causal
-#: (d=256 is refused by the kernel's plan, tensorcore_plan.AttentionPlan.check, at every tile).
+#: target, dims, kv_heads, causal, tiles: head dims 64 to 256, 4 to 16 warps, GQA, causal (at
+#: d=256 the Q fragments are read from shared memory at each k-step, `AttentionPlan.q_in_registers`).
+#: Not here: d=96, where ptxas takes about 16% more than the estimate (203 against 170 at q=64,
+#: x=64 on sm_80; compile still refuses any kernel that spills).
 SPREAD = [
     ("sm_80", {"b": 1, "h": 2, "q": 2048, "x": 2048, "d": 64}, None, False, {"q": 64, "x": 64}),
     ("sm_80", {"b": 1, "h": 2, "q": 2048, "x": 2048, "d": 128}, None, False, {"q": 128, "x": 32}),
@@ -37,13 +39,23 @@ SPREAD = [
     ("sm_90a", {"b": 1, "h": 16, "q": 2048, "x": 2048, "d": 128}, 4, False, {"q": 32, "x": 32}),
     ("sm_80", {"b": 1, "h": 2, "q": 2048, "x": 2048, "d": 64}, None, False, {"q": 256, "x": 16}),
     ("sm_90a", {"b": 1, "h": 2, "q": 2048, "x": 2048, "d": 128}, None, True, {"q": 64, "x": 48}),
+    ("sm_90a", {"b": 1, "h": 2, "q": 2048, "x": 2048, "d": 256}, None, False, {"q": 64, "x": 32}),
 ]
 
 
 @pytest.mark.parametrize(
     ("target", "dims", "kv_heads", "causal", "tiles"),
     SPREAD,
-    ids=["d64-4w", "d128-8w", "d128-6w-causal", "d128-gqa-4w", "d128-gqa-8w", "d64-16w", "d128-4w-causal"],
+    ids=[
+        "d64-4w",
+        "d128-8w",
+        "d128-6w-causal",
+        "d128-gqa-4w",
+        "d128-gqa-8w",
+        "d64-16w",
+        "d128-4w-causal",
+        "d256-4w",
+    ],
 )
 def test_register_estimate_within_ten_percent_of_ptxas(target, dims, kv_heads, causal, tiles, tmp_path) -> None:
     """The estimate counted from the kernel's live fragments lands within 10% of ptxas's

@@ -87,7 +87,7 @@ def estimate(plan: AttentionPlan, target: str) -> RegisterEstimate:
     s_acc = tiles_m * (plan.sx // MMA_N) * ACC_REGISTERS
     return RegisterEstimate(
         o_accumulators=o_acc,
-        q_fragments=tiles_m * (plan.d // MMA_K) * A_REGISTERS,
+        q_fragments=tiles_m * (plan.d // MMA_K if plan.q_in_registers else 1) * A_REGISTERS,
         s_accumulators=s_acc,
         row_state=tiles_m * ROW_STATE,
         in_flight=min(plan.sx, IN_FLIGHT_CAP),

@@ -70,6 +70,9 @@ class _AttentionKernel:
     lower: str  # the chunks of x this CTA streams: [lower, upper)
     upper: str
     kv_end: str  # keys past this are never loaded
+    # set by q_fragments: where this lane's ldmatrix reads the Q tile (its column, per m tile its row)
+    a_col: str
+    a_rows: list[str]
     # set by thread_rows
     my_rows: list[list[str]]  # the thread's CTA rows per m tile: g and g + 8
     my_q: list[list[str]]  # and their q
@@ -276,19 +279,20 @@ class _AttentionKernel:
 
     # --- Q fragments and this thread's rows ---------------------------------------------------
 
-    def q_fragments(self, wrow: str) -> list[list[str]]:
-        """A operands for the d/16 k-steps of S = Q K^T, per m16 tile of the warp."""
+    def q_fragments(self, wrow: str) -> list[list[str]] | None:
+        """A operands for the d/16 k-steps of S = Q K^T, per m16 tile of the warp, loaded once
+        (None when `plan.q_in_registers` is false: `q_fragment` loads each at its k-step)."""
         e = self.e
-        a_col = e.mul(e.div(self.lane, e.idx(16)), e.idx(8))
-        qfrag: list[list[str]] = []
-        for mi in self.tiles_m:
-            a_row = e.add(e.add(wrow, e.idx(mi * MMA_M)), e.rem(self.lane, e.idx(16)))
-            frags = []
-            for kt in range(self.plan.d // MMA_K):
-                col = e.add(a_col, e.idx(kt * MMA_K))
-                frags.append(self.ops.ldmatrix("%qs", self.qs_t, [a_row, col], False))
-            qfrag.append(frags)
-        return qfrag
+        self.a_col = e.mul(e.div(self.lane, e.idx(16)), e.idx(8))
+        self.a_rows = [e.add(e.add(wrow, e.idx(mi * MMA_M)), e.rem(self.lane, e.idx(16))) for mi in self.tiles_m]
+        if not self.plan.q_in_registers:
+            return None
+        return [[self.q_fragment(mi, kt) for kt in range(self.plan.d // MMA_K)] for mi in self.tiles_m]
+
+    def q_fragment(self, mi: int, kt: int) -> str:
+        """The A operand of m tile `mi` at k-step `kt`: one ldmatrix.x4 from the Q tile."""
+        col = self.e.add(self.a_col, self.e.idx(kt * MMA_K))
+        return self.ops.ldmatrix("%qs", self.qs_t, [self.a_rows[mi], col], False)
 
     def thread_rows(self, wrow: str) -> tuple[list[list[str]], list[list[str]]]:
         """Rows of this thread (per m tile, rows g and g+8): flattened CTA rows, and their q."""
@@ -303,7 +307,7 @@ class _AttentionKernel:
 
     # --- the stream over x --------------------------------------------------------------------
 
-    def stream(self, qfrag: list[list[str]], my_q: list[list[str]]) -> tuple[str, list[str]]:
+    def stream(self, qfrag: list[list[str]] | None, my_q: list[list[str]]) -> tuple[str, list[str]]:
         """The `scf.for` over the chunks of x, carrying the row max m, the row sum l and the
         O accumulators of each m tile. Returns the loop's results and the state's names."""
         e, plan, acc_t = self.e, self.plan, self.acc_t
@@ -361,7 +365,7 @@ class _AttentionKernel:
         e.emit("}")
         return loop_res, state
 
-    def scores(self, stage: str, qfrag: list[list[str]]) -> list[list[str]]:
+    def scores(self, stage: str, qfrag: list[list[str]] | None) -> list[list[str]]:
         """S = Q K^T: n_s accumulators of 16x8 per m tile; each K fragment serves every m tile.
         One ldmatrix.x4 per k-step and pair of n tiles: lane l gives row 8(nt + l//16) + l%8 of
         the chunk, columns 16kt + 8((l//8)%2) .. +8."""
@@ -374,8 +378,9 @@ class _AttentionKernel:
             for kt in range(self.plan.d // MMA_K):
                 kbs = self.ops.b_pair("%ks", self.kvs_t, [stage, krow, e.add(b_col, e.idx(kt * MMA_K))], False)
                 for mi in self.tiles_m:
+                    a = qfrag[mi][kt] if qfrag is not None else self.q_fragment(mi, kt)
                     for half, kb in enumerate(kbs):
-                        s[mi][nt + half] = self.ops.mma(qfrag[mi][kt], kb, s[mi][nt + half])
+                        s[mi][nt + half] = self.ops.mma(a, kb, s[mi][nt + half])
         return s
 
     def chunk_columns(self, x0: str) -> list[list[str]]:

@@ -99,7 +99,15 @@ class AttentionPlan:
     def registers_estimate(self) -> int:
         """32-bit registers per thread: S and O accumulators, Q and P fragments, softmax state
         and addressing (ptxas lands within about 20% of this)."""
-        return (self.warp_rows // MMA_M) * ((3 * self.sx) // 4 + self.d // 4 + self.dv // 2) + 40
+        q = self.d // 4 if self.q_in_registers else 4
+        return (self.warp_rows // MMA_M) * ((3 * self.sx) // 4 + q + self.dv // 2) + 40
+
+    @property
+    def q_in_registers(self) -> bool:
+        """Whether each warp holds its Q fragments in registers through the stream (head dims
+        up to 128); wider heads (256) read them from the Q tile in shared memory at every
+        k-step of S = Q K^T, so that the O accumulators fit."""
+        return self.d <= 128
 
     def fits_registers(self) -> bool:
         """1.25x the estimate must fit both the 255-register cap and the SM's 64K registers."""
