@@ -27,6 +27,7 @@ from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType, element_type, is_array
 from napkin_mlir.ir.masks import MlirDomain, decides_stream, mask_parts, predicate_bounds, read_predicate
 from napkin_mlir.ir.ops import op_info
+from napkin_mlir.ir.segments import INTEGER_DTYPES
 
 PARALLEL = "#linalg.iterator_type<parallel>"
 REDUCTION = "#linalg.iterator_type<reduction>"
@@ -485,12 +486,14 @@ def lower_group(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Buf
     lw.extents = saved
 
 
-def _chunk_runs(lw: Lowerer, step: ir.Block, axis: str) -> ir.Value | None:
+def _chunk_runs(lw: Lowerer, step: ir.Block, axis: str, env: dict[ir.Value, Buffer]) -> ir.Value | None:
     """Whether the current chunk of the stream over `axis` can contribute: for each mask in
-    the step over `axis` whose output every reduction over the axis reads, the mask's
-    predicate is bounded over the chunk's positions by interval reasoning (`ir.masks`); a
-    chunk where one of them is false everywhere is empty and skipped (not loaded, not
-    computed). None when no mask decides (every chunk runs)."""
+    the step over `axis` that decides the stream (`ir.masks.decides_stream`), the mask's
+    predicate is bounded over the chunk's positions, and over the range of each integer
+    array it reads (segment ids: their least and greatest value in the chunk's tile, found
+    by a scan of the tile), by interval reasoning (`ir.masks`); a chunk where one of them is
+    false everywhere is empty and skipped (not computed). None when no mask decides (every
+    chunk runs)."""
     runs: ir.Value | None = None
     for inner_op in step.operations:
         op = inner_op.operation
@@ -513,13 +516,41 @@ def _chunk_runs(lw: Lowerer, step: ir.Block, axis: str) -> ir.Value | None:
         for offset, ax in zip(parts.offsets, (parts.rows, parts.cols), strict=True):
             start = lw.index(offset)
             ranges.append((start, arith.addi(start, _index(tile.size(ax) - 1))))
-        may = predicate_bounds(read_predicate(parts.block), MlirDomain(), ranges[0], ranges[1], parts.extents).may
+        sources = [_through_transfers(a) for a in parts.arrays]  # the ids as the step receives them
+        arrays = [_integer_range(env[a]) if a in env and env[a].dtype in INTEGER_DTYPES else None for a in sources]
+        pred = read_predicate(parts.block)
+        may = predicate_bounds(pred, MlirDomain(), ranges[0], ranges[1], parts.extents, arrays).may
         if may is True:
             continue
         if may is False:
             may = arith.constant(ir.IntegerType.get_signless(1), 0)
         runs = may if runs is None else arith.andi(runs, may)
     return runs
+
+
+def _through_transfers(v: ir.Value) -> ir.Value:
+    """`v` before the napkin.transfers that copied it (the same values at another level)."""
+    while isinstance(v.owner, ir.OpView | ir.Operation) and v.owner.name == "napkin.transfer":
+        v = v.owner.operands[0]
+    return v
+
+
+def _integer_range(buf: Buffer) -> tuple[ir.Value, ir.Value]:
+    """The least and greatest element of an integer buffer (a tile of segment ids), as index
+    values: a scan of its elements (the tile's own size, partial tiles included)."""
+    sizes = [memref.dim(buf.value, _index(d)) for d in range(ir.MemRefType(buf.value.type).rank)]
+
+    def scan(depth: int, at: list[ir.Value], carried: list[ir.Value]) -> list[ir.Value]:
+        if depth == len(sizes):
+            v = arith.index_cast(ir.IndexType.get(), memref.load(buf.value, at))
+            return [arith.minsi(carried[0], v), arith.maxsi(carried[1], v)]
+        loop = scf.ForOp(_index(0), sizes[depth], _index(1), carried)
+        with ir.InsertionPoint(loop.body):
+            scf.YieldOp(scan(depth + 1, [*at, loop.induction_variable], list(loop.inner_iter_args)))
+        return list(loop.results)
+
+    lo, hi = scan(0, [], [_index(2**62), _index(-(2**62))])
+    return lo, hi
 
 
 def _available(lw: Lowerer, step: ir.Block, v: ir.Value) -> bool:
@@ -552,7 +583,7 @@ def lower_stream(lw: Lowerer, op: ir.Operation, ins: list[Buffer], outs: list[Bu
         env = {arg: _tile_view(lw, b, {axis: x0}, {axis: size}) for arg, b in zip(args[:n], ins, strict=True)}
         lw.index_env[args[n]] = x0
         env.update(zip(args[n + 1 :], state, strict=True))
-        runs = _chunk_runs(lw, step, axis)
+        runs = _chunk_runs(lw, step, axis, env)
         branch = scf.IfOp(runs) if runs is not None else None
         with ir.InsertionPoint(branch.then_block) if branch is not None else contextlib.nullcontext():
             lw.push_scope()

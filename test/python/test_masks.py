@@ -295,3 +295,46 @@ def test_flex_attention_description_computes_the_same_mask(example: str, seed: i
     np.testing.assert_array_equal(np.broadcast_to(got, (n_rows, n_cols)), np.broadcast_to(dense, (n_rows, n_cols)))
     assert 0 < np.broadcast_to(dense, (n_rows, n_cols)).mean() < 1 and q_arg.shape[2] == n_rows
     assert flex["scale"] == pytest.approx(0.25) and (flex["q"], flex["k"], flex["v"]) == ("Q", "K", "V")
+
+
+def test_cpu_chunk_test_reads_the_segment_ids_of_the_tile() -> None:
+    """A document mask's chunk test bounds the predicate over the least and greatest segment
+    id of the query tile and of the key chunk (scans of the id tiles): the scf.if that guards
+    each chunk depends on loads of the ids, not only on positions."""
+    from napkin_mlir.derive.auto import derive
+    from napkin_mlir.lowering.loops import lower_module
+    from napkin_mlir.pipeline.passmanager import run_pipeline
+
+    with napkin_context(), ir.Location.unknown():
+        module = load_diagram(EXAMPLES / "document_attention.mlir", {"q": 64, "x": 64}, "f32")
+        run_pipeline(module, derive(module, {"q": 16, "x": 16}).pipeline())
+        lower_module(module.operation)
+        guards: list[ir.Operation] = []
+
+        def visit(op: ir.Operation) -> ir.WalkResult:
+            if op.name == "scf.if":
+                guards.append(op)
+            return ir.WalkResult.ADVANCE
+
+        module.operation.walk(visit)
+        assert guards
+
+        def reads(v: ir.Value, seen: set) -> set[str]:
+            owner = v.owner
+            if isinstance(owner, ir.Block) or owner in seen:
+                return set()
+            op = owner.operation if isinstance(owner, ir.OpView) else owner
+            seen.add(owner)
+            found: set[str] = set()
+
+            def add(inner: ir.Operation) -> ir.WalkResult:
+                found.add(inner.name)
+                return ir.WalkResult.ADVANCE
+
+            op.walk(add)  # the op and everything nested in it (a scan's loads)
+            for o in op.operands:
+                found |= reads(o, seen)
+            return found
+
+        names = reads(guards[0].operands[0], set())
+    assert "memref.load" in names and "arith.maxsi" in names and "arith.cmpi" in names
