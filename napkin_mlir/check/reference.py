@@ -26,8 +26,9 @@ def random_inputs(arrays: tuple[ArrayType, ...], seed: int) -> list[np.ndarray]:
     """Standard-normal inputs rounded to each array's dtype (never zeros); integer arrays
     (mask data) are `segment_ids`."""
     rng = np.random.default_rng(seed)
+    span = max((t.shape[-1] for t in arrays if t.dtype in INTEGER_DTYPES and t.shape), default=1)
     return [
-        segment_ids(t.shape, seed)
+        segment_ids(t.shape, seed, span)
         if t.dtype in INTEGER_DTYPES
         else rng.standard_normal(t.shape).astype(NUMPY_DTYPES[t.dtype])
         for t in arrays

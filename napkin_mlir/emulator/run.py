@@ -30,6 +30,7 @@ from napkin_mlir.emulator.machine import WARP, EmulationError, Machine, MemRef, 
 from napkin_mlir.emulator.program import Kernel, load_kernel, numpy_dtype
 from napkin_mlir.emulator.report import EmulationReport
 from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.segments import INTEGER_DTYPES, segment_ids
 
 if TYPE_CHECKING:
     from napkin_mlir.check.harness import VerifyConfig
@@ -144,7 +145,8 @@ def emulate(
     config = _problem_config(side) if diagram is None else None
     with napkin_context(), ir.Location.unknown():
         kernel = load_kernel(text, filename, side.entry)
-    inputs = gpu_runner.make_inputs(side, seed)
+    span = max((a.shape[-1] for a in side.args if a.role == "input" and a.dtype in INTEGER_DTYPES), default=1)
+    inputs = gpu_runner.make_inputs(side, seed, lambda shape: segment_ids(shape, seed, span))
     arrays = [inputs[a.name] for a in side.args]
     outputs = [i for i, a in enumerate(side.args) if a.role == "output"]
     total = side.grid[0] * side.grid[1] * side.grid[2]

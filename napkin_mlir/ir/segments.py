@@ -10,12 +10,16 @@ import numpy as np
 INTEGER_DTYPES = ("i32",)
 
 
-def segment_ids(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Document ids along the last axis: non-decreasing, documents of random lengths (about
-    an eighth of the axis each). The ids depend only on the seed and the axis length, so
-    the ids of the queries and of the keys agree when their axes have the same length (a
-    document mask over self-attention then leaves no query without keys)."""
+def segment_ids(shape: tuple[int, ...], seed: int, span: int | None = None) -> np.ndarray:
+    """Document ids along the last axis: non-decreasing, documents of random lengths (about an
+    eighth of `span`, the longest id axis of the problem; default this one). The ids of a
+    position depend only on the seed, the position and `span`: arrays of several lengths
+    drawn with one `span` are prefixes of one sequence, so the ids of the queries and of the
+    keys agree where both exist (a causal document mask then leaves no query without keys
+    when there are at most as many queries as keys)."""
     n = shape[-1] if shape else 1
-    starts = np.random.default_rng([seed, n]).random(n) < 8.0 / max(n, 8)
+    span = max(span or n, n)
+    starts = np.random.default_rng([seed, 7]).random(span) < 8.0 / max(span, 8)
     starts[0] = False
-    return np.broadcast_to(np.cumsum(starts).astype(np.int32), shape).copy()
+    ids = np.cumsum(starts).astype(np.int32)[:n]
+    return np.broadcast_to(ids, shape).copy()

@@ -34,6 +34,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,14 +125,21 @@ def numpy_dtype(dtype: str) -> np.dtype:
     return np.dtype(DTYPES[dtype])
 
 
-def make_inputs(side: Sidecar, seed: int) -> dict[str, np.ndarray]:
-    """Fresh standard-normal inputs in each argument's dtype; outputs poisoned with NaN."""
+def make_inputs(
+    side: Sidecar, seed: int, integers: Callable[[tuple[int, ...]], np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Fresh standard-normal inputs in each argument's dtype; outputs poisoned with NaN;
+    integer inputs (mask data) from `integers(shape)` (the caller's segment ids)."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for a in side.args:
         if a.role == "input" and a.dtype == "i32":
-            raise RunnerError(f"input {a.name} holds integers (mask data): its values come with the reference arrays")
-        if a.role == "input":
+            if integers is None:
+                raise RunnerError(
+                    f"input {a.name} holds integers (mask data): its values come with the reference arrays"
+                )
+            arrays[a.name] = integers(tuple(a.shape))
+        elif a.role == "input":
             arrays[a.name] = rng.standard_normal(a.shape, dtype=np.float32).astype(numpy_dtype(a.dtype))
         else:
             arrays[a.name] = np.full(a.shape, np.nan, dtype=numpy_dtype(a.dtype))
