@@ -769,7 +769,8 @@ def _select_interval(o: _Ops, c: Truth, a: Interval, b: Interval) -> Interval:
 
 
 def tile_class(truth: Truth) -> str:
-    """ "empty", "full" or "partial" for a truth of Python/numpy booleans (one tile)."""
+    """The kind of one tile, from a truth of Python/numpy booleans: "empty" (skipped),
+    "full" (no mask needed) or "partial"."""
     if not bool(truth.may):
         return "empty"
     return "full" if bool(truth.must) else "partial"
