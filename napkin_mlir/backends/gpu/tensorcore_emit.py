@@ -1,143 +1,197 @@
-"""The tensor-core attention kernel as MLIR text, from an `AttentionPlan`.
+"""The tensor-core attention kernel, built with the MLIR Python bindings' builders.
 
-`emit_attention_kernel(plan)` writes the whole module: one `gpu.func` in a
+`emit_attention_kernel(plan)` builds the whole module: one `gpu.func` in a
 `gpu.container_module`, unrolled at the fragment level (see `tensorcore.py` for what the
-kernel does), through the text emitter and fragment ops of `tensorcore_text.py`.
-`_AttentionKernel` writes the kernel step by step, in the order the text comes out:
-shared-memory views and thread ids, the stream's extent, the first copies, the Q fragments,
-the stream over `x` (prefetch, S = Q Kᵀ, the score ops and the mask, online softmax,
-O += P V), then O / l staged through shared memory and stored. The score ops (the program's
-elementwise ops between the contraction and the softmax) are written element by element at
-the accumulator fragments' global coordinates by their rules (`tensorcore_scores.py`); the
-inputs they read are the kernel's arguments after V, read before S = Q Kᵀ of each chunk:
-16-bit tables over q and x (x a multiple of 8) from a tile that cp.async copies into shared
-memory with K and V, the others from global memory (two neighbouring keys per load when x is
-last and even). The ops on O / l before its cast run the same way on the O fragments
-(`output_fragment`). For plain
-attention every step keeps its order of SSA names and first uses of constants, so the text
-stays the same byte for byte.
+kernel does), with the constants, index helpers and fragment ops of `tensorcore_ops.py`.
+`_AttentionKernel` builds the kernel step by step, each step creating its ops at the
+current insertion point on typed values: shared-memory views and thread ids, the stream's
+extent, the first copies, the Q fragments, the stream over `x` (an `scf.for` carrying the
+online softmax's state: prefetch, S = Q Kᵀ, the score ops and the mask, online softmax,
+O += P V), then O / l staged through shared memory and stored. The score ops (the
+program's elementwise ops between the contraction and the softmax) are built element by
+element at the accumulator fragments' global coordinates by their rules
+(`tensorcore_scores.SCORE_RULES`); the inputs they read are the kernel's arguments after V,
+read before S = Q Kᵀ of each chunk: 16-bit tables over q and x (x a multiple of 8) from a
+tile that cp.async copies into shared memory with K and V, the others from global memory
+(two neighbouring keys per load when x is last and even). The ops on O / l before its cast
+run the same way on the O fragments (`output_fragment`).
+
+The module is verified and returned as text (what the lowering, the emulator and the
+register budget read). Values a reader of that text looks for carry name locations, which
+the printer uses as their SSA names: the arguments (%Q, %K, %V, %A<position>, %O), the
+shared-memory views (%qs, %ks, %vs, %os, %bs<position>), the thread and block ids, the
+scan over the chunks (%ext<n>) and the stream (%j, and its state %m, %l, %o per m tile).
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 
+from mlir import ir
+from mlir.dialects import arith, gpu, memref, nvgpu, scf, vector
+from mlir.dialects import math as math_d
+
+from napkin_mlir.backends.gpu import tensorcore_scores
 from napkin_mlir.backends.gpu.fragments import A_ROWS, MMA_K, MMA_M, MMA_N
+from napkin_mlir.backends.gpu.tensorcore_ops import FragmentOps, KernelBuilder, scalar_type
 from napkin_mlir.backends.gpu.tensorcore_plan import ELEM, PAD, AttentionPlan
-from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, Element, Operand, ScoreInput
-from napkin_mlir.backends.gpu.tensorcore_text import FragmentOps, TextEmitter
-from napkin_mlir.ir.masks import predicate_bounds
+from napkin_mlir.backends.gpu.tensorcore_scores import Element, Operand, ScoreInput
+from napkin_mlir.ir.context import napkin_context
+from napkin_mlir.ir.masks import MlirDomain, predicate_bounds
 
 VEC = 8  # elements per cp.async and per output store: 16 bytes
 LOG2E = 1.4426950408889634
 F32 = "f32"
 WG = "#gpu.address_space<workgroup>"
 
+Value = ir.Value
+
 
 def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc", max_registers: int | None = None) -> str:
     """The whole module (gpu.container_module with one kernel) as MLIR text; `max_registers`
-    bounds ptxas's registers per thread (`nvvm.maxnreg`)."""
-    k = _AttentionKernel(plan)
-    k.shared_views()
-    k.thread_ids()
-    k.stream_extent()
-    first = k.load_first_tiles()
-    wrow = k.e.mul(k.warp, k.e.idx(plan.warp_rows))
-    qfrag = k.q_fragments(wrow)
-    my_rows, my_q = k.thread_rows(wrow)
-    loop_res, state = k.stream(qfrag, my_q)
-    k.normalize_to_shared(first, loop_res, state, my_rows)
-    k.store_output()
-    k.e.emit("gpu.return")
-    return k.module_text(name, max_registers)
+    bounds ptxas's registers per thread (`nvvm.maxnreg`). The kernel's arguments (%Q, %K,
+    %V, %A<position> for the inputs after V, %O) and shared-memory views (%qs, %ks, %vs, %os,
+    %bs<position>) carry name locations, which the text uses as their SSA names."""
+    with napkin_context(), ir.Location.unknown():
+        module = build_attention_module(plan, name, max_registers)
+        module.operation.verify()
+        text = io.StringIO()
+        module.operation.print(file=text, use_name_loc_as_prefix=True)
+        return text.getvalue()
+
+
+def build_attention_module(plan: AttentionPlan, name: str, max_registers: int | None) -> ir.Module:
+    """The module, in the active context."""
+    el = scalar_type(ELEM[plan.dtype])
+    names = ["Q", "K", "V", *(f"A{i.arg}" for i in plan.inputs), "O"]
+    types = [
+        _memref((plan.b, plan.h, plan.r, plan.q, plan.d), el),
+        _memref((plan.b, plan.h, plan.x, plan.d), el),
+        _memref((plan.b, plan.h, plan.x, plan.dv), el),
+        *(_memref(i.shape, scalar_type(i.dtype)) for i in plan.inputs),
+        _memref((plan.b, plan.h, plan.r, plan.q, plan.dv), el),
+    ]
+    module, body = _kernel_module(name, types, names, plan.threads, max_registers)
+    with ir.InsertionPoint(body):
+        k = _AttentionKernel(plan, body)
+        k.shared_views()
+        k.thread_ids()
+        k.stream_extent()
+        first = k.load_first_tiles()
+        wrow = k.b.mul(k.warp, plan.warp_rows)
+        qfrag = k.q_fragments(wrow)
+        k.thread_rows(wrow)
+        results = k.stream(qfrag)
+        k.normalize_to_shared(first, results)
+        k.store_output()
+        gpu.ReturnOp([])
+        k.b.order_constants()
+    return module
+
+
+def _kernel_module(
+    entry: str, types: list[ir.Type], names: list[str], threads: int, max_registers: int | None
+) -> tuple[ir.Module, ir.Block]:
+    """A `gpu.container_module` with one kernel `entry` (`threads` per block, at least one CTA
+    per SM, at most `max_registers` per thread), its arguments named, and its entry block."""
+    module = ir.Module.create()
+    module.operation.attributes["gpu.container_module"] = ir.UnitAttr.get()
+    with ir.InsertionPoint(module.body):
+        gmod = gpu.GPUModuleOp(f"{entry}_module")
+        gmod.regions[0].blocks.append()
+    with ir.InsertionPoint(gmod.regions[0].blocks[0]):
+        ftype = ir.FunctionType.get(types, [])
+        func = gpu.GPUFuncOp(ir.TypeAttr.get(ftype), sym_name=entry, kernel=True, known_block_size=[threads, 1, 1])
+        i32 = ir.IntegerType.get_signless(32)
+        func.operation.attributes["nvvm.minctasm"] = ir.IntegerAttr.get(i32, 1)
+        if max_registers:
+            func.operation.attributes["nvvm.maxnreg"] = ir.IntegerAttr.get(i32, max_registers)
+        body = func.regions[0].blocks.append(*types, arg_locs=[ir.Location.name(n) for n in names])
+    return module, body
 
 
 class _AttentionKernel:
-    """One emission of the kernel: the plan, the emitter and fragment ops, the types and the
-    SSA names that the steps share (thread ids, the stream's extent, the stream's constants)."""
+    """One build of the kernel: the plan, the builder and fragment ops, the types and the
+    values that the steps share (thread ids, the stream's extent, the buffers)."""
 
     # set by thread_ids
-    tid: str
-    head: str  # the key/value head (block y)
-    batch: str  # block z
-    lane: str
-    warp: str
-    g: str  # row of the fragment (and row + 8)
-    c: str  # column pair
-    q0: str  # first query row of the CTA
+    tid: Value
+    head: Value  # the key/value head (block y)
+    batch: Value  # block z
+    lane: Value
+    warp: Value
+    g: Value  # row of the fragment (and row + 8)
+    c: Value  # column pair
+    q0: Value  # first query row of the CTA
     # set by stream_extent
-    lower: str  # the chunks of x this CTA streams: [lower, upper)
-    upper: str
-    kv_end: str  # keys past this are never loaded
+    lower: Value  # the chunks of x this CTA streams: [lower, upper)
+    upper: Value
+    kv_end: Value  # keys past this are never loaded
     # set by q_fragments: where this lane's ldmatrix reads the Q tile (its column, per m tile its row)
-    a_col: str
-    a_rows: list[str]
+    a_col: Value
+    a_rows: list[Value]
     # set by thread_rows
-    my_rows: list[list[str]]  # the thread's CTA rows per m tile: g and g + 8
-    my_q: list[list[str]]  # and their q
-    # set by stream
-    ninf: str
-    zacc: str
+    my_rows: list[list[Value]]  # the thread's CTA rows per m tile: g and g + 8
+    my_q: list[list[Value]]  # and their q
 
-    def __init__(self, plan: AttentionPlan) -> None:
+    def __init__(self, plan: AttentionPlan, entry: ir.Block) -> None:
         self.plan = plan
-        self.e = TextEmitter()
-        self.el = el = ELEM[plan.dtype]
-        self.ops = FragmentOps(self.e, el)
+        self.b = KernelBuilder(entry)
+        self.el_name = ELEM[plan.dtype]
+        self.el = scalar_type(self.el_name)
+        self.ops = FragmentOps(self.b, self.el_name)
         self.row_len = plan.d + PAD
-        self.qt = _memref((plan.b, plan.h, plan.r, plan.q, plan.d), el)
-        self.kvt = _memref((plan.b, plan.h, plan.x, plan.d), el)
-        self.vt = _memref((plan.b, plan.h, plan.x, plan.dv), el)
-        self.ot = _memref((plan.b, plan.h, plan.r, plan.q, plan.dv), el)
-        self.qs_t = f"memref<{plan.rows}x{self.row_len}x{el}, {WG}>"
-        self.kvs_t = f"memref<2x{plan.sx}x{self.row_len}x{el}, {WG}>"
-        self.vs_t = f"memref<2x{plan.sx}x{plan.dv + PAD}x{el}, {WG}>"
-        self.os_t = f"memref<{plan.rows}x{plan.dv + PAD}x{el}, {WG}>"
-        self.os = "%qs" if plan.dv == plan.d else "%os"  # O is staged in the Q tile's buffer
-        #: memref type of each buffer a copy or store names
-        self.types = {"%Q": self.qt, "%K": self.kvt, "%V": self.vt, "%O": self.ot}
-        self.types.update({"%qs": self.qs_t, "%ks": self.kvs_t, "%vs": self.vs_t, self.os: self.os_t})
+        args = list(entry.arguments)
+        self.Q, self.K, self.V, self.O = args[0], args[1], args[2], args[-1]
+        #: kernel arguments after V, by argument position in the program
+        self.inputs = {i.arg: i for i in plan.inputs}
+        self.input_args = {i.arg: a for i, a in zip(plan.inputs, args[3:-1], strict=True)}
+        self.staged: dict[int, Value] = {}  # arg -> its shared tile
         self.acc_t = self.ops.acc_t
         self.a_t = self.ops.a_t
         self.per_row = plan.d // VEC  # cp.async vectors per row of Q and K
         self.tiles_m = range(plan.warp_rows // MMA_M)  # m16 tiles of one warp
         self.n_o = plan.dv // MMA_N  # n8 tiles of O
         self.n_s = plan.sx // MMA_N  # n8 tiles of S
-        self.inputs = {f"%A{i.arg}": i for i in plan.inputs}  # kernel arguments after V
-        for i in plan.inputs:
-            self.types[f"%A{i.arg}"] = _memref(i.shape, i.dtype)
-        for i in plan.staged_inputs:  # a tile of the CTA's rows by the chunk's keys, double-buffered
-            self.types[f"%bs{i.arg}"] = f"memref<2x{plan.rows}x{plan.sx + PAD}x{i.dtype}, {WG}>"
 
     # --- prologue: shared memory, thread ids, the stream's extent ---------------------------
 
     def shared_views(self) -> None:
-        e, plan = self.e, self.plan
-        base = e.op(f"gpu.dynamic_shared_memory : memref<?xi8, {WG}>", "smem")
+        b, plan, el = self.b, self.plan, self.el
+        wg = ir.Attribute.parse(WG)
+        base = gpu.DynamicSharedMemoryOp(
+            ir.MemRefType.get([ir.ShapedType.get_dynamic_size()], ir.IntegerType.get_signless(8), memory_space=wg),
+            loc=ir.Location.name("smem"),
+        ).result
+
+        def view(name: str, shape: list[int], t: ir.Type, offset: int) -> Value:
+            memref_t = ir.MemRefType.get(shape, t, memory_space=wg)
+            return memref.ViewOp(memref_t, base, b.idx(offset), [], loc=ir.Location.name(name)).result
+
         k_bytes = 2 * plan.sx * self.row_len * 2
-        e.emit(f"%qs = memref.view {base}[{e.idx(0)}][] : memref<?xi8, {WG}> to {self.qs_t}")
-        e.emit(f"%ks = memref.view {base}[{e.idx(plan.q_bytes)}][] : memref<?xi8, {WG}> to {self.kvs_t}")
-        e.emit(f"%vs = memref.view {base}[{e.idx(plan.q_bytes + k_bytes)}][] : memref<?xi8, {WG}> to {self.vs_t}")
-        if self.os != "%qs":
-            e.emit(f"{self.os} = memref.view {base}[{e.idx(0)}][] : memref<?xi8, {WG}> to {self.os_t}")
+        self.qs = view("qs", [plan.rows, self.row_len], el, 0)
+        self.ks = view("ks", [2, plan.sx, self.row_len], el, plan.q_bytes)
+        self.vs = view("vs", [2, plan.sx, plan.dv + PAD], el, plan.q_bytes + k_bytes)
+        # O is staged in the Q tile's buffer
+        self.os = self.qs if plan.dv == plan.d else view("os", [plan.rows, plan.dv + PAD], el, 0)
         offset = plan.q_bytes + k_bytes + 2 * plan.sx * (plan.dv + PAD) * 2
         for i in plan.staged_inputs:
-            buf = f"%bs{i.arg}"
-            e.emit(f"{buf} = memref.view {base}[{e.idx(offset)}][] : memref<?xi8, {WG}> to {self.types[buf]}")
+            self.staged[i.arg] = view(f"bs{i.arg}", [2, plan.rows, plan.sx + PAD], scalar_type(i.dtype), offset)
             offset += plan.input_tile_bytes
 
     def thread_ids(self) -> None:
-        e = self.e
-        self.tid = e.op("gpu.thread_id x", "tid")
-        bx = e.op("gpu.block_id x", "bx")
-        self.head = e.op("gpu.block_id y", "kvh")
-        self.batch = e.op("gpu.block_id z", "bat")
-        self.lane = e.rem(self.tid, e.idx(32))
-        self.warp = e.div(self.tid, e.idx(32))
-        self.g = e.div(self.lane, e.idx(4))  # row of the fragment (and row + 8)
-        self.c = e.rem(self.lane, e.idx(4))  # column pair
-        self.q0 = e.mul(bx, e.idx(self.plan.gq))
+        b = self.b
+        self.tid = gpu.thread_id(gpu.Dimension.x, loc=ir.Location.name("tid"))
+        bx = gpu.block_id(gpu.Dimension.x, loc=ir.Location.name("bx"))
+        self.head = gpu.block_id(gpu.Dimension.y, loc=ir.Location.name("kvh"))
+        self.batch = gpu.block_id(gpu.Dimension.z, loc=ir.Location.name("bat"))
+        self.lane = b.rem(self.tid, 32)
+        self.warp = b.div(self.tid, 32)
+        self.g = b.div(self.lane, 4)  # row of the fragment (and row + 8)
+        self.c = b.rem(self.lane, 4)  # column pair
+        self.q0 = b.mul(bx, self.plan.gq)
 
     def stream_extent(self) -> None:
         """The chunks of x this CTA visits: every chunk, or where the program's masks decide
@@ -146,266 +200,257 @@ class _AttentionKernel:
         bounded by interval reasoning (`ir.masks.predicate_bounds`) in a scalar scan over the
         chunks, once per CTA: no dense mask is evaluated. Chunks outside are neither loaded
         nor computed; a chunk inside that no key of survives is computed masked."""
-        e, plan, sx = self.e, self.plan, self.plan.sx
+        b, plan, sx = self.b, self.plan, self.plan.sx
         n_chunks = -(-plan.x // sx)
-        self.lower, self.upper = e.idx(0), e.idx(n_chunks)
-        self.kv_end = e.idx(plan.x)  # keys past this are never loaded (zero-filled)
+        self.lower, self.upper = b.idx(0), b.idx(n_chunks)
+        self.kv_end = b.idx(plan.x)  # keys past this are never loaded (zero-filled)
         if not plan.skips:
             return
-        domain = _TextDomain(e)
-        res, c, lo, hi = e.fresh("ext"), e.fresh("ch"), e.fresh("lo"), e.fresh("hi")
-        e.emit(
-            f"{res}:2 = scf.for {c} = {e.idx(0)} to {e.idx(n_chunks)} step {e.idx(1)} "
-            f"iter_args({lo} = {e.idx(n_chunks)}, {hi} = {e.idx(0)}) -> (index, index) {{"
-        )
-        e.indent += 2
-        rows = (self.q0, e.add(self.q0, e.idx(plan.gq - 1)))
-        first = e.mul(c, e.idx(sx))
-        cols = (first, e.add(first, e.idx(sx - 1)))
-        may: bool | str = True
-        for pred in plan.skips:
-            bound = predicate_bounds(pred, domain, rows, cols, (plan.q, plan.x)).may
-            if bound is False or may is False:
-                may = False
-            elif bound is not True:
-                may = bound if may is True else domain.and_(str(may), bound)
-        if isinstance(may, bool):
-            may = domain.boolean(may)
-        lo2 = e.op(f"arith.select {may}, {e.op(f'arith.minsi {lo}, {c} : index', 'i')}, {lo} : index", "i")
-        hi2 = e.op(f"arith.select {may}, {e.add(c, e.idx(1))}, {hi} : index", "i")
-        e.emit(f"scf.yield {lo2}, {hi2} : index, index")
-        e.indent -= 2
-        e.emit("}")
-        self.upper = f"{res}#1"
-        self.lower = e.op(f"arith.minsi {res}#0, {self.upper} : index", "i")  # no chunk: an empty loop
-        self.kv_end = e.minu(e.mul(self.upper, e.idx(sx)), self.kv_end)
+        scan = scf.ForOp(b.idx(0), b.idx(n_chunks), b.idx(1), [b.idx(n_chunks), b.idx(0)], loc=b.fresh("ext"))
+        _name_arguments(scan, ["ch", "lo", "hi"])
+        with ir.InsertionPoint(scan.body):
+            c = scan.induction_variable
+            lo, hi = scan.inner_iter_args
+            domain = _Domain(b)
+            rows = (self.q0, b.add(self.q0, plan.gq - 1))
+            first = b.mul(c, sx)
+            cols = (first, b.add(first, sx - 1))
+            may: Value | bool = True
+            for pred in plan.skips:
+                bound = predicate_bounds(pred, domain, rows, cols, (plan.q, plan.x)).may
+                if bound is False or may is False:
+                    may = False
+                elif bound is not True:
+                    may = bound if may is True else arith.andi(may, bound)
+            if isinstance(may, bool):
+                may = b.boolean(may)
+            lo_next = arith.select(may, arith.minsi(lo, c), lo)
+            hi_next = arith.select(may, b.add(c, 1), hi)
+            scf.YieldOp([lo_next, hi_next])
+        self.upper = scan.results[1]
+        self.lower = arith.minsi(scan.results[0], self.upper, loc=b.fresh("i"))  # no chunk: an empty loop
+        self.kv_end = b.minu(b.mul(self.upper, sx), self.kv_end)
 
     # --- cp.async copies: each thread moves 16-byte vectors (8 elements) --------------------
 
     def copy_tile(
         self,
-        dst: str,
-        dst_prefix: list[str],
-        src: str,
+        dst: Value,
+        dst_prefix: list[Value],
+        src: Value,
         nrows: int,
-        src_index: Callable[[str, str], list[str]],
-        valid: Callable[[str, str], str],
+        src_index: Callable[[Value, Value], list[Value]],
+        valid: Callable[[Value, Value], Value],
         per_row: int,
-    ) -> list[str]:
+    ) -> list[Value]:
         """The CTA's threads move the tile in rounds of one 16-byte cp.async each (row `row`,
         columns `col`.. of the tile from `src_index(row, col)`); what is not `valid(row, col)`
         (past the end of q or x) reads zero bytes (zero fill). When the last round is partial, its
         copies sit in an `scf.if`: the idle threads issue nothing (a copy of theirs would
         write some other thread's bytes). Returns the tokens of the unconditional copies;
         the commit group takes every earlier cp.async of the thread either way."""
-        e, plan = self.e, self.plan
+        b, plan = self.b, self.plan
         chunks = nrows * per_row
         tokens = []
         for it in range(-(-chunks // plan.threads)):
-            chunk = e.add(self.tid, e.idx(it * plan.threads))
-            row = e.div(chunk, e.idx(per_row))
-            col = e.mul(e.rem(chunk, e.idx(per_row)), e.idx(VEC))
-            n = e.op(f"arith.select {valid(row, col)}, {e.idx(VEC)}, {e.idx(0)} : index", "n")
-            dst_idx = ", ".join([*dst_prefix, row, col])
+            chunk = b.add(self.tid, it * plan.threads)
+            row = b.div(chunk, per_row)
+            col = b.mul(b.rem(chunk, per_row), VEC)
+            n = arith.select(valid(row, col), b.idx(VEC), b.idx(0))
             partial = (it + 1) * plan.threads > chunks
             if partial:
-                inb = e.op(f"arith.cmpi ult, {chunk}, {e.idx(chunks)} : index", "p")
-                e.emit(f"scf.if {inb} {{")
-                e.indent += 2
-            token = e.op(
-                f"nvgpu.device_async_copy {src}[{', '.join(src_index(row, col))}], {dst}[{dst_idx}], {VEC}, {n}"
-                f" {{bypassL1}} : {self.types[src]} to {self.types[dst]}",
-                "cp",
-            )
-            if partial:
-                e.indent -= 2
-                e.emit("}")
+                inside = scf.IfOp(b.ult(chunk, chunks))
+                with ir.InsertionPoint(inside.then_block):
+                    self._async_copy(dst, [*dst_prefix, row, col], src, src_index(row, col), n)
+                    scf.YieldOp([])
             else:
-                tokens.append(token)
+                tokens.append(self._async_copy(dst, [*dst_prefix, row, col], src, src_index(row, col), n))
         return tokens
 
-    def q_src(self, row: str, col: str) -> list[str]:
-        e, gq = self.e, self.plan.gq
-        ri = e.div(row, e.idx(gq))  # which of the r query heads
-        qi = e.minu(e.add(self.q0, e.rem(row, e.idx(gq))), e.idx(self.plan.q - 1))
+    def _async_copy(self, dst: Value, dst_index: list[Value], src: Value, src_index: list[Value], n: Value) -> Value:
+        return nvgpu.DeviceAsyncCopyOp(
+            dst, dst_index, src, src_index, ir.IntegerAttr.get(self.b.index, VEC), srcElements=n, bypassL1=True
+        ).result
+
+    def q_src(self, row: Value, col: Value) -> list[Value]:
+        b, gq = self.b, self.plan.gq
+        ri = b.div(row, gq)  # which of the r query heads
+        qi = b.minu(b.add(self.q0, b.rem(row, gq)), self.plan.q - 1)
         return [self.batch, self.head, ri, qi, col]
 
-    def q_valid(self, row: str, col: str) -> str:
-        e = self.e
-        qi = e.add(self.q0, e.rem(row, e.idx(self.plan.gq)))
-        return e.op(f"arith.cmpi ult, {qi}, {e.idx(self.plan.q)} : index", "p")
+    def q_valid(self, row: Value, col: Value) -> Value:
+        b = self.b
+        qi = b.add(self.q0, b.rem(row, self.plan.gq))
+        return b.ult(qi, self.plan.q)
 
-    def kv_loader(self, chunk: str, stage: str) -> str:
+    def kv_loader(self, chunk: Value, stage: Value) -> Value:
         """cp.async of K and V chunk `chunk` into `stage`, and of the staged inputs' tiles
         (the CTA's rows, the chunk's keys); returns the commit group's token."""
-        e, plan = self.e, self.plan
-        x0 = e.mul(chunk, e.idx(plan.sx))
-        tokens: list[str] = []
-        for buf, src, per_row in (("%ks", "%K", self.per_row), ("%vs", "%V", plan.dv // VEC)):
+        b, plan = self.b, self.plan
+        x0 = b.mul(chunk, plan.sx)
+        tokens: list[Value] = []
+        for buf, src, per_row in ((self.ks, self.K, self.per_row), (self.vs, self.V, plan.dv // VEC)):
 
-            def src_index(row: str, col: str, x0: str = x0) -> list[str]:
+            def src_index(row: Value, col: Value) -> list[Value]:
                 # clamped: stays in bounds
-                return [self.batch, self.head, e.minu(e.add(x0, row), e.idx(plan.x - 1)), col]
+                return [self.batch, self.head, b.minu(b.add(x0, row), plan.x - 1), col]
 
-            def valid(row: str, col: str, x0: str = x0) -> str:
-                return e.op(f"arith.cmpi ult, {e.add(x0, row)}, {self.kv_end} : index", "p")
+            def valid(row: Value, col: Value) -> Value:
+                return b.ult(b.add(x0, row), self.kv_end)
 
             tokens += self.copy_tile(buf, [stage], src, plan.sx, src_index, valid, per_row)
         for inp in plan.staged_inputs:
 
-            def input_index(row: str, col: str, inp: ScoreInput = inp, x0: str = x0) -> list[str]:
-                index = {"b": self.batch, "h": self.head, "r": e.div(row, e.idx(plan.gq))}
-                index["q"] = e.minu(e.add(self.q0, e.rem(row, e.idx(plan.gq))), e.idx(plan.q - 1))
-                index["x"] = e.minu(e.add(x0, col), e.idx(plan.x - VEC))  # clamped: stays in bounds
+            def input_index(row: Value, col: Value, inp: ScoreInput = inp) -> list[Value]:
+                index = {"b": self.batch, "h": self.head, "r": b.div(row, plan.gq)}
+                index["q"] = b.minu(b.add(self.q0, b.rem(row, plan.gq)), plan.q - 1)
+                index["x"] = b.minu(b.add(x0, col), plan.x - VEC)  # clamped: stays in bounds
                 return [index[a] for a in inp.axes]
 
-            def input_valid(row: str, col: str, x0: str = x0) -> str:
-                keys = e.op(f"arith.cmpi ult, {e.add(x0, col)}, {self.kv_end} : index", "p")
-                return e.op(f"arith.andi {self.q_valid(row, col)}, {keys} : i1", "p")
+            def input_valid(row: Value, col: Value) -> Value:
+                keys = b.ult(b.add(x0, col), self.kv_end)
+                return arith.andi(self.q_valid(row, col), keys)
 
-            buf = f"%bs{inp.arg}"
-            tokens += self.copy_tile(buf, [stage], f"%A{inp.arg}", plan.rows, input_index, input_valid, plan.sx // VEC)
-        return e.op(f"nvgpu.device_async_create_group {', '.join(tokens)}", "grp")
+            src = self.input_args[inp.arg]
+            tokens += self.copy_tile(
+                self.staged[inp.arg], [stage], src, plan.rows, input_index, input_valid, plan.sx // VEC
+            )
+        return nvgpu.DeviceAsyncCreateGroupOp(tokens).result
 
-    def load_first_tiles(self) -> str:
+    def load_first_tiles(self) -> Value:
         """Copy the Q tile and K/V chunk 0, wait for both; returns chunk 0's group token."""
-        e = self.e
-        q_tokens = self.copy_tile("%qs", [], "%Q", self.plan.rows, self.q_src, self.q_valid, self.per_row)
-        e.op(f"nvgpu.device_async_create_group {', '.join(q_tokens)}", "grp")
-        first = self.kv_loader(self.lower, e.rem(self.lower, e.idx(2)))
-        e.emit(f"nvgpu.device_async_wait {first} {{numGroups = 1 : i32}}")
-        e.emit("gpu.barrier")
+        b = self.b
+        q_tokens = self.copy_tile(self.qs, [], self.Q, self.plan.rows, self.q_src, self.q_valid, self.per_row)
+        nvgpu.DeviceAsyncCreateGroupOp(q_tokens)
+        first = self.kv_loader(self.lower, b.rem(self.lower, 2))
+        nvgpu.DeviceAsyncWaitOp(first, numGroups=1)
+        gpu.BarrierOp()
         return first
 
     # --- Q fragments and this thread's rows ---------------------------------------------------
 
-    def q_fragments(self, wrow: str) -> list[list[str]] | None:
+    def q_fragments(self, wrow: Value) -> list[list[Value]] | None:
         """A operands for the d/16 k-steps of S = Q K^T, per m16 tile of the warp, loaded once
         (None when `plan.q_in_registers` is false: `q_fragment` loads each at its k-step)."""
-        e = self.e
-        self.a_col = e.mul(e.div(self.lane, e.idx(16)), e.idx(8))
-        self.a_rows = [e.add(e.add(wrow, e.idx(mi * MMA_M)), e.rem(self.lane, e.idx(16))) for mi in self.tiles_m]
+        b = self.b
+        self.a_col = b.mul(b.div(self.lane, 16), 8)
+        self.a_rows = [b.add(b.add(wrow, mi * MMA_M), b.rem(self.lane, 16)) for mi in self.tiles_m]
         if not self.plan.q_in_registers:
             return None
         return [[self.q_fragment(mi, kt) for kt in range(self.plan.d // MMA_K)] for mi in self.tiles_m]
 
-    def q_fragment(self, mi: int, kt: int) -> str:
+    def q_fragment(self, mi: int, kt: int) -> Value:
         """The A operand of m tile `mi` at k-step `kt`: one ldmatrix.x4 from the Q tile."""
-        col = self.e.add(self.a_col, self.e.idx(kt * MMA_K))
-        return self.ops.ldmatrix("%qs", self.qs_t, [self.a_rows[mi], col], False)
+        col = self.b.add(self.a_col, kt * MMA_K)
+        return self.ops.ldmatrix(self.qs, [self.a_rows[mi], col], False)
 
-    def thread_rows(self, wrow: str) -> tuple[list[list[str]], list[list[str]]]:
+    def thread_rows(self, wrow: Value) -> None:
         """Rows of this thread (per m tile, rows g and g+8): flattened CTA rows, and their q."""
-        e = self.e
+        b = self.b
         my_rows = []
         for mi in self.tiles_m:
-            base = e.add(e.add(wrow, e.idx(mi * MMA_M)), self.g)
-            my_rows.append([base, e.add(base, e.idx(8))])
-        my_q = [[e.add(self.q0, e.rem(rw, e.idx(self.plan.gq))) for rw in pair] for pair in my_rows]
-        self.my_rows, self.my_q = my_rows, my_q
-        return my_rows, my_q
+            base = b.add(b.add(wrow, mi * MMA_M), self.g)
+            my_rows.append([base, b.add(base, 8)])
+        self.my_rows = my_rows
+        self.my_q = [[b.add(self.q0, b.rem(rw, self.plan.gq)) for rw in pair] for pair in my_rows]
 
     # --- the stream over x --------------------------------------------------------------------
 
-    def stream(self, qfrag: list[list[str]] | None, my_q: list[list[str]]) -> tuple[str, list[str]]:
+    def state_names(self) -> list[str]:
+        """The loop's carried state, in order: per m tile, the row max m and row sum l of its
+        two row halves, then its O accumulators."""
+        names = []
+        for mi in self.tiles_m:
+            names += [f"m{mi}_0", f"m{mi}_1", f"l{mi}_0", f"l{mi}_1"] + [f"o{mi}_{nt}" for nt in range(self.n_o)]
+        return names
+
+    def stream(self, qfrag: list[list[Value]] | None) -> dict[str, Value]:
         """The `scf.for` over the chunks of x, carrying the row max m, the row sum l and the
-        O accumulators of each m tile. Returns the loop's results and the state's names."""
-        e, plan, acc_t = self.e, self.plan, self.acc_t
-        self.ninf = e.const(-math.inf, F32)
-        zero = e.const(0.0, F32)
-        self.zacc = e.const(0.0, acc_t)
-        state, init, types = [], [], []
-        for mi in self.tiles_m:
-            state += [f"%m{mi}_0", f"%m{mi}_1", f"%l{mi}_0", f"%l{mi}_1"] + [f"%o{mi}_{nt}" for nt in range(self.n_o)]
+        O accumulators of each m tile. Returns the loop's results by state name."""
+        b, plan, acc_t = self.b, self.plan, self.acc_t
+        self.ninf = b.const(-math.inf, F32)
+        zero = b.const(0.0, F32)
+        self.zacc = b.const(0.0, str(acc_t))
+        names = self.state_names()
+        init = []
+        for _ in self.tiles_m:
             init += [self.ninf, self.ninf, zero, zero] + [self.zacc] * self.n_o
-            types += [F32] * 4 + [acc_t] * self.n_o
-        loop_res = e.fresh("st")
-        e.emit(
-            f"{loop_res}:{len(state)} = scf.for %j = {self.lower} to {self.upper} step {e.idx(1)} iter_args("
-            + ", ".join(f"{s} = {i}" for s, i in zip(state, init, strict=True))
-            + f") -> ({', '.join(types)}) {{"
-        )
-        e.indent += 2
-        stage = e.rem("%j", e.idx(2))
-        nxt = e.add("%j", e.idx(1))
-        # prefetch chunk j+1 into the other stage while chunk j computes (past this CTA's last
-        # chunk the copies read nothing: every row is past kv_end, so they zero-fill an unused stage)
-        group = self.kv_loader(nxt, e.rem(nxt, e.idx(2)))
-        e.emit(f"nvgpu.device_async_wait {group} {{numGroups = 1 : i32}}")
-        e.emit("gpu.barrier")
-        x0 = e.mul("%j", e.idx(plan.sx))
-        # the inputs the score ops read are loaded before S = Q K^T, which hides their latency
-        read = sorted({o.ref for op in plan.score_ops for o in op.operands if o.kind == "input"})
-        coords = _Coordinates(self, self.chunk_columns(x0), my_q, stage) if read else None
-        for arg in read:
-            assert coords is not None
-            coords.read_all(self.inputs[f"%A{arg}"])
+        loop = scf.ForOp(self.lower, self.upper, b.idx(1), init, loc=b.fresh("st"))
+        _name_arguments(loop, ["j", *names])
+        with ir.InsertionPoint(loop.body):
+            j = loop.induction_variable
+            old = dict(zip(names, loop.inner_iter_args, strict=True))
+            stage = b.rem(j, 2)
+            nxt = b.add(j, 1)
+            # prefetch chunk j+1 into the other stage while chunk j computes (past this CTA's last
+            # chunk the copies read nothing: every row is past kv_end, so they zero-fill an unused stage)
+            group = self.kv_loader(nxt, b.rem(nxt, 2))
+            nvgpu.DeviceAsyncWaitOp(group, numGroups=1)
+            gpu.BarrierOp()
+            x0 = b.mul(j, plan.sx)
+            # the inputs the score ops read are loaded before S = Q K^T, which hides their latency
+            read = sorted({o.ref for op in plan.score_ops for o in op.operands if o.kind == "input"})
+            coords = _Coordinates(self, self.chunk_columns(x0), stage) if read else None
+            for arg in read:
+                assert coords is not None
+                coords.read_all(self.inputs[arg])
+            s = self.scores(stage, qfrag)
+            # the scores stay unscaled: the scale (positive) goes into one fma per element with
+            # the row max (exp(s*scale - m) = exp2(s*scale*log2e - m') with m' in log2 units)
+            scl = b.const(plan.scale * LOG2E, F32)
+            svals = self.masked_scores(s, x0, coords)
+            new: dict[str, Value] = {}
+            pfrag: list[list[Value]] = []
+            alpha_v: list[Value] = []
+            for mi in self.tiles_m:
+                frags, alphas = self.online_softmax(mi, svals[mi], scl, old, new)
+                pfrag.append(frags)
+                alpha_v.append(vector.from_elements(acc_t, [alphas[0], alphas[0], alphas[1], alphas[1]]))
+            o_acc = self.accumulate_pv(stage, pfrag, alpha_v, old)
+            for mi in self.tiles_m:
+                for nt in range(self.n_o):
+                    new[f"o{mi}_{nt}"] = o_acc[mi][nt]
+            gpu.BarrierOp()  # the next iteration's copy overwrites the stage read here
+            scf.YieldOp([new[n] for n in names])
+        return dict(zip(names, loop.results, strict=True))
 
-        s = self.scores(stage, qfrag)
-        # the scores stay unscaled: the scale (positive) goes into one fma per element with
-        # the row max (exp(s*scale - m) = exp2(s*scale*log2e - m') with m' in log2 units)
-        scl = e.const(plan.scale * LOG2E, F32)
-        svals = self.masked_scores(s, x0, my_q, coords)
-        new_state: dict[str, str] = {}
-        pfrag: list[list[str]] = []
-        alpha_v: list[str] = []
-        for mi in self.tiles_m:
-            frags, alphas = self.online_softmax(mi, svals[mi], scl, new_state)
-            pfrag.append(frags)
-            alpha_v.append(
-                e.op(f"vector.from_elements {alphas[0]}, {alphas[0]}, {alphas[1]}, {alphas[1]} : {acc_t}", "av")
-            )
-        o_acc = self.accumulate_pv(stage, pfrag, alpha_v)
-        for mi in self.tiles_m:
-            for nt in range(self.n_o):
-                new_state[f"%o{mi}_{nt}"] = o_acc[mi][nt]
-        e.emit("gpu.barrier")  # the next iteration's copy overwrites the stage read here
-        e.emit(f"scf.yield {', '.join(new_state[s_] for s_ in state)} : {', '.join(types)}")
-        e.indent -= 2
-        e.emit("}")
-        return loop_res, state
-
-    def scores(self, stage: str, qfrag: list[list[str]] | None) -> list[list[str]]:
+    def scores(self, stage: Value, qfrag: list[list[Value]] | None) -> list[list[Value]]:
         """S = Q K^T: n_s accumulators of 16x8 per m tile; each K fragment serves every m tile.
         One ldmatrix.x4 per k-step and pair of n tiles: lane l gives row 8(nt + l//16) + l%8 of
         the chunk, columns 16kt + 8((l//8)%2) .. +8."""
-        e, lane = self.e, self.lane
-        b_row = e.add(e.rem(lane, e.idx(8)), e.mul(e.div(lane, e.idx(16)), e.idx(MMA_N)))
-        b_col = e.mul(e.rem(e.div(lane, e.idx(8)), e.idx(2)), e.idx(8))
+        b, lane = self.b, self.lane
+        b_row = b.add(b.rem(lane, 8), b.mul(b.div(lane, 16), MMA_N))
+        b_col = b.mul(b.rem(b.div(lane, 8), 2), 8)
         s = [[self.zacc] * self.n_s for _ in self.tiles_m]
         for nt in range(0, self.n_s, 2):
-            krow = e.add(b_row, e.idx(nt * MMA_N))
+            krow = b.add(b_row, nt * MMA_N)
             for kt in range(self.plan.d // MMA_K):
-                kbs = self.ops.b_pair("%ks", self.kvs_t, [stage, krow, e.add(b_col, e.idx(kt * MMA_K))], False)
+                kbs = self.ops.b_pair(self.ks, [stage, krow, b.add(b_col, kt * MMA_K)], False)
                 for mi in self.tiles_m:
                     a = qfrag[mi][kt] if qfrag is not None else self.q_fragment(mi, kt)
                     for half, kb in enumerate(kbs):
                         s[mi][nt + half] = self.ops.mma(a, kb, s[mi][nt + half])
         return s
 
-    def chunk_columns(self, x0: str) -> list[list[str]]:
+    def chunk_columns(self, x0: Value) -> list[list[Value]]:
         """The keys of this thread's scores in the chunk at x0: [n tile][element k], x0 + 8nt + 2c + k."""
-        e = self.e
-        return [
-            [e.add(x0, e.add(e.mul(self.c, e.idx(2)), e.idx(nt * MMA_N + k))) for k in range(2)]
-            for nt in range(self.n_s)
-        ]
+        b = self.b
+        return [[b.add(x0, b.add(b.mul(self.c, 2), nt * MMA_N + k)) for k in range(2)] for nt in range(self.n_s)]
 
     def masked_scores(
-        self, s: list[list[str]], x0: str, my_q: list[list[str]], coords: _Coordinates | None
-    ) -> list[list[list[list[str]]]]:
+        self, s: list[list[Value]], x0: Value, coords: _Coordinates | None
+    ) -> list[list[list[list[Value]]]]:
         """The scores as scalars [m tile][n tile][row half i][element k]: element (nt, i, k) is
         row my_rows[mi][i], col x0 + 8nt + 2c + k. The program's score ops run on each
         (`score_element`; `coords`: the chunk's coordinates and the inputs read so far), then
-        the scores past x and (causal) past the row's q become -inf."""
-        e, plan, n_s = self.e, self.plan, self.n_s
-        coords = coords or _Coordinates(self, self.chunk_columns(x0), my_q, "")
+        the scores past x become -inf."""
+        b, plan, n_s = self.b, self.plan, self.n_s
+        coords = coords or _Coordinates(self, self.chunk_columns(x0), None)
         cols = coords.cols
         past_x = [
-            [e.op(f"arith.cmpi uge, {cols[nt][k]}, {e.idx(plan.x)} : index", "p") for k in range(2)]
-            for nt in range(n_s)
+            [arith.cmpi(arith.CmpIPredicate.uge, cols[nt][k], b.idx(plan.x)) for k in range(2)] for nt in range(n_s)
         ]
-        svals: list[list[list[list[str]]]] = []
+        svals: list[list[list[list[Value]]]] = []
         for mi in self.tiles_m:
             per_tile = []
             for nt in range(n_s):
@@ -413,104 +458,105 @@ class _AttentionKernel:
                 for i in range(2):
                     pair = []
                     for k in range(2):
-                        v = e.op(f"vector.extract {s[mi][nt]}[{i}, {k}] : f32 from {self.acc_t}", "e")
+                        v = vector.extract(s[mi][nt], [], [i, k])
                         if plan.score_ops:
                             v = self.score_element(v, coords, mi, i, nt, k)
-                        bad = past_x[nt][k]
-                        pair.append(e.op(f"arith.select {bad}, {self.ninf}, {v} : f32", "e"))
+                        pair.append(arith.select(past_x[nt][k], self.ninf, v))
                     tile.append(pair)
                 per_tile.append(tile)
             svals.append(per_tile)
         return svals
 
-    def score_element(self, s: str, coords: _Coordinates, mi: int, i: int, nt: int, k: int) -> str:
+    def score_element(self, s: Value, coords: _Coordinates, mi: int, i: int, nt: int, k: int) -> Value:
         """The program's score ops on one element `s` of S (value 0 of the ops), each by its
         rule; an input is read once per element at the element's global coordinates."""
-        e = self.e
+        b = self.b
         values = [s]
-        loaded: dict[tuple[int, str], str] = {}
+        loaded: dict[tuple[int, str], Value] = {}
 
-        def operand(o: Operand) -> str:
+        def operand(o: Operand) -> Value:
             if o.kind == "score":
                 return values[o.ref]
             if o.kind == "const":
-                return e.const(o.value, o.dtype)
+                return b.const(o.value, o.dtype)
             if (o.ref, o.dtype) not in loaded:
-                inp = self.inputs[f"%A{o.ref}"]
-                loaded[(o.ref, o.dtype)] = _convert(e, coords.read(inp, mi, i, nt, k), inp.dtype, o.dtype)
+                inp = self.inputs[o.ref]
+                loaded[(o.ref, o.dtype)] = _convert(coords.read(inp, mi, i, nt, k), inp.dtype, o.dtype)
             return loaded[(o.ref, o.dtype)]
 
-        at = Element(coords.my_q[mi][i], coords.cols[nt][k], (self.plan.q, self.plan.x))
+        at = Element(self.my_q[mi][i], coords.cols[nt][k], (self.plan.q, self.plan.x))
         for op in self.plan.score_ops:
-            values.append(SCORE_RULES[op.name](e, op, [operand(o) for o in op.operands], at))
+            values.append(tensorcore_scores.SCORE_RULES[op.name](b, op, [operand(o) for o in op.operands], at))
         return values[-1]
 
     def online_softmax(
-        self, mi: int, svals: list[list[list[str]]], scl: str, new_state: dict[str, str]
-    ) -> tuple[list[str], list[str]]:
+        self,
+        mi: int,
+        svals: list[list[list[Value]]],
+        scl: Value,
+        old: dict[str, Value],
+        new: dict[str, Value],
+    ) -> tuple[list[Value], list[Value]]:
         """One m tile's online softmax step: the new row max and (per-thread) row sum go into
-        `new_state`; returns P as A fragments and the rescale factors of the two row halves."""
-        e, n_s = self.e, self.n_s
-        alphas: list[str] = []
-        offsets: list[str] = []  # the row max subtracted in the exponent
+        `new`; returns P as A fragments and the rescale factors of the two row halves."""
+        b, n_s = self.b, self.n_s
+        alphas: list[Value] = []
+        offsets: list[Value] = []  # the row max subtracted in the exponent
         for i in range(2):
-            mx = f"%m{mi}_{i}"
+            m_old = old[f"m{mi}_{i}"]
+            mx = m_old
             for nt in range(n_s):
                 for k in range(2):
-                    mx = e.op(f"arith.maximumf {mx}, {svals[nt][i][k]} : f32", "mx")
-            mx = self.ops.quad_reduce(mx, "arith.maximumf")
-            new_state[f"%m{mi}_{i}"] = mx
+                    mx = arith.maximumf(mx, svals[nt][i][k])
+            mx = self.ops.quad_reduce(mx, "max")
+            new[f"m{mi}_{i}"] = mx
             if self.plan.score_ops:
                 # score ops may give a row -inf throughout a chunk: subtract 0 then (p = 0, alpha = 0)
-                empty = e.op(f"arith.cmpf oeq, {mx}, {self.ninf} : f32", "p")
-                mx = e.op(f"arith.select {empty}, {e.const(0.0, F32)}, {mx} : f32", "mx")
+                empty = arith.cmpf(arith.CmpFPredicate.OEQ, mx, self.ninf)
+                mx = arith.select(empty, b.const(0.0, F32), mx)
             offsets.append(mx)
-            drop = e.op(f"arith.mulf {e.op(f'arith.subf %m{mi}_{i}, {mx} : f32', 'd')}, {scl} : f32", "d")
-            alphas.append(e.op(f"math.exp2 {drop} : f32", "al"))  # 2^((m - m')·scale)
+            drop = arith.mulf(arith.subf(m_old, mx), scl)
+            alphas.append(math_d.exp2(drop))  # 2^((m - m')·scale)
         # p = 2^(s·scale - m'·scale): one fma and one ex2 per element
-        neg_max = []
-        for i in range(2):
-            scaled = e.op(f"arith.mulf {offsets[i]}, {scl} : f32", "ms")
-            neg_max.append(e.op(f"arith.negf {scaled} : f32", "ms"))
-        probs: list[list[list[str]]] = []
+        neg_max = [arith.negf(arith.mulf(offsets[i], scl)) for i in range(2)]
+        probs: list[list[list[Value]]] = []
         for nt in range(n_s):
             tile = []
             for i in range(2):
-                args = [e.op(f"math.fma {svals[nt][i][k]}, {scl}, {neg_max[i]} : f32", "d") for k in range(2)]
-                tile.append([e.op(f"math.exp2 {x} : f32", "p") for x in args])
+                args = [math_d.fma(svals[nt][i][k], scl, neg_max[i]) for k in range(2)]
+                tile.append([math_d.exp2(x) for x in args])
             probs.append(tile)
         for i in range(2):
-            total = e.op(f"arith.mulf %l{mi}_{i}, {alphas[i]} : f32", "l")
+            total = arith.mulf(old[f"l{mi}_{i}"], alphas[i])
             for nt in range(n_s):
                 for k in range(2):
-                    total = e.op(f"arith.addf {total}, {probs[nt][i][k]} : f32", "l")
-            new_state[f"%l{mi}_{i}"] = total  # per-thread partial sum; the quad reduces it at the end
+                    total = arith.addf(total, probs[nt][i][k])
+            new[f"l{mi}_{i}"] = total  # per-thread partial sum; the quad reduces it at the end
         # P as A fragments: tiles 2t and 2t+1 form the 16x16 A operand of k-step t
+        p32_t = ir.VectorType.get(self.a_t.shape, b.f32)
         frags = []
         for t in range(self.plan.sx // MMA_K):
             elems = [probs[2 * t + half][i][k] for half, i in A_ROWS for k in range(2)]
-            pv = e.op(f"vector.from_elements {', '.join(elems)} : vector<4x2xf32>", "pf")
-            frags.append(e.op(f"arith.truncf {pv} : vector<4x2xf32> to {self.a_t}", "pa"))
+            frags.append(arith.truncf(self.a_t, vector.from_elements(p32_t, elems)))
         return frags, alphas
 
-    def accumulate_pv(self, stage: str, pfrag: list[list[str]], alpha_v: list[str]) -> list[list[str]]:
+    def accumulate_pv(
+        self, stage: Value, pfrag: list[list[Value]], alpha_v: list[Value], old: dict[str, Value]
+    ) -> list[list[Value]]:
         """Rescale O and accumulate P V (V fragments transposed by ldmatrix, shared by the m
         tiles): one ldmatrix.x4.trans per k-step and pair of n tiles, lane l giving row
         16t + l%16 of the chunk at columns 8(nt + l//16) .. +8 of the head dim."""
-        e, lane, n_o = self.e, self.lane, self.n_o
-        v_row = e.rem(lane, e.idx(16))
-        v_col = e.mul(e.div(lane, e.idx(16)), e.idx(MMA_N))
-        o_acc = [
-            [e.op(f"arith.mulf %o{mi}_{nt}, {alpha_v[mi]} : {self.acc_t}", "o") for nt in range(n_o)]
-            for mi in self.tiles_m
-        ]
+        b, lane, n_o = self.b, self.lane, self.n_o
+        v_row = b.rem(lane, 16)
+        v_col = b.mul(b.div(lane, 16), MMA_N)
+        o_acc = [[arith.mulf(old[f"o{mi}_{nt}"], alpha_v[mi]) for nt in range(n_o)] for mi in self.tiles_m]
         for nt in range(0, n_o, 2):
             for t in range(self.plan.sx // MMA_K):
-                index = [stage, e.add(v_row, e.idx(t * MMA_K)), e.add(v_col, e.idx(nt * MMA_N))]
+                index = [stage, b.add(v_row, t * MMA_K), b.add(v_col, nt * MMA_N)]
                 if nt + 1 < n_o:
-                    vbs = self.ops.b_pair("%vs", self.vs_t, index, True)
+                    vbs: tuple[Value, ...] = self.ops.b_pair(self.vs, index, True)
                 else:  # an odd last n8 tile of V's head dim: one B fragment (ldmatrix.x2, lanes 0-15)
-                    vbs = (self.ops.b_single("%vs", self.vs_t, index, True),)
+                    vbs = (self.ops.b_single(self.vs, index, True),)
                 for mi in self.tiles_m:
                     for half, vb in enumerate(vbs):
                         o_acc[mi][nt + half] = self.ops.mma(pfrag[mi][t], vb, o_acc[mi][nt + half])
@@ -518,195 +564,129 @@ class _AttentionKernel:
 
     # --- finish: O / l, convert, store the valid rows ----------------------------------------
 
-    def normalize_to_shared(self, first: str, loop_res: str, state: list[str], my_rows: list[list[str]]) -> None:
+    def normalize_to_shared(self, first: Value, final: dict[str, Value]) -> None:
         """O / l in the element type, staged through shared memory (the Q tile's buffer, free
         since its fragments live in registers)."""
-        e, el, acc_t = self.e, self.el, self.acc_t
-        e.emit(f"nvgpu.device_async_wait {first} {{numGroups = 0 : i32}}")  # the last (empty) prefetch
-        final = {s_: f"{loop_res}#{i}" for i, s_ in enumerate(state)}
+        b, acc_t = self.b, self.acc_t
+        nvgpu.DeviceAsyncWaitOp(first, numGroups=0)  # the last (empty) prefetch
+        o16_t = ir.VectorType.get(acc_t.shape, self.el)
         for mi in self.tiles_m:
             inv = []
             for i in range(2):
-                total = self.ops.quad_reduce(final[f"%l{mi}_{i}"], "arith.addf")
-                inv.append(e.op(f"arith.divf {e.const(1.0, F32)}, {total} : f32", "inv"))
-            inv_v = e.op(f"vector.from_elements {inv[0]}, {inv[0]}, {inv[1]}, {inv[1]} : {acc_t}", "iv")
+                total = self.ops.quad_reduce(final[f"l{mi}_{i}"], "sum")
+                inv.append(arith.divf(b.const(1.0, F32), total))
+            inv_v = vector.from_elements(acc_t, [inv[0], inv[0], inv[1], inv[1]])
             for nt in range(self.n_o):
-                o = e.op(f"arith.mulf {final[f'%o{mi}_{nt}']}, {inv_v} : {acc_t}", "fo")
+                o = arith.mulf(final[f"o{mi}_{nt}"], inv_v)
                 if self.plan.output_ops:
                     o = self.output_fragment(o, mi, nt)
-                o16 = e.op(f"arith.truncf {o} : {acc_t} to vector<2x2x{el}>", "fo")
-                col = e.add(e.mul(self.c, e.idx(2)), e.idx(nt * MMA_N))
+                o16 = arith.truncf(o16_t, o)
+                col = b.add(b.mul(self.c, 2), nt * MMA_N)
                 for i in range(2):
-                    pair = e.op(f"vector.extract {o16}[{i}] : vector<2x{el}> from vector<2x2x{el}>", "pr")
-                    e.emit(f"vector.store {pair}, {self.os}[{my_rows[mi][i]}, {col}] : {self.os_t}, vector<2x{el}>")
-        e.emit("gpu.barrier")
+                    pair = vector.extract(o16, [], [i])
+                    vector.store(pair, self.os, [self.my_rows[mi][i], col])
+        gpu.BarrierOp()
 
-    def output_fragment(self, o: str, mi: int, nt: int) -> str:
+    def output_fragment(self, o: Value, mi: int, nt: int) -> Value:
         """The program's ops on O / l before its cast, on each element of one accumulator
         fragment (rows my_rows[mi][i], head column 8nt + 2c + k), each by its rule; inputs are
         read from global memory at the element's (b, h, r, q, column)."""
-        e, plan = self.e, self.plan
+        b, plan = self.b, self.plan
         out = []
         for i in range(2):
-            index = {"b": self.batch, "h": self.head, "r": e.div(self.my_rows[mi][i], e.idx(plan.gq))}
-            index["q"] = e.minu(self.my_q[mi][i], e.idx(plan.q - 1))  # rows past q are never stored
+            index = {"b": self.batch, "h": self.head, "r": b.div(self.my_rows[mi][i], plan.gq)}
+            index["q"] = b.minu(self.my_q[mi][i], plan.q - 1)  # rows past q are never stored
             for k in range(2):
-                col = e.add(e.mul(self.c, e.idx(2)), e.idx(nt * MMA_N + k))  # along V's head axis
-                values = [e.op(f"vector.extract {o}[{i}, {k}] : f32 from {self.acc_t}", "fo")]
+                col = b.add(b.mul(self.c, 2), nt * MMA_N + k)  # along V's head axis
+                values = [vector.extract(o, [], [i, k])]
 
-                def operand(op: Operand, values: list[str] = values, col: str = col, index: dict = index) -> str:
+                def operand(op: Operand, values: list[Value] = values, col: Value = col, index: dict = index) -> Value:
                     if op.kind == "score":
                         return values[op.ref]
                     if op.kind == "const":
-                        return e.const(op.value, op.dtype)
-                    inp = self.inputs[f"%A{op.ref}"]
-                    at = ", ".join(index.get(a, col) for a in inp.axes)  # the one other axis: the head
-                    v = e.op(f"memref.load %A{op.ref}[{at}] : {_memref(inp.shape, inp.dtype)}", "in")
-                    return _convert(e, v, inp.dtype, op.dtype)
+                        return b.const(op.value, op.dtype)
+                    inp = self.inputs[op.ref]
+                    at = [index.get(a, col) for a in inp.axes]  # the one other axis: the head
+                    v = memref.load(self.input_args[op.ref], at)
+                    return _convert(v, inp.dtype, op.dtype)
 
                 for op in plan.output_ops:
-                    values.append(SCORE_RULES[op.name](e, op, [operand(x) for x in op.operands], Element("", "")))
+                    args = [operand(x) for x in op.operands]
+                    values.append(tensorcore_scores.SCORE_RULES[op.name](b, op, args, Element(None, None)))
                 out.append(values[-1])
-        return e.op(f"vector.from_elements {', '.join(out)} : {self.acc_t}", "fo")
+        return vector.from_elements(self.acc_t, out)
 
     def store_output(self) -> None:
         """The staged O to global memory with 16-byte vector stores, one 8-element row piece
         per thread, rows past q skipped."""
-        e, plan, el, gq = self.e, self.plan, self.el, self.plan.gq
+        b, plan, gq = self.b, self.plan, self.plan.gq
         per_row = plan.dv // VEC
         chunks = plan.rows * per_row
+        piece_t = ir.VectorType.get([VEC], self.el)
         for it in range(-(-chunks // plan.threads)):
-            chunk = e.add(self.tid, e.idx(it * plan.threads))
-            row = e.div(chunk, e.idx(per_row))
-            col = e.mul(e.rem(chunk, e.idx(per_row)), e.idx(VEC))
-            qi = e.add(self.q0, e.rem(row, e.idx(gq)))
-            inb = e.op(f"arith.cmpi ult, {chunk}, {e.idx(chunks)} : index", "p")
-            valid = e.op(f"arith.cmpi ult, {qi}, {e.idx(plan.q)} : index", "p")
-            ok = e.op(f"arith.andi {inb}, {valid} : i1", "p")
-            e.emit(f"scf.if {ok} {{")
-            e.indent += 2
-            piece = e.op(f"vector.load {self.os}[{row}, {col}] : {self.os_t}, vector<{VEC}x{el}>", "w")
-            e.emit(
-                f"vector.store {piece}, %O[{self.batch}, {self.head}, {e.div(row, e.idx(gq))}, {qi}, {col}] "
-                f"{{alignment = 16 : i64}} : {self.ot}, vector<{VEC}x{el}>"
-            )
-            e.indent -= 2
-            e.emit("}")
-
-    def module_text(self, name: str, max_registers: int | None = None) -> str:
-        """The module around the body: the constants first, then the emitted lines."""
-        body = [" " * 6 + line for line in self.e.const_lines()] + self.e.lines
-        inputs = "".join(f"{a}: {_memref(i.shape, i.dtype)}, " for a, i in self.inputs.items())
-        bound = f", nvvm.maxnreg = {max_registers} : i32" if max_registers else ""
-        return (
-            "module attributes {gpu.container_module} {\n"
-            f"  gpu.module @{name}_module {{\n"
-            f"    gpu.func @{name}(%Q: {self.qt}, %K: {self.kvt}, %V: {self.vt}, {inputs}%O: {self.ot})\n"
-            f"        kernel attributes {{known_block_size = array<i32: {self.plan.threads}, 1, 1>, nvvm.minctasm = 1 : i32{bound}}} {{\n"
-            + "\n".join(body)
-            + "\n    }\n  }\n}\n"
-        )
+            chunk = b.add(self.tid, it * plan.threads)
+            row = b.div(chunk, per_row)
+            col = b.mul(b.rem(chunk, per_row), VEC)
+            qi = b.add(self.q0, b.rem(row, gq))
+            ok = arith.andi(b.ult(chunk, chunks), b.ult(qi, plan.q))
+            inside = scf.IfOp(ok)
+            with ir.InsertionPoint(inside.then_block):
+                piece = vector.load(piece_t, self.os, [row, col])
+                vector.store(piece, self.O, [self.batch, self.head, b.div(row, gq), qi, col], alignment=16)
+                scf.YieldOp([])
 
 
-def _memref(shape: tuple[int, ...], el: str) -> str:
-    return f"memref<{'x'.join(map(str, shape))}x{el}>"
+class _Domain(MlirDomain):
+    """`ir.masks.MlirDomain` with the kernel's cached index constants."""
+
+    def __init__(self, b: KernelBuilder) -> None:
+        self.b = b
+
+    def const(self, v: int) -> Value:
+        return self.b.idx(int(v))
 
 
-def _convert(e: TextEmitter, v: str, src: str, dst: str) -> str:
+def _name_arguments(loop: scf.ForOp, names: list[str]) -> None:
+    """Name the induction variable and carried values of `loop` in the printed text."""
+    for arg, name in zip(loop.body.arguments, names, strict=True):
+        arg.set_location(ir.Location.name(name))
+
+
+def _memref(shape: tuple[int, ...], el: ir.Type) -> ir.MemRefType:
+    return ir.MemRefType.get(list(shape), el)
+
+
+def _convert(v: Value, src: str, dst: str) -> Value:
     """A float scalar from type `src` to `dst` (bf16 and f16 meet in f32)."""
     width = {"bf16": 16, "f16": 16, "f32": 32}
     if src == dst:
         return v
     if width[src] < width[dst]:
-        return e.op(f"arith.extf {v} : {src} to {dst}", "in")
+        return arith.extf(scalar_type(dst), v)
     if width[src] > width[dst]:
-        return e.op(f"arith.truncf {v} : {src} to {dst}", "in")
-    return _convert(e, _convert(e, v, src, F32), F32, dst)
-
-
-class _TextDomain:
-    """`ir.masks.Domain` over the kernel's text: integers are index values, booleans i1."""
-
-    def __init__(self, e: TextEmitter) -> None:
-        self.e = e
-        self.bools: set[str] = set()  # the i1 values made here (the rest are index values)
-
-    def _b(self, text: str) -> str:
-        name = self.e.op(text, "p")
-        self.bools.add(name)
-        return name
-
-    def const(self, v: int) -> str:
-        return self.e.idx(int(v))
-
-    def boolean(self, v: bool) -> str:
-        return self._b(f"arith.constant {'true' if v else 'false'}")
-
-    def _i(self, name: str, a: str, b: str) -> str:
-        return self.e.op(f"arith.{name} {a}, {b} : index", "i")
-
-    def add(self, a: str, b: str) -> str:
-        return self._i("addi", a, b)
-
-    def sub(self, a: str, b: str) -> str:
-        return self._i("subi", a, b)
-
-    def mul(self, a: str, b: str) -> str:
-        return self._i("muli", a, b)
-
-    def floordiv(self, a: str, c: int) -> str:
-        return self._i("floordivsi", a, self.e.idx(c))
-
-    def min(self, a: str, b: str) -> str:
-        return self._i("minsi", a, b)
-
-    def max(self, a: str, b: str) -> str:
-        return self._i("maxsi", a, b)
-
-    def lt(self, a: str, b: str) -> str:
-        return self._b(f"arith.cmpi slt, {a}, {b} : index")
-
-    def le(self, a: str, b: str) -> str:
-        return self._b(f"arith.cmpi sle, {a}, {b} : index")
-
-    def eq(self, a: str, b: str) -> str:
-        return self._b(f"arith.cmpi eq, {a}, {b} : index")
-
-    def and_(self, a: str, b: str) -> str:
-        return self._b(f"arith.andi {a}, {b} : i1")
-
-    def or_(self, a: str, b: str) -> str:
-        return self._b(f"arith.ori {a}, {b} : i1")
-
-    def not_(self, a: str) -> str:
-        return self._b(f"arith.xori {a}, {self.boolean(True)} : i1")
-
-    def select(self, c: str, a: str, b: str) -> str:
-        if a in self.bools:
-            return self._b(f"arith.select {c}, {a}, {b} : i1")
-        return self.e.op(f"arith.select {c}, {a}, {b} : index", "i")
+        return arith.truncf(scalar_type(dst), v)
+    return _convert(_convert(v, src, F32), F32, dst)
 
 
 class _Coordinates:
     """The global index along each axis of the scores of one chunk's elements, and the inputs
     read there: b and h from the block, r and q from the thread's rows, x from the columns.
-    Each index is written once, at its first use; q and x are clamped into the arrays where
+    Each index is built once, at its first use; q and x are clamped into the arrays where
     the tiles overrun them (rows past q are never stored, keys past x are masked). An input
     whose last axis is x, of even length, is read two neighbouring keys (the thread's
     columns 2c, 2c + 1) at a time with one vector load."""
 
-    def __init__(self, k: _AttentionKernel, cols: list[list[str]], my_q: list[list[str]], stage: str) -> None:
+    def __init__(self, k: _AttentionKernel, cols: list[list[Value]], stage: Value | None) -> None:
         self.k = k
         self.cols = cols
-        self.my_q = my_q
         self.stage = stage  # the K/V stage of the chunk, which holds the staged inputs' tiles too
-        self.known: dict[tuple[str, int, int], str] = {}
-        self.pairs: dict[tuple[int, int, int, int], str] = {}
-        self.values: dict[tuple[int, int, int, int, int], str] = {}
+        self.known: dict[tuple[str, int, int], Value] = {}
+        self.pairs: dict[tuple[int, int, int, int], Value] = {}
+        self.values: dict[tuple[int, int, int, int, int], Value] = {}
 
-    def index(self, axis: str, mi: int, i: int, nt: int, k: int) -> str:
+    def index(self, axis: str, mi: int, i: int, nt: int, k: int) -> Value:
         """The index along `axis` of element (mi, i, nt, k); axis "xp": of its pair's first key."""
-        kernel, e, plan = self.k, self.k.e, self.k.plan
+        kernel, b, plan = self.k, self.k.b, self.k.plan
         if axis == "b":
             return kernel.batch
         if axis == "h":
@@ -715,15 +695,15 @@ class _Coordinates:
         if key not in self.known:
             if axis == "x":
                 col = self.cols[nt][k]
-                self.known[key] = col if plan.x % plan.sx == 0 else e.minu(col, e.idx(plan.x - 1))
+                self.known[key] = col if plan.x % plan.sx == 0 else b.minu(col, plan.x - 1)
             elif axis == "xp":
                 col = self.cols[nt][0]
-                self.known[key] = col if plan.x % plan.sx == 0 else e.minu(col, e.idx(plan.x - 2))
+                self.known[key] = col if plan.x % plan.sx == 0 else b.minu(col, plan.x - 2)
             elif axis == "q":
-                row = self.my_q[mi][i]
-                self.known[key] = row if plan.q % plan.gq == 0 else e.minu(row, e.idx(plan.q - 1))
+                row = kernel.my_q[mi][i]
+                self.known[key] = row if plan.q % plan.gq == 0 else b.minu(row, plan.q - 1)
             else:  # r: which query head of the key/value head's group
-                self.known[key] = e.div(kernel.my_rows[mi][i], e.idx(plan.gq))
+                self.known[key] = b.div(kernel.my_rows[mi][i], plan.gq)
         return self.known[key]
 
     def read_all(self, inp: ScoreInput) -> None:
@@ -734,31 +714,28 @@ class _Coordinates:
                     for k in range(2):
                         self.read(inp, mi, i, nt, k)
 
-    def read(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> str:
+    def read(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> Value:
         """Input `inp` at element (mi, i, nt, k), in its own element type (read once)."""
         if (inp.arg, mi, i, nt, k) not in self.values:
             self.values[(inp.arg, mi, i, nt, k)] = self._load(inp, mi, i, nt, k)
         return self.values[(inp.arg, mi, i, nt, k)]
 
-    def _load(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> str:
-        e, memref = self.k.e, _memref(inp.shape, inp.dtype)
-        if inp in self.k.plan.staged_inputs:  # from the chunk's tile in shared memory, a pair of keys
+    def _load(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> Value:
+        kernel, b = self.k, self.k.b
+        pair_t = ir.VectorType.get([2], scalar_type(inp.dtype))
+        if inp in kernel.plan.staged_inputs:  # from the chunk's tile in shared memory, a pair of keys
             key = (inp.arg, mi, i, nt)
             if key not in self.pairs:
-                buf = f"%bs{inp.arg}"
-                col = e.add(e.mul(self.k.c, e.idx(2)), e.idx(nt * MMA_N))
-                index = f"{self.stage}, {self.k.my_rows[mi][i]}, {col}"
-                self.pairs[key] = e.op(f"vector.load {buf}[{index}] : {self.k.types[buf]}, vector<2x{inp.dtype}>", "in")
-            return e.op(f"vector.extract {self.pairs[key]}[{k}] : {inp.dtype} from vector<2x{inp.dtype}>", "in")
-        if inp.axes[-1] != "x" or self.k.plan.x % 2:
-            index = ", ".join(self.index(a, mi, i, nt, k) for a in inp.axes)
-            return e.op(f"memref.load %A{inp.arg}[{index}] : {memref}", "in")
+                assert self.stage is not None
+                col = b.add(b.mul(kernel.c, 2), nt * MMA_N)
+                index = [self.stage, kernel.my_rows[mi][i], col]
+                self.pairs[key] = vector.load(pair_t, kernel.staged[inp.arg], index)
+            return vector.extract(self.pairs[key], [], [k])
+        arg = kernel.input_args[inp.arg]
+        if inp.axes[-1] != "x" or kernel.plan.x % 2:
+            return memref.load(arg, [self.index(a, mi, i, nt, k) for a in inp.axes])
         key = (inp.arg, mi, i, nt)
         if key not in self.pairs:
-            index = (
-                ", ".join(self.index(a, mi, i, nt, 0) for a in inp.axes[:-1]) + ", " + self.index("xp", mi, i, nt, 0)
-            )
-            self.pairs[key] = e.op(
-                f"vector.load %A{inp.arg}[{index.removeprefix(', ')}] : {memref}, vector<2x{inp.dtype}>", "in"
-            )
-        return e.op(f"vector.extract {self.pairs[key]}[{k}] : {inp.dtype} from vector<2x{inp.dtype}>", "in")
+            index = [self.index(a, mi, i, nt, 0) for a in inp.axes[:-1]] + [self.index("xp", mi, i, nt, 0)]
+            self.pairs[key] = vector.load(pair_t, arg, index)
+        return vector.extract(self.pairs[key], [], [k])

@@ -6,8 +6,10 @@ at each score's (q, x), multiply by a per-head slope, apply a `napkin.map` of ar
 ops, mask them. The match (`tensorcore_match.py`) reads those ops off the program as plain
 data, `ScoreOp`s in program order, and the kernel (`tensorcore_emit.py`) computes them in
 registers, on each accumulator fragment element, through `SCORE_RULES`: one rule per napkin
-op name, which writes the op's scalar code (f32) for one element. A program with an op that
-has no rule here is refused by name. The same rules compute the elementwise ops of O / l
+op name, which builds the op's scalar code (f32) for one element at the current insertion
+point: typed values in (`ir.Value`), the result out, constants through the kernel's builder
+(`tensorcore_ops.KernelBuilder`). A program with an op that has no rule here is refused by
+name. The same rules compute the elementwise ops of O / l
 before its cast (`AttentionPlan.output_ops`), on the O fragments.
 
 Values are numbered: value 0 is the element of S, value k + 1 the result of the k-th op.
@@ -20,8 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from napkin_mlir.backends.gpu.tensorcore_text import TextEmitter
+from mlir import ir
+from mlir.dialects import arith
+from mlir.dialects import math as math_d
+
+if TYPE_CHECKING:
+    from napkin_mlir.backends.gpu.tensorcore_ops import KernelBuilder
 
 F32 = "f32"
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -75,82 +83,83 @@ class Element:
     """Where one score element lies: its global query row and key column (index values),
     and the full lengths of q and x."""
 
-    q: str
-    x: str
+    q: ir.Value | None
+    x: ir.Value | None
     extents: tuple[int, int] = (0, 0)
 
 
-#: A rule writes one op's code for one element: (emitter, op, operand values, element) -> result.
-ScoreRule = Callable[[TextEmitter, ScoreOp, list[str], Element], str]
+#: A rule builds one op's code for one element at the current insertion point:
+#: (builder, op, operand values, element) -> result value.
+ScoreRule = Callable[["KernelBuilder", ScoreOp, list[ir.Value], Element], ir.Value]
 
 
 def _call(name: str) -> ScoreRule:
     """The rule of an op that is one arith/math op of its operands (in order)."""
 
-    def rule(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
-        return e.op(f"{name} {', '.join(args)} : {F32}", "sm")
+    def rule(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
+        return ir.Operation.create(name, results=[b.f32], operands=args).result
 
     return rule
 
 
-def _scale(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
-    return e.op(f"arith.mulf {args[0]}, {e.const(op.factor, F32)} : {F32}", "sm")
+def _scale(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
+    return arith.mulf(args[0], b.const(op.factor, F32))
 
 
-def _relu(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
-    return e.op(f"arith.maximumf {args[0]}, {e.const(0.0, F32)} : {F32}", "sm")
+def _relu(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
+    return arith.maximumf(args[0], b.const(0.0, F32))
 
 
-def _gelu(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
+def _gelu(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
     """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the interpretation's tanh form."""
     x = args[0]
-    cube = e.op(f"arith.mulf {x}, {e.op(f'arith.mulf {x}, {x} : {F32}', 'sm')} : {F32}", "sm")
-    inner = e.op(f"arith.addf {x}, {e.op(f'arith.mulf {e.const(0.044715, F32)}, {cube} : {F32}', 'sm')} : {F32}")
-    th = e.op(f"math.tanh {e.op(f'arith.mulf {e.const(SQRT_2_OVER_PI, F32)}, {inner} : {F32}', 'sm')} : {F32}", "sm")
-    half = e.op(f"arith.mulf {e.const(0.5, F32)}, {x} : {F32}", "sm")
-    return e.op(f"arith.mulf {half}, {e.op(f'arith.addf {e.const(1.0, F32)}, {th} : {F32}', 'sm')} : {F32}", "sm")
+    cube = arith.mulf(x, arith.mulf(x, x))
+    inner = arith.addf(x, arith.mulf(b.const(0.044715, F32), cube))
+    th = math_d.tanh(arith.mulf(b.const(SQRT_2_OVER_PI, F32), inner))
+    half = arith.mulf(b.const(0.5, F32), x)
+    return arith.mulf(half, arith.addf(b.const(1.0, F32), th))
 
 
-def _silu(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
+def _silu(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
     """x / (1 + e^-x)."""
     x = args[0]
-    ex = e.op(f"math.exp {e.op(f'arith.negf {x} : {F32}', 'sm')} : {F32}", "sm")
-    return e.op(f"arith.divf {x}, {e.op(f'arith.addf {e.const(1.0, F32)}, {ex} : {F32}', 'sm')} : {F32}", "sm")
+    ex = math_d.exp(arith.negf(x))
+    return arith.divf(x, arith.addf(b.const(1.0, F32), ex))
 
 
-def _mask(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
+def _mask(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
     """The mask's predicate at the element's global (q, x), with the full lengths and its
     arrays' values there: -inf where it is false."""
-    keep = _body(e, op, [at.q, at.x, e.idx(at.extents[0]), e.idx(at.extents[1]), *args[1:]])
-    return e.op(f"arith.select {keep}, {args[0]}, {e.const(-math.inf, F32)} : {F32}", "sm")
+    keep = _body(b, op, [at.q, at.x, b.idx(at.extents[0]), b.idx(at.extents[1]), *args[1:]])
+    return arith.select(keep, args[0], b.const(-math.inf, F32))
 
 
-def _map(e: TextEmitter, op: ScoreOp, args: list[str], at: Element) -> str:
+def _map(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
     """The map's scalar body, op by op."""
-    return _body(e, op, args)
+    return _body(b, op, args)
 
 
-def _body(e: TextEmitter, op: ScoreOp, args: list[str]) -> str:
-    """A scalar region (a map's body, a mask's predicate) op by op, its block arguments bound
-    to `args` (generic form; float constants shared)."""
+def _body(b: KernelBuilder, op: ScoreOp, args: list[ir.Value]) -> ir.Value:
+    """A scalar region (a map's body, a mask's predicate) rebuilt op by op from its parts
+    (name, result types, attributes) at the insertion point, its block arguments bound to
+    `args`; float constants shared. Returns the value it yields."""
     assert op.body is not None
     values = list(args)
     for inner in op.body.ops:
         if inner.constant is not None:
-            values.append(e.const(inner.constant, inner.result_types[0]))
+            values.append(b.const(inner.constant, inner.result_types[0]))
             continue
-        attrs = ", ".join(f"{k} = {v}" for k, v in inner.attributes)
-        operands = ", ".join(values[i] for i in inner.operands)
-        sig = f"({', '.join(inner.operand_types)}) -> ({', '.join(inner.result_types)})"
-        text = f'"{inner.name}"({operands}){f" {{{attrs}}}" if attrs else ""} : {sig}'
-        if not inner.result_types:
-            e.emit(text)
-            continue
-        values.append(e.op(text, "sm"))
+        new = ir.Operation.create(
+            inner.name,
+            results=[ir.Type.parse(t) for t in inner.result_types],
+            operands=[values[i] for i in inner.operands],
+            attributes={k: ir.Attribute.parse(v) for k, v in inner.attributes},
+        )
+        values += list(new.results)
     return values[op.body.result]
 
 
-#: Napkin op name -> the rule that writes its code for one score element.
+#: Napkin op name -> the rule that builds its code for one score element.
 SCORE_RULES: dict[str, ScoreRule] = {
     "napkin.scale": _scale,
     "napkin.exp": _call("math.exp"),
