@@ -768,6 +768,56 @@ def _select_interval(o: _Ops, c: Truth, a: Interval, b: Interval) -> Interval:
     return Interval(lo, hi)
 
 
+#: How `predicate_text` writes each op: a binary operator, or a function of its operands.
+_TEXT = {
+    "arith.addi": "+",
+    "arith.subi": "-",
+    "arith.muli": "*",
+    "arith.addf": "+",
+    "arith.subf": "-",
+    "arith.mulf": "*",
+    "arith.floordivsi": "//",
+    "arith.divsi": "/",
+    "arith.remsi": "%",
+    "arith.andi": "and",
+    "arith.ori": "or",
+    "arith.xori": "xor",
+}
+_CMP_TEXT = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def predicate_text(pred: Predicate) -> str:
+    """The predicate as one expression over i, j, n_rows, n_cols and a0, a1, ... (the arrays'
+    values), e.g. `j <= i and i - j < 1024`: for pseudocode and messages."""
+    names = ["i", "j", "n_rows", "n_cols", *(f"a{k}" for k in range(len(pred.arrays)))]
+    texts: list[str] = list(names)
+    atomic = [True] * len(texts)
+
+    def arg(k: int) -> str:
+        return texts[k] if atomic[k] else f"({texts[k]})"
+
+    for s in pred.steps:
+        x = s.operands
+        if s.name == "arith.constant":
+            text, simple = (str(bool(s.value)).lower() if s.kind == "bool" else str(s.value)), True
+        elif s.name in ("arith.cmpi", "arith.cmpf"):
+            p = s.predicate or ""
+            base = p if p in ("eq", "ne") else p[1:]
+            text, simple = f"{arg(x[0])} {_CMP_TEXT.get(base, p)} {arg(x[1])}", False
+        elif s.name in _TEXT:
+            text, simple = f"{arg(x[0])} {_TEXT[s.name]} {arg(x[1])}", False
+        elif s.name == "arith.select":
+            text, simple = f"{arg(x[1])} if {arg(x[0])} else {arg(x[2])}", False
+        elif s.name in ("arith.minsi", "arith.maxsi", "arith.ceildivsi"):
+            fn = {"arith.minsi": "min", "arith.maxsi": "max", "arith.ceildivsi": "ceildiv"}[s.name]
+            text, simple = f"{fn}({texts[x[0]]}, {texts[x[1]]})", True
+        else:  # conversions
+            text, simple = texts[x[0]], atomic[x[0]]
+        texts.append(text)
+        atomic.append(simple)
+    return texts[pred.result]
+
+
 def tile_class(truth: Truth) -> str:
     """The kind of one tile, from a truth of Python/numpy booleans: "empty" (skipped),
     "full" (no mask needed) or "partial"."""

@@ -19,7 +19,8 @@ import math
 from mlir import ir
 
 from napkin_mlir.ir.arrays import ArrayType, is_array
-from napkin_mlir.model.cost import CostReport, evaluate, extract, partitions_of
+from napkin_mlir.ir.masks import mask_parts, predicate_text, read_predicate
+from napkin_mlir.model.cost import CostReport, causal_skip, evaluate, extract, partitions_of
 from napkin_mlir.model.hardware import DTYPE_BYTES, Hardware, canonical_dtype
 from napkin_mlir.model.hardware import gpu as load_gpu
 
@@ -37,6 +38,7 @@ class _Printer:
         self.report = report
         self.low = low
         self.names: dict[ir.Value, str] = {}
+        self.skipped: tuple[str | None, float] = (None, 1.0)  # the stream axis a mask skips chunks of
         self.counter = 0
         self.lines: list[str] = []
 
@@ -143,7 +145,10 @@ class _Printer:
         self.names[args[n_in]] = f"{p.axis}0"
         for a, s in zip(args[n_in + 1 :], state, strict=False):
             self.names[a] = self.name(s)
-        self.emit(depth, f"for {p.axis}0 in 0..{p.full} step {p.size}:   # sequential, {p.count} steps (body)")
+        skip = ""
+        if self.skipped[0] == p.axis:
+            skip = f"; the mask skips the chunks where it keeps nothing: {self.skipped[1]:.0%} of them run"
+        self.emit(depth, f"for {p.axis}0 in 0..{p.full} step {p.size}:   # sequential, {p.count} steps (body){skip}")
         self.block(step, depth + 1)
         step_yield = list(step.operations)[-1].operation
         for a, s in zip(list(finish.arguments), state, strict=False):
@@ -184,6 +189,11 @@ class _Printer:
             if key in op.attributes:
                 attrs.append(f"{key}={op.attributes[key]}".replace(" : f64", "").replace(" : f32", ""))
         call = f"{what}({', '.join(self.name(v) for v in args)}{'; ' + ', '.join(attrs) if attrs else ''})"
+        if op.name == "napkin.mask":
+            parts = mask_parts(op)
+            data = "".join(f", a{k} = {self.name(a)}" for k, a in enumerate(parts.arrays))
+            keep = predicate_text(read_predicate(parts.block))
+            call = f"mask({self.name(parts.input)}; keep {keep} at i = {parts.rows}, j = {parts.cols}{data})"
         note = ""
         if op.name == "napkin.contract" and len(arrs) == 2:
             reduced = sorted({ax for a in arrs for ax in a.axes} - set(res[0].axes))
@@ -215,6 +225,7 @@ def pseudocode(
             report = evaluate(prog, hw, dtype, warps, stages=stages)
     low = next((a.dtype for a in prog.io if a.dtype in ("f16", "bf16")), None)
     printer = _Printer(hw, dtype, report, low)
+    printer.skipped = causal_skip(prog)
     func = next(v.operation for v in module.body.operations if v.operation.name == "func.func")
     body = func.regions[0].blocks[0]
     names = (
