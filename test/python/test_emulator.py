@@ -479,3 +479,20 @@ def test_cli_emulates_a_simt_sidecar(run_cli, tmp_path) -> None:
     assert r.rc == 0 and (tmp_path / "mm.mlir.json").exists(), r.describe()
     r = run_cli("napkin", "emulate", str(tmp_path / "mm.mlir.json"))
     assert r.rc == 0 and r.last_line().startswith("PASS") and "kernel matmul" in r.stdout, r.describe()
+
+
+def test_ldmatrix_lane_patterns_of_the_emitter_give_the_isa_fragments() -> None:
+    """The rows the kernel's lanes hand `ldmatrix.x4` (`fragments.A_TILE`, `B_PAIR`,
+    `B_PAIR_T`, the data the emitter builds its addresses from) give each lane the A and B
+    fragment elements the PTX ISA assigns it (`a_coords`, `b_coords`)."""
+    from napkin_mlir.backends.gpu.fragments import A_TILE, B_PAIR, B_PAIR_T
+
+    smem = np.arange(32 * 32).reshape(32, 32)
+    a = ldmatrix(smem, [A_TILE.at(lane) for lane in range(32)], 4, False)
+    k = ldmatrix(smem, [B_PAIR.at(lane) for lane in range(32)], 4, False)  # K: rows n, columns k
+    v = ldmatrix(smem, [B_PAIR_T.at(lane) for lane in range(32)], 4, True)  # V: rows k, columns n
+    for lane in range(32):
+        assert list(a[lane].reshape(-1)) == [smem[r, c] for r, c in a_coords(lane)]
+        for t in range(2):  # the two n8 tiles of a pair
+            assert list(k[lane, 2 * t : 2 * t + 2].reshape(-1)) == [smem[8 * t + n, kk] for kk, n in b_coords(lane)]
+            assert list(v[lane, 2 * t : 2 * t + 2].reshape(-1)) == [smem[kk, 8 * t + n] for kk, n in b_coords(lane)]

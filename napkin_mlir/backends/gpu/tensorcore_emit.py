@@ -34,7 +34,7 @@ from mlir.dialects import arith, gpu, memref, nvgpu, scf, vector
 from mlir.dialects import math as math_d
 
 from napkin_mlir.backends.gpu import tensorcore_scores
-from napkin_mlir.backends.gpu.fragments import A_ROWS, MMA_K, MMA_M, MMA_N
+from napkin_mlir.backends.gpu.fragments import A_ROWS, A_TILE, B_PAIR, B_PAIR_T, MMA_K, MMA_M, MMA_N, LaneAddress
 from napkin_mlir.backends.gpu.tensorcore_ops import FragmentOps, KernelBuilder, scalar_type
 from napkin_mlir.backends.gpu.tensorcore_plan import ELEM, PAD, AttentionPlan
 from napkin_mlir.backends.gpu.tensorcore_scores import Element, Operand, ScoreInput
@@ -329,12 +329,21 @@ class _AttentionKernel:
 
     # --- Q fragments and this thread's rows ---------------------------------------------------
 
+    def lane_address(self, pattern: LaneAddress) -> tuple[Value, Value]:
+        """This lane's (row, col) for `ldmatrix.x4` by `pattern` (`fragments.LaneAddress`)."""
+        b, lane = self.b, self.lane
+        row = b.rem(lane, pattern.row_mod)
+        if pattern.row_step and pattern.row_div < 32:
+            row = b.add(row, b.mul(b.div(lane, pattern.row_div), pattern.row_step))
+        col = b.div(lane, pattern.col_div)
+        return row, b.mul(col if pattern.col_div == 16 else b.rem(col, 2), 8)
+
     def q_fragments(self, wrow: Value) -> list[list[Value]] | None:
         """A operands for the d/16 k-steps of S = Q K^T, per m16 tile of the warp, loaded once
         (None when `plan.q_in_registers` is false: `q_fragment` loads each at its k-step)."""
         b = self.b
-        self.a_col = b.mul(b.div(self.lane, 16), 8)
-        self.a_rows = [b.add(b.add(wrow, mi * MMA_M), b.rem(self.lane, 16)) for mi in self.tiles_m]
+        a_row, self.a_col = self.lane_address(A_TILE)
+        self.a_rows = [b.add(b.add(wrow, mi * MMA_M), a_row) for mi in self.tiles_m]
         if not self.plan.q_in_registers:
             return None
         return [[self.q_fragment(mi, kt) for kt in range(self.plan.d // MMA_K)] for mi in self.tiles_m]
@@ -418,9 +427,8 @@ class _AttentionKernel:
         """S = Q K^T: n_s accumulators of 16x8 per m tile; each K fragment serves every m tile.
         One ldmatrix.x4 per k-step and pair of n tiles: lane l gives row 8(nt + l//16) + l%8 of
         the chunk, columns 16kt + 8((l//8)%2) .. +8."""
-        b, lane = self.b, self.lane
-        b_row = b.add(b.rem(lane, 8), b.mul(b.div(lane, 16), MMA_N))
-        b_col = b.mul(b.rem(b.div(lane, 8), 2), 8)
+        b = self.b
+        b_row, b_col = self.lane_address(B_PAIR)
         s = [[self.zacc] * self.n_s for _ in self.tiles_m]
         for nt in range(0, self.n_s, 2):
             krow = b.add(b_row, nt * MMA_N)
@@ -546,9 +554,8 @@ class _AttentionKernel:
         """Rescale O and accumulate P V (V fragments transposed by ldmatrix, shared by the m
         tiles): one ldmatrix.x4.trans per k-step and pair of n tiles, lane l giving row
         16t + l%16 of the chunk at columns 8(nt + l//16) .. +8 of the head dim."""
-        b, lane, n_o = self.b, self.lane, self.n_o
-        v_row = b.rem(lane, 16)
-        v_col = b.mul(b.div(lane, 16), MMA_N)
+        b, n_o = self.b, self.n_o
+        v_row, v_col = self.lane_address(B_PAIR_T)
         o_acc = [[arith.mulf(old[f"o{mi}_{nt}"], alpha_v[mi]) for nt in range(n_o)] for mi in self.tiles_m]
         for nt in range(0, n_o, 2):
             for t in range(self.plan.sx // MMA_K):
