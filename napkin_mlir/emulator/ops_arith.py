@@ -51,17 +51,28 @@ def ceil_div(a: Any, b: Any) -> Any:
     return -floor_div(-np.asarray(a), b)
 
 
+def trunc_div(a: Any, b: Any) -> Any:
+    """arith.divsi: the quotient rounded toward zero."""
+    q = floor_div(a, b)
+    return np.where((q < 0) & (q * b != a), q + 1, q)
+
+
+def trunc_rem(a: Any, b: Any) -> Any:
+    """arith.remsi: the remainder with the dividend's sign."""
+    return np.asarray(a) - np.asarray(b) * trunc_div(a, b)
+
+
 ELEMENTWISE: dict[str, Callable[..., Any]] = {
     "arith.addi": np.add,
     "arith.subi": np.subtract,
     "arith.muli": np.multiply,
     "arith.divui": floor_div,
-    "arith.divsi": floor_div,
+    "arith.divsi": trunc_div,
     "arith.floordivsi": floor_div,
     "arith.ceildivui": ceil_div,
     "arith.ceildivsi": ceil_div,
     "arith.remui": rem,
-    "arith.remsi": rem,
+    "arith.remsi": trunc_rem,
     "arith.minui": np.minimum,
     "arith.minsi": np.minimum,
     "arith.maxui": np.maximum,

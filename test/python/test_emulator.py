@@ -124,6 +124,58 @@ def test_ldmatrix_follows_the_isa(transpose: bool, seed: int) -> None:
     assert stats.smem_wavefronts["ldmatrix"] == 2 * stats.smem_ideal_wavefronts["ldmatrix"] == 16
 
 
+DIVISION_KERNEL = """
+module attributes {gpu.container_module} {
+  gpu.module @m {
+    gpu.func @k(%A: memref<64xi32>, %B: memref<64xi32>, %OUT: memref<6x64xi32>) kernel attributes {known_block_size = array<i32: 64, 1, 1>} {
+      %t = gpu.thread_id x
+      %a = memref.load %A[%t] : memref<64xi32>
+      %b = memref.load %B[%t] : memref<64xi32>
+      %q = arith.divsi %a, %b : i32
+      %r = arith.remsi %a, %b : i32
+      %f = arith.floordivsi %a, %b : i32
+      %c = arith.ceildivsi %a, %b : i32
+      %qu = arith.divui %a, %b : i32
+      %ru = arith.remui %a, %b : i32
+      %i0 = arith.constant 0 : index
+      %i1 = arith.constant 1 : index
+      %i2 = arith.constant 2 : index
+      %i3 = arith.constant 3 : index
+      %i4 = arith.constant 4 : index
+      %i5 = arith.constant 5 : index
+      memref.store %q, %OUT[%i0, %t] : memref<6x64xi32>
+      memref.store %r, %OUT[%i1, %t] : memref<6x64xi32>
+      memref.store %f, %OUT[%i2, %t] : memref<6x64xi32>
+      memref.store %c, %OUT[%i3, %t] : memref<6x64xi32>
+      memref.store %qu, %OUT[%i4, %t] : memref<6x64xi32>
+      memref.store %ru, %OUT[%i5, %t] : memref<6x64xi32>
+      gpu.return
+    }
+  }
+}
+"""
+
+
+def test_signed_division_rounds_as_arith_says(seed: int) -> None:
+    """divsi and remsi round toward zero, floordivsi down, ceildivsi up (negative operands
+    included); divui and remui on non-negative operands."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-50, 50, 64).astype(np.int32)
+    b = rng.choice([-7, -3, -1, 1, 2, 5, 8], 64).astype(np.int32)
+    out = np.zeros((6, 64), np.int32)
+    with napkin_context(), ir.Location.unknown():
+        kernel = emulator.load_kernel(DIVISION_KERNEL, "division.mlir")
+    emulator.run_kernel(kernel, (1, 1, 1), (64, 1, 1), 0, [a, b, out], outputs=[2], names=["A", "B", "OUT"])
+    trunc = [int(x / y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+    np.testing.assert_array_equal(out[0], trunc)
+    np.testing.assert_array_equal(out[1], [x - y * q for x, y, q in zip(a.tolist(), b.tolist(), trunc, strict=True)])
+    np.testing.assert_array_equal(out[2], a // b)
+    np.testing.assert_array_equal(out[3], -(-a // b))
+    both = (a >= 0) & (b > 0)
+    np.testing.assert_array_equal(out[4][both], (a // b)[both])
+    np.testing.assert_array_equal(out[5][both], (a % b)[both])
+
+
 def test_missing_barrier_is_a_race() -> None:
     text = LDMATRIX_KERNEL.replace("TRANSPOSE", "false").replace("      gpu.barrier\n", "")
     with pytest.raises(EmulationError, match=r"ldmatrix.mlir:\d+:\d+ \(nvgpu.ldmatrix\): shared-memory race") as err:
