@@ -88,6 +88,7 @@ class Comparison:
     max_abs: float
     jax_rel_fro: float  # the same for JAX computing in the input dtype
     jax_max_abs: float
+    ref_max_abs: float = 0.0  # the reference's largest magnitude
 
 
 def compare(out: np.ndarray, ref64: jax.Array, jax_same_dtype: jax.Array) -> Comparison:
@@ -100,4 +101,5 @@ def compare(out: np.ndarray, ref64: jax.Array, jax_same_dtype: jax.Array) -> Com
         max_abs=float(np.max(np.abs(y - ref))),
         jax_rel_fro=float(np.linalg.norm(j - ref)) / norm,
         jax_max_abs=float(np.max(np.abs(j - ref))),
+        ref_max_abs=float(np.max(np.abs(ref))) if ref.size else 0.0,
     )

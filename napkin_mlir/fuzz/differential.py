@@ -12,7 +12,8 @@ pipeline runs the steps one at a time on a fresh copy and after each step
 
 and after the last step lowers the program to loops, runs it with the CPU backend and judges
 every output with the project's rule (`judge_dtype` on `reference.compare`). An f32 output
-whose own JAX interpretation in f32 breaks the rule is badly conditioned: it is counted, not
+whose own JAX interpretation in f32 comes within 8x of the rule (`SUMMATION_ORDER_MARGIN`) is
+badly conditioned: it is counted, not
 judged; so is an output whose float64 reference is not finite.
 
 A pass that refuses (NapkinError, UsageError) must say where: its message holds a
@@ -37,7 +38,7 @@ from mlir import ir
 
 from napkin_mlir.backends.cpu import CpuKernel
 from napkin_mlir.check import reference
-from napkin_mlir.check.harness import judge_dtype
+from napkin_mlir.check.harness import F32_TOLERANCE, judge_dtype
 from napkin_mlir.derive.auto import Derivation, derive
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.fuzz import pipelines as pl
@@ -306,6 +307,13 @@ def run_pipeline_checked(
         return
 
 
+#: An f32 output is judged only where JAX's own f32 error leaves this factor of room under the
+#: rule's 1e-5: a legal summation order (the CPU loops add sequentially, XLA in blocks) can
+#: be several times less accurate on a badly conditioned output (fuzz reproducer 016: JAX
+#: 3.9e-6, the sequential loops 1.7e-5); a well-conditioned one is judged with the full rule.
+SUMMATION_ORDER_MARGIN = 8.0
+
+
 def judge_output(
     report: Report, i: int, out: np.ndarray, r64: Any, rs: Any, t: ArrayType, steps: list[pl.Step]
 ) -> None:
@@ -315,8 +323,8 @@ def judge_output(
         return
     if t.dtype in ("f32", "f64"):
         own = reference.compare(np.asarray(rs), r64, rs)
-        if not judge_dtype(t.dtype, own)[0]:
-            report.skip("badly conditioned in f32 (JAX in f32 breaks the rule)")
+        if own.rel_fro > F32_TOLERANCE / SUMMATION_ORDER_MARGIN:
+            report.skip("badly conditioned in f32 (JAX in f32 within 8x of the rule)")
             return
     comparison = reference.compare(out, r64, rs)
     passed, criterion = judge_dtype(t.dtype, comparison)

@@ -46,6 +46,7 @@ CPU_PIPELINE = (
     "func.func(scf-forall-to-parallel,convert-linalg-to-loops),"
     "convert-scf-to-cf,"
     "arith-expand{include-bf16=true include-f8e8m0=false include-f4e2m1=false},"
+    "func.func(math-extend-to-supported-types),"
     "convert-math-to-llvm,"
     "convert-math-to-libm,"
     "expand-strided-metadata,"
