@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from mlir import ir
-from mlir.dialects import arith, gpu
+from mlir.dialects import arith, gpu, scf
 
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType, element_type
@@ -679,6 +679,91 @@ def predicate_bounds(
     if not isinstance(out, Truth):
         raise NapkinError("the mask's predicate must yield an i1")
     return out
+
+
+I32_RANGE = (-(2**31), 2**31 - 1)
+
+
+@dataclass(frozen=True)
+class IntegerFacts:
+    """What interval reasoning proves about a predicate's integers over the positions a
+    kernel evaluates it at (`integer_facts`)."""
+
+    fits_i32: bool  # every index value lies in i32's range: the predicate can compute in i32
+    unsigned: frozenset[int]  # steps (numbers in `Predicate.steps`) of signed division or
+    # remainder whose dividend is >= 0 and divisor a positive constant: unsigned gives the same
+
+
+SIGNED_TO_UNSIGNED = {
+    "arith.divsi": "arith.divui",
+    "arith.floordivsi": "arith.divui",
+    "arith.ceildivsi": "arith.ceildivui",
+    "arith.remsi": "arith.remui",
+}
+
+
+def integer_facts(
+    pred: Predicate, rows: tuple[int, int], cols: tuple[int, int], extents: tuple[int, int]
+) -> IntegerFacts:
+    """`IntegerFacts` of the predicate for i in [rows] and j in [cols] (inclusive), full
+    lengths `extents`, its arrays' integers being i32. Conservative: a value interval
+    reasoning cannot bound neither fits nor is non-negative."""
+    arrays = [I32_RANGE if kind == "int" else None for kind in pred.arrays]
+    values = _ranges(pred, NUMPY, rows, cols, extents, arrays)
+    steps = values[POSITION_ARGS + len(arrays) :]
+
+    def within(v: Interval | Truth, lo: int, hi: int) -> bool:
+        return isinstance(v, Interval) and isinstance(v.lo, int) and isinstance(v.hi, int) and lo <= v.lo <= v.hi <= hi
+
+    index_values = values[:POSITION_ARGS] + [v for s, v in zip(pred.steps, steps, strict=True) if s.type == "index"]
+    fits = all(within(v, *I32_RANGE) for v in index_values)
+    unsigned = frozenset(
+        k
+        for k, s in enumerate(pred.steps)
+        if s.name in SIGNED_TO_UNSIGNED
+        and within(values[s.operands[0]], 0, 2**62)
+        and within(values[s.operands[1]], 1, 2**62)
+    )
+    return IntegerFacts(fits, unsigned)
+
+
+def visited_chunks(
+    preds: Sequence[Predicate],
+    domain: MlirDomain,
+    rows: tuple[Any, Any],
+    n_chunks: int,
+    chunk: int,
+    extents: tuple[int, int],
+) -> tuple[Any, Any]:
+    """[lower, upper) of the chunks of `chunk` keys that a kernel's CTA with query rows
+    [rows] (inclusive `index` values) visits: from the first to the last chunk where every
+    predicate may be true, by interval reasoning in a scan over the chunks (an `scf.for` at
+    the insertion point, block arguments named ch, lo, hi); lower == upper when no chunk
+    may keep a key. No dense mask is evaluated."""
+    scan = scf.ForOp(
+        domain.const(0), domain.const(n_chunks), domain.const(1), [domain.const(n_chunks), domain.const(0)]
+    )
+    for arg, name in zip(scan.body.arguments, ("ch", "lo", "hi"), strict=True):
+        arg.set_location(ir.Location.name(name))
+    with ir.InsertionPoint(scan.body):
+        c = scan.induction_variable
+        lo, hi = scan.inner_iter_args
+        first = domain.mul(c, domain.const(chunk))
+        cols = (first, domain.add(first, domain.const(chunk - 1)))
+        may: Any = True
+        for pred in preds:
+            bound = predicate_bounds(pred, domain, rows, cols, extents).may
+            if bound is False or may is False:
+                may = False
+            elif bound is not True:
+                may = bound if may is True else domain.and_(may, bound)
+        if isinstance(may, bool):
+            may = domain.boolean(may)
+        lo_next = arith.select(may, arith.minsi(lo, c), lo)
+        hi_next = arith.select(may, domain.add(c, domain.const(1)), hi)
+        scf.YieldOp([lo_next, hi_next])
+    upper = scan.results[1]
+    return arith.minsi(scan.results[0], upper), upper
 
 
 def _ranges(

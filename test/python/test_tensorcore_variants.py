@@ -146,8 +146,9 @@ def _baseline(example: str, tiles: dict[str, int], target: str, out: Path) -> tu
 def test_example_assembles_without_spills_near_plain_registers(example: str, target: str, tmp_path: Path) -> None:
     """0 spills (ptxas's report in the sidecar) and at most 10% more registers than plain
     attention at the same tiles, plus cross attention's extra O accumulators (2 registers
-    per 4 columns of the wider V head); a mask's predicate (64-bit index arithmetic per
-    score) at most 20%."""
+    per 4 columns of the wider V head). A mask: at most 15% (its predicate computes in i32,
+    but the loop over the chunks the scan finds has dynamic bounds, and at this head dim of
+    16 a handful of registers is 10%)."""
     out = tmp_path / "variant.cubin"
     problem = FileProblem(str(EXAMPLES / f"{example}.mlir"))
     kernel = compile_to_file(None, target, "cubin", "auto", 16, out, log=_quiet, file_problem=problem)
@@ -158,7 +159,7 @@ def test_example_assembles_without_spills_near_plain_registers(example: str, tar
     assert tile == side["problem"]["tile"] and base > 0
     wider = 2 * (24 - D) // 4 if example == "cross_attention" else 0
     regs = side["ptxas"]["registers"]
-    assert regs <= int((1.2 if example in MASKS else 1.1) * base) + wider, (side["ptxas"], base)
+    assert regs <= int((1.15 if example in MASKS else 1.1) * base) + wider, (side["ptxas"], base)
 
 
 # --- the kernel computes the program's ops ----------------------------------------------------------
@@ -244,7 +245,7 @@ def test_mask_before_the_soft_cap_streams_every_chunk(tmp_path: Path, seed: int)
     plan = _plan(path)
     assert [op.name for op in plan.score_ops] == ["napkin.scale", "napkin.mask", "napkin.tanh"] and not plan.skips
     kernel, text, _ = _gpu_kernel(path)
-    assert re.search(r"scf\.for %j = %c0 to %c\d+ step", text)  # a constant bound: every chunk
+    assert re.search(r"scf\.for %t = %c0 to %c\d+ step", text)  # a constant bound: every chunk
     assert emulate_kernel(kernel, text, seed).passed
 
 
@@ -311,7 +312,7 @@ def test_grouped_query_inputs_by_query_head_with_the_causal_mask(tmp_path: Path,
     kernel, gpu_text, _ = compile_file_kernel(problem, "sm_80", "gpu", "tensorcore", log=_quiet)
     assert kernel is not None and kernel.grid == (3, H, B) and kernel.block == (32 * r, 1, 1)
     # the causal CTA streams the chunks its mask may keep: the loop's bounds come from the scan
-    assert re.search(r"scf\.for %j = %i\d+ to %ext\d+#1 step", gpu_text)
+    assert re.search(r"scf\.for %t = %c0 to %n\d+ step", gpu_text)
     report = emulate_kernel(kernel, gpu_text, seed)
     assert report.passed, report.lines()
 

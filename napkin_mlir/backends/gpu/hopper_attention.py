@@ -53,9 +53,9 @@ from napkin_mlir.backends.gpu.hopper_plan import ELEMENT_BYTES, MAX_SMEM, SMEM_A
 from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
 from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
-from napkin_mlir.backends.gpu.tensorcore_scores import MapBody
+from napkin_mlir.backends.gpu.tensorcore_scores import predicate_at
 from napkin_mlir.ir.arrays import ArrayType
-from napkin_mlir.ir.masks import MlirDomain, predicate_bounds
+from napkin_mlir.ir.masks import MlirDomain, visited_chunks
 
 ENTRY = "attention_wgmma"
 TILE_Q = 64  # one warpgroup's wgmma M
@@ -220,28 +220,8 @@ class _AttentionKernel(WgmmaBuilder):
         chunks = self.c(-(-plan.x // TILE_X))
         if not plan.skips:
             return self.c(0), chunks
-        scan = scf.ForOp(self.c(0), chunks, self.c(1), [chunks, self.c(0)])
-        with ir.InsertionPoint(scan.body):
-            c = scan.induction_variable
-            lo, hi = scan.inner_iter_args
-            domain = MlirDomain()
-            rows = (self.q0, self.add(self.q0, TILE_Q - 1))
-            first = self.mul(c, TILE_X)
-            cols = (first, self.add(first, TILE_X - 1))
-            may: ir.Value | bool = True
-            for pred in plan.skips:
-                bound = predicate_bounds(pred, domain, rows, cols, (plan.q, plan.x)).may
-                if bound is False or may is False:
-                    may = False
-                elif bound is not True:
-                    may = bound if may is True else arith.andi(may, bound)
-            if isinstance(may, bool):
-                may = domain.boolean(may)
-            lo_next = arith.select(may, arith.minsi(lo, c), lo)
-            hi_next = arith.select(may, self.add(c, 1), hi)
-            scf.YieldOp([lo_next, hi_next])
-        upper = scan.results[1]
-        return arith.minsi(scan.results[0], upper), upper  # no chunk at all: an empty loop
+        rows = (self.q0, self.add(self.q0, TILE_Q - 1))
+        return visited_chunks(plan.skips, MlirDomain(), rows, -(-plan.x // TILE_X), TILE_X, (plan.q, plan.x))
 
     def publish(self) -> None:
         """The threads' shared-memory stores made visible to the wgmma (async proxy) of all warps."""
@@ -358,7 +338,7 @@ class _AttentionKernel(WgmmaBuilder):
         values = [score]
         for op in plan.score_ops:
             assert op.body is not None
-            keep = _predicate(op.body, [row, col, self.c(plan.q), self.c(plan.x)])
+            keep = predicate_at(op.body, op.positions, row, col, (plan.q, plan.x), [])
             values.append(arith.select(keep, values[op.operands[0].ref], self.f(-math.inf)))
         return values[-1]
 
@@ -392,19 +372,3 @@ class _AttentionKernel(WgmmaBuilder):
                     col = self.add(self.col_pair, 8 * j)
                     vector.store(pair, o, [*self.q_index, row, col], alignment=4)
                 scf.YieldOp([])
-
-
-def _predicate(body: MapBody, args: list[ir.Value]) -> ir.Value:
-    """A mask's predicate at the current insertion point: its ops rebuilt from their text
-    parts (name, result types, attributes), its block arguments bound to `args`; the i1 it
-    yields."""
-    values = list(args)
-    for op in body.ops:
-        new = ir.Operation.create(
-            op.name,
-            results=[ir.Type.parse(t) for t in op.result_types],
-            operands=[values[i] for i in op.operands],
-            attributes={k: ir.Attribute.parse(v) for k, v in op.attributes},
-        )
-        values += list(new.results)
-    return values[body.result]

@@ -293,6 +293,10 @@ _FLEX_BINARY: dict[str, Any] = {
     "ceildivsi": lambda a, c, w, t: -((-a) // c),
     "divsi": lambda a, c, w, t: t(a, c),
     "remsi": lambda a, c, w, t: a - c * t(a, c),
+    # unsigned forms: the compiler uses them only where the dividend is >= 0 and the divisor > 0
+    "divui": lambda a, c, w, t: a // c,
+    "ceildivui": lambda a, c, w, t: -((-a) // c),
+    "remui": lambda a, c, w, t: a % c,
     "minsi": lambda a, c, w, t: w(a < c, a, c),
     "maxsi": lambda a, c, w, t: w(a > c, a, c),
     "andi": lambda a, c, w, t: a & c,

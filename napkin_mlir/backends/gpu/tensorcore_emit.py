@@ -39,7 +39,7 @@ from napkin_mlir.backends.gpu.tensorcore_ops import FragmentOps, KernelBuilder, 
 from napkin_mlir.backends.gpu.tensorcore_plan import ELEM, PAD, AttentionPlan
 from napkin_mlir.backends.gpu.tensorcore_scores import Element, Operand, ScoreInput
 from napkin_mlir.ir.context import napkin_context
-from napkin_mlir.ir.masks import MlirDomain, predicate_bounds
+from napkin_mlir.ir.masks import MlirDomain, visited_chunks
 
 VEC = 8  # elements per cp.async and per output store: 16 bytes
 LOG2E = 1.4426950408889634
@@ -202,34 +202,15 @@ class _AttentionKernel:
         nor computed; a chunk inside that no key of survives is computed masked."""
         b, plan, sx = self.b, self.plan, self.plan.sx
         n_chunks = -(-plan.x // sx)
-        self.lower, self.upper = b.idx(0), b.idx(n_chunks)
+        self.lower, self.visits = b.idx(0), b.idx(n_chunks)
         self.kv_end = b.idx(plan.x)  # keys past this are never loaded (zero-filled)
         if not plan.skips:
             return
-        scan = scf.ForOp(b.idx(0), b.idx(n_chunks), b.idx(1), [b.idx(n_chunks), b.idx(0)], loc=b.fresh("ext"))
-        _name_arguments(scan, ["ch", "lo", "hi"])
-        with ir.InsertionPoint(scan.body):
-            c = scan.induction_variable
-            lo, hi = scan.inner_iter_args
-            domain = _Domain(b)
-            rows = (self.q0, b.add(self.q0, plan.gq - 1))
-            first = b.mul(c, sx)
-            cols = (first, b.add(first, sx - 1))
-            may: Value | bool = True
-            for pred in plan.skips:
-                bound = predicate_bounds(pred, domain, rows, cols, (plan.q, plan.x)).may
-                if bound is False or may is False:
-                    may = False
-                elif bound is not True:
-                    may = bound if may is True else arith.andi(may, bound)
-            if isinstance(may, bool):
-                may = b.boolean(may)
-            lo_next = arith.select(may, arith.minsi(lo, c), lo)
-            hi_next = arith.select(may, b.add(c, 1), hi)
-            scf.YieldOp([lo_next, hi_next])
-        self.upper = scan.results[1]
-        self.lower = arith.minsi(scan.results[0], self.upper, loc=b.fresh("i"))  # no chunk: an empty loop
-        self.kv_end = b.minu(b.mul(self.upper, sx), self.kv_end)
+        rows = (self.q0, b.add(self.q0, plan.gq - 1))
+        self.lower, upper = visited_chunks(plan.skips, _Domain(b), rows, n_chunks, sx, (plan.q, plan.x))
+        # how many chunks the loop visits, at most all of them (the known bound helps LLVM)
+        self.visits = arith.minsi(arith.subi(upper, self.lower), b.idx(n_chunks), loc=b.fresh("n"))
+        self.kv_end = b.minu(b.mul(upper, sx), self.kv_end)
 
     # --- cp.async copies: each thread moves 16-byte vectors (8 elements) --------------------
 
@@ -322,7 +303,7 @@ class _AttentionKernel:
         b = self.b
         q_tokens = self.copy_tile(self.qs, [], self.Q, self.plan.rows, self.q_src, self.q_valid, self.per_row)
         nvgpu.DeviceAsyncCreateGroupOp(q_tokens)
-        first = self.kv_loader(self.lower, b.rem(self.lower, 2))
+        first = self.kv_loader(self.lower, b.idx(0))  # the first chunk goes to stage 0
         nvgpu.DeviceAsyncWaitOp(first, numGroups=1)
         gpu.BarrierOp()
         return first
@@ -362,6 +343,7 @@ class _AttentionKernel:
             my_rows.append([base, b.add(base, 8)])
         self.my_rows = my_rows
         self.my_q = [[b.add(self.q0, b.rem(rw, self.plan.gq)) for rw in pair] for pair in my_rows]
+        self.positions = _Positions(self)
 
     # --- the stream over x --------------------------------------------------------------------
 
@@ -384,16 +366,19 @@ class _AttentionKernel:
         init = []
         for _ in self.tiles_m:
             init += [self.ninf, self.ninf, zero, zero] + [self.zacc] * self.n_o
-        loop = scf.ForOp(self.lower, self.upper, b.idx(1), init, loc=b.fresh("st"))
-        _name_arguments(loop, ["j", *names])
+        # the loop counts the visited chunks from 0, at most all of them (a constant start and a
+        # known bound keep the loop's index arithmetic small when the masks bound the chunks);
+        # chunk j = lower + t is in stage t % 2
+        loop = scf.ForOp(b.idx(0), self.visits, b.idx(1), init, loc=b.fresh("st"))
+        _name_arguments(loop, ["t", *names])
         with ir.InsertionPoint(loop.body):
-            j = loop.induction_variable
+            t = loop.induction_variable
+            j = b.add(self.lower, t)
             old = dict(zip(names, loop.inner_iter_args, strict=True))
-            stage = b.rem(j, 2)
-            nxt = b.add(j, 1)
+            stage = b.rem(t, 2)
             # prefetch chunk j+1 into the other stage while chunk j computes (past this CTA's last
             # chunk the copies read nothing: every row is past kv_end, so they zero-fill an unused stage)
-            group = self.kv_loader(nxt, b.rem(nxt, 2))
+            group = self.kv_loader(b.add(j, 1), b.rem(b.add(t, 1), 2))
             nvgpu.DeviceAsyncWaitOp(group, numGroups=1)
             gpu.BarrierOp()
             x0 = b.mul(j, plan.sx)
@@ -492,7 +477,7 @@ class _AttentionKernel:
                 loaded[(o.ref, o.dtype)] = _convert(coords.read(inp, mi, i, nt, k), inp.dtype, o.dtype)
             return loaded[(o.ref, o.dtype)]
 
-        at = Element(self.my_q[mi][i], coords.cols[nt][k], (self.plan.q, self.plan.x))
+        at = Element(self.positions.q(mi, i), self.positions.x(coords, nt, k), (self.plan.q, self.plan.x))
         for op in self.plan.score_ops:
             values.append(tensorcore_scores.SCORE_RULES[op.name](b, op, [operand(o) for o in op.operands], at))
         return values[-1]
@@ -675,6 +660,31 @@ def _convert(v: Value, src: str, dst: str) -> Value:
     return _convert(_convert(v, src, F32), F32, dst)
 
 
+class _Positions:
+    """The global (q, x) of a score element where the score ops read positions (the masks'
+    predicates): index values, or i32 ones when every mask computes its positions in i32
+    (`ScoreOp.positions`). In i32 the thread's rows are cast once and a chunk's keys are
+    x0 + 2c + (8 nt + k) from one cast of x0: no 64-bit value per key lives across the loop."""
+
+    def __init__(self, k: _AttentionKernel) -> None:
+        self.k = k
+        masks = [op for op in k.plan.score_ops if op.name == "napkin.mask"]
+        self.narrow = bool(masks) and all(op.positions == "i32" for op in masks)
+        self.i32 = ir.IntegerType.get_signless(32)
+        narrow_q = [[arith.index_cast(self.i32, q) for q in pair] for pair in k.my_q] if self.narrow else k.my_q
+        self.rows = narrow_q
+
+    def q(self, mi: int, i: int) -> Value:
+        return self.rows[mi][i]
+
+    def x(self, coords: _Coordinates, nt: int, k: int) -> Value:
+        if not self.narrow:
+            return coords.cols[nt][k]
+        if coords.first32 is None:
+            coords.first32 = arith.index_cast(self.i32, coords.cols[0][0])  # x0 + 2c
+        return arith.addi(coords.first32, self.k.b.const(8 * nt + k, "i32"))
+
+
 class _Coordinates:
     """The global index along each axis of the scores of one chunk's elements, and the inputs
     read there: b and h from the block, r and q from the thread's rows, x from the columns.
@@ -690,6 +700,7 @@ class _Coordinates:
         self.known: dict[tuple[str, int, int], Value] = {}
         self.pairs: dict[tuple[int, int, int, int], Value] = {}
         self.values: dict[tuple[int, int, int, int, int], Value] = {}
+        self.first32: Value | None = None  # x0 + 2c in i32 (`_Positions`)
 
     def index(self, axis: str, mi: int, i: int, nt: int, k: int) -> Value:
         """The index along `axis` of element (mi, i, nt, k); axis "xp": of its pair's first key."""
@@ -722,7 +733,12 @@ class _Coordinates:
                         self.read(inp, mi, i, nt, k)
 
     def read(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> Value:
-        """Input `inp` at element (mi, i, nt, k), in its own element type (read once)."""
+        """Input `inp` at element (mi, i, nt, k), in its own element type (read once: an
+        input without a row axis once per key, without x once per row)."""
+        if not {"q", "r"} & set(inp.axes):
+            mi = i = 0
+        if "x" not in inp.axes:
+            nt = k = 0
         if (inp.arg, mi, i, nt, k) not in self.values:
             self.values[(inp.arg, mi, i, nt, k)] = self._load(inp, mi, i, nt, k)
         return self.values[(inp.arg, mi, i, nt, k)]

@@ -45,13 +45,22 @@ from typing import NoReturn
 
 from mlir import ir
 
-from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, MapBody, Operand, ScalarOp, ScoreInput, ScoreOp
+from napkin_mlir.backends.gpu.tensorcore_scores import (
+    SCORE_RULES,
+    MapBody,
+    Operand,
+    ScalarOp,
+    ScoreInput,
+    ScoreOp,
+    specialized,
+)
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import format_location
 from napkin_mlir.ir.masks import (
     Predicate,
     decides_stream,
+    integer_facts,
     mask_parts,
     predicate_arg_types,
     read_predicate,
@@ -90,6 +99,10 @@ KERNEL_OPS = frozenset(
 
 #: The ops the kernel computes on O / l before the cast (the mask is about scores).
 OUTPUT_RULES = frozenset(SCORE_RULES) - {"napkin.mask"}
+
+#: How far past q and x a kernel evaluates a mask's predicate (its padded last tiles, whose
+#: scores past the lengths are dropped anyway): a bound on every tile of both rules.
+TILE_PAST_END = 1024
 
 #: The element types the kernel's mma.sync takes.
 KERNEL_DTYPES = ("bf16", "f16")
@@ -665,6 +678,9 @@ class _Matcher:
         except NapkinError as err:
             w.refuse(op, err.message)
         body = self._region_body(op, [str(t) for t in predicate_arg_types(parts.arrays)], "i1", "the mask's predicate")
+        q, x = parts.extents
+        facts = integer_facts(predicate, (0, q + TILE_PAST_END), (0, x + TILE_PAST_END), (q, x))
+        body, positions = specialized(body, facts), "i32" if facts.fits_i32 else "index"
         if decides_stream(self.stepb, op, "x"):
             self.skips.append(predicate)
             w.take(
@@ -674,7 +690,7 @@ class _Matcher:
             )
         else:
             w.take(op, "a mask: its predicate at each element's (q, x) in registers, -inf where false (arith.select)")
-        return ScoreOp(op.name, tuple(operands), body=body)
+        return ScoreOp(op.name, tuple(operands), body=body, positions=positions)
 
     def _alpha(self, v: ir.Value, user: ir.Operation, m: ir.Value, m_new: ir.Value) -> ir.Value:
         """alpha = exp(m - m')."""

@@ -20,13 +20,16 @@ coordinates, converted to the type the op reads) or constants (`Operand`).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from mlir import ir
 from mlir.dialects import arith
 from mlir.dialects import math as math_d
+
+from napkin_mlir.ir.masks import SIGNED_TO_UNSIGNED, IntegerFacts
 
 if TYPE_CHECKING:
     from napkin_mlir.backends.gpu.tensorcore_ops import KernelBuilder
@@ -75,7 +78,8 @@ class ScoreOp:
     name: str
     operands: tuple[Operand, ...]
     factor: float = 1.0  # napkin.scale
-    body: MapBody | None = None  # napkin.map
+    body: MapBody | None = None  # napkin.map; napkin.mask: its predicate
+    positions: str = "index"  # napkin.mask: the type its predicate computes positions in
 
 
 @dataclass(frozen=True)
@@ -130,33 +134,82 @@ def _silu(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> i
 def _mask(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
     """The mask's predicate at the element's global (q, x), with the full lengths and its
     arrays' values there: -inf where it is false."""
-    keep = _body(b, op, [at.q, at.x, b.idx(at.extents[0]), b.idx(at.extents[1]), *args[1:]])
+    assert op.body is not None and at.q is not None and at.x is not None
+    keep = predicate_at(op.body, op.positions, at.q, at.x, at.extents, args[1:], b.const)
     return arith.select(keep, args[0], b.const(-math.inf, F32))
 
 
 def _map(b: KernelBuilder, op: ScoreOp, args: list[ir.Value], at: Element) -> ir.Value:
     """The map's scalar body, op by op."""
-    return _body(b, op, args)
+    assert op.body is not None
+    return rebuild(op.body, args, b.const)
 
 
-def _body(b: KernelBuilder, op: ScoreOp, args: list[ir.Value]) -> ir.Value:
+def rebuild(body: MapBody, args: list[ir.Value], const: Callable[[float, str], ir.Value] | None = None) -> ir.Value:
     """A scalar region (a map's body, a mask's predicate) rebuilt op by op from its parts
     (name, result types, attributes) at the insertion point, its block arguments bound to
-    `args`; float constants shared. Returns the value it yields."""
-    assert op.body is not None
+    `args`; float constants through `const` (a builder that shares them) when given; a cast
+    to the type its operand already has (`specialized`) is that operand. Returns the value it
+    yields."""
     values = list(args)
-    for inner in op.body.ops:
-        if inner.constant is not None:
-            values.append(b.const(inner.constant, inner.result_types[0]))
+    for inner in body.ops:
+        if inner.constant is not None and const is not None:
+            values.append(const(inner.constant, inner.result_types[0]))
+            continue
+        operands = [values[i] for i in inner.operands]
+        if inner.name == "arith.index_cast" and str(operands[0].type) == inner.result_types[0]:
+            values.append(operands[0])
             continue
         new = ir.Operation.create(
             inner.name,
             results=[ir.Type.parse(t) for t in inner.result_types],
-            operands=[values[i] for i in inner.operands],
+            operands=operands,
             attributes={k: ir.Attribute.parse(v) for k, v in inner.attributes},
         )
         values += list(new.results)
-    return values[op.body.result]
+    return values[body.result]
+
+
+def specialized(body: MapBody, facts: IntegerFacts) -> MapBody:
+    """A predicate's body as the kernel computes it, by what interval reasoning proved over
+    the positions it is evaluated at (`ir.masks.integer_facts`, one fact per op in order):
+    its `index` values in i32 when they all fit (one register each instead of two), and a
+    signed division or remainder of a non-negative value by a positive one unsigned (a
+    shift or a multiply by a power of two's inverse, no sign fix-up). Same results."""
+
+    def i32(text: str) -> str:
+        return re.sub(r"\bindex\b", "i32", text) if facts.fits_i32 else text
+
+    assert len(body.ops) >= len(facts.unsigned)
+    ops = tuple(
+        replace(
+            op,
+            name=SIGNED_TO_UNSIGNED[op.name] if k in facts.unsigned else op.name,
+            attributes=tuple((a, i32(v)) for a, v in op.attributes),
+            operand_types=tuple(i32(t) for t in op.operand_types),
+            result_types=tuple(i32(t) for t in op.result_types),
+        )
+        for k, op in enumerate(body.ops)
+    )
+    return MapBody(ops, body.result)
+
+
+def predicate_at(
+    body: MapBody,
+    positions: str,
+    q: ir.Value,
+    x: ir.Value,
+    extents: tuple[int, int],
+    arrays: list[ir.Value],
+    const: Callable[[float, str], ir.Value] | None = None,
+) -> ir.Value:
+    """A mask's predicate (the i1) at global query `q` and key `x` with the full lengths
+    `extents` and its arrays' scalars there, computed with positions of type `positions`
+    ("index", or "i32" for a `specialized` body that fits; index positions are cast to it)."""
+    t = ir.IndexType.get() if positions == "index" else ir.IntegerType.get_signless(32)
+    at = [v if v.type == t else arith.index_cast(t, v) for v in (q, x)]
+    lengths = [arith.constant(t, ir.IntegerAttr.get(t, n)) for n in extents]
+    return rebuild(body, [*at, *lengths, *arrays], const)
 
 
 #: Napkin op name -> the rule that builds its code for one score element.
