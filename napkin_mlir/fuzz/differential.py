@@ -229,7 +229,7 @@ def _compare(
         )
         raise _Stop
     try:
-        outs = interpret(module, inputs, "f64", filename=filename)
+        outs = interpret(module, inputs, "f64", filename=filename, arrays="numpy")
     except NapkinError as err:
         report.failures.append(Failure("interpret-error", f"after {label}: {err}", steps, index, str(module)[-6000:]))
         raise _Stop from None
@@ -372,7 +372,7 @@ def check_diagram(
         inputs_t, outputs_t = signature(module)
         inputs = reference.random_inputs(tuple(inputs_t), seed)
         try:
-            ref64 = interpret(module, inputs, "f64", filename=filename)
+            ref64 = interpret(module, inputs, "f64", filename=filename, arrays="numpy")
             same = interpret(module, inputs, "same", filename=filename)
         except NapkinError as err:
             report.failures.append(Failure("interpret-error", f"the plain diagram: {err}"))

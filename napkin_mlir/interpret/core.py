@@ -23,6 +23,7 @@ import numpy as np
 from mlir import ir
 
 from napkin_mlir.errors import NapkinError
+from napkin_mlir.interpret.arrays import NAMESPACES
 from napkin_mlir.interpret.values import PRECISIONS, Named, Value, as_int, storage_dtype
 from napkin_mlir.ir.arrays import ArrayType, dtype_name, is_array
 from napkin_mlir.ir.context import format_location
@@ -65,12 +66,22 @@ class Frame:
 
 
 class Interpreter:
-    """Evaluates napkin programs with jax.numpy at one precision (`"f64"` or `"same"`)."""
+    """Evaluates napkin programs at one precision (`"f64"` or `"same"`) with jax.numpy, or
+    numpy in float64 (`arrays`, see `interpret.arrays`)."""
 
-    def __init__(self, precision: str = "f64", filename: str | None = None, table: dict[str, Rule] | None = None):
+    def __init__(
+        self,
+        precision: str = "f64",
+        filename: str | None = None,
+        table: dict[str, Rule] | None = None,
+        arrays: str = "jax",
+    ):
         if precision not in PRECISIONS:
             raise NapkinError(f"interpret: unknown precision '{precision}' (expected {' or '.join(PRECISIONS)})")
+        if arrays not in NAMESPACES or (arrays != "jax" and precision != "f64"):
+            raise NapkinError(f"interpret: arrays '{arrays}' (jax, or numpy at precision f64)")
         self.precision = precision
+        self.xp = NAMESPACES[arrays]  # the array library the rules compute with
         self.filename = filename
         self.table = OP_TABLE if table is None else table
         self.frame = Frame({}, {})
@@ -181,7 +192,7 @@ def _input(interp: Interpreter, i: int, x: object, t: ir.Type) -> Value:
     if isinstance(t, ir.IndexType):
         return as_int(x, f"input {i}")
     array = ArrayType.from_mlir(t)
-    data = jax.numpy.asarray(x, interp.dtype(array))
+    data = interp.xp.asarray(x, interp.dtype(array))
     if tuple(data.shape) != array.shape:
         raise NapkinError(f"interpret: input {i} has shape {tuple(data.shape)}, its type is {array}")
     return Named(data, array.axes)
@@ -193,21 +204,24 @@ def interpret(
     precision: str = "f64",
     function: str | None = None,
     filename: str | None = None,
+    arrays: str = "jax",
 ) -> list[jax.Array]:
     """Evaluate a napkin function on `inputs` (arrays in the layout of its argument types).
 
     `program` is a module (its first function, or the one named `function`) or a func.func.
     Index arguments take ints. `precision="f64"` is the float64 ground truth; `"same"`
     computes in the declared element types. Returns one array per result, in the layout of
-    the result types. `filename` names the source in error locations.
+    the result types. `filename` names the source in error locations. `arrays="numpy"`
+    (precision f64 only) computes with numpy instead of jax.numpy: the same float64 values
+    to rounding, without compiling each op for each new shape, and numpy arrays back.
     """
     f = find_function(program, function)
     block = f.regions[0].blocks[0]
     params = list(block.arguments)
     if len(inputs) != len(params):
         raise NapkinError(f"interpret: the function takes {len(params)} inputs, got {len(inputs)}")
-    with jax.enable_x64(True):
-        interp = Interpreter(precision, filename)
+    with jax.enable_x64(True), np.errstate(all="ignore"):
+        interp = Interpreter(precision, filename, arrays=arrays)
         args = [_input(interp, i, x, p.type) for i, (x, p) in enumerate(zip(inputs, params, strict=True))]
         results = interp.run_block(block, args)
     out: list[jax.Array] = []

@@ -14,7 +14,6 @@ import string
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from mlir import ir
 
@@ -23,7 +22,13 @@ from napkin_mlir.interpret.values import Named, Value, as_int, compute_dtype
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.masks import POSITION_ARGS, mask_parts
 
+#: An elementwise function: (array namespace, *operands) -> result.
 Fn = Callable[..., jax.Array]
+
+
+def _call(name: str) -> Fn:
+    """The namespace's function `name` (jnp.exp or np.exp, ...)."""
+    return lambda xp, *args: getattr(xp, name)(*args)
 
 
 def result_type(op: ir.Operation) -> ArrayType:
@@ -54,13 +59,13 @@ def elementwise(interp: Interpreter, op: ir.Operation, ins: Sequence[Named], fn:
     """Apply `fn` to the operands broadcast by axis name to the result's axes."""
     out = result_type(op)
     compute = compute_dtype(out.dtype, interp.precision)
-    data = fn(*(x.astype(compute).aligned(out.axes) for x in ins))
-    return [Named(broadcast(data, actual_shape(interp, out, ins)).astype(interp.dtype(out)), out.axes)]
+    data = fn(interp.xp, *(x.astype(compute).aligned(out.axes) for x in ins))
+    return [Named(broadcast(interp, data, actual_shape(interp, out, ins)).astype(interp.dtype(out)), out.axes)]
 
 
-def broadcast(data: jax.Array, shape: list[int]) -> jax.Array:
-    data = jnp.asarray(data)
-    return data if list(data.shape) == shape else jnp.broadcast_to(data, shape)
+def broadcast(interp: Interpreter, data: jax.Array, shape: list[int]) -> jax.Array:
+    data = interp.xp.asarray(data)
+    return data if list(data.shape) == shape else interp.xp.broadcast_to(data, shape)
 
 
 # --- contraction ---------------------------------------------------------------------------
@@ -73,13 +78,7 @@ def contract(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[V
     letters = dict(zip(dict.fromkeys((*lhs.axes, *rhs.axes, *out.axes)), string.ascii_letters, strict=False))
     spec = "{},{}->{}".format(*("".join(letters[a] for a in axes) for axes in (lhs.axes, rhs.axes, out.axes)))
     acc = compute_dtype(out.dtype, interp.precision)  # a 16-bit result accumulates in f32, rounded once
-    data = jnp.einsum(
-        spec,
-        lhs.data.astype(acc),
-        rhs.data.astype(acc),
-        preferred_element_type=acc,
-        precision=jax.lax.Precision.HIGHEST,
-    )
+    data = interp.xp.einsum(spec, lhs.data.astype(acc), rhs.data.astype(acc), preferred_element_type=acc)
     return [Named(data.astype(interp.dtype(out)), out.axes)]
 
 
@@ -88,19 +87,19 @@ def contract(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[V
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 UNARY: dict[str, Fn] = {
-    "napkin.exp": jnp.exp,
-    "napkin.tanh": jnp.tanh,
-    "napkin.relu": lambda x: jnp.maximum(x, 0.0),
-    "napkin.gelu": lambda x: 0.5 * x * (1.0 + jnp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x * (x * x))))),
-    "napkin.silu": lambda x: x / (1.0 + jnp.exp(-x)),
+    "napkin.exp": _call("exp"),
+    "napkin.tanh": _call("tanh"),
+    "napkin.relu": lambda xp, x: xp.maximum(x, 0.0),
+    "napkin.gelu": lambda xp, x: 0.5 * x * (1.0 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x * (x * x))))),
+    "napkin.silu": lambda xp, x: x / (1.0 + xp.exp(-x)),
 }
 
 BINARY: dict[str, Fn] = {
-    "napkin.add": jnp.add,
-    "napkin.sub": jnp.subtract,
-    "napkin.mul": jnp.multiply,
-    "napkin.div": jnp.divide,
-    "napkin.max": jnp.maximum,
+    "napkin.add": _call("add"),
+    "napkin.sub": _call("subtract"),
+    "napkin.mul": _call("multiply"),
+    "napkin.div": _call("divide"),
+    "napkin.max": _call("maximum"),
 }
 
 
@@ -112,7 +111,7 @@ def unary(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Valu
 @register("napkin.scale")
 def scale(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value]:
     factor = ir.FloatAttr(op.attributes["factor"]).value
-    return elementwise(interp, op, arrays(interp, op, args), lambda x: x * factor)
+    return elementwise(interp, op, arrays(interp, op, args), lambda xp, x: x * factor)
 
 
 @register(*BINARY)
@@ -147,7 +146,7 @@ def map_(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value
     results = interp.run_block(block, xs)
     if len(results) != 1 or isinstance(results[0], Named):
         raise interp.fail(op, "interpret: the map body must yield one scalar")
-    data = broadcast(results[0], actual_shape(interp, out, ins))
+    data = broadcast(interp, results[0], actual_shape(interp, out, ins))
     return [Named(data.astype(interp.dtype(out)), out.axes)]
 
 
@@ -158,7 +157,7 @@ def map_(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value
 def reduce(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value]:
     (x,) = arrays(interp, op, args)
     axis, kind = str_attr(op, "axis"), str_attr(op, "kind")
-    combine = {"sum": jnp.sum, "max": jnp.max}.get(kind)
+    combine = {"sum": interp.xp.sum, "max": interp.xp.max}.get(kind)
     if combine is None or axis not in x.axes:
         raise interp.fail(op, f"interpret: cannot reduce axis '{axis}' of {list(x.axes)} with kind '{kind}'")
     out = result_type(op)
@@ -175,8 +174,9 @@ def softmax(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Va
     axis = x.axes.index(str_attr(op, "axis"))
     compute, store = compute_dtype(out.dtype, interp.precision), interp.dtype(out)
     xc = x.data.astype(compute)
-    e = jnp.exp(xc - jnp.max(xc, axis=axis, keepdims=True)).astype(store).astype(compute)
-    data = (e / jnp.sum(e, axis=axis, keepdims=True)).astype(store)
+    xp = interp.xp
+    e = xp.exp(xc - xp.max(xc, axis=axis, keepdims=True)).astype(store).astype(compute)
+    data = (e / xp.sum(e, axis=axis, keepdims=True)).astype(store)
     return [Named(data, x.axes).transposed(out.axes)]
 
 
@@ -206,7 +206,8 @@ def mask(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value
     keep = interp.run_block(parts.block, [positions(rows, row0), positions(cols, col0), n_rows, n_cols, *scalars])
     if len(keep) != 1 or isinstance(keep[0], Named):
         raise interp.fail(op, "interpret: the mask's predicate must yield one i1")
-    data = jnp.where(jnp.asarray(keep[0], bool), x.data, jnp.asarray(-jnp.inf, x.data.dtype))
+    xp = interp.xp
+    data = xp.where(xp.asarray(keep[0], bool), x.data, xp.asarray(-np.inf, x.data.dtype))
     return [Named(data, x.axes).transposed(result_type(op).axes)]
 
 
@@ -216,4 +217,4 @@ def fill(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value
     out = result_type(op)
     value = ir.FloatAttr(op.attributes["value"]).value
     shape = [interp.axis_size(a, s) for a, s in zip(out.axes, out.shape, strict=True)]
-    return [Named(jnp.full(shape, value, interp.dtype(out)), out.axes)]
+    return [Named(interp.xp.full(shape, value, interp.dtype(out)), out.axes)]

@@ -11,8 +11,8 @@ The body runs with the tile's actual size as the current size of each cut axis (
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
-import jax.numpy as jnp
 from mlir import ir
 
 from napkin_mlir.interpret.core import Interpreter, register
@@ -38,15 +38,15 @@ def full_size(interp: Interpreter, op: ir.Operation, axis: str, operands: list[N
 
 
 def _assemble(
-    tiles: dict[tuple[int, ...], Named], counts: list[int], axes: list[str], prefix: tuple[int, ...]
+    xp: Any, tiles: dict[tuple[int, ...], Named], counts: list[int], axes: list[str], prefix: tuple[int, ...]
 ) -> Named:
     """Concatenate the tiles (keyed by group index) along the grouped axes, outermost first."""
     depth = len(prefix)
     if depth == len(axes):
         return tiles[prefix]
-    parts = [_assemble(tiles, counts, axes, (*prefix, i)) for i in range(counts[depth])]
+    parts = [_assemble(xp, tiles, counts, axes, (*prefix, i)) for i in range(counts[depth])]
     where = parts[0].axes.index(axes[depth])
-    return Named(jnp.concatenate([p.data for p in parts], axis=where), parts[0].axes)
+    return Named(xp.concatenate([p.data for p in parts], axis=where), parts[0].axes)
 
 
 @register("napkin.group")
@@ -71,7 +71,7 @@ def group(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Valu
             if not isinstance(r, Named):
                 raise interp.fail(op, "interpret: a group body must yield arrays")
             tiles[i][index] = r.transposed(out.axes)
-    return [_assemble(t, counts, axes, ()) for t in tiles]
+    return [_assemble(interp.xp, t, counts, axes, ()) for t in tiles]
 
 
 @register("napkin.stream")

@@ -14,14 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from mlir import ir
 
 from napkin_mlir.interpret.core import Interpreter, Rule, register
 from napkin_mlir.interpret.values import Named, Value
 
+#: An elementwise function: (array namespace, *operands) -> result.
 Fn = Callable[..., jax.Array]
+
+
+def _call(name: str) -> Fn:
+    """The namespace's function `name` (jnp.exp or np.exp, ...)."""
+    return lambda xp, *args: getattr(xp, name)(*args)
 
 
 def scalars(interp: Interpreter, op: ir.Operation, args: Sequence[Value]) -> list[Value]:
@@ -36,12 +41,12 @@ def finish(interp: Interpreter, op: ir.Operation, value: Value) -> Value:
     t = op.results[0].type
     if isinstance(t, ir.IndexType) and np.ndim(value) == 0:
         return int(np.asarray(value))
-    return jnp.asarray(value).astype(interp.scalar_dtype(t, op))
+    return interp.xp.asarray(value).astype(interp.scalar_dtype(t, op))
 
 
 def elementwise(fn: Fn) -> Rule:
     def rule(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value]:
-        return [finish(interp, op, fn(*scalars(interp, op, args)))]
+        return [finish(interp, op, fn(interp.xp, *scalars(interp, op, args)))]
 
     return rule
 
@@ -53,70 +58,70 @@ def _divsi(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _unsigned(a: jax.Array) -> jax.Array:
-    return jnp.asarray(a).astype(jnp.uint64)
+    return a.astype(np.uint64)  # an array (cmpi takes its operands as arrays)
 
 
 FUNCTIONS: dict[str, Fn] = {
     # float arithmetic
-    "arith.addf": jnp.add,
-    "arith.subf": jnp.subtract,
-    "arith.mulf": jnp.multiply,
-    "arith.divf": jnp.divide,
-    "arith.remf": jnp.fmod,
-    "arith.negf": jnp.negative,
-    "arith.maximumf": jnp.maximum,  # NaN-propagating
-    "arith.minimumf": jnp.minimum,
-    "arith.maxnumf": jnp.fmax,  # NaN-ignoring
-    "arith.minnumf": jnp.fmin,
-    "arith.select": jnp.where,
+    "arith.addf": _call("add"),
+    "arith.subf": _call("subtract"),
+    "arith.mulf": _call("multiply"),
+    "arith.divf": _call("divide"),
+    "arith.remf": _call("fmod"),
+    "arith.negf": _call("negative"),
+    "arith.maximumf": _call("maximum"),  # NaN-propagating
+    "arith.minimumf": _call("minimum"),
+    "arith.maxnumf": _call("fmax"),  # NaN-ignoring
+    "arith.minnumf": _call("fmin"),
+    "arith.select": _call("where"),
     # conversions: the result type does the work (finish)
-    "arith.extf": lambda x: x,
-    "arith.truncf": lambda x: x,
-    "arith.sitofp": lambda x: x,
-    "arith.fptosi": jnp.trunc,
-    "arith.index_cast": lambda x: x,
-    "arith.extsi": lambda x: x,
-    "arith.trunci": lambda x: x,
+    "arith.extf": lambda xp, x: x,
+    "arith.truncf": lambda xp, x: x,
+    "arith.sitofp": lambda xp, x: x,
+    "arith.fptosi": _call("trunc"),
+    "arith.index_cast": lambda xp, x: x,
+    "arith.extsi": lambda xp, x: x,
+    "arith.trunci": lambda xp, x: x,
     # integer and index arithmetic
-    "arith.addi": lambda a, b: a + b,
-    "arith.subi": lambda a, b: a - b,
-    "arith.muli": lambda a, b: a * b,
-    "arith.divsi": _divsi,
-    "arith.remsi": lambda a, b: a - b * _divsi(a, b),
-    "arith.floordivsi": lambda a, b: a // b,
-    "arith.ceildivsi": lambda a, b: -((-a) // b),
-    "arith.minsi": jnp.minimum,
-    "arith.maxsi": jnp.maximum,
-    "arith.andi": lambda a, b: a & b,
-    "arith.ori": lambda a, b: a | b,
-    "arith.xori": lambda a, b: a ^ b,
+    "arith.addi": lambda xp, a, b: a + b,
+    "arith.subi": lambda xp, a, b: a - b,
+    "arith.muli": lambda xp, a, b: a * b,
+    "arith.divsi": lambda xp, a, b: _divsi(a, b),
+    "arith.remsi": lambda xp, a, b: a - b * _divsi(a, b),
+    "arith.floordivsi": lambda xp, a, b: a // b,
+    "arith.ceildivsi": lambda xp, a, b: -((-a) // b),
+    "arith.minsi": _call("minimum"),
+    "arith.maxsi": _call("maximum"),
+    "arith.andi": lambda xp, a, b: a & b,
+    "arith.ori": lambda xp, a, b: a | b,
+    "arith.xori": lambda xp, a, b: a ^ b,
     # math
-    "math.exp": jnp.exp,
-    "math.exp2": jnp.exp2,
-    "math.expm1": jnp.expm1,
-    "math.log": jnp.log,
-    "math.log2": jnp.log2,
-    "math.log10": jnp.log10,
-    "math.log1p": jnp.log1p,
-    "math.tanh": jnp.tanh,
-    "math.sin": jnp.sin,
-    "math.cos": jnp.cos,
-    "math.tan": jnp.tan,
-    "math.atan": jnp.arctan,
-    "math.atan2": jnp.arctan2,
-    "math.sqrt": jnp.sqrt,
-    "math.rsqrt": jax.lax.rsqrt,
-    "math.cbrt": jnp.cbrt,
-    "math.absf": jnp.abs,
-    "math.powf": jnp.power,
-    "math.erf": jax.lax.erf,
-    "math.floor": jnp.floor,
-    "math.ceil": jnp.ceil,
-    "math.trunc": jnp.trunc,
-    "math.roundeven": jnp.round,
-    "math.round": lambda x: jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5),  # halves away from zero
-    "math.copysign": jnp.copysign,
-    "math.fma": lambda a, b, c: a * b + c,
+    "math.exp": _call("exp"),
+    "math.exp2": _call("exp2"),
+    "math.expm1": _call("expm1"),
+    "math.log": _call("log"),
+    "math.log2": _call("log2"),
+    "math.log10": _call("log10"),
+    "math.log1p": _call("log1p"),
+    "math.tanh": _call("tanh"),
+    "math.sin": _call("sin"),
+    "math.cos": _call("cos"),
+    "math.tan": _call("tan"),
+    "math.atan": _call("arctan"),
+    "math.atan2": _call("arctan2"),
+    "math.sqrt": _call("sqrt"),
+    "math.rsqrt": _call("rsqrt"),
+    "math.cbrt": _call("cbrt"),
+    "math.absf": _call("abs"),
+    "math.powf": _call("power"),
+    "math.erf": _call("erf"),
+    "math.floor": _call("floor"),
+    "math.ceil": _call("ceil"),
+    "math.trunc": _call("trunc"),
+    "math.roundeven": _call("round"),
+    "math.round": lambda xp, x: xp.sign(x) * xp.floor(xp.abs(x) + 0.5),  # halves away from zero
+    "math.copysign": _call("copysign"),
+    "math.fma": lambda xp, a, b, c: a * b + c,
 }
 
 for _name, _fn in FUNCTIONS.items():
@@ -137,7 +142,7 @@ def constant(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[V
 
 #: arith.cmpf predicates, in the order of their enum values (false, oeq, ..., uno, true).
 _CMPF: list[Callable[[jax.Array, jax.Array, jax.Array], jax.Array]] = [
-    lambda a, b, u: jnp.zeros_like(u),
+    lambda a, b, u: u & False,
     lambda a, b, u: a == b,
     lambda a, b, u: a > b,
     lambda a, b, u: a >= b,
@@ -152,7 +157,7 @@ _CMPF: list[Callable[[jax.Array, jax.Array, jax.Array], jax.Array]] = [
     lambda a, b, u: (a <= b) | u,
     lambda a, b, u: a != b,
     lambda a, b, u: u,
-    lambda a, b, u: jnp.ones_like(u),
+    lambda a, b, u: u | True,
 ]
 
 #: arith.cmpi predicates, in the order of their enum values.
@@ -172,13 +177,13 @@ _CMPI: list[Callable[[jax.Array, jax.Array], jax.Array]] = [
 
 @register("arith.cmpf")
 def cmpf(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value]:
-    a, b = (jnp.asarray(x) for x in scalars(interp, op, args))
+    a, b = (interp.xp.asarray(x) for x in scalars(interp, op, args))
     predicate = ir.IntegerAttr(op.attributes["predicate"]).value
-    return [_CMPF[predicate](a, b, jnp.isnan(a) | jnp.isnan(b))]
+    return [_CMPF[predicate](a, b, interp.xp.isnan(a) | interp.xp.isnan(b))]
 
 
 @register("arith.cmpi")
 def cmpi(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value]:
-    a, b = (jnp.asarray(x) for x in scalars(interp, op, args))
+    a, b = (interp.xp.asarray(x) for x in scalars(interp, op, args))
     predicate = ir.IntegerAttr(op.attributes["predicate"]).value
     return [_CMPI[predicate](a, b)]

@@ -79,7 +79,7 @@ class Named:
             raise NapkinError(f"interpret: cannot lay out axes {list(self.axes)} as {list(axes)}")
         if tuple(axes) == self.axes:
             return self
-        return Named(jnp.transpose(self.data, [self.axes.index(a) for a in axes]), tuple(axes))
+        return Named(self.data.transpose([self.axes.index(a) for a in axes]), tuple(axes))
 
     def aligned(self, axes: Sequence[str]) -> jax.Array:
         """The data laid out along `axes` (a superset of this array's axes), with a size-1
@@ -90,17 +90,14 @@ class Named:
         data = self.transposed([a for a in axes if a in self.axes]).data
         if len(axes) == len(self.axes):
             return data
-        return jnp.reshape(data, [self.size(a) if a in self.axes else 1 for a in axes])
+        return data.reshape([self.size(a) if a in self.axes else 1 for a in axes])
 
     def cut(self, offsets: dict[str, int], extents: dict[str, int]) -> Named:
         """The tile starting at `offsets` with `extents` along the named axes it has."""
         if not any(a in offsets for a in self.axes):
             return self
-        starts = [offsets.get(a, 0) for a in self.axes]
-        limits = [
-            offsets[a] + extents[a] if a in offsets else n for a, n in zip(self.axes, self.data.shape, strict=True)
-        ]
-        return Named(jax.lax.slice(self.data, starts, limits), self.axes)
+        window = tuple(slice(offsets[a], offsets[a] + extents[a]) if a in offsets else slice(None) for a in self.axes)
+        return Named(self.data[window], self.axes)
 
 
 #: What a block argument or an op result is bound to while interpreting.
