@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, has_gpu
+from conftest import REPO_ROOT, has_gpu, run_cli_in_process
 from mlir import ir
 
 from napkin_mlir.backends.gpu import hopper_emit
@@ -179,7 +179,8 @@ def test_plan_refuses_shapes_it_does_not_take(case: tuple) -> None:
 
 def test_cli_compiles_the_wgmma_kernel_and_refuses_one_line(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "mm.cubin"
-    r = run_cli(
+    # the good run needs only its kernel: main() in this process; the refusals in a subprocess
+    r = run_cli_in_process(
         "napkin", "compile", "matmul", "--target", "sm_90a", "--kernel", "wgmma",
         "--dims", "m=128,n=256,k=128", "--dtype", "bf16", "-o", str(out),
     )  # fmt: skip
@@ -333,18 +334,81 @@ def test_masked_attention_assembles(tmp_path: Path) -> None:
     assert "warning" not in str(report["raw"]).lower(), report["raw"]
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        ("document_attention", "'napkin.mask' reading 2 array(s)"),  # segment ids: no input reading yet
-        ("softcap_attention", "'napkin.tanh'"),
-    ],
-    ids=["mask-with-arrays", "softcap"],
-)
-def test_attention_refuses_score_ops_other_than_masks_of_positions(case: tuple) -> None:
-    name, message = case
-    with pytest.raises(WgmmaRefusal, match=re.escape(message)):
-        _file_attention(name, {"q": 128, "x": 128, "d": 64}, "gpu")
+VARIANT_DIMS = {"q": 100, "x": 130, "d": 64}  # partial tiles on both axes
+VARIANTS = ["softcap_attention", "bias_attention", "gqa_bias_attention", "document_attention", "cross_attention"]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_score_ops_and_inputs_by_rule_pass_on_the_emulator(name: str, seed: int) -> None:
+    """Every score op by its rule on the wgmma accumulator (a soft cap's tanh, a bias table
+    or a per-head table read at each score's (b, h, r, q, x), segment ids read by a mask's
+    predicate), judged against the example's own interpretation."""
+    dims = {**VARIANT_DIMS, "e": 64} if name == "cross_attention" else VARIANT_DIMS
+    kernel, text, plain = _file_attention(name, dims, "gpu")
+    assert [a.name for a in kernel.args][:3] == ["Q", "K", "V"]
+    report = emulate_kernel(kernel, text, seed, diagram=plain)
+    assert report.passed, report.lines()
+
+
+def test_a_bypassed_score_rule_fails_on_the_emulator(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seed: int
+) -> None:
+    """The soft cap's tanh replaced by the identity: the kernel no longer computes the
+    diagram, and the emulator says so (so the passing test above sees the tanh)."""
+    from napkin_mlir.backends.gpu import tensorcore_scores
+
+    path = REPO_ROOT / "examples" / "softcap_attention.mlir"  # with a cap of 1: tanh matters
+    text = path.read_text().replace("2.000000e-02", "1.000000e+00").replace("5.000000e+01", "1.000000e+00")
+    target = tmp_path / "softcap1.mlir"
+    target.write_text(text)
+    from napkin_mlir.cli.compile import FileProblem, compile_file_kernel
+
+    def run() -> bool:
+        kernel, gpu, plain = compile_file_kernel(
+            FileProblem(str(target), VARIANT_DIMS), "sm_90a", "gpu", "wgmma", log=lambda _: None
+        )
+        assert kernel is not None
+        return emulate_kernel(kernel, gpu, seed, diagram=plain).passed
+
+    assert run()
+    monkeypatch.setitem(tensorcore_scores.SCORE_RULES, "napkin.tanh", lambda b, op, args, at: args[0])
+    assert not run()
+
+
+def test_ops_on_the_output_are_computed_not_dropped(tmp_path: Path, seed: int) -> None:
+    """tanh(O) before its cast: the Hopper rule once stored O and dropped the tanh (wrong
+    code); now each element of O / l goes through the output ops' rules."""
+    import math
+
+    from napkin_mlir.cli.compile import FileProblem, compile_file_kernel
+    from napkin_mlir.ir.arrays import ArrayType
+    from napkin_mlir.ir.builders import DiagramBuilder
+
+    q, x, d = 100, 130, 64
+    with napkin_context(), ir.Location.unknown():
+        b = DiagramBuilder(
+            "tanh_out",
+            Q=ArrayType(("b", "h", "q", "d"), (1, 2, q, d), "bf16"),
+            K=ArrayType(("b", "h", "x", "d"), (1, 2, x, d), "bf16"),
+            V=ArrayType(("b", "h", "x", "d"), (1, 2, x, d), "bf16"),
+        )
+        s = b.scale(b.contract(b["Q"], b["K"], ("b", "h", "q", "x"), dtype="f32"), 1 / math.sqrt(d))
+        o = b.contract(b.cast(b.softmax(s, "x"), "bf16"), b["V"], ("b", "h", "q", "d"), dtype="f32")
+        text = str(b.ret(b.cast(b.tanh(b.scale(o, 4.0)), "bf16")))
+    path = tmp_path / "tanh_out.mlir"
+    path.write_text(text)
+    kernel, gpu, plain = compile_file_kernel(FileProblem(str(path)), "sm_90a", "gpu", "wgmma", log=lambda _: None)
+    assert kernel is not None and gpu.count("math.tanh") == 2 * 2 * (d // 8)  # one per element of O a thread holds
+    report = emulate_kernel(kernel, gpu, seed, diagram=plain)
+    assert report.passed, report.lines()
+
+
+@pytest.mark.parametrize("name", ["softcap_attention", "document_attention", "gqa_bias_attention"])
+def test_variants_assemble_without_spills(name: str, tmp_path: Path) -> None:
+    _, ptx, _ = _file_attention(name, {"q": 1024, "x": 1024, "d": 128}, "ptx")
+    report = assemble(ptx, "sm_90a", tmp_path / f"{name}.cubin")
+    assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, report["raw"]
+    assert "warning" not in str(report["raw"]).lower(), report["raw"]
 
 
 def test_swizzle_matches_the_upstream_tma_golden() -> None:

@@ -3,8 +3,11 @@
 `compile_wgmma_attention` takes the partitioned attention program (the derivation at tiles
 q = 64, x = 64), reads it through the tensor-core rule's matcher (`AttentionPlan`, which
 refuses by name every op it does not implement) and refuses what this first Hopper kernel
-does not hold yet: score ops other than masks of positions (a mask reading arrays, a soft
-cap, a bias), head dims other than 64 and 128, other tiles. One warpgroup (128 threads) per
+does not hold yet: head dims other than 64 and 128, other tiles. The program's score ops and
+ops on the output are computed by their rules (`tensorcore_scores.SCORE_RULES`, shared with
+the mma.sync kernel), the arrays they read (a bias table, a slope per head, segment ids) are
+kernel arguments after V, read from global memory at each element's coordinates. One
+warpgroup (128 threads) per
 64 query rows of one (batch, query head); with grouped-query heads, the r query heads of a
 key/value head each take their own CTAs (each loads the K/V chunks itself):
 
@@ -18,15 +21,16 @@ key/value head each take their own CTAs (each loads the K/V chunks itself):
    `fence.proxy.async`, barrier;
    S = Q Kᵀ by d/16 `wgmma m64n64k16` (A = Q K-major, B = K K-major), waited for;
    the online softmax on the accumulator fragment (thread t holds rows 16 w + l/4 + 8 i and
-   columns 8 j + 2 (l % 4) + c): keys past x, and where a mask's predicate (rebuilt op by op
-   at the element's global (q, x)) is false, masked to -inf, row
+   columns 8 j + 2 (l % 4) + c): the score ops on each element at its global (q, x) (a
+   mask's predicate rebuilt op by op, -inf where false), keys past x masked to -inf, row
    max over the thread's 16 values and the quad (`shfl.xor` 1, 2), α = 2^((m − k)·c) and
    p = 2^(s·c − k·c) with c = scale·log2 e and the shift k = m', or 0 where m' = -inf (a row
    that has seen only masked keys: α = p = 0, not NaN), per-thread partial sums
    l = α l + Σ p, O *= α;
    P (bf16/f16) stored into shared memory as a K-major swizzled A tile; `fence.proxy.async`,
    barrier; O += P V by four `wgmma m64n{d}k16` (A = P, B = V MN-major), waited for; barrier;
-4. l summed over the quad, O / l stored (pairs of columns), rows past q skipped.
+4. l summed over the quad, the output ops on O / l, stored (pairs of columns), rows past q
+   skipped.
 
 No TMA, mbarriers, pipelining or register-A wgmma yet (P goes through shared memory).
 """
@@ -36,7 +40,7 @@ from __future__ import annotations
 import math
 
 from mlir import ir
-from mlir.dialects import arith, gpu, llvm, nvvm, scf, vector
+from mlir.dialects import arith, gpu, llvm, memref, nvvm, scf, vector
 from mlir.dialects import math as math_d
 
 from napkin_mlir.backends.gpu.hopper_emit import (
@@ -52,8 +56,9 @@ from napkin_mlir.backends.gpu.hopper_emit import (
 from napkin_mlir.backends.gpu.hopper_plan import ELEMENT_BYTES, MAX_SMEM, SMEM_ALIGN, THREADS, WgmmaRefusal
 from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
+from napkin_mlir.backends.gpu.tensorcore_ops import KernelBuilder, scalar_type
 from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
-from napkin_mlir.backends.gpu.tensorcore_scores import predicate_at
+from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, Element, Operand, ScoreOp, convert
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.masks import MlirDomain, visited_chunks
 
@@ -98,7 +103,8 @@ def compile_wgmma_attention(
     el = element_type(plan.dtype)
     q_t = ir.MemRefType.get([*_q_shape(plan)], el)
     kv_t = ir.MemRefType.get([plan.b, plan.h, plan.x, plan.d], el)
-    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, q_t], THREADS)
+    input_t = [ir.MemRefType.get(list(a.shape), scalar_type(a.dtype)) for a in args[3:-1]]
+    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, *input_t, q_t], THREADS)
     with ir.InsertionPoint(body):
         _AttentionKernel(plan, body).build(*body.arguments)
         gpu.ReturnOp([])
@@ -116,15 +122,6 @@ def _check(plan: AttentionPlan) -> None:
         problems.append(f"a head dim in {HEAD_DIMS} for Q, K and V (got {plan.d} and {plan.dv})")
     if (plan.gq, plan.sx) != (TILE_Q, TILE_X):
         problems.append(f"tiles q={TILE_Q}, x={TILE_X} (got q={plan.gq}, x={plan.sx})")
-    others = [op.name for op in plan.score_ops if op.name != "napkin.mask"]
-    if others:
-        problems.append("no score ops other than masks (got " + ", ".join(f"'{n}'" for n in others) + ")")
-    reading = [op for op in plan.score_ops if op.name == "napkin.mask" and len(op.operands) > 1]
-    if reading:
-        problems.append(
-            f"masks of positions only ('napkin.mask' reading {len(reading[0].operands) - 1} array(s): "
-            "this kernel reads no inputs at the scores' coordinates)"
-        )
     if problems:
         raise WgmmaRefusal("the wgmma attention kernel takes " + "; ".join(problems))
 
@@ -135,17 +132,21 @@ def _q_shape(plan: AttentionPlan) -> tuple[int, ...]:
 
 
 def _kernel_args(partitioned: ir.Module, plan: AttentionPlan) -> list[KernelArg]:
-    """Q, K, V and the output, in the diagram function's order (which must be that one)."""
+    """Q, K, V, the arrays the score and output ops read (`plan.inputs`), and the output, in
+    the diagram function's order (which must be that one)."""
     func = next(op.operation for op in partitioned.body.operations if op.operation.name == "func.func")
     block = func.regions[0].blocks[0]
     names = [ir.StringAttr(n).value for n in ir.ArrayAttr(func.attributes["arg_names"])]
     types = [ArrayType.from_mlir(a.type) for a in block.arguments]
-    if tuple(names) != plan.names:
-        raise WgmmaRefusal(f"the wgmma attention kernel takes the arguments (Q, K, V) = {plan.names}, got {names}")
+    if tuple(names[:3]) != plan.names or [i.arg for i in plan.inputs] != list(range(3, len(names))):
+        raise WgmmaRefusal(
+            f"the wgmma attention kernel takes the arguments (Q, K, V) = {plan.names}, then the arrays its "
+            f"score and output ops read, got {names}"
+        )
     ret = list(block.operations)[-1]
     out = [ArrayType.from_mlir(v.type) for v in ret.operands]
     want = [_q_shape(plan), (plan.b, plan.h, plan.x, plan.d), (plan.b, plan.h, plan.x, plan.d)]
-    if [t.shape for t in types] != want or len(out) != 1 or out[0].shape != want[0]:
+    if [t.shape for t in types[:3]] != want or len(out) != 1 or out[0].shape != want[0]:
         raise WgmmaRefusal(
             f"the wgmma attention kernel takes Q, O {want[0]} and K, V {want[1]}, got "
             f"{[t.shape for t in types]} -> {[t.shape for t in out]}"
@@ -166,17 +167,22 @@ class _AttentionKernel(WgmmaBuilder):
         tile = TILE_Q * plan.d  # elements of the Q, K and V tiles
         self.k_elem, self.v_elem, self.p_elem = tile, 2 * tile, 3 * tile
         self.elements = 3 * tile + TILE_Q * TILE_X
+        self.kb = KernelBuilder(entry)  # constants for the score and output ops' rules
+        self.inputs = {i.arg: i for i in plan.inputs}
 
     def f(self, value: float) -> ir.Value:
         return arith.ConstantOp(self.f32, ir.FloatAttr.get(self.f32, value)).result
 
-    def build(self, q: ir.Value, k: ir.Value, v: ir.Value, o: ir.Value) -> None:
+    def build(self, q: ir.Value, k: ir.Value, v: ir.Value, *rest: ir.Value) -> None:
         plan = self.plan
+        *inputs, o = rest
+        self.input_args = {i.arg: a for i, a in zip(plan.inputs, inputs, strict=True)}
         self.tid = gpu.thread_id(gpu.Dimension.x)
         heads = gpu.block_id(gpu.Dimension.y)  # (key/value head, query head of its group)
         self.batch = gpu.block_id(gpu.Dimension.z)
         self.kv_index = [self.batch, self.div(heads, plan.r)]
         self.q_index = self.kv_index + ([self.rem(heads, plan.r)] if plan.r > 1 else [])
+        self.axis_index = {"b": self.batch, "h": self.kv_index[1], "r": self.rem(heads, plan.r)}
         self.q0 = self.mul(gpu.block_id(gpu.Dimension.x), TILE_Q)
         warp, lane = self.div(self.tid, 32), self.rem(self.tid, 32)
         self.row_local = self.add(self.mul(warp, 16), self.div(lane, 4))  # and + 8
@@ -292,7 +298,7 @@ class _AttentionKernel(WgmmaBuilder):
                 for c in range(2):
                     val = llvm.ExtractValueOp(self.f32, s, [4 * j + 2 * i + c]).result
                     col = self.add(self.add(x0, self.col_pair), 8 * j + c)
-                    val = self.masked(val, rows[i], col)
+                    val = self.score_element(val, rows[i], col)
                     bad = arith.cmpi(arith.CmpIPredicate.uge, col, self.c(plan.x))
                     values[i].append(arith.select(bad, ninf, val))
         m_new, l_new, alphas, neg = [], [], [], []
@@ -329,18 +335,48 @@ class _AttentionKernel(WgmmaBuilder):
                 vector.store(arith.truncf(pair_t, pair), self.tiles, [at], alignment=4)
         return acc, m_new, l_new
 
-    def masked(self, score: ir.Value, row: ir.Value, col: ir.Value) -> ir.Value:
-        """The program's masks (`plan.score_ops`, all masks of positions: `_check`) on one
-        score at global query `row` and key `col`: each mask's predicate, rebuilt op by op
-        from its parts with its block arguments bound to (row, col, n_rows, n_cols); -inf
-        where it is false."""
+    def score_element(self, score: ir.Value, row: ir.Value, col: ir.Value) -> ir.Value:
+        """The program's score ops (`plan.score_ops`) on one score at global query `row` and
+        key `col`, each by its rule (`tensorcore_scores.SCORE_RULES`: a soft cap's tanh, a
+        bias, a mask's predicate rebuilt op by op, ...); an input is read from global memory
+        at the score's (b, h, r, q, x), clamped into the array (rows past q are never stored,
+        keys past x are masked)."""
         plan = self.plan
-        values = [score]
-        for op in plan.score_ops:
-            assert op.body is not None
-            keep = predicate_at(op.body, op.positions, row, col, (plan.q, plan.x), [])
-            values.append(arith.select(keep, values[op.operands[0].ref], self.f(-math.inf)))
+        index = {"q": arith.minui(row, self.c(plan.q - 1)), "x": arith.minui(col, self.c(plan.x - 1))}
+        at = Element(row, col, (plan.q, plan.x))
+        return self.apply_ops(plan.score_ops, score, index, at)
+
+    def apply_ops(self, ops: tuple[ScoreOp, ...], value: ir.Value, index: dict[str, ir.Value], at: Element) -> ir.Value:
+        """`ops` in order on `value` (value 0), each by its rule; an input is read once, at
+        `index` (with the CTA's b, h, r) in the type the op reads."""
+        values = [value]
+        loaded: dict[tuple[int, str], ir.Value] = {}
+
+        def operand(o: Operand) -> ir.Value:
+            if o.kind == "score":
+                return values[o.ref]
+            if o.kind == "const":
+                return self.kb.const(o.value, o.dtype)
+            if (o.ref, o.dtype) not in loaded:
+                inp = self.inputs[o.ref]
+                where = [index[a] if a in index else self.axis_index[a] for a in inp.axes]
+                loaded[(o.ref, o.dtype)] = convert(memref.load(self.input_args[o.ref], where), inp.dtype, o.dtype)
+            return loaded[(o.ref, o.dtype)]
+
+        for op in ops:
+            values.append(SCORE_RULES[op.name](self.kb, op, [operand(o) for o in op.operands], at))
         return values[-1]
+
+    def output_element(self, value: ir.Value, row: ir.Value, col: ir.Value) -> ir.Value:
+        """The program's ops on O / l before its cast (`plan.output_ops`) on one element at
+        global query `row` and head column `col`; an input's one axis other than b, h, r and
+        q is V's head axis."""
+        index = {"q": row}
+        for inp in self.plan.inputs:
+            for a in inp.axes:
+                if a not in ("b", "h", "r", "q"):
+                    index[a] = col
+        return self.apply_ops(self.plan.output_ops, value, index, Element(None, None))
 
     def pv(self, acc: ir.Value) -> ir.Value:
         """O += P V, waited for."""
@@ -368,6 +404,8 @@ class _AttentionKernel(WgmmaBuilder):
                         arith.mulf(llvm.ExtractValueOp(self.f32, acc, [4 * j + 2 * i + c]).result, inv)
                         for c in range(2)
                     ]
+                    if self.plan.output_ops:  # the program's ops on O / l, at (b, h, r, q, head column)
+                        xs = [self.output_element(xs[c], row, self.add(self.col_pair, 8 * j + c)) for c in range(2)]
                     pair = arith.truncf(pair_t, vector.from_elements(pair_f, xs))
                     col = self.add(self.col_pair, 8 * j)
                     vector.store(pair, o, [*self.q_index, row, col], alignment=4)

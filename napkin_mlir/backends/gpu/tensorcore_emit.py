@@ -474,7 +474,7 @@ class _AttentionKernel:
                 return b.const(o.value, o.dtype)
             if (o.ref, o.dtype) not in loaded:
                 inp = self.inputs[o.ref]
-                loaded[(o.ref, o.dtype)] = _convert(coords.read(inp, mi, i, nt, k), inp.dtype, o.dtype)
+                loaded[(o.ref, o.dtype)] = tensorcore_scores.convert(coords.read(inp, mi, i, nt, k), inp.dtype, o.dtype)
             return loaded[(o.ref, o.dtype)]
 
         at = Element(self.positions.q(mi, i), self.positions.x(coords, nt, k), (self.plan.q, self.plan.x))
@@ -600,7 +600,7 @@ class _AttentionKernel:
                     inp = self.inputs[op.ref]
                     at = [index.get(a, col) for a in inp.axes]  # the one other axis: the head
                     v = memref.load(self.input_args[op.ref], at)
-                    return _convert(v, inp.dtype, op.dtype)
+                    return tensorcore_scores.convert(v, inp.dtype, op.dtype)
 
                 for op in plan.output_ops:
                     args = [operand(x) for x in op.operands]
@@ -646,18 +646,6 @@ def _name_arguments(loop: scf.ForOp, names: list[str]) -> None:
 
 def _memref(shape: tuple[int, ...], el: ir.Type) -> ir.MemRefType:
     return ir.MemRefType.get(list(shape), el)
-
-
-def _convert(v: Value, src: str, dst: str) -> Value:
-    """A float scalar from type `src` to `dst` (bf16 and f16 meet in f32)."""
-    width = {"bf16": 16, "f16": 16, "f32": 32}
-    if src == dst:
-        return v
-    if width[src] < width[dst]:
-        return arith.extf(scalar_type(dst), v)
-    if width[src] > width[dst]:
-        return arith.truncf(scalar_type(dst), v)
-    return _convert(_convert(v, src, F32), F32, dst)
 
 
 class _Positions:

@@ -194,6 +194,19 @@ def specialized(body: MapBody, facts: IntegerFacts) -> MapBody:
     return MapBody(ops, body.result)
 
 
+def convert(v: ir.Value, src: str, dst: str) -> ir.Value:
+    """A scalar read in type `src` as type `dst`: floats extended or truncated (bf16 and f16
+    meet in f32); the same type (an integer mask array read as itself) as it is."""
+    width = {"bf16": 16, "f16": 16, "f32": 32}
+    if src == dst:
+        return v
+    if width[src] < width[dst]:
+        return arith.extf(ir.Type.parse(dst), v)
+    if width[src] > width[dst]:
+        return arith.truncf(ir.Type.parse(dst), v)
+    return convert(convert(v, src, F32), F32, dst)
+
+
 def predicate_at(
     body: MapBody,
     positions: str,
