@@ -16,6 +16,7 @@
 #                             wgmma): odd sizes (remainders of q and x, causal, f16) and the
 #                             sweep's 4k shapes (b q = 16k, h d = 2048), judged and timed by the
 #                             runner beside cuDNN, XLA and PyTorch (references made there)
+#   attv-*                    examples on wgmma: soft cap, bias table, segment ids, sliding window
 # Every kernel runs on the CPU emulator first (at a reduced size for the large ones); each is
 # prepared on its own: one that fails is reported and the others go on; the
 # script exits non-zero if any failed.
@@ -89,6 +90,34 @@ for spec in "${ATTENTION[@]}"; do
   emulate "$label" attention --dims "$small" --dtype "$dtype" ${flags:-} || { FAILED+=("$label"); continue; }
   $NAPKIN compile attention --target sm_90a --kernel wgmma --dims "$dims" --dtype "$dtype" \
     ${flags:-} -o "$DIR/$label.cubin" || { FAILED+=("$label"); rm -f "$DIR/$label".*; }
+done
+# label example dims: the variants on wgmma (score and output ops by rule, arrays read at each
+# score), prepared with references like the matmuls, timed beside XLA's compilation of the
+# same diagram (FlexAttention beside the mask variants)
+VARIANTS=(
+  "attv-softcap examples/softcap_attention.mlir b=1,h=4,q=1024,x=1024,d=128"
+  "attv-bias examples/bias_attention.mlir b=1,h=4,q=1024,x=1024,d=128"
+  "attv-document examples/document_attention.mlir b=1,h=4,q=1024,x=1024,d=128"
+  "attv-sliding examples/sliding_window_attention.mlir b=1,h=4,q=1024,x=1024,d=128"
+)
+for spec in "${VARIANTS[@]}"; do
+  read -r label file dims <<<"$spec"
+  small=$(echo "$dims" | sed -E 's/q=[0-9]+/q=100/; s/x=[0-9]+/x=150/; s/h=[0-9]+/h=2/')
+  emulate "$label" "$file" --dims "$small" || { FAILED+=("$label"); continue; }
+  $PY - "$DIR" "$label" "$file" "$dims" <<'PYEOF'
+import sys
+from pathlib import Path
+
+from napkin_mlir.cli.bench import prepare_file_gpu
+from napkin_mlir.cli.common import parse_sizes
+
+directory, label, path, dims = sys.argv[1:]
+side = prepare_file_gpu(
+    path, parse_sizes(dims, "--dims"), None, {}, "sm_90a", Path(directory), label=label, kernel_kind="wgmma"
+)
+print(f"prepared {side}")
+PYEOF
+  [ $? -eq 0 ] || { FAILED+=("$label"); rm -f "$DIR/$label".*; }
 done
 rm -f "$DIR"/*.ptx "$DIR"/*.emulate.txt
 du -sh "$DIR"

@@ -56,6 +56,7 @@ from napkin_mlir.backends.gpu.hopper_emit import (
 from napkin_mlir.backends.gpu.hopper_plan import ELEMENT_BYTES, MAX_SMEM, SMEM_ALIGN, THREADS, WgmmaRefusal
 from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
+from napkin_mlir.backends.gpu.tensorcore import flex_description
 from napkin_mlir.backends.gpu.tensorcore_ops import KernelBuilder, scalar_type
 from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
 from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, Element, Operand, ScoreOp, convert
@@ -100,6 +101,9 @@ def compile_wgmma_attention(
         "",
         problem={"kernel": "wgmma", "tile": {"q": TILE_Q, "x": TILE_X}},
     )
+    flex = flex_description(plan, args)  # for the GPU runner: FlexAttention beside the kernel
+    if flex is not None:
+        kernel.problem["flex"] = flex
     el = element_type(plan.dtype)
     q_t = ir.MemRefType.get([*_q_shape(plan)], el)
     kv_t = ir.MemRefType.get([plan.b, plan.h, plan.x, plan.d], el)

@@ -82,7 +82,7 @@ def compile_tensorcore_attention(
             "tile": {"q": plan.gq, "x": plan.sx},
         },
     )
-    flex = _flex_description(plan, args)
+    flex = flex_description(plan, args)
     if flex is not None:
         kernel.problem["flex"] = flex
     if stop_after == "gpu":
@@ -100,7 +100,7 @@ def compile_tensorcore_attention(
     return kernel, kernel.ptx
 
 
-def _flex_description(plan: AttentionPlan, args: list[KernelArg]) -> dict[str, object] | None:
+def flex_description(plan: AttentionPlan, args: list[KernelArg]) -> dict[str, object] | None:
     """What PyTorch's FlexAttention needs to compute the same attention, for the GPU runner to
     time it beside the kernel: Q, K, V by name, the scale, and each mask's predicate as data
     (its ops in order, the arrays it reads by name and axes). None when the program has score
