@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import scipy.special
 from mlir import ir
 
 from napkin_mlir.emulator.machine import EmulationError, Machine, Step
@@ -97,6 +98,25 @@ ELEMENTWISE: dict[str, Callable[..., Any]] = {
     "math.sqrt": np.sqrt,
     "math.rsqrt": lambda a: 1 / np.sqrt(a),
     "math.absf": np.abs,
+    "math.expm1": np.expm1,
+    "math.log2": np.log2,
+    "math.log10": np.log10,
+    "math.log1p": np.log1p,
+    "math.sin": np.sin,
+    "math.cos": np.cos,
+    "math.tan": np.tan,
+    "math.atan": np.arctan,
+    "math.atan2": np.arctan2,
+    "math.erf": scipy.special.erf,
+    "math.cbrt": np.cbrt,
+    "math.powf": np.power,
+    "math.floor": np.floor,
+    "math.ceil": np.ceil,
+    "math.trunc": np.trunc,
+    "math.roundeven": np.round,  # halves to even
+    "math.round": lambda a: np.sign(a) * np.floor(np.abs(a) + 0.5),  # halves away from zero
+    "math.copysign": np.copysign,
+    "arith.remf": np.fmod,
     "arith.truncf": lambda a: a,
     "arith.extf": lambda a: a,
     "arith.index_cast": lambda a: a,

@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--emulate", type=float, default=0.1, help="chance a small diagram also runs on the GPU emulator (default 0.1)"
     )
+    p.add_argument(
+        "--variants",
+        type=float,
+        default=0.2,
+        help="share of diagrams that are attention variants, emulated through the tensor-core rules (default 0.2)",
+    )
     p.add_argument("--no-minimize", action="store_true", help="write failures as found")
     p.add_argument("--minimize-seconds", type=float, default=120.0, help="time to shrink each failure (default 120)")
     p.add_argument(
@@ -83,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         minimize_seconds=args.minimize_seconds,
         cpu=args.cpu,
         emulate=args.emulate,
+        variants=args.variants,
         known=known_failures(args.known) if args.known.is_dir() else {},
     )
     campaign = run_campaign(settings, log=lambda s: print(s, flush=True))

@@ -30,7 +30,7 @@ from typing import Any
 
 from napkin_mlir.fuzz import commands, minimize
 from napkin_mlir.fuzz import pipelines as pl
-from napkin_mlir.fuzz.generator import generate
+from napkin_mlir.fuzz.generator import generate, generate_variant
 from napkin_mlir.fuzz.mutate import mutate
 from napkin_mlir.fuzz.signature import normalize
 from napkin_mlir.fuzz.spec import Spec
@@ -58,6 +58,7 @@ class Settings:
     random_pipelines: int = 2
     cpu: float = 0.5
     emulate: float = 0.1  # chance a small diagram also runs as a SIMT kernel on the emulator
+    variants: float = 0.2  # share of diagrams that are attention variants for the tensor-core rules
     known: dict[str, str] = field(default_factory=dict)  # signature -> reproducer of an open bug
 
 
@@ -216,11 +217,17 @@ class Campaign:
     def diagram_seed(self, index: int) -> int:
         return self.s.seed * 1_000_003 + index
 
+    def is_variant(self, seed: int) -> bool:
+        """Whether diagram `seed` is an attention variant (`generator.generate_variant`): a
+        share `Settings.variants` of the seeds, decided by the seed alone."""
+        return random.Random(seed ^ 0x5A17).random() < self.s.variants
+
     def run_diagram(self, index: int) -> None:
         seed = self.diagram_seed(index)
         self.counts.diagrams += 1
+        variant = self.is_variant(seed)
         try:
-            spec = generate(seed)
+            spec = generate_variant(seed) if variant else generate(seed)
         except Exception as err:  # a generator bug
             self.record(
                 FailureRecord(
@@ -288,33 +295,38 @@ class Campaign:
                     detail=f.get("detail", ""),
                 )
             )
-        if answer["text"] and self.rng.random() < self.s.emulate and small(spec):
+        if variant and answer["text"]:  # the tensor-core rules, on the emulator
+            self.run_emulator(seed, spec, answer["text"], "tensorcore", "sm_80")
+            if spec.sizes.get("d") in (64, 128):
+                self.run_emulator(seed, spec, answer["text"], "wgmma", "sm_90a")
+        elif answer["text"] and self.rng.random() < self.s.emulate and small(spec):
             self.run_emulator(seed, spec, answer["text"])
 
-    def run_emulator(self, seed: int, spec: Spec, text: str) -> None:
-        """The diagram as a SIMT kernel on the emulator (`napkin emulate FILE --kernel simt`),
-        judged there against the diagram's interpretation; a refusal is counted by reason."""
-        args = ["emulate", "{input}", "--kernel", "simt", "--target", "sm_80", "--seed", str(seed % 1000)]
+    def run_emulator(self, seed: int, spec: Spec, text: str, kernel: str = "simt", target: str = "sm_80") -> None:
+        """The diagram as a `kernel` (simt, tensorcore, wgmma) on the emulator (`napkin emulate
+        FILE --kernel K`), judged there against the diagram's interpretation; a refusal is
+        counted by reason."""
+        args = ["emulate", "{input}", "--kernel", kernel, "--target", target, "--seed", str(seed % 1000)]
         answer = self.run_cli("napkin", args, text.encode())
         verdict = emulator_verdict(args, answer)
         if verdict is None:
             if answer["rc"] == 0:
-                self.counts.emulated["passed"] += 1
+                self.counts.emulated[f"{kernel}: passed"] += 1
             elif badly_conditioned(answer.get("stdout", "")):
-                self.counts.emulated[BADLY_CONDITIONED] += 1
+                self.counts.emulated[f"{kernel}: {BADLY_CONDITIONED}"] += 1
             else:
                 why = next((ln for ln in answer["stderr"].splitlines() if ln.startswith("error:")), answer["stderr"])
-                self.counts.emulated[f"refused: {normalize(why.removeprefix('error: '))}"] += 1
+                self.counts.emulated[f"{kernel}: refused: {normalize(why.removeprefix('error: '))}"] += 1
             return
         category = emulator_category(verdict[0])
         message = verdict[1]
-        self.counts.emulated[category] += 1
+        self.counts.emulated[f"{kernel}: {category}"] += 1
         sig = cli_signature("napkin", args, *verdict, emulator=True)
         self.record(
             FailureRecord(
                 "cli",
                 category,
-                f"napkin emulate --kernel simt on diagram {seed}: {message}",
+                f"napkin emulate --kernel {kernel} on diagram {seed}: {message}",
                 sig,
                 spec=spec.to_json(),
                 seed=seed,
@@ -680,7 +692,8 @@ def summary_text(c: Counts, unique: dict[str, FailureRecord], s: Settings) -> st
     lines += [f"      {n:5d}  {k}" for k, n in sorted(c.mutation_outcomes.items())]
     if c.emulated:
         lines.append(
-            f"  SIMT on the emulator {sum(c.emulated.values()):7d}   small diagrams as `napkin emulate FILE --kernel simt`:"
+            f"  on the emulator      {sum(c.emulated.values()):7d}   small diagrams as `napkin emulate FILE --kernel simt`, "
+            "attention variants with --kernel tensorcore (sm_80) and wgmma (sm_90a, d = 64):"
         )
         lines += [f"      {n:5d}  {k}" for k, n in c.emulated.most_common()]
     if c.known:

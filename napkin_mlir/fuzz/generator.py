@@ -66,6 +66,8 @@ class Generator:
     def __init__(self, rng: random.Random, dtype: str) -> None:
         self.rng = rng
         self.dtype = dtype
+        self.max_elements = MAX_ELEMENTS  # most elements of one array
+        self.max_contract = MAX_CONTRACT  # most iterations of one contraction
         n_axes = rng.randint(2, 5)
         names = rng.sample(AXIS_NAMES, n_axes)
         self.sizes = {a: rng.choices(SIZES, SIZE_WEIGHTS)[0] for a in names}
@@ -122,7 +124,7 @@ class Generator:
         for _ in range(20):
             k = self.rng.randint(lo, min(hi, len(names)))
             axes = tuple(self.rng.sample(names, k))
-            if self.elements(axes) <= MAX_ELEMENTS:
+            if self.elements(axes) <= self.max_elements:
                 return axes
         return (min(names, key=lambda a: self.sizes[a]),)
 
@@ -153,12 +155,12 @@ class Generator:
             lhs, rhs = self.low(lhs), self.low(rhs)
             a, b = self.t(lhs), self.t(rhs)
         union = list(dict.fromkeys([*a.axes, *b.axes]))
-        if self.elements(union) > MAX_CONTRACT:
+        if self.elements(union) > self.max_contract:
             return None
         if out is None:
             k = self.rng.randint(1, max(1, min(3, len(union))))
             out = tuple(self.rng.sample(union, k))
-        if not out or self.elements(out) > MAX_ELEMENTS:
+        if not out or self.elements(out) > self.max_elements:
             return None
         summed = self.elements([x for x in union if x not in out])
         na, nb = self.nums[lhs], self.nums[rhs]
@@ -201,7 +203,7 @@ class Generator:
             lhs, rhs = self.cast(lhs, target), self.cast(rhs, target)
         a, b = self.t(lhs), self.t(rhs)
         axes = tuple(dict.fromkeys([*a.axes, *b.axes]))
-        if self.elements(axes) > MAX_ELEMENTS:
+        if self.elements(axes) > self.max_elements:
             return None
         na, nb = self.nums[lhs], self.nums[rhs]
         # a quotient is as accurate as its operands when the divisor is positive (no cancellation)
@@ -281,13 +283,47 @@ class Generator:
         dtype = types[0].dtype
         xs = [self.cast(v, dtype) for v in xs]
         axes = tuple(dict.fromkeys(a for v in xs for a in self.t(v).axes))
-        if self.elements(axes) > MAX_ELEMENTS:
+        if self.elements(axes) > self.max_elements:
             return None
         bounds = [(-self.nums[v].bound, self.nums[v].bound) for v in xs]
         body, (lo, hi) = random_body(self.rng, bounds)
         mag = max(abs(lo), abs(hi))
         num = Num(min(mag, max(self.nums[v].mag for v in xs) + 1.0), mag, lo if lo > 0 else None)
         return self.add(Op("map", xs, body=body), VType(axes, dtype), num)
+
+    # --- attention variants -----------------------------------------------------------------
+
+    def score_op(self, s: int) -> int | None:
+        """One random elementwise op on the scores (see `generate_variant`)."""
+        kind = self.rng.choice(("softcap", "unary", "table", "map"))
+        if kind == "softcap":
+            cap = self.rng.choice((1.0, 2.5, 30.0))
+            inner = self.add(
+                Op("scale", [s], factor=1.0 / cap), self.t(s), Num(self.nums[s].mag / cap, self.nums[s].bound / cap)
+            )
+            capped = self.unary(inner, "tanh")
+            if capped is None:
+                return None
+            n = self.nums[capped]
+            return self.add(Op("scale", [capped], factor=cap), self.t(capped), Num(n.mag * cap, n.bound * cap))
+        if kind == "unary":
+            return self.unary(s, self.rng.choice(("tanh", "relu", "gelu", "silu")))
+        axes = tuple(a for a in ("b", "h", "q", "x") if self.rng.random() < 0.5) or ("x",)
+        table = self.new_input(axes, self.rng.choice(("f32", "bf16")))
+        if kind == "table":
+            return self.binary(self.cast(s, "f32"), self.cast(table, "f32"), self.rng.choice(("add", "mul", "sub")))
+        return self.map([s, self.cast(table, "f32")] if self.rng.random() < 0.5 else [s])
+
+    def output_op(self, o: int) -> int | None:
+        """One random elementwise op on O before its cast (see `generate_variant`)."""
+        kind = self.rng.choice(("scale", "unary", "gate"))
+        if kind == "scale":
+            return self.scale(o)
+        if kind == "unary":
+            return self.unary(o, self.rng.choice(("tanh", "relu", "silu")))
+        axes = tuple(a for a in ("b", "h", "q") if self.rng.random() < 0.6) or ("q",)
+        gate = self.new_input(axes, "f32")
+        return self.binary(o, gate, "mul")
 
     # --- motifs -----------------------------------------------------------------------------
 
@@ -300,9 +336,9 @@ class Generator:
         rest = [a for a in names if a not in (q, x, d)]
         batch = tuple(self.rng.sample(rest, self.rng.randint(0, min(2, len(rest)))))
         e = self.rng.choice([d, *[a for a in rest if a not in batch]])
-        if self.elements((*batch, q, x)) > MAX_ELEMENTS or self.elements((*batch, q, x, d)) > MAX_CONTRACT:
+        if self.elements((*batch, q, x)) > self.max_elements or self.elements((*batch, q, x, d)) > self.max_contract:
             return None
-        if self.elements((*batch, q, x, e)) > MAX_CONTRACT:
+        if self.elements((*batch, q, x, e)) > self.max_contract:
             return None
         if name == "attention" or name == "normalized":
             Q = self.new_input(self._perm((*batch, q, d)))
@@ -594,6 +630,67 @@ def generate(seed: int, dtype: str | None = None, ops: int | None = None) -> Spe
         infer_types(spec)
         return spec
     raise RuntimeError(f"generator: no diagram for seed {seed}")
+
+
+#: Head dims of the attention variants (64: the wgmma rule's too) and their lengths.
+VARIANT_HEAD_DIMS = (16, 32, 64)
+VARIANT_LENGTHS = (1, 5, 7, 13, 16, 17, 29, 31, 37, 48, 64)
+#: Lengths of the variants shaped for the wgmma rule (tiles of 64), and their largest score tile.
+HOPPER_LENGTHS = (64, 67, 100, 128)
+HOPPER_ELEMENTS = 128 * 128
+
+
+def generate_variant(seed: int) -> Spec:
+    """A random attention variant in the kernel rules' roles (bf16): Q over (b, h, q, d), K and
+    V over (b, h, x, d), the scores S = Q Kᵀ scaled, then 0 to 3 random score ops (a soft cap
+    scale-tanh-scale, a unary, a bias or factor over a random subset of (b, h, q, x) in f32 or
+    bf16, a map of S and maybe a table), maybe a mask of a random kind just before the
+    softmax over x, P cast to bf16, O = P V, 0 to 2 random ops on O (a scale, a unary, a gate
+    over a subset of (b, h, q)), cast to bf16. What the tensor-core rules are fuzzed with:
+    `napkin emulate --kernel tensorcore|wgmma` must pass on it or refuse by name."""
+    rng = random.Random(seed)
+    for _attempt in range(50):
+        g = Generator(rng, "bf16")
+        if rng.random() < 0.35:  # the wgmma rule's shapes: d = 64, tiles of 64 (partial ones too)
+            g.max_elements, g.max_contract = HOPPER_ELEMENTS, HOPPER_ELEMENTS * 64
+            b, h, d = 1, 1, 64
+            q, x = rng.choice(HOPPER_LENGTHS), rng.choice(HOPPER_LENGTHS)
+        else:
+            d = rng.choice(VARIANT_HEAD_DIMS)
+            b, h = rng.choice((1, 1, 2)), rng.choice((1, 2, 3))
+            fits = [(q, x) for q in VARIANT_LENGTHS for x in VARIANT_LENGTHS if b * h * q * x * d <= MAX_CONTRACT]
+            q, x = rng.choice(fits)
+        g.sizes = {"b": b, "h": h, "q": q, "x": x, "d": d}
+        Q, K, V = (
+            g.new_input(("b", "h", "q", "d")),
+            g.new_input(("b", "h", "x", "d")),
+            g.new_input(("b", "h", "x", "d")),
+        )
+        s = g.contract(Q, K, ("b", "h", "q", "x"))
+        if s is None:
+            continue
+        s = g.normalize(s)
+        for _ in range(rng.choice((0, 1, 1, 2, 3))):
+            s = g.score_op(s) or s
+        if rng.random() < 0.4:
+            s = g.add(
+                Op("mask", [s], rows="q", cols="x", **g.mask_kind("q", "x")),
+                g.t(s),
+                Num(g.nums[s].mag, g.nums[s].bound, None, masked=True),
+            )
+            p = g.add(Op("softmax", [s], axis="x"), g.t(s), Num(1.0 / x, 1.0))
+        else:
+            p = g.softmax(s, "x")
+        o = g.contract(g.low(p), V, ("b", "h", "q", "d"))
+        if o is None:
+            continue
+        for _ in range(rng.choice((0, 0, 1, 2))):
+            o = g.output_op(o) or o
+        out = g.low(o)
+        spec = g.spec(f"variant{seed}", [out])
+        infer_types(spec)
+        return spec
+    raise RuntimeError(f"generator: no attention variant for seed {seed}")
 
 
 def live_values(spec: Spec) -> set[int]:
