@@ -394,8 +394,6 @@ class Campaign:
         s = self.s
         start = time.monotonic()
         deadline = start + s.seconds
-        index = 0
-        last_report = start
         share = min(max(s.mutation_share, 0.0), 0.95)
 
         def diagrams_left() -> bool:
@@ -404,6 +402,24 @@ class Campaign:
         def mutations_left() -> bool:
             return s.mutations is None or self.counts.mutations < s.mutations
 
+        try:
+            self.check_until(deadline, start, share, diagrams_left, mutations_left)
+        except KeyboardInterrupt:  # Ctrl-C (SIGINT): stop checking, keep the counts and reproducers
+            self.log("  interrupted: the counts so far, then the reproducers")
+            self.worker.stop()
+        self.finish()
+
+    def check_until(
+        self,
+        deadline: float,
+        start: float,
+        share: float,
+        diagrams_left: Callable[[], bool],
+        mutations_left: Callable[[], bool],
+    ) -> None:
+        """Diagrams and mutated inputs, interleaved by their share of the time, until `deadline`."""
+        index = 0
+        last_report = start
         while time.monotonic() < deadline and (diagrams_left() or mutations_left()):
             if diagrams_left():
                 t0 = time.monotonic()
@@ -426,6 +442,11 @@ class Campaign:
                     f"{c.comparisons + c.judged} comparisons, {c.mutations} mutated inputs, "
                     f"{sum(c.failures.values())} failures ({len(self.unique)} distinct)"
                 )
+
+    def finish(self) -> None:
+        """Shrink the failures (`Settings.minimize`), stop the worker, write the reproducers and
+        the counts."""
+        s = self.s
         if s.minimize:
             t0 = time.monotonic()
             for rec in list(self.unique.values())[: s.max_minimized]:

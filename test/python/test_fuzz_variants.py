@@ -67,3 +67,26 @@ def test_the_campaign_makes_a_fifth_of_its_diagrams_variants(tmp_path: Path) -> 
     campaign = Campaign(Settings(seed=5, out=tmp_path, variants=0.2), log=lambda _: None)
     share = sum(campaign.is_variant(campaign.diagram_seed(i)) for i in range(2000)) / 2000
     assert 0.17 < share < 0.23
+
+
+def test_an_interrupted_campaign_writes_its_counts(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) ends a campaign early with its counts in summary.json."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "fuzz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napkin_mlir.fuzz", "--seconds", "600", "--seed", "3", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(15)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert "interrupted" in stdout and "Traceback" not in stderr, stdout + stderr
+    counts = json.loads((out / "summary.json").read_text())["counts"]
+    assert counts["diagrams"] >= 1
