@@ -253,7 +253,8 @@ def _bytes_at(m: Machine, addr: np.ndarray) -> np.ndarray:
 def _read_operand(m: Machine, addr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     """16-bit elements at byte addresses (C, G, ...) of each CTA's shared memory, as float32;
     checks bounds, alignment, the barrier and the proxy fence since they were written, and marks
-    them read by every warp (until the next barrier)."""
+    them read by every warp (until the next barrier), in the CTAs that execute the wgmma (a CTA
+    whose loop has ended while others go on is not reading)."""
     if np.any(addr < 0) or np.any(addr + dtype.itemsize > m.smem_bytes):
         bad = addr[(addr < 0) | (addr + dtype.itemsize > m.smem_bytes)].flat[0]
         raise EmulationError(
@@ -265,7 +266,8 @@ def _read_operand(m: Machine, addr: np.ndarray, dtype: np.dtype, where: str) -> 
     cta = np.arange(m.C).reshape((m.C,) + (1,) * (addr.ndim - 1))
     values = _bytes_at(m, addr).view(dtype).astype(np.float32)
     gran = addr // GRANULE
-    written = m.w_epoch[cta, gran]
+    active = m.mask.any(axis=1).reshape((m.C,) + (1,) * (addr.ndim - 1))
+    written = np.where(active, m.w_epoch[cta, gran], -1)
     if np.any(written == m.epoch):
         raise EmulationError(
             "wgmma reads shared memory written in the same barrier interval (no barrier between the stores and "
@@ -279,8 +281,10 @@ def _read_operand(m: Machine, addr: np.ndarray, dtype: np.dtype, where: str) -> 
             "stores are not visible to the async proxy)",
             where,
         )
-    m.r_epoch[cta, gran] = m.epoch
-    m.r_warp[cta, gran] = -2
+    ctas = np.broadcast_to(cta, gran.shape)[np.broadcast_to(active, gran.shape)]
+    grans = gran[np.broadcast_to(active, gran.shape)]
+    m.r_epoch[ctas, grans] = m.epoch
+    m.r_warp[ctas, grans] = -2
     return values
 
 

@@ -238,7 +238,9 @@ def test_attention_kernel_assembles_and_orders_its_waits(variant: tuple, tmp_pat
     assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, report["raw"]
     assert "warning" not in str(report["raw"]).lower(), report["raw"]
     assert kernel.block == (128, 1, 1) and kernel.grid == (-(-dims["q"] // 64), dims["h"], dims["b"])
-    assert kernel.dynamic_smem_bytes == SMEM_ALIGN + 3 * 64 * dims["d"] * 2 + 64 * 64 * 2 <= MAX_SMEM
+    assert (
+        kernel.dynamic_smem_bytes == SMEM_ALIGN + 5 * 64 * dims["d"] * 2 + 64 * 64 * 2 <= MAX_SMEM
+    )  # Q, K and V x 2, P
     seq = "".join(TOKENS[k] for line in ptx.splitlines() for k in TOKENS if line.strip().startswith(k))
     # per chunk: K/V published, S = Q Kᵀ (d/16 wgmma) waited for, P published, O += P V (4) waited for
     s_steps = dims["d"] // 16
@@ -409,6 +411,36 @@ def test_variants_assemble_without_spills(name: str, tmp_path: Path) -> None:
     report = assemble(ptx, "sm_90a", tmp_path / f"{name}.cubin")
     assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, report["raw"]
     assert "warning" not in str(report["raw"]).lower(), report["raw"]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    ["wait-for-neither", "no-proxy-fence"],
+)
+def test_pipelined_attention_without_its_wait_or_fence_fails(
+    broken: str, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """K and V of the next chunk are copied (cp.async) while this one computes: a wait that
+    leaves this chunk's copies in flight reads unlanded (poisoned) data, and a kernel without
+    the proxy fence between the copies and the wgmma is caught by the emulator's fence check."""
+    from mlir.dialects import nvgpu
+
+    from napkin_mlir.backends.gpu import hopper_attention
+
+    if broken == "wait-for-neither":
+        real_wait = nvgpu.DeviceAsyncWaitOp
+        monkeypatch.setattr(
+            hopper_attention.nvgpu, "DeviceAsyncWaitOp", lambda token, numGroups: real_wait(token, numGroups=2)
+        )
+    else:
+        monkeypatch.setattr(hopper_attention.nvvm, "FenceProxyOp", lambda *a, **k: None)
+    dims = {"q": 100, "x": 200, "d": 64}
+    try:
+        kernel, text, plain = _file_attention("softcap_attention", dims, "gpu")
+        report = emulate_kernel(kernel, text, seed, diagram=plain)
+        assert not report.passed, report.lines()
+    except NapkinError as err:  # the emulator's checks stop the run
+        assert "fence.proxy.async" in str(err) or "poison" in str(err).lower(), err
 
 
 def test_swizzle_matches_the_upstream_tma_golden() -> None:

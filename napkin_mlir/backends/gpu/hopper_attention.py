@@ -17,8 +17,10 @@ key/value head each take their own CTAs (each loads the K/V chunks itself):
    stream (`plan.skips`: causal, a sliding window, chunks, a prefix), the range [lower,
    upper) a scan over the chunks finds by interval reasoning on the masks' predicates over
    the CTA's rows and each chunk's keys (`ir.masks.predicate_bounds`, once per CTA);
-3. for each of them: the K and V chunks are copied the same way (keys past x zero-filled);
-   `fence.proxy.async`, barrier;
+3. for each of them (a loop counted from 0): the K and V chunks of the next one are copied
+   with `cp.async` into the other of two stages (same swizzle, keys past the last visited
+   chunk zero-filled and never read) while this one computes; `cp.async.wait_group 1` (this
+   chunk's copies have landed), `fence.proxy.async`, barrier;
    S = Q Kᵀ by d/16 `wgmma m64n64k16` (A = Q K-major, B = K K-major), waited for;
    the online softmax on the accumulator fragment (thread t holds rows 16 w + l/4 + 8 i and
    columns 8 j + 2 (l % 4) + c): the score ops on each element at its global (q, x) (a
@@ -32,7 +34,7 @@ key/value head each take their own CTAs (each loads the K/V chunks itself):
 4. l summed over the quad, the output ops on O / l, stored (pairs of columns), rows past q
    skipped.
 
-No TMA, mbarriers, pipelining or register-A wgmma yet (P goes through shared memory).
+No TMA, mbarriers, warp specialization or register-A wgmma yet (P goes through shared memory).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from __future__ import annotations
 import math
 
 from mlir import ir
-from mlir.dialects import arith, gpu, llvm, memref, nvvm, scf, vector
+from mlir.dialects import arith, gpu, llvm, memref, nvgpu, nvvm, scf, vector
 from mlir.dialects import math as math_d
 
 from napkin_mlir.backends.gpu.hopper_emit import (
@@ -69,6 +71,7 @@ TILE_X = 64  # keys per chunk: one 128-byte swizzle row of P
 HEAD_DIMS = (64, 128)
 BLOCK = 64  # 16-bit columns per 128-byte swizzled row: tiles are stored in 64-column blocks
 BLOCK_BYTES = TILE_Q * SWIZZLE_BYTES  # one 64 x 64 block (8192 B)
+TILES = 5  # 64-row tiles of shared memory: Q, and K and V in two stages each
 LOG2E = 1.4426950408889634
 
 
@@ -88,7 +91,7 @@ def compile_wgmma_attention(
     plan = AttentionPlan.from_partitioned(partitioned, 16, filename)
     _check(plan)
     args = _kernel_args(partitioned, plan)
-    smem = SMEM_ALIGN + 3 * TILE_Q * plan.d * ELEMENT_BYTES + BLOCK_BYTES
+    smem = SMEM_ALIGN + TILES * TILE_Q * plan.d * ELEMENT_BYTES + BLOCK_BYTES
     if smem > MAX_SMEM:
         raise WgmmaRefusal(f"the wgmma attention kernel needs {smem} B of shared memory, over {MAX_SMEM}")
     kernel = GpuKernel(
@@ -169,8 +172,10 @@ class _AttentionKernel(WgmmaBuilder):
         self.s_t = self.accumulator_type(TILE_X)
         self.o_t = self.accumulator_type(plan.d)
         tile = TILE_Q * plan.d  # elements of the Q, K and V tiles
-        self.k_elem, self.v_elem, self.p_elem = tile, 2 * tile, 3 * tile
-        self.elements = 3 * tile + TILE_Q * TILE_X
+        self.tile = tile
+        # Q, then K and V in two stages each (the next chunk is copied while this one computes)
+        self.k_elem, self.v_elem, self.p_elem = tile, 3 * tile, TILES * tile
+        self.elements = TILES * tile + TILE_Q * TILE_X
         self.kb = KernelBuilder(entry)  # constants for the score and output ops' rules
         self.inputs = {i.arg: i for i in plan.inputs}
 
@@ -194,27 +199,48 @@ class _AttentionKernel(WgmmaBuilder):
         self.tiles, base = self.shared_elements(self.elements)
         self.addr = {
             "q": base,
-            "k": self.add(base, self.k_elem * 2),
-            "v": self.add(base, self.v_elem * 2),
+            "k0": self.add(base, self.k_elem * ELEMENT_BYTES),  # stage 0; "k", "v": the current stage's
+            "v0": self.add(base, self.v_elem * ELEMENT_BYTES),
             "p": self.add(base, self.p_elem * 2),
         }
         self.copy_tile(q, self.q_index, 0, self.q0, plan.q)
         lower, upper = self.stream_extent()
+        chunks = -(-plan.x // TILE_X)
+        visits = arith.minsi(arith.subi(upper, lower), self.c(chunks))
+        kv_end = arith.minui(self.mul(upper, TILE_X), self.c(plan.x))  # keys past it are never read
+        k_stage = [self.k_elem, self.k_elem + self.tile]
+        v_stage = [self.v_elem, self.v_elem + self.tile]
+
+        def prefetch(chunk: ir.Value, stage: ir.Value) -> ir.Value:
+            """cp.async of K and V chunk `chunk` into `stage` (zero-filled past kv_end)."""
+            offset = self.mul(stage, self.tile)
+            x0 = self.mul(chunk, TILE_X)
+            tokens = self.copy_tile_async(k, self.kv_index, self.add(offset, k_stage[0]), x0, kv_end)
+            tokens += self.copy_tile_async(v, self.kv_index, self.add(offset, v_stage[0]), x0, kv_end)
+            return nvgpu.DeviceAsyncCreateGroupOp(tokens).result
+
+        prefetch(lower, self.c(0))
         ninf = self.f(-math.inf)
         zero = self.f(0.0)
         o0 = llvm.ZeroOp(self.o_t).result
-        loop = scf.ForOp(lower, upper, self.c(1), [o0, ninf, ninf, zero, zero])
+        loop = scf.ForOp(self.c(0), visits, self.c(1), [o0, ninf, ninf, zero, zero])
         with ir.InsertionPoint(loop.body):
-            x0 = self.mul(loop.induction_variable, TILE_X)
+            t = loop.induction_variable
+            j = self.add(lower, t)
+            stage = self.rem(t, 2)
+            x0 = self.mul(j, TILE_X)
             acc, m_old, l_old = loop.inner_iter_args[0], loop.inner_iter_args[1:3], loop.inner_iter_args[3:5]
-            self.copy_tile(k, self.kv_index, self.k_elem, x0, plan.x)
-            self.copy_tile(v, self.kv_index, self.v_elem, x0, plan.x)
+            group = prefetch(self.add(j, 1), self.rem(self.add(t, 1), 2))  # the next chunk, while this one computes
+            nvgpu.DeviceAsyncWaitOp(group, numGroups=1)  # this chunk's copies are done
             self.publish()
+            offset = self.mul(self.mul(stage, self.tile), ELEMENT_BYTES)
+            self.addr["k"] = self.add(self.addr["k0"], offset)
+            self.addr["v"] = self.add(self.addr["v0"], offset)
             s = self.scores()
             acc, m_new, l_new = self.softmax(s, x0, acc, list(m_old), list(l_old))
             self.publish()
             acc = self.pv(acc)
-            gpu.BarrierOp()
+            gpu.BarrierOp()  # every warp is done with this stage before the next prefetch refills it
             scf.YieldOp([acc, *m_new, *l_new])
         self.store(o, loop.results[0], list(loop.results[3:5]))
 
@@ -256,6 +282,37 @@ class _AttentionKernel(WgmmaBuilder):
             copies.append((arith.select(valid, x, zeros), self.swizzled(r, self.rem(cn, 8), block)))
         for x, at in copies:
             vector.store(x, self.tiles, [at], alignment=16)
+
+    def copy_tile_async(
+        self, src: ir.Value, prefix: list[ir.Value], start: ir.Value, row0: ir.Value, end: ir.Value
+    ) -> list[ir.Value]:
+        """cp.async of rows row0.. row0+63 of `src`[prefix] into the tile at element `start`, in
+        64-column blocks of swizzled 128-byte rows, 16 bytes per copy; rows at or past `end`
+        read nothing and are zero-filled (their address clamped into the array). Returns the
+        copies' tokens."""
+        per_row = self.d // VECTOR
+        rows = ir.ShapedType(src.type).shape[len(prefix)]
+        tokens = []
+        for it in range(TILE_Q * per_row // THREADS):
+            q = self.add(self.tid, it * THREADS)
+            r, cn = self.div(q, per_row), self.rem(q, per_row)
+            row = self.add(row0, r)
+            n = arith.select(arith.cmpi(arith.CmpIPredicate.ult, row, end), self.c(VECTOR), self.c(0))
+            clamped = arith.minui(row, self.c(rows - 1))
+            block = self.add(self.mul(self.div(cn, 8), BLOCK * TILE_Q), start)
+            at = self.swizzled(r, self.rem(cn, 8), block)
+            tokens.append(
+                nvgpu.DeviceAsyncCopyOp(
+                    self.tiles,
+                    [at],
+                    src,
+                    [*prefix, clamped, self.mul(cn, VECTOR)],
+                    ir.IntegerAttr.get(self.index, VECTOR),
+                    srcElements=n,
+                    bypassL1=True,
+                ).result
+            )
+        return tokens
 
     def operand(self, name: str, s: int, leading: int) -> ir.Value:
         """The descriptor of k-step `s` (16 columns) of a K-major tile stored in 64-column blocks."""
