@@ -48,6 +48,7 @@ from napkin_mlir.backends.gpu.ptxas import assemble
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
 from napkin_mlir.backends.gpu.tensorcore_emit import emit_attention_kernel
 from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
+from napkin_mlir.backends.gpu.tensorcore_scores import with_index_positions
 from napkin_mlir.errors import NapkinError, ToolError
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import format_diagnostics
@@ -155,15 +156,30 @@ def _ptxas(ptx: str, target: str) -> dict[str, int]:
 def _bounded_variant(plan: AttentionPlan, target: str) -> tuple[str, str] | None:
     """For a variant of plain attention (score or output ops, another V head dim): its kernel text and
     PTX under the register budget of the plain kernel at the same tiles (ptxas's count plus
-    10%, plus the O accumulators of a wider V head, 2 registers per 4 columns). None for
-    plain attention, when ptxas would spill under the budget, or without ptxas."""
-    plain = dataclasses.replace(plan, dv=plan.d, score_ops=(), output_ops=(), inputs=())
+    10%, plus the O accumulators of a wider V head, 2 registers per 4 columns). Plain means
+    no mask either: a mask's chunk range alone (dynamic loop bounds) costs ptxas up to 20%
+    more registers than it needs. None for plain attention, for a variant already within the
+    budget (a cap lets ptxas spend registers up to it), when ptxas would spill under the
+    budget, or without ptxas."""
+    plain = dataclasses.replace(plan, dv=plan.d, score_ops=(), output_ops=(), inputs=(), skips=())
     if plan == plain:
         return None
     try:
         registers = _ptxas(_lower(emit_attention_kernel(plain), target, "ptx"), target)["registers"]
         wider = (plan.warp_rows // MMA_M) * max(0, plan.dv - plan.d) // 2
-        text = emit_attention_kernel(plan, max_registers=min(255, int(registers * 1.1) + wider))
+        budget = min(255, int(registers * 1.1) + wider)
+        # masks in i32 positions or in index ones: ptxas allocates either better, by shape
+        candidates = [plan]
+        wide = dataclasses.replace(plan, score_ops=with_index_positions(plan.score_ops))
+        if wide != plan:
+            candidates.append(wide)
+        ptxs = [_lower(emit_attention_kernel(c), target, "ptx") for c in candidates]
+        counts = [_ptxas(p, target)["registers"] for p in ptxs]
+        best = counts.index(min(counts))
+        plan = candidates[best]
+        if counts[best] <= budget:
+            return emit_attention_kernel(plan), ptxs[best]
+        text = emit_attention_kernel(plan, max_registers=budget)
         ptx = _lower(text, target, "ptx")
         report = _ptxas(ptx, target)
     except ToolError:  # no ptxas here: the kernel as ptxas would allocate it

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 from mlir import ir
@@ -680,6 +680,7 @@ class _Matcher:
         body = self._region_body(op, [str(t) for t in predicate_arg_types(parts.arrays)], "i1", "the mask's predicate")
         q, x = parts.extents
         facts = integer_facts(predicate, (0, q + TILE_PAST_END), (0, x + TILE_PAST_END), (q, x))
+        wide = specialized(body, replace(facts, fits_i32=False))
         body, positions = specialized(body, facts), "i32" if facts.fits_i32 else "index"
         if decides_stream(self.stepb, op, "x"):
             self.skips.append(predicate)
@@ -690,7 +691,7 @@ class _Matcher:
             )
         else:
             w.take(op, "a mask: its predicate at each element's (q, x) in registers, -inf where false (arith.select)")
-        return ScoreOp(op.name, tuple(operands), body=body, positions=positions)
+        return ScoreOp(op.name, tuple(operands), body=body, positions=positions, wide=wide if facts.fits_i32 else None)
 
     def _alpha(self, v: ir.Value, user: ir.Operation, m: ir.Value, m_new: ir.Value) -> ir.Value:
         """alpha = exp(m - m')."""

@@ -80,6 +80,12 @@ class ScoreOp:
     factor: float = 1.0  # napkin.scale
     body: MapBody | None = None  # napkin.map; napkin.mask: its predicate
     positions: str = "index"  # napkin.mask: the type its predicate computes positions in
+    wide: MapBody | None = None  # napkin.mask in i32: the same predicate with index positions
+
+
+def with_index_positions(ops: tuple[ScoreOp, ...]) -> tuple[ScoreOp, ...]:
+    """`ops` with every mask computing its positions as `index` values (64-bit in a kernel)."""
+    return tuple(replace(op, body=op.wide, positions="index", wide=None) if op.wide is not None else op for op in ops)
 
 
 @dataclass(frozen=True)
