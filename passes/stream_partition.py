@@ -312,6 +312,8 @@ class _Builder:
             m, l_sum, outs = states[i], states[i + 1], states[i + 2 : i + 2 + len(g.reducers)]
             i += 2 + len(g.reducers)
             s = self.mapping[g.softmax.operands[0]]
+            if array(s).dtype != "f32":  # a 16-bit softmax computes in f32, as it does unstreamed
+                s = create("cast", [s], array(s).with_dtype("f32"))
             row = array(m)
             m_chunk = create("reduce", [s], row, axis=ir.StringAttr.get(axis), kind=ir.StringAttr.get("max"))
             m_new = binary("max", m, m_chunk)
@@ -323,8 +325,9 @@ class _Builder:
             new_states += [m_new, l_new]
             for o, red in zip(outs, g.reducers, strict=True):
                 cast = g.casts[red]
-                p_in = create("cast", [p], array(p).with_dtype(array(cast.results[0]).dtype)) if cast else p
                 prob = g.softmax.results[0] if cast is None else cast.results[0]
+                dtype = array(prob).dtype  # the type the contraction reads P in
+                p_in = create("cast", [p], array(p).with_dtype(dtype)) if dtype != array(p).dtype else p
                 operands = [p_in if v == prob else self.mapping[v] for v in red.operands]
                 partial = create("contract", operands, array(red.results[0]))
                 new_states.append(binary("add", binary("mul", o, alpha), partial))

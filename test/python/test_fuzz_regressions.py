@@ -285,3 +285,40 @@ def test_013_softmax_contracted_across_its_rows_is_not_streamed(run_cli: Callabl
     assert r.rc != 0 and "Traceback" not in r.stderr, r.describe()
     (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert "running maximum" in line and "['z']" in line and ":" in line.split("error:")[1], line
+
+
+SOFTMAX_BF16 = """
+func.func @f(%arg0: tensor<7x5xbf16, {axes = ["y", "d"]}>) -> tensor<5xbf16, {axes = ["d"]}> attributes {arg_names = ["A0"]} {
+  %0 = "napkin.mask"(%arg0) ({
+  ^bb0(%i: index, %j: index, %n: index, %m: index):
+    %a = arith.subi %j, %m : index
+    %b = arith.subi %i, %n : index
+    %k = arith.cmpi sle, %a, %b : index
+    gpu.yield %k : i1
+  }) {cols = "y", operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 0>, rows = "d"} : (tensor<7x5xbf16, {axes = ["y", "d"]}>) -> tensor<7x5xbf16, {axes = ["y", "d"]}>
+  %1 = "napkin.softmax"(%0) {axis = "y"} : (tensor<7x5xbf16, {axes = ["y", "d"]}>) -> tensor<7x5xbf16, {axes = ["y", "d"]}>
+  %2 = "napkin.contract"(%arg0, %1) : (tensor<7x5xbf16, {axes = ["y", "d"]}>, tensor<7x5xbf16, {axes = ["y", "d"]}>) -> tensor<5xf32, {axes = ["d"]}>
+  %3 = "napkin.cast"(%2) : (tensor<5xf32, {axes = ["d"]}>) -> tensor<5xbf16, {axes = ["d"]}>
+  return %3 : tensor<5xbf16, {axes = ["d"]}>
+}
+"""
+
+
+@pytest.mark.parametrize("levels", ["", "napkin-assign-levels,"], ids=["plain", "levels"])
+def test_017_bf16_softmax_streams_in_f32(levels: str, seed: int) -> None:
+    """017 (fuzz seed 31, diagram 31000830): a softmax of bf16 scores (masked) streamed in
+    chunks: the online form took the running max and sums of the bf16 chunk into f32 state
+    directly (a reduce from bf16 to f32, a sub of bf16 and f32: verifier failures after the
+    pass). The chunk is now cast to f32 first and P to the type the contraction reads; the
+    meaning is unchanged and the CPU result passes the rule."""
+    with napkin_context(), ir.Location.unknown():
+        module = ir.Module.parse(SOFTMAX_BF16)
+        x = reference.random_inputs((ArrayType.from_mlir(module.body.operations[0].arguments[0].type),), seed)
+        want = np.asarray(interpret(module, x, "f64")[0], np.float64)
+        run_pipeline(
+            module, f"builtin.module(napkin-verify,{levels}napkin-stream-partition{{axis=y size=5}},napkin-verify)"
+        )
+        assert "napkin.stream" in str(module)
+        got = np.asarray(interpret(module, x, "f64")[0], np.float64)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    _lowered_matches(SOFTMAX_BF16, f"{levels}napkin-stream-partition{{axis=y size=5}}", seed)
