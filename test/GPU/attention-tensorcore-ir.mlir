@@ -4,7 +4,7 @@
 // and the commit groups take no tokens; a causal CTA visits only the chunks where the mask's
 // predicate j <= i may hold over its rows (a scan over the chunks bounds it by interval
 // reasoning: chunk c may hold a kept key when its first key 16c <= the CTA's last row), and its
-// loop bounds and the end of the keys it loads come from that scan; K and V
+// loop (counted from 0, at most every chunk) and the end of the keys it loads come from that scan; K and V
 // fragments come two n8 tiles per ldmatrix.x4, split with vector.extract_strided_slice. The
 // checks bind every name (arguments, constants, views, results) to a FileCheck variable: the
 // kernel is built with the bindings' builders, and the printer chooses the SSA names.
@@ -29,8 +29,8 @@
 // CHECK-NEXT:    %[[VS:[^ ]+]] = memref.view %[[SMEM]][%[[VOFF]]][] : {{.*}} to memref<2x16x72xbf16, #gpu.address_space<workgroup>>
 // CHECK:         %[[BX:[^ ]+]] = gpu.block_id x
 // CHECK:         %[[Q0:[^ ]+]] = arith.muli %[[BX]], %[[C128]] : index
-// CHECK:         %[[EXT:[^ :]+]]:2 = scf.for %[[C:[^ ]+]] = %[[C0]] to %[[C3]] step %[[C1]] iter_args(%[[LO:[^ ]+]] = %[[C3]], %[[HI:[^ ]+]] = %[[C0]]) -> (index, index) {
-// CHECK:           %[[LASTROW:[^ ]+]] = arith.addi %[[Q0]], %[[C127]] : index
+// CHECK-NEXT:    %[[LASTROW:[^ ]+]] = arith.addi %[[Q0]], %[[C127]] : index
+// CHECK-NEXT:    %[[EXT:[^ :]+]]:2 = scf.for %[[C:[^ ]+]] = %[[C0]] to %[[C3]] step %[[C1]] iter_args(%[[LO:[^ ]+]] = %[[C3]], %[[HI:[^ ]+]] = %[[C0]]) -> (index, index) {
 // CHECK:           %[[FIRSTKEY:[^ ]+]] = arith.muli %[[C]], %[[C16]] : index
 // CHECK:           %[[MAY:[^ ]+]] = arith.cmpi sle, %[[FIRSTKEY]], %[[LASTROW]] : index
 // CHECK:           %[[MIN:[^ ]+]] = arith.minsi %[[LO]], %[[C]] : index
@@ -38,6 +38,8 @@
 // CHECK:           %[[NEXT:[^ ]+]] = arith.addi %[[C]], %[[C1]] : index
 // CHECK:           arith.select %[[MAY]], %[[NEXT]], %[[HI]] : index
 // CHECK:         %[[LOWER:[^ ]+]] = arith.minsi %[[EXT]]#0, %[[EXT]]#1 : index
+// CHECK-NEXT:    %[[COUNT:[^ ]+]] = arith.subi %[[EXT]]#1, %[[LOWER]] : index
+// CHECK-NEXT:    %[[VISITS:[^ ]+]] = arith.minsi %[[COUNT]], %[[C3]] : index
 // CHECK:         %[[KEYS:[^ ]+]] = arith.muli %[[EXT]]#1, %[[C16]] : index
 // CHECK:         %[[KVEND:[^ ]+]] = arith.minui %[[KEYS]], %[[C40]] : index
 // CHECK:         nvgpu.device_async_copy %[[Q]][{{.*}}], %[[QS]][
@@ -51,7 +53,7 @@
 // CHECK:           nvgpu.device_async_copy %[[V]][{{.*}}], %[[VS]][
 // CHECK:         %[[FIRST:[^ ]+]] = nvgpu.device_async_create_group{{ *$}}
 // CHECK-NEXT:    nvgpu.device_async_wait %[[FIRST]] {numGroups = 1 : i32}
-// CHECK:         scf.for %[[J:[^ ]+]] = %[[LOWER]] to %[[EXT]]#1 step %[[C1]]
+// CHECK:         scf.for %[[T:[^ ]+]] = %[[C0]] to %[[VISITS]] step %[[C1]]
 // CHECK:           %[[KF:[^ ]+]] = nvgpu.ldmatrix %[[KS]][{{.*}}] {numTiles = 4 : i32, transpose = false}
 // CHECK-NEXT:      vector.extract_strided_slice %[[KF]] {offsets = [0, 0], sizes = [2, 2], strides = [1, 1]}
 // CHECK-NEXT:      vector.extract_strided_slice %[[KF]] {offsets = [2, 0], sizes = [2, 2], strides = [1, 1]}

@@ -1,7 +1,8 @@
 // The Hopper attention kernel (issue 13) for sm_90a, bf16, causal, remainders on q and x: the
 // chunks a CTA visits found once by a scan of the causal mask's predicate (interval reasoning
-// over the CTA's rows and each chunk's keys); per visited 64-key chunk, K and V stored swizzled
-// and published to the async proxy, S = Q Kᵀ by four wgmma m64n64k16 (B K-major: trans 0; the
+// over the CTA's rows and each chunk's keys); per visited 64-key chunk, the next chunk's K and V
+// copied swizzled with cp.async into the other stage, this chunk's waited for (wait_group 1) and
+// published to the async proxy, S = Q Kᵀ by four wgmma m64n64k16 (B K-major: trans 0; the
 // first with scale-d 0) waited for, the online softmax (quad shuffles, ex2), P stored and
 // published, O += P V by four wgmma m64n64k16 (B MN-major: trans 1) waited for, a barrier;
 // O / l stored as pairs of bf16.
@@ -11,9 +12,14 @@
 // CHECK:     .target sm_90a
 // CHECK:     .visible .entry attention_wgmma(
 // CHECK:     .minnctapersm 1
-// CHECK:     fence.proxy.async.shared::cta;
+// CHECK:     cp.async.cg.shared.global [{{.*}}], [{{.*}}], 16, {{.*}};
+// CHECK:     cp.async.commit_group;
+// CHECK:     cp.async.cg.shared.global [{{.*}}], [{{.*}}], 16, {{.*}};
+// CHECK:     cp.async.commit_group;
+// CHECK-NEXT: cp.async.wait_group 1;
+// CHECK-NEXT: fence.proxy.async.shared::cta;
 // CHECK-NEXT: bar.sync 0;
-// CHECK-NEXT: wgmma.fence.sync.aligned;
+// CHECK:     wgmma.fence.sync.aligned;
 // CHECK:     setp.ne.b32 p, 0, 0;
 // CHECK-NEXT: wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {{.*}}, p, 1, 1, 0, 0;
 // CHECK-COUNT-3: wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {{.*}}, p, 1, 1, 0, 0;
