@@ -5,10 +5,17 @@
 * `run_cli(program, *args, timeout=...)`: run one of the installed command-line drivers in
   a subprocess and return a `CliResult(rc, stdout, stderr)`. Subprocesses keep a crash or
   abort in the MLIR bindings from taking the test session down.
+* `run_cli_in_process(program, *args)`: the same driver's `main` called in this process (the
+  repository root as working directory, stdout and stderr captured), for tests that need only
+  what a good run computes and prints: it saves the interpreter start and the imports of a
+  subprocess. Tests of the process itself (exit codes of bad input, `error:` lines, no
+  traceback) keep `run_cli`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -66,6 +73,36 @@ def run_cli_process(program: str, *args: str, timeout: float = 120, cwd: Path | 
 @pytest.fixture
 def run_cli() -> Callable[..., CliResult]:
     return run_cli_process
+
+
+def _main_of(program: str) -> Callable[[list[str]], None]:
+    if program == "napkin":
+        from napkin_mlir.cli.napkin import main
+    elif program == "napkin-opt":
+        from napkin_mlir.cli.opt import main
+    else:
+        raise ValueError(f"unknown program {program!r}")
+    return main
+
+
+def run_cli_in_process(program: str, *args: str) -> CliResult:
+    """`program`'s main(args) in this process, run from the repository root like `run_cli`;
+    the exit code is the SystemExit code (0 when main returns)."""
+    main = _main_of(program)
+    out, err = io.StringIO(), io.StringIO()
+    cwd = Path.cwd()
+    os.chdir(REPO_ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+                rc = 0
+            except SystemExit as done:
+                code = done.code
+                rc = code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        os.chdir(cwd)
+    return CliResult(rc, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_cli_in_process
 
 from napkin_mlir.derive.tiles import choose_tiles, optimal_transfer, partitioned
 from napkin_mlir.model import hardware
@@ -150,17 +151,20 @@ PROBLEMS = {
 
 @pytest.mark.parametrize("gpu", ["a100", "h100", "h200"])
 def test_napkin_model_cli(gpu):
+    """`napkin model --json` and `napkin pseudocode` on every built-in: the commands' main()
+    called in this process (only what they print is checked here; the exit codes and error
+    lines of bad command lines are checked in a subprocess by the next test)."""
     for diagram, dims in PROBLEMS.items():
-        out = _napkin("model", diagram, "--gpu", gpu, "--dtype", "bf16", "--dims", dims, "--json")
-        assert out.returncode == 0, out.stderr
+        out = run_cli_in_process("napkin", "model", diagram, "--gpu", gpu, "--dtype", "bf16", "--dims", dims, "--json")
+        assert out.rc == 0, out.describe()
         data = json.loads(out.stdout)
         for key in ("flops", "predicted_seconds", "bound", "tiles", "warps_per_sm", "levels"):
             assert key in data
         assert data["flops"] > 0 and data["predicted_seconds"] > 0 and data["warps_per_sm"] > 0
         assert {lv["name"] for lv in data["levels"]} >= {"HBM", "L2", "SMEM"}
         assert all({"name", "transfer_bytes", "peak_bytes", "capacity_bytes"} <= set(lv) for lv in data["levels"])
-        out = _napkin("pseudocode", diagram, "--gpu", gpu, "--dtype", "bf16", "--dims", dims)
-        assert out.returncode == 0, out.stderr
+        out = run_cli_in_process("napkin", "pseudocode", diagram, "--gpu", gpu, "--dtype", "bf16", "--dims", dims)
+        assert out.rc == 0, out.describe()
         assert "for " in out.stdout and ("mma.sync" in out.stdout or "wgmma" in out.stdout)
 
 

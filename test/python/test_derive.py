@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, cli_command
+from conftest import REPO_ROOT, cli_command, run_cli_in_process
 from mlir import ir
 from mlir.dialects import arith
 from mlir.dialects import math as mmath
@@ -165,8 +165,9 @@ def _napkin(*args: str) -> subprocess.CompletedProcess:
 
 def test_napkin_derive_prints_a_pipeline_napkin_opt_accepts(tmp_path: Path) -> None:
     path = "examples/softcap_attention.mlir"
-    proc = _napkin("derive", path, "--dims", "q=100,x=90", "--tile", "q=32,x=16")
-    assert proc.returncode == 0, proc.stderr
+    # good runs, only their output checked: main() in this process
+    proc = run_cli_in_process("napkin", "derive", path, "--dims", "q=100,x=90", "--tile", "q=32,x=16")
+    assert proc.rc == 0, proc.describe()
     lines = proc.stdout.splitlines()
     pipeline = next(ln for ln in lines if ln.startswith("builtin.module("))
     assert "axes=b,h,q sizes=1,1,32" in pipeline and "axis=x size=16" in pipeline
@@ -174,13 +175,8 @@ def test_napkin_derive_prints_a_pipeline_napkin_opt_accepts(tmp_path: Path) -> N
     resized = tmp_path / "resized.mlir"
     with napkin_context(), ir.Location.unknown():
         resized.write_text(str(load_diagram(REPO_ROOT / path, {"q": 100, "x": 90})))
-    opt = subprocess.run(
-        [*cli_command("napkin-opt"), str(resized), f"--pass-pipeline={pipeline}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert opt.returncode == 0, opt.stderr
+    opt = run_cli_in_process("napkin-opt", str(resized), f"--pass-pipeline={pipeline}")
+    assert opt.rc == 0, opt.describe()
     assert '"napkin.stream"' in opt.stdout
 
 
@@ -188,12 +184,12 @@ def test_napkin_derive_takes_a_builtin() -> None:
     """`napkin derive attention --dims ... --kv-heads` explains the pipeline that `napkin
     pipeline` (what verify, compile and draw use) prints for the same built-in."""
     dims = ["--dims", "b=1,h=8,q=1,x=300,d=64", "--kv-heads", "2"]
-    proc = _napkin("derive", "attention", *dims)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli_in_process("napkin", "derive", "attention", *dims)  # the good runs: in this process
+    assert proc.rc == 0, proc.describe()
     lines = proc.stdout.splitlines()
     assert any(ln.startswith("// r: held whole in every group") for ln in lines)
-    named = _napkin("pipeline", "attention", *dims)
-    assert named.returncode == 0, named.stderr
+    named = run_cli_in_process("napkin", "pipeline", "attention", *dims)
+    assert named.rc == 0, named.describe()
     assert lines[-1] == named.stdout.strip() and "axes=b,h,q sizes=1,1,1" in lines[-1]
     bad = _napkin("derive", "attention")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: attention: --dims is required for a built-in diagram"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli_in_process
 from matplotlib import colors
 from matplotlib import image as mpimg
 from mlir import ir
@@ -126,9 +127,11 @@ def test_svg_matmul_pseudocode(tmp_path: Path) -> None:
     assert "peak" in text
 
 
-def test_cli_draw_stage_and_file(run_cli, tmp_path: Path) -> None:
+def test_cli_draw_stage_and_file(tmp_path: Path) -> None:
+    """`napkin draw`'s --stage, a file and --after/--pseudocode: main() in this process (only
+    the pictures are checked; bad command lines exit 2 in a subprocess below)."""
     svg = tmp_path / "flash.svg"
-    r = run_cli("napkin", "draw", "attention", "--dims", "b=1,h=2,q=128,x=128,d=64", "--tile", "q=64,x=32",
+    r = run_cli_in_process("napkin", "draw", "attention", "--dims", "b=1,h=2,q=128,x=128,d=64", "--tile", "q=64,x=32",
                 "--stage", "partitioned", "-o", str(svg))  # fmt: skip
     assert r.rc == 0, r.describe()
     text = _svg_text(svg)
@@ -139,10 +142,10 @@ def test_cli_draw_stage_and_file(run_cli, tmp_path: Path) -> None:
         run_pipeline(module, "builtin.module(napkin-assign-levels)")
         (tmp_path / "mm.mlir").write_text(str(module))
     png = tmp_path / "mm.png"
-    r = run_cli("napkin", "draw", str(tmp_path / "mm.mlir"), "-o", str(png))
+    r = run_cli_in_process("napkin", "draw", str(tmp_path / "mm.mlir"), "-o", str(png))
     assert r.rc == 0, r.describe()
     assert png.stat().st_size > 5000
-    r = run_cli("napkin", "draw", "mlp", "--after", "napkin-group-partition", "--pseudocode", "-o", str(png))
+    r = run_cli_in_process("napkin", "draw", "mlp", "--after", "napkin-group-partition", "--pseudocode", "-o", str(png))
     assert r.rc == 0, r.describe()
 
 
@@ -171,7 +174,8 @@ def test_cli_draw_errors(run_cli, tmp_path: Path, case) -> None:
     (tmp_path / "bad.mlir").write_text("func.func @f(%a: tensor<4xf32>) {\n")
     (tmp_path / "empty.mlir").write_text("module {}\n")
     if "part.mlir" in " ".join(args):
-        made = run_cli("napkin", "derive", "examples/swiglu_mlp.mlir", "-o", str(tmp_path / "part.mlir"))
+        # the partitioned input is setup, not under test: `napkin derive`'s main() in this process
+        made = run_cli_in_process("napkin", "derive", "examples/swiglu_mlp.mlir", "-o", str(tmp_path / "part.mlir"))
         assert made.rc == 0, made.describe()
     r = run_cli("napkin", "draw", *[a.format(tmp=tmp_path) for a in args])
     assert r.rc != 0, r.describe()

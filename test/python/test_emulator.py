@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli_in_process
 from mlir import ir
 
 from napkin_mlir import emulator
@@ -302,17 +303,21 @@ def test_random_configurations_pass_on_the_emulator(draw: int, seed: int) -> Non
     pytest.fail("no configuration the kernel takes in 20 draws")
 
 
-@pytest.mark.parametrize("d", GPU_HEAD_DIMS)
-def test_the_benchmark_sweep_kernels_pass_at_a_reduced_size(d: int) -> None:
+def test_the_benchmark_sweep_kernels_pass_at_a_reduced_size() -> None:
     """Every kernel configuration of the GPU sweep (head dim, mask, the cost model's tiles for
     H100) runs correctly on the emulator at a reduced size; the sweep's kernels differ from
-    these only in the bounds of q and x."""
-    configs = [c for c in sweep_configurations() if c[0] == d]
-    assert {c[1] for c in configs} == {False, True}
-    for config in configs:
-        report = emulate_configuration(config)
-        assert report.passed, (config, report.lines())
-        assert all(w["wavefronts"] == w["ideal"] for w in report.stats.bank_conflict_summary().values())
+    these only in the bounds of q and x. (One test for every head dim of the sweep, once a
+    parametrization by it: the sweep's configurations, a cost-model search per problem, are
+    computed once instead of once per head dim.)"""
+    sweep = sweep_configurations()
+    assert {c[0] for c in sweep} == set(GPU_HEAD_DIMS)
+    for d in GPU_HEAD_DIMS:
+        configs = [c for c in sweep if c[0] == d]
+        assert {c[1] for c in configs} == {False, True}, d
+        for config in configs:
+            report = emulate_configuration(config)
+            assert report.passed, (config, report.lines())
+            assert all(w["wavefronts"] == w["ideal"] for w in report.stats.bank_conflict_summary().values()), config
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -470,11 +475,12 @@ def test_simt_kernel_without_barriers_races(seed: int) -> None:
 
 
 # --- the command line ------------------------------------------------------------------------------
+# (good runs need only their output: main() in this process; the errors exit non-zero in a subprocess)
 
 
-def test_cli_emulates_the_kernel_the_model_picks(run_cli, tmp_path) -> None:
+def test_cli_emulates_the_kernel_the_model_picks(tmp_path) -> None:
     report = tmp_path / "report.json"
-    r = run_cli(
+    r = run_cli_in_process(
         "napkin", "emulate", "attention", "--dims", "b=1,h=2,q=160,x=160,d=64", "--dtype", "f16", "--causal",
         "--json", str(report),
     )  # fmt: skip
@@ -485,16 +491,16 @@ def test_cli_emulates_the_kernel_the_model_picks(run_cli, tmp_path) -> None:
     assert data["passed"] and data["per_cta_warp_instructions"]["mma.sync"] > 0
 
 
-def test_cli_emulates_a_compiled_sidecar(run_cli, tmp_path) -> None:
+def test_cli_emulates_a_compiled_sidecar(tmp_path) -> None:
     ir_file = tmp_path / "k.mlir"
-    r = run_cli(
+    r = run_cli_in_process(
         "napkin", "compile", "attention", "--target", "sm_90a", "--dims", "b=1,h=2,q=96,x=130,d=128",
         "--dtype", "bf16", "--tile", "q=32,x=32", "--emit", "gpu", "-o", str(ir_file),
     )  # fmt: skip
     assert r.rc == 0, r.describe()
     side = json.loads((tmp_path / "k.mlir.json").read_text())
     assert side["binary"] == "k.mlir" and side["grid"] == [3, 2, 1] and side["problem"]["tile"] == {"q": 32, "x": 32}
-    r = run_cli("napkin", "emulate", str(tmp_path / "k.mlir.json"))
+    r = run_cli_in_process("napkin", "emulate", str(tmp_path / "k.mlir.json"))
     assert r.rc == 0 and r.last_line().startswith("PASS"), r.describe()
 
 
@@ -513,9 +519,9 @@ def test_cli_errors_are_clean(run_cli, args: list[str], message: str) -> None:
     assert message in r.stderr, r.describe()
 
 
-def test_cli_emulates_a_simt_sidecar(run_cli, tmp_path) -> None:
+def test_cli_emulates_a_simt_sidecar(tmp_path) -> None:
     ir_file = tmp_path / "mm.mlir"
-    r = run_cli(
+    r = run_cli_in_process(
         "napkin",
         "compile",
         "matmul",
@@ -529,7 +535,7 @@ def test_cli_emulates_a_simt_sidecar(run_cli, tmp_path) -> None:
         str(ir_file),
     )
     assert r.rc == 0 and (tmp_path / "mm.mlir.json").exists(), r.describe()
-    r = run_cli("napkin", "emulate", str(tmp_path / "mm.mlir.json"))
+    r = run_cli_in_process("napkin", "emulate", str(tmp_path / "mm.mlir.json"))
     assert r.rc == 0 and r.last_line().startswith("PASS") and "kernel matmul" in r.stdout, r.describe()
 
 

@@ -84,9 +84,12 @@ def test_an_interrupted_campaign_writes_its_counts(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(15)
+    started = time.monotonic()
+    while not (out / "work").exists() and time.monotonic() - started < 120:  # the campaign has begun
+        time.sleep(0.5)
+    time.sleep(5)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout, stderr = proc.communicate(timeout=300)
     assert "interrupted" in stdout and "Traceback" not in stderr, stdout + stderr
     counts = json.loads((out / "summary.json").read_text())["counts"]
     assert counts["diagrams"] >= 1

@@ -2,7 +2,10 @@
 with its residuals, FlashAttention-2's pre-pass, the dQ and the dK/dV diagrams) compiled to a
 kernel and emulated against its own diagram's interpretation (`napkin emulate ... --grad`),
 and prepared with its references for the GPU runner (`napkin bench FILE --grad --target gpu
---prepare DIR`). That the diagrams compose to jax.vjp of the forward is test_gradients.py's."""
+--prepare DIR`). That the diagrams compose to jax.vjp of the forward is test_gradients.py's.
+
+The good runs need only what the commands compute and print: their main() is called in this
+process (`run_cli_in_process`); the refusals exit 2 with an `error:` line in a subprocess."""
 
 from __future__ import annotations
 
@@ -10,15 +13,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import CliResult
+from conftest import CliResult, run_cli_in_process
 
 from napkin_mlir.backends.gpu.runner import file_inputs, judge, load_sidecar
 
 KERNELS = ["attention", "attention_vjp_pre", "attention_vjp_dQ", "attention_vjp_dK_dV"]
 
 
-def test_emulate_grad_runs_every_backward_kernel(run_cli: Callable[..., CliResult], seed: int) -> None:
-    r = run_cli(
+def test_emulate_grad_runs_every_backward_kernel(seed: int) -> None:
+    r = run_cli_in_process(
         "napkin",
         "emulate",
         "attention",
@@ -30,7 +33,6 @@ def test_emulate_grad_runs_every_backward_kernel(run_cli: Callable[..., CliResul
         "--grad",
         "--seed",
         str(seed % 1000),
-        timeout=300,
     )
     assert r.rc == 0, r.describe()
     sections = [ln.removeprefix("== ") for ln in r.stdout.splitlines() if ln.startswith("== ")]
@@ -40,8 +42,8 @@ def test_emulate_grad_runs_every_backward_kernel(run_cli: Callable[..., CliResul
     assert r.last_line().startswith("PASS: every kernel")
 
 
-def test_bench_grad_prepares_each_kernel_with_references(run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
-    r = run_cli(
+def test_bench_grad_prepares_each_kernel_with_references(tmp_path: Path) -> None:
+    r = run_cli_in_process(
         "napkin",
         "bench",
         "examples/softcap_attention.mlir",
@@ -54,7 +56,6 @@ def test_bench_grad_prepares_each_kernel_with_references(run_cli: Callable[..., 
         "sm_80",
         "--dims",
         "q=24,x=19",
-        timeout=300,
     )
     assert r.rc == 0, r.describe()
     names = sorted(p.name.removesuffix(".cubin.json") for p in tmp_path.glob("*.cubin.json"))
@@ -78,9 +79,9 @@ def test_grad_needs_a_file_on_the_gpu(run_cli: Callable[..., CliResult]) -> None
     assert r.rc == 2 and "--target gpu" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_draw_grad_draws_each_derived_backward_diagram(run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_draw_grad_draws_each_derived_backward_diagram(tmp_path: Path) -> None:
     out = tmp_path / "bwd.svg"
-    r = run_cli(
+    r = run_cli_in_process(
         "napkin",
         "draw",
         "attention",
@@ -99,17 +100,19 @@ def test_draw_grad_draws_each_derived_backward_diagram(run_cli: Callable[..., Cl
     assert "stream partition  q:" in pictures["bwd-attention_vjp_dK_dV.svg"].replace("&#160;", " ")
 
 
-def test_model_and_pseudocode_grad_price_each_backward_kernel(run_cli: Callable[..., CliResult]) -> None:
+def test_model_and_pseudocode_grad_price_each_backward_kernel() -> None:
     """`napkin model --grad` derives and prices each diagram of the differentiated program and
     sums the backward against the forward: with FlashAttention-2's D = rowsum(dO*O) the split
     dQ and dK/dV kernels recompute S and dP each, 7 matmuls against the forward's 2 (3.5x)."""
     dims = "b=1,h=16,q=2048,x=2048,d=128"
-    r = run_cli("napkin", "model", "examples/softcap_attention.mlir", "--grad", "--rowsums", "output", "--dims", dims)
+    r = run_cli_in_process(
+        "napkin", "model", "examples/softcap_attention.mlir", "--grad", "--rowsums", "output", "--dims", dims
+    )
     assert r.rc == 0, r.describe()
     assert [ln[3:] for ln in r.stdout.splitlines() if ln.startswith("== ")] == ["softcap_" + k for k in KERNELS]
     ratio = float(r.last_line().split("FLOPs, ")[1].split("x")[0])
     assert 3.3 < ratio < 3.7, r.last_line()
-    p = run_cli("napkin", "pseudocode", "examples/softcap_attention.mlir", "--grad")
+    p = run_cli_in_process("napkin", "pseudocode", "examples/softcap_attention.mlir", "--grad")
     assert p.rc == 0, p.describe()
     headers = [ln for ln in p.stdout.splitlines() if ln.startswith("// == ")]
     assert headers == [f"// == softcap_{k}" for k in KERNELS] and "for q0 in" in p.stdout

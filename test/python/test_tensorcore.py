@@ -49,17 +49,36 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+@pytest.mark.parametrize(("target", "gpu"), [("sm_80", "a100"), ("sm_90a", "h100")])
 @pytest.mark.parametrize(
     "variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa", "partial-copy-round"]
 )
-def test_kernel_assembles_without_spills(variant: tuple, target: str, tmp_path) -> None:
+def test_kernel_assembles_without_spills(variant: tuple, target: str, gpu: str, tmp_path) -> None:
+    """The kernel assembles without spills and fits an SM; and the model of the tensor-core
+    mapping agrees with ptxas on it: SMEM per CTA and warps per CTA exactly, registers per
+    thread within 25%, and the same occupancy (warps per SM). (Once two tests of the same
+    variants and targets, each compiling and assembling the same kernel: merged, so each
+    kernel is compiled and assembled once.)"""
+    from napkin_mlir.model.cost import analyze
+    from napkin_mlir.model.hardware import gpu as load_gpu
+
     dims, dtype, causal, kv_heads, tiles = variant
     with napkin_context(), ir.Location.unknown():
         module = _partitioned(dims, dtype, causal, kv_heads, tiles)
+        model = analyze(module, gpu, stages=2, tensor_cores=True)
         plan = AttentionPlan.from_partitioned(module)
         kernel, ptx = compile_tensorcore_attention(module, target)
     report = assemble(ptx, target, tmp_path / "k.cubin")
+    # the cost model's resources against ptxas's
+    warps = kernel.block[0] // 32
+    assert model.smem_per_cta == kernel.dynamic_smem_bytes
+    assert model.warps_per_cta == warps
+    assert abs(model.registers_per_thread - report["registers"]) <= 0.25 * report["registers"], (
+        model.registers_per_thread,
+        report,
+    )
+    assert model.warps_per_sm == _occupancy(load_gpu(gpu), report["registers"], kernel.dynamic_smem_bytes, warps)
+    # the kernel itself
     assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, report["raw"]
     assert 0 < report["registers"] <= 255
     # one CTA's registers must fit the SM (64K) and its shared memory the per-CTA limit
@@ -166,31 +185,7 @@ def _occupancy(hw, registers: int, smem: int, warps: int) -> int:
     return ctas * warps
 
 
-@pytest.mark.parametrize(
-    "variant", VARIANTS, ids=["hd64-causal-rem", "hd128", "hd128-f16-causal", "gqa", "partial-copy-round"]
-)
-@pytest.mark.parametrize(("target", "gpu"), [("sm_80", "a100"), ("sm_90a", "h100")])
-def test_cost_model_predicts_the_kernels_resources(variant: tuple, target: str, gpu: str, tmp_path) -> None:
-    """The model of the tensor-core mapping against ptxas: SMEM per CTA and warps per CTA
-    exactly, registers per thread within 25%, and the same occupancy (warps per SM)."""
-    from napkin_mlir.model.cost import analyze
-    from napkin_mlir.model.hardware import gpu as load_gpu
-
-    dims, dtype, causal, kv_heads, tiles = variant
-    with napkin_context(), ir.Location.unknown():
-        module = _partitioned(dims, dtype, causal, kv_heads, tiles)
-        report = analyze(module, gpu, stages=2, tensor_cores=True)
-        kernel, ptx = compile_tensorcore_attention(module, target)
-    real = assemble(ptx, target, tmp_path / "k.cubin")
-    warps = kernel.block[0] // 32
-    assert report.smem_per_cta == kernel.dynamic_smem_bytes
-    assert report.warps_per_cta == warps
-    assert abs(report.registers_per_thread - real["registers"]) <= 0.25 * real["registers"], (
-        report.registers_per_thread,
-        real,
-    )
-    hw = load_gpu(gpu)
-    assert report.warps_per_sm == _occupancy(hw, real["registers"], kernel.dynamic_smem_bytes, warps)
+# (the model of each variant's resources against ptxas: test_kernel_assembles_without_spills)
 
 
 @pytest.mark.parametrize(
