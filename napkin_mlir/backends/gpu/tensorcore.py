@@ -173,13 +173,13 @@ def _bounded_variant(plan: AttentionPlan, target: str) -> tuple[str, str] | None
         wide = dataclasses.replace(plan, score_ops=with_index_positions(plan.score_ops))
         if wide != plan:
             candidates.append(wide)
-        ptxs = [_lower(emit_attention_kernel(c), target, "ptx") for c in candidates]
+        texts = [emit_attention_kernel(c) for c in candidates]
+        ptxs = [_lower(text, target, "ptx") for text in texts]
         counts = [_ptxas(p, target)["registers"] for p in ptxs]
         best = counts.index(min(counts))
-        plan = candidates[best]
         if counts[best] <= budget:
-            return emit_attention_kernel(plan), ptxs[best]
-        text = emit_attention_kernel(plan, max_registers=budget)
+            return texts[best], ptxs[best]
+        text = emit_attention_kernel(candidates[best], max_registers=budget)
         ptx = _lower(text, target, "ptx")
         report = _ptxas(ptx, target)
     except ToolError:  # no ptxas here: the kernel as ptxas would allocate it

@@ -658,9 +658,7 @@ class _Positions:
         self.k = k
         masks = [op for op in k.plan.score_ops if op.name == "napkin.mask"]
         self.narrow = bool(masks) and all(op.positions == "i32" for op in masks)
-        self.i32 = ir.IntegerType.get_signless(32)
-        narrow_q = [[arith.index_cast(self.i32, q) for q in pair] for pair in k.my_q] if self.narrow else k.my_q
-        self.rows = narrow_q
+        self.rows = [[arith.index_cast(k.b.i32, q) for q in pair] for pair in k.my_q] if self.narrow else k.my_q
 
     def q(self, mi: int, i: int) -> Value:
         return self.rows[mi][i]
@@ -669,7 +667,7 @@ class _Positions:
         if not self.narrow:
             return coords.cols[nt][k]
         if coords.first32 is None:
-            coords.first32 = arith.index_cast(self.i32, coords.cols[0][0])  # x0 + 2c
+            coords.first32 = arith.index_cast(self.k.b.i32, coords.cols[0][0])  # x0 + 2c
         return arith.addi(coords.first32, self.k.b.const(8 * nt + k, "i32"))
 
 
