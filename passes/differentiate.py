@@ -41,7 +41,9 @@ Residuals: with `remat=false` every forward intermediate the backward reads is s
 result of `@f`). With `remat=true` (FlashAttention-2) the backward recomputes them from the
 inputs, and the forward stores only what is cheap to keep: its outputs, and for every softmax
 whose output the backward needs its row log-sum-exp L = m + log l, from which the backward
-recomputes P = exp(S − L) instead of storing P.
+recomputes P = exp(S − L) instead of storing P. An f32 softmax is then written out as e / l of
+the same row max m, exponentials e and row sum l that L is taken of, so that a stream of the
+forward carries one running max and sum for both (and a kernel writes L from its own m and l).
 
 Before (`remat=true`; `wrt` defaults to every input):
 
@@ -56,11 +58,14 @@ After:
 
     func.func @attention(...) -> (tensor<1x2x5x4xf32, ...>, tensor<1x2x5xf32, {axes = ["b", "h", "q"]}>)
         attributes {arg_names = ["Q", "K", "V"], result_names = ["O", "L"]} {
-      ...
+      %s = "napkin.contract"(%Q, %K)
+      %t = "napkin.scale"(%s) {factor = 0.5}
       %m = "napkin.reduce"(%t) {axis = "x", kind = "max"}
       %e = "napkin.exp"("napkin.sub"(%t, %m))
       %l = "napkin.reduce"(%e) {axis = "x", kind = "sum"}
       %L = "napkin.map"(%m, %l) ({ m + log(l) })
+      %p = "napkin.div"(%e, %l)                               // the softmax, written out
+      %o = "napkin.contract"(%p, %V)
       return %o, %L
     }
     func.func @attention_vjp(%Q, %K, %V, %O, %L, %dO) -> (dQ, dK, dV)
@@ -399,6 +404,7 @@ class Backward:
         self.args: dict[tuple[str, int], tuple[str, ir.Value]] = {}
         self.residuals: list[tuple[str, ir.Value]] = []
         self.lse: dict[ir.Operation, int] = {}
+        self.decomposed: dict[ir.Operation, tuple[ir.Value, ir.Value]] = {}  # softmax -> (e, l)
         self.primal_of: dict[ir.Value, ir.Value] = {}
         self.adj: dict[ir.Value, ir.Value] = {}
 
@@ -497,7 +503,10 @@ class Backward:
         if op in self.lse:
             return self.lse[op]
         axis = str_attr(op, "axis")
-        with ir.InsertionPoint(self.ret), op.location:
+        # an f32 softmax becomes e / l of the very max, exponentials and sum that give L (at the
+        # softmax, which `_finish` replaces): one running max and sum when it is streamed
+        shared = array(op.operands[0]).dtype == "f32" and array(op.results[0]).dtype == "f32"
+        with ir.InsertionPoint(op if shared else self.ret), op.location:
             s = _cast(op.operands[0], "f32")
             row = array(s).without(axis)
             attrs = {"axis": ir.StringAttr.get(axis)}
@@ -505,6 +514,8 @@ class Backward:
             e = create("exp", [create("sub", [s, m], array(s))], array(s))
             total = create("reduce", [e], row, kind=ir.StringAttr.get("sum"), **attrs)
             lse = _map([m, total], row, lambda a, b: arith.addf(a, mmath.log(b)))
+        if shared:
+            self.decomposed[op] = (e, total)
         k = len(self.residuals)
         self.residuals.append((self._fresh("L" if not self.lse else f"L{len(self.lse)}"), lse))
         self.lse[op] = k
@@ -581,6 +592,11 @@ class Backward:
         )
         self.f.attributes["arg_names"] = _string_array(self.input_names)
         self.f.attributes["result_names"] = _string_array([*self.output_names, *(n for n, _ in self.residuals)])
+        for op, (e, total) in self.decomposed.items():  # last: the lists above hold its result
+            with ir.InsertionPoint(op), op.location:
+                p = create("div", [e, total], array(e))
+            op.results[0].replace_all_uses_with(p)
+            op.erase()
 
     def _fresh_all(self, names: list[str]) -> list[str]:
         return [self._fresh(n) for n in names]

@@ -10,18 +10,26 @@ by reason, mutated inputs, failures) and writes a minimized reproducer per disti
 to OUT/failures/ and the counts to OUT/summary.json; it exits 1 when anything failed. A
 replay exits 1 while the reproducer still fails, 0 once it passes. Failures that match an
 open reproducer of test/fuzz/regressions/ (`--known`) are counted apart and do not fail
-the campaign.
+the campaign. SIGINT (Ctrl-C) and SIGTERM stop a campaign the same way: it shrinks what
+failed and writes its reproducers and summary (also when started in the background, where
+the shell would have it ignore SIGINT).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from napkin_mlir.fuzz.campaign import Settings, known_failures, replay, run_campaign, shrink_file, summary_text
 
 REGRESSIONS = Path(__file__).resolve().parents[2] / "test" / "fuzz" / "regressions"
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         fails, what = replay(args.replay, args.out / "work-replay")
         print(f"{'FAILS' if fails else 'PASSES'}: {what}")
         return 1 if fails else 0
+    for stop in (signal.SIGINT, signal.SIGTERM):  # both end a campaign with its summary
+        signal.signal(stop, _interrupted)
     if args.seconds <= 0 or args.seed < 0 or not 0 <= args.mutation_share < 1 or not 0 <= args.cpu <= 1:
         print(
             "error: --seconds must be positive, --seed non-negative, --mutation-share in [0, 1), --cpu in [0, 1]",

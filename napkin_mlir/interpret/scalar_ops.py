@@ -44,6 +44,23 @@ def finish(interp: Interpreter, op: ir.Operation, value: Value) -> Value:
     return interp.xp.asarray(value).astype(interp.scalar_dtype(t, op))
 
 
+#: The type a fused multiply-add of each type is computed in: one where the product of two
+#: values is exact, so that the sum is the only rounding before the result's own.
+_FMA_WIDER = {"bfloat16": "float32", "float16": "float32", "float32": "float64"}
+
+
+def _fused_multiply_add(xp: object, a: object, b: object, c: object) -> object:
+    """`math.fma`: a * b + c rounded once (as the CPU's and the GPU's fma are), not the
+    product rounded to the element type and then the sum (fuzz regression 018: in bf16 the
+    two roundings made JAX's reference differ from the fused result)."""
+    t = xp.result_type(a, b, c)  # type: ignore[attr-defined]
+    wide = _FMA_WIDER.get(str(t))
+    if wide is None:
+        return a * b + c  # type: ignore[operator]
+    a, b, c = (xp.asarray(v, dtype=wide) for v in (a, b, c))  # type: ignore[attr-defined]
+    return xp.asarray(a * b + c, dtype=t)  # type: ignore[attr-defined,operator]
+
+
 def elementwise(fn: Fn) -> Rule:
     def rule(interp: Interpreter, op: ir.Operation, args: list[Value]) -> list[Value]:
         return [finish(interp, op, fn(interp.xp, *scalars(interp, op, args)))]
@@ -121,7 +138,7 @@ FUNCTIONS: dict[str, Fn] = {
     "math.roundeven": _call("round"),
     "math.round": lambda xp, x: xp.sign(x) * xp.floor(xp.abs(x) + 0.5),  # halves away from zero
     "math.copysign": _call("copysign"),
-    "math.fma": lambda xp, a, b, c: a * b + c,
+    "math.fma": lambda xp, a, b, c: _fused_multiply_add(xp, a, b, c),
 }
 
 for _name, _fn in FUNCTIONS.items():

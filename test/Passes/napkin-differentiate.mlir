@@ -4,7 +4,8 @@
 // RUN: %napkin-opt %s --split-input-file --napkin-differentiate='remat=false wrt=0' | filecheck %s --check-prefix=STORE
 
 // Causal attention, FlashAttention-2's residuals (remat=true): the forward also returns the
-// row log-sum-exp L = m + log l; the backward recomputes S and P = exp(S - L), and, since
+// row log-sum-exp L = m + log l, and its softmax becomes e / l of the same m, e and l (one
+// running max and sum once streamed); the backward recomputes S and P = exp(S - L), and, since
 // the contraction reads P itself, takes D = rowsum(dP * P) as rowsum(dO * O) from the output.
 // The mask's gradient is a select on the same mask applied to ones (no 0 * inf).
 
@@ -18,6 +19,9 @@
 // CHECK-NEXT:    %[[SUM:.*]] = "napkin.reduce"(%[[E]]) {axis = "x", kind = "sum"}
 // CHECK-NEXT:    %[[L:.*]] = "napkin.map"(%[[M]], %[[SUM]])
 // CHECK:           math.log
+// CHECK:         %[[P0:.*]] = "napkin.div"(%[[E]], %[[SUM]])
+// CHECK-NOT:     "napkin.softmax"
+// CHECK:         "napkin.contract"(%[[P0]], %{{.*}})
 // CHECK:         return %{{.*}}, %[[L]]
 
 // CHECK-LABEL: func.func @attention_vjp(

@@ -322,3 +322,33 @@ def test_017_bf16_softmax_streams_in_f32(levels: str, seed: int) -> None:
         got = np.asarray(interpret(module, x, "f64")[0], np.float64)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     _lowered_matches(SOFTMAX_BF16, f"{levels}napkin-stream-partition{{axis=y size=5}}", seed)
+
+
+FMA_BF16 = """\
+func.func @fma(%a: tensor<4096xbf16, {axes = ["i"]}>, %b: tensor<4096xbf16, {axes = ["i"]}>, %c: tensor<4096xbf16, {axes = ["i"]}>) -> tensor<4096xbf16, {axes = ["i"]}> {
+  %0 = "napkin.map"(%a, %b, %c) ({
+  ^bb0(%x: bf16, %y: bf16, %z: bf16):
+    %1 = math.fma %x, %y, %z : bf16
+    gpu.yield %1 : bf16
+  }) {operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0>} : (tensor<4096xbf16, {axes = ["i"]}>, tensor<4096xbf16, {axes = ["i"]}>, tensor<4096xbf16, {axes = ["i"]}>) -> tensor<4096xbf16, {axes = ["i"]}>
+  return %0 : tensor<4096xbf16, {axes = ["i"]}>
+}
+"""
+
+
+def test_018_fma_rounds_once(seed: int) -> None:
+    """018 (fuzz seed 53, diagram 53000443): the JAX interpretation computed a bf16 `math.fma`
+    as a bf16 product plus c, two roundings, where the CPU (and the GPU) round once; the fused
+    result is now the reference's."""
+    import ml_dtypes
+
+    with napkin_context(), ir.Location.unknown():
+        module = ir.Module.parse(FMA_BF16)
+        t = ArrayType(("i",), (4096,), "bf16")
+        inputs = reference.random_inputs((t, t, t), seed)
+        got = np.asarray(interpret(module, inputs, "same")[0], np.float32)
+    a, b, c = (np.asarray(x, np.float32) for x in inputs)
+    fused = (a * b + c).astype(ml_dtypes.bfloat16).astype(np.float32)  # the product is exact in f32
+    twice = ((a * b).astype(ml_dtypes.bfloat16).astype(np.float32) + c).astype(ml_dtypes.bfloat16).astype(np.float32)
+    assert np.count_nonzero(fused != twice) > 0  # the inputs tell the two apart
+    np.testing.assert_array_equal(got, fused)

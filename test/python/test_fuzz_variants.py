@@ -69,8 +69,10 @@ def test_the_campaign_makes_a_fifth_of_its_diagrams_variants(tmp_path: Path) -> 
     assert 0.17 < share < 0.23
 
 
-def test_an_interrupted_campaign_writes_its_counts(tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT) ends a campaign early with its counts in summary.json."""
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_campaign_writes_its_counts(tmp_path: Path, stop: str) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM ends a campaign early with its counts in summary.json; SIGINT
+    also when the campaign started with it ignored, as a shell starts a background job."""
     import json
     import signal
     import subprocess
@@ -83,12 +85,13 @@ def test_an_interrupted_campaign_writes_its_counts(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     started = time.monotonic()
     while not (out / "work").exists() and time.monotonic() - started < 120:  # the campaign has begun
         time.sleep(0.5)
     time.sleep(5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, stop))
     stdout, stderr = proc.communicate(timeout=300)
     assert "interrupted" in stdout and "Traceback" not in stderr, stdout + stderr
     counts = json.loads((out / "summary.json").read_text())["counts"]

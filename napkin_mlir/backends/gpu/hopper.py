@@ -45,9 +45,10 @@ def compile_wgmma(
     filename: str | None = None,
 ) -> tuple[GpuKernel, str]:
     """The wgmma kernel of a plain diagram (`name`: the built-in diagram it is, if any): the
-    built-in attention, or a diagram with a softmax (an attention variant from a file),
-    derived at the attention kernel's tiles; else the matmul."""
-    if name != "attention" and not _has_softmax(diagram):
+    built-in attention, or a diagram with a softmax, or an exponential and two contractions
+    (an attention variant from a file, its softmax written out or not), derived at the attention kernel's tiles;
+    else the matmul."""
+    if name != "attention" and not _is_attention(diagram):
         return compile_wgmma_matmul(diagram, target, stop_after, tiles, filename)
     check_target(target)
     want = wgmma_attention_tiles()
@@ -66,15 +67,17 @@ def compile_wgmma(
     return compile_wgmma_attention(diagram, target, stop_after, filename)
 
 
-def _has_softmax(diagram: ir.Module) -> bool:
-    """Whether the diagram's functions hold a `napkin.softmax` (attention, not a matmul)."""
-    return any(
-        inner.operation.name == "napkin.softmax"
+def _is_attention(diagram: ir.Module) -> bool:
+    """Whether the diagram's functions hold a `napkin.softmax`, or an exponential and two
+    contractions (attention with its softmax written out; not a matmul or an MLP)."""
+    names = [
+        inner.operation.name
         for op in diagram.body.operations
         if op.operation.name == "func.func"
         for block in op.operation.regions[0].blocks
         for inner in block.operations
-    )
+    ]
+    return "napkin.softmax" in names or ("napkin.exp" in names and names.count("napkin.contract") > 1)
 
 
 def compile_wgmma_matmul(

@@ -40,6 +40,7 @@ No TMA, mbarriers, warp specialization or register-A wgmma yet (P goes through s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from mlir import ir
 from mlir.dialects import arith, gpu, llvm, memref, nvgpu, nvvm, scf, vector
@@ -61,7 +62,7 @@ from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
 from napkin_mlir.backends.gpu.tensorcore import flex_description
 from napkin_mlir.backends.gpu.tensorcore_ops import KernelBuilder, scalar_type
 from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
-from napkin_mlir.backends.gpu.tensorcore_scores import SCORE_RULES, Element, Operand, ScoreOp, convert
+from napkin_mlir.backends.gpu.tensorcore_scores import Element, ScoreOp, apply_ops, convert
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.masks import MlirDomain, visited_chunks
 
@@ -110,8 +111,10 @@ def compile_wgmma_attention(
     el = element_type(plan.dtype)
     q_t = ir.MemRefType.get([*_q_shape(plan)], el)
     kv_t = ir.MemRefType.get([plan.b, plan.h, plan.x, plan.d], el)
-    input_t = [ir.MemRefType.get(list(a.shape), scalar_type(a.dtype)) for a in args[3:-1]]
-    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, *input_t, q_t], THREADS)
+    input_t = [ir.MemRefType.get(list(a.shape), scalar_type(a.dtype)) for a in args[3 : 3 + len(plan.inputs)]]
+    row_shape = list(_q_shape(plan)[:-1])
+    out_t = [q_t if out is None else ir.MemRefType.get(row_shape, scalar_type(out.dtype)) for out in plan.outputs]
+    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, *input_t, *out_t], THREADS)
     with ir.InsertionPoint(body):
         _AttentionKernel(plan, body).build(*body.arguments)
         gpu.ReturnOp([])
@@ -139,8 +142,9 @@ def _q_shape(plan: AttentionPlan) -> tuple[int, ...]:
 
 
 def _kernel_args(partitioned: ir.Module, plan: AttentionPlan) -> list[KernelArg]:
-    """Q, K, V, the arrays the score and output ops read (`plan.inputs`), and the output, in
-    the diagram function's order (which must be that one)."""
+    """Q, K, V, the arrays the score and output ops read (`plan.inputs`), and the outputs (O,
+    and outputs per query row such as the log-sum-exp), in the diagram function's order
+    (which must be that one)."""
     func = next(op.operation for op in partitioned.body.operations if op.operation.name == "func.func")
     block = func.regions[0].blocks[0]
     names = [ir.StringAttr(n).value for n in ir.ArrayAttr(func.attributes["arg_names"])]
@@ -153,13 +157,14 @@ def _kernel_args(partitioned: ir.Module, plan: AttentionPlan) -> list[KernelArg]
     ret = list(block.operations)[-1]
     out = [ArrayType.from_mlir(v.type) for v in ret.operands]
     want = [_q_shape(plan), (plan.b, plan.h, plan.x, plan.d), (plan.b, plan.h, plan.x, plan.d)]
-    if [t.shape for t in types[:3]] != want or len(out) != 1 or out[0].shape != want[0]:
+    outs = [want[0] if o is None else want[0][:-1] for o in plan.outputs]
+    if [t.shape for t in types[:3]] != want or [t.shape for t in out] != outs:
         raise WgmmaRefusal(
-            f"the wgmma attention kernel takes Q, O {want[0]} and K, V {want[1]}, got "
+            f"the wgmma attention kernel takes Q {want[0]}, K and V {want[1]} and writes {outs}, got "
             f"{[t.shape for t in types]} -> {[t.shape for t in out]}"
         )
     args = [KernelArg(n, "input", t.dtype, t.shape, t.axes) for n, t in zip(names, types, strict=True)]
-    return [*args, KernelArg("out0", "output", out[0].dtype, out[0].shape, out[0].axes)]
+    return [*args, *(KernelArg(f"out{i}", "output", t.dtype, t.shape, t.axes) for i, t in enumerate(out))]
 
 
 class _AttentionKernel(WgmmaBuilder):
@@ -184,7 +189,9 @@ class _AttentionKernel(WgmmaBuilder):
 
     def build(self, q: ir.Value, k: ir.Value, v: ir.Value, *rest: ir.Value) -> None:
         plan = self.plan
-        *inputs, o = rest
+        inputs, outputs = rest[: len(plan.inputs)], rest[len(plan.inputs) :]
+        o = outputs[plan.o_position]
+        self.row_args = [a for a, out in zip(outputs, plan.outputs, strict=True) if out is not None]
         self.input_args = {i.arg: a for i, a in zip(plan.inputs, inputs, strict=True)}
         self.tid = gpu.thread_id(gpu.Dimension.x)
         heads = gpu.block_id(gpu.Dimension.y)  # (key/value head, query head of its group)
@@ -242,7 +249,7 @@ class _AttentionKernel(WgmmaBuilder):
             acc = self.pv(acc)
             gpu.BarrierOp()  # every warp is done with this stage before the next prefetch refills it
             scf.YieldOp([acc, *m_new, *l_new])
-        self.store(o, loop.results[0], list(loop.results[3:5]))
+        self.store(o, loop.results[0], list(loop.results[1:3]), list(loop.results[3:5]))
 
     def stream_extent(self) -> tuple[ir.Value, ir.Value]:
         """The chunks of 64 keys this CTA visits, [lower, upper): every chunk, or where the
@@ -410,23 +417,18 @@ class _AttentionKernel(WgmmaBuilder):
     def apply_ops(self, ops: tuple[ScoreOp, ...], value: ir.Value, index: dict[str, ir.Value], at: Element) -> ir.Value:
         """`ops` in order on `value` (value 0), each by its rule; an input is read once, at
         `index` (with the CTA's b, h, r) in the type the op reads."""
-        values = [value]
-        loaded: dict[tuple[int, str], ir.Value] = {}
+        return apply_ops(self.kb, ops, [value], self.reader(index), at)[-1]
 
-        def operand(o: Operand) -> ir.Value:
-            if o.kind == "score":
-                return values[o.ref]
-            if o.kind == "const":
-                return self.kb.const(o.value, o.dtype)
-            if (o.ref, o.dtype) not in loaded:
-                inp = self.inputs[o.ref]
-                where = [index[a] if a in index else self.axis_index[a] for a in inp.axes]
-                loaded[(o.ref, o.dtype)] = convert(memref.load(self.input_args[o.ref], where), inp.dtype, o.dtype)
-            return loaded[(o.ref, o.dtype)]
+    def reader(self, index: dict[str, ir.Value]) -> Callable[[int, str], ir.Value]:
+        """`read` for `apply_ops`: an input loaded from global memory at `index` (with the
+        CTA's b, h, r), converted to the type the op reads."""
 
-        for op in ops:
-            values.append(SCORE_RULES[op.name](self.kb, op, [operand(o) for o in op.operands], at))
-        return values[-1]
+        def read(arg: int, dtype: str) -> ir.Value:
+            inp = self.inputs[arg]
+            where = [index[a] if a in index else self.axis_index[a] for a in inp.axes]
+            return convert(memref.load(self.input_args[arg], where), inp.dtype, dtype)
+
+        return read
 
     def output_element(self, value: ir.Value, row: ir.Value, col: ir.Value) -> ir.Value:
         """The program's ops on O / l before its cast (`plan.output_ops`) on one element at
@@ -450,13 +452,16 @@ class _AttentionKernel(WgmmaBuilder):
         nvvm.WgmmaWaitGroupSyncOp(0)
         return acc
 
-    def store(self, o: ir.Value, acc: ir.Value, l_part: list[ir.Value]) -> None:
-        """O / l, pairs of columns per store; rows past q skipped."""
+    def store(self, o: ir.Value, acc: ir.Value, m: list[ir.Value], l_part: list[ir.Value]) -> None:
+        """O / l, pairs of columns per store, and the outputs per row (`plan.row_outputs`,
+        from the row max scaled back to the program's scores and the quad's row sum, stored
+        by the quad's first lane); rows past q skipped."""
         one = self.f(1.0)
         pair_f = ir.VectorType.get([2], self.f32)
         pair_t = ir.VectorType.get([2], self.el)
         for i in range(2):
-            inv = arith.divf(one, self.quad(l_part[i], "sum"))
+            total = self.quad(l_part[i], "sum")
+            inv = arith.divf(one, total)
             row = self.add(self.add(self.q0, self.row_local), 8 * i)
             inside = scf.IfOp(arith.cmpi(arith.CmpIPredicate.ult, row, self.c(self.plan.q)))
             with ir.InsertionPoint(inside.then_block):
@@ -470,4 +475,17 @@ class _AttentionKernel(WgmmaBuilder):
                     pair = arith.truncf(pair_t, vector.from_elements(pair_f, xs))
                     col = self.add(self.col_pair, 8 * j)
                     vector.store(pair, o, [*self.q_index, row, col], alignment=4)
+                if self.plan.row_outputs:
+                    self.store_row_outputs(arith.mulf(m[i], self.f(self.plan.scale)), total, row)
                 scf.YieldOp([])
+
+    def store_row_outputs(self, m: ir.Value, total: ir.Value, row: ir.Value) -> None:
+        """The outputs per query row at `row` from its row max `m` and row sum `total`, by
+        the quad's first lane."""
+        first = arith.cmpi(arith.CmpIPredicate.eq, self.col_pair, self.c(0))
+        inside = scf.IfOp(first)
+        with ir.InsertionPoint(inside.then_block):
+            for out, arg in zip(self.plan.row_outputs, self.row_args, strict=True):
+                values = apply_ops(self.kb, out.ops, [m, total], self.reader({"q": row}), Element(None, None))
+                memref.store(convert(values[out.result], "f32", out.dtype), arg, [*self.q_index, row])
+            scf.YieldOp([])

@@ -95,7 +95,7 @@ class MatmulPlan:
             if op.name not in ("napkin.contract", "napkin.cast", "func.return"):
                 raise WgmmaRefusal(
                     f"the wgmma matmul kernel does not implement {op.name}{where(op)} (--kernel wgmma takes "
-                    "C = contract(A, B) in f32, optionally cast to the inputs' type, or attention: a diagram with a softmax)"
+                    "C = contract(A, B) in f32, optionally cast to the inputs' type, or attention: a diagram with a softmax, or an exponential and two contractions)"
                 )
         if len(block.arguments) != 2:
             raise WgmmaRefusal(f"the wgmma matmul kernel takes two inputs (A, B); @{name} has {len(block.arguments)}")

@@ -154,14 +154,17 @@ def _ptxas(ptx: str, target: str) -> dict[str, int]:
 
 
 def _bounded_variant(plan: AttentionPlan, target: str) -> tuple[str, str] | None:
-    """For a variant of plain attention (score or output ops, another V head dim): its kernel text and
+    """For a variant of plain attention (score or output ops, another V head dim, outputs per
+    row such as the log-sum-exp a backward needs): its kernel text and
     PTX under the register budget of the plain kernel at the same tiles (ptxas's count plus
     10%, plus the O accumulators of a wider V head, 2 registers per 4 columns). Plain means
     no mask either: a mask's chunk range alone (dynamic loop bounds) costs ptxas up to 20%
     more registers than it needs. None for plain attention, for a variant already within the
     budget (a cap lets ptxas spend registers up to it), when ptxas would spill under the
     budget, or without ptxas."""
-    plain = dataclasses.replace(plan, dv=plan.d, score_ops=(), output_ops=(), inputs=(), skips=())
+    plain = dataclasses.replace(
+        plan, dv=plan.d, score_ops=(), output_ops=(), inputs=(), skips=(), row_outputs=(), o_position=0
+    )
     if plan == plain:
         return None
     try:

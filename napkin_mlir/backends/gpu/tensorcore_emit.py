@@ -37,7 +37,7 @@ from napkin_mlir.backends.gpu import tensorcore_scores
 from napkin_mlir.backends.gpu.fragments import A_ROWS, A_TILE, B_PAIR, B_PAIR_T, MMA_K, MMA_M, MMA_N, LaneAddress
 from napkin_mlir.backends.gpu.tensorcore_ops import FragmentOps, KernelBuilder, scalar_type
 from napkin_mlir.backends.gpu.tensorcore_plan import ELEM, PAD, AttentionPlan
-from napkin_mlir.backends.gpu.tensorcore_scores import Element, Operand, ScoreInput
+from napkin_mlir.backends.gpu.tensorcore_scores import Element, ScoreInput
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.masks import MlirDomain, visited_chunks
 
@@ -52,7 +52,8 @@ Value = ir.Value
 def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc", max_registers: int | None = None) -> str:
     """The whole module (gpu.container_module with one kernel) as MLIR text; `max_registers`
     bounds ptxas's registers per thread (`nvvm.maxnreg`). The kernel's arguments (%Q, %K,
-    %V, %A<position> for the inputs after V, %O) and shared-memory views (%qs, %ks, %vs, %os,
+    %V, %A<position> for the inputs after V, then the outputs in the function's order: %O
+    and %R<position> for an output per query row) and shared-memory views (%qs, %ks, %vs, %os,
     %bs<position>) carry name locations, which the text uses as their SSA names."""
     with napkin_context(), ir.Location.unknown():
         module = build_attention_module(plan, name, max_registers)
@@ -65,14 +66,17 @@ def emit_attention_kernel(plan: AttentionPlan, name: str = "attention_tc", max_r
 def build_attention_module(plan: AttentionPlan, name: str, max_registers: int | None) -> ir.Module:
     """The module, in the active context."""
     el = scalar_type(ELEM[plan.dtype])
-    names = ["Q", "K", "V", *(f"A{i.arg}" for i in plan.inputs), "O"]
+    names = ["Q", "K", "V", *(f"A{i.arg}" for i in plan.inputs)]
     types = [
         _memref((plan.b, plan.h, plan.r, plan.q, plan.d), el),
         _memref((plan.b, plan.h, plan.x, plan.d), el),
         _memref((plan.b, plan.h, plan.x, plan.dv), el),
         *(_memref(i.shape, scalar_type(i.dtype)) for i in plan.inputs),
-        _memref((plan.b, plan.h, plan.r, plan.q, plan.dv), el),
     ]
+    for out in plan.outputs:  # O, and the outputs per query row, in the function's order
+        names.append("O" if out is None else f"R{out.position}")
+        shape = (plan.b, plan.h, plan.r, plan.q)
+        types.append(_memref((*shape, plan.dv), el) if out is None else _memref(shape, scalar_type(out.dtype)))
     module, body = _kernel_module(name, types, names, plan.threads, max_registers)
     with ir.InsertionPoint(body):
         k = _AttentionKernel(plan, body)
@@ -144,10 +148,13 @@ class _AttentionKernel:
         self.ops = FragmentOps(self.b, self.el_name)
         self.row_len = plan.d + PAD
         args = list(entry.arguments)
-        self.Q, self.K, self.V, self.O = args[0], args[1], args[2], args[-1]
+        self.Q, self.K, self.V = args[0], args[1], args[2]
+        outputs = args[3 + len(plan.inputs) :]
+        self.O = outputs[plan.o_position]
+        self.row_args = [a for a, out in zip(outputs, plan.outputs, strict=True) if out is not None]
         #: kernel arguments after V, by argument position in the program
         self.inputs = {i.arg: i for i in plan.inputs}
-        self.input_args = {i.arg: a for i, a in zip(plan.inputs, args[3:-1], strict=True)}
+        self.input_args = {i.arg: a for i, a in zip(plan.inputs, args[3 : 3 + len(plan.inputs)], strict=True)}
         self.staged: dict[int, Value] = {}  # arg -> its shared tile
         self.acc_t = self.ops.acc_t
         self.a_t = self.ops.a_t
@@ -463,24 +470,13 @@ class _AttentionKernel:
     def score_element(self, s: Value, coords: _Coordinates, mi: int, i: int, nt: int, k: int) -> Value:
         """The program's score ops on one element `s` of S (value 0 of the ops), each by its
         rule; an input is read once per element at the element's global coordinates."""
-        b = self.b
-        values = [s]
-        loaded: dict[tuple[int, str], Value] = {}
 
-        def operand(o: Operand) -> Value:
-            if o.kind == "score":
-                return values[o.ref]
-            if o.kind == "const":
-                return b.const(o.value, o.dtype)
-            if (o.ref, o.dtype) not in loaded:
-                inp = self.inputs[o.ref]
-                loaded[(o.ref, o.dtype)] = tensorcore_scores.convert(coords.read(inp, mi, i, nt, k), inp.dtype, o.dtype)
-            return loaded[(o.ref, o.dtype)]
+        def read(arg: int, dtype: str) -> Value:
+            inp = self.inputs[arg]
+            return tensorcore_scores.convert(coords.read(inp, mi, i, nt, k), inp.dtype, dtype)
 
         at = Element(self.positions.q(mi, i), self.positions.x(coords, nt, k), (self.plan.q, self.plan.x))
-        for op in self.plan.score_ops:
-            values.append(tensorcore_scores.SCORE_RULES[op.name](b, op, [operand(o) for o in op.operands], at))
-        return values[-1]
+        return tensorcore_scores.apply_ops(self.b, self.plan.score_ops, [s], read, at)[-1]
 
     def online_softmax(
         self,
@@ -567,6 +563,8 @@ class _AttentionKernel:
             for i in range(2):
                 total = self.ops.quad_reduce(final[f"l{mi}_{i}"], "sum")
                 inv.append(arith.divf(b.const(1.0, F32), total))
+                if self.plan.row_outputs:
+                    self.store_row_outputs(final[f"m{mi}_{i}"], total, mi, i)
             inv_v = vector.from_elements(acc_t, [inv[0], inv[0], inv[1], inv[1]])
             for nt in range(self.n_o):
                 o = arith.mulf(final[f"o{mi}_{nt}"], inv_v)
@@ -579,6 +577,28 @@ class _AttentionKernel:
                     vector.store(pair, self.os, [self.my_rows[mi][i], col])
         gpu.BarrierOp()
 
+    def store_row_outputs(self, m: Value, total: Value, mi: int, i: int) -> None:
+        """The outputs per query row (`plan.row_outputs`, e.g. the row log-sum-exp m + log l)
+        of the thread's row `my_rows[mi][i]`, from its row max (scaled back to the program's
+        scores: the kernel's is taken before the folded positive scale) and the quad's row
+        sum, each by its rules; the quad's first lane stores them, rows past q are skipped."""
+        b, plan = self.b, self.plan
+        row = self.my_rows[mi][i]
+        q = self.my_q[mi][i]
+        index = {"b": self.batch, "h": self.head, "r": b.div(row, plan.gq), "q": q}
+        reader_index = {**index, "q": b.minu(q, plan.q - 1)}
+        values = [arith.mulf(m, b.const(plan.scale, F32)), total]
+        stores = arith.andi(arith.cmpi(arith.CmpIPredicate.eq, self.c, b.idx(0)), b.ult(q, plan.q))
+        inside = scf.IfOp(stores)
+        with ir.InsertionPoint(inside.then_block):
+            for out, arg in zip(plan.row_outputs, self.row_args, strict=True):
+                got = tensorcore_scores.apply_ops(
+                    b, out.ops, values, self.global_reader(reader_index), Element(None, None)
+                )
+                v = tensorcore_scores.convert(got[out.result], F32, out.dtype)
+                memref.store(v, arg, [index[a] for a in ("b", "h", "r", "q")])
+            scf.YieldOp([])
+
     def output_fragment(self, o: Value, mi: int, nt: int) -> Value:
         """The program's ops on O / l before its cast, on each element of one accumulator
         fragment (rows my_rows[mi][i], head column 8nt + 2c + k), each by its rule; inputs are
@@ -590,23 +610,21 @@ class _AttentionKernel:
             index["q"] = b.minu(self.my_q[mi][i], plan.q - 1)  # rows past q are never stored
             for k in range(2):
                 col = b.add(b.mul(self.c, 2), nt * MMA_N + k)  # along V's head axis
-                values = [vector.extract(o, [], [i, k])]
-
-                def operand(op: Operand, values: list[Value] = values, col: Value = col, index: dict = index) -> Value:
-                    if op.kind == "score":
-                        return values[op.ref]
-                    if op.kind == "const":
-                        return b.const(op.value, op.dtype)
-                    inp = self.inputs[op.ref]
-                    at = [index.get(a, col) for a in inp.axes]  # the one other axis: the head
-                    v = memref.load(self.input_args[op.ref], at)
-                    return tensorcore_scores.convert(v, inp.dtype, op.dtype)
-
-                for op in plan.output_ops:
-                    args = [operand(x) for x in op.operands]
-                    values.append(tensorcore_scores.SCORE_RULES[op.name](b, op, args, Element(None, None)))
-                out.append(values[-1])
+                value = vector.extract(o, [], [i, k])
+                read = self.global_reader({**index, "": col})  # the one other axis: the head
+                out.append(tensorcore_scores.apply_ops(b, plan.output_ops, [value], read, Element(None, None))[-1])
         return vector.from_elements(self.acc_t, out)
+
+    def global_reader(self, index: dict[str, Value]) -> Callable[[int, str], Value]:
+        """`read` for `apply_ops`: an input loaded from global memory at `index` by axis name
+        (an axis not named there at `index[""]`), converted to the type the op reads."""
+
+        def read(arg: int, dtype: str) -> Value:
+            inp = self.inputs[arg]
+            v = memref.load(self.input_args[arg], [index[a] if a in index else index[""] for a in inp.axes])
+            return tensorcore_scores.convert(v, inp.dtype, dtype)
+
+        return read
 
     def store_output(self) -> None:
         """The staged O to global memory with 16-byte vector stores, one 8-element row piece

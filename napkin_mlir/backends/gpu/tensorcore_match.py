@@ -49,6 +49,7 @@ from napkin_mlir.backends.gpu.tensorcore_scores import (
     SCORE_RULES,
     MapBody,
     Operand,
+    RowOutput,
     ScalarOp,
     ScoreInput,
     ScoreOp,
@@ -124,6 +125,8 @@ class AttentionMatch:
     score_ops: tuple[ScoreOp, ...] = ()  # the elementwise ops on the scores, in program order
     output_ops: tuple[ScoreOp, ...] = ()  # the elementwise ops on O / l before its cast
     inputs: tuple[ScoreInput, ...] = ()  # the function arguments after V, by position
+    row_outputs: tuple[RowOutput, ...] = ()  # outputs per query row, from the final m and l
+    o_position: int = 0  # O's position among the function's results
 
     @property
     def dims(self) -> dict[str, int]:
@@ -476,17 +479,22 @@ class _Matcher:
         block: ir.Block,
         rules: Collection[str],
         what: str,
-    ) -> tuple[ir.Operation, tuple[ScoreOp, ...]]:
+        leaves: dict[ir.Value, int] | None = None,
+    ) -> tuple[ir.Operation | None, tuple[ScoreOp, ...]]:
         """The elementwise ops of `block` from the result of one root op (`is_root`: the score
         contraction, the stream) to `out`, in program order, as `ScoreOp`s: each must have a
         rule (`rules`), and each of its operands is a value computed from the root's or an
-        input (`_input`). Returns the root op and the ops."""
+        input (`_input`). Returns the root op and the ops. With `leaves` (values already
+        numbered: the stream's final row max and sum) the ops start from those instead of
+        from a root op, and the root returned is None."""
         w = self.w
         found: dict[ir.Operation, None] = {}
         root: ir.Operation | None = None
         todo = [(out, user)]
         while todo:
             v, u = todo.pop()
+            if leaves is not None and v in leaves:
+                continue
             op = w.producer(v, u, f"the {what}")
             if is_root(op):
                 if root is not None and root != op:
@@ -504,18 +512,20 @@ class _Matcher:
             found[op] = None
             operands = [mask_parts(op).input, *mask_parts(op).arrays] if op.name == "napkin.mask" else list(op.operands)
             todo += [(o, op) for o in operands if self._input(o) is None]
-        if root is None:
+        if root is None and leaves is None:
             w.refuse(user, f"the kernel's {what} come from a contraction, S = Q·K^T")
         order = {o: i for i, o in enumerate(_ops(block))}
         for op in found:
             if op not in order:
                 w.refuse(op, f"the kernel computes the ops of the {what} where the {what} are")
-        root_type = _atype(root.results[0])
-        numbers: dict[ir.Value, int] = {root.results[0]: 0}
+        numbers: dict[ir.Value, int] = dict(leaves) if leaves is not None else {}
+        if root is not None:
+            numbers[root.results[0]] = 0
+        root_type = _atype(next(iter(numbers)))
         ops: list[ScoreOp] = []
         for op in sorted(found, key=order.__getitem__):
             ops.append(self._score_op(op, numbers, root_type))
-            numbers[op.results[0]] = len(ops)
+            numbers[op.results[0]] = len(numbers)
         return root, tuple(ops)
 
     def _score_op(self, op: ir.Operation, numbers: dict[ir.Value, int], root_type: ArrayType) -> ScoreOp:
@@ -790,13 +800,26 @@ class _Matcher:
             w.take(fill, f"the initial {what}: {value} (scf.for iter_args)")
         fin = list(self.finish.arguments)
         yld = _ops(self.finish)[-1]
-        if len(yld.operands) != 1 or len(self.stream.results) != 1:
-            w.refuse(self.stream, "the kernel's stream gives one result, O / l")
-        div = w.expect(yld.operands[0], "napkin.div", yld, "O / l")
-        if div.operands[0] != fin[2] or div.operands[1] != fin[1]:
-            w.refuse(div, "the kernel's result is the final O divided by the final row sum")
-        w.take(div, "O / l: the row sums reduced over the quad, O multiplied by 1/l (normalize_to_shared)")
-        w.take(yld, "the stream's result, O / l")
+        # the stream's results: O / l, and the final row max m and row sum l themselves
+        self.stream_roles: list[str] = []
+        for v in yld.operands:
+            role = "m" if v == fin[0] else "l" if v == fin[1] else "o"
+            if role in self.stream_roles:
+                w.refuse(self.stream, "the kernel's stream gives O / l, the final row max and the row sum once each")
+            if role != "o":
+                self.stream_roles.append(role)
+                continue
+            div = w.expect(v, "napkin.div", yld, "O / l")
+            if div.operands[0] != fin[2] or div.operands[1] != fin[1]:
+                w.refuse(div, "the kernel's result is the final O divided by the final row sum")
+            w.take(div, "O / l: the row sums reduced over the quad, O multiplied by 1/l (normalize_to_shared)")
+            self.stream_roles.append("o")
+        if "o" not in self.stream_roles:
+            w.refuse(self.stream, "the kernel's stream gives O / l (and may give the final row max and row sum)")
+        w.take(
+            yld,
+            f"the stream's results: {', '.join({'o': 'O / l', 'm': 'the row max', 'l': 'the row sum'}[r] for r in self.stream_roles)}",
+        )
 
     # --- the group: the Q tile, the stream, O cast and stored -----------------------------------
 
@@ -814,10 +837,26 @@ class _Matcher:
             )
         self.group_sizes = sizes
         yld = _ops(self.gbody)[-1]
-        if len(yld.operands) != 1:
-            w.refuse(group, "the kernel writes one output")
-        w.take(yld, "the CTA's tile of O")
-        v = yld.operands[0]
+        w.take(yld, "the CTA's tiles of its outputs")
+        o_result = self.stream.results[self.stream_roles.index("o")]
+        self.outputs: list[str | RowOutput] = []  # per group result: "O", or an output per row
+        for position, v in enumerate(yld.operands):
+            user = yld
+            while isinstance(v, ir.OpResult) and v.owner.name == "napkin.transfer":
+                user = v.owner.operation
+                v = user.operands[0]
+            if set(_atype(v).axes) == set(_atype(o_result).axes):
+                self._o_output(yld.operands[position], yld)
+                self.outputs.append("O")
+            else:
+                self.outputs.append(self._row_output(yld.operands[position], yld, position))
+        if self.outputs.count("O") != 1:
+            w.refuse(group, "the kernel writes O / l once (and outputs per query row from the row max and sum)")
+        w.take(group, "the grid: one CTA per (q tile, key/value head, batch), blockIdx (x, y, z)")
+
+    def _o_output(self, v: ir.Value, yld: ir.Operation) -> None:
+        """O / l of the stream, the ops on it, its cast to the inputs' type, its transfers."""
+        w = self.w
         cast: ir.Operation | None = None
         while True:
             op = w.producer(v, yld, "the output tile")
@@ -835,14 +874,51 @@ class _Matcher:
                     user = v.owner.operation
                     w.take(user, "O / l in registers (a level change)")
                     v = user.operands[0]
+                o_result = self.stream.results[self.stream_roles.index("o")]
                 _, self.output_ops = self._elementwise_ops(
-                    v, user, lambda o: o == self.stream, self.gbody, OUTPUT_RULES, "output"
+                    v, user, lambda o: False, self.gbody, OUTPUT_RULES, "output", {o_result: 0}
                 )
-                break
+                return
             else:
                 w.refuse(op, "the kernel stores O / l of the stream, cast to the inputs' element type, as the output")
             v = op.operands[0]
-        w.take(group, "the grid: one CTA per (q tile, key/value head, batch), blockIdx (x, y, z)")
+
+    def _row_output(self, v: ir.Value, yld: ir.Operation, position: int) -> RowOutput:
+        """An output per query row (the row log-sum-exp m + log l of a forward that keeps it
+        for the backward): elementwise ops, by their rules, of the stream's final row max
+        (value 0, scaled as the program's scores are) and row sum (value 1) and of inputs per
+        row, then at most one cast; each thread of a quad's first lane stores its rows."""
+        w = self.w
+        numbers = {
+            r: {"m": 0, "l": 1}[role]
+            for role, r in zip(self.stream_roles, self.stream.results, strict=True)
+            if role != "o"
+        }
+        out = v
+        while True:
+            op = w.producer(v, yld, "an output") if v not in numbers else None
+            if op is not None and op.name == "napkin.transfer":
+                w.take(op, "the row's value stored to global memory by the quad's first lane")
+                v = op.operands[0]
+                continue
+            break
+        stored = _atype(v).dtype
+        if op is not None and op.name == "napkin.cast":
+            if _atype(op.operands[0]).dtype != "f32" or stored not in ("f32", "bf16", "f16"):
+                w.refuse(op, "the kernel converts an output per row from f32 to a float type")
+            w.take(op, f"the row's value converted to {stored} (arith.truncf)")
+            v = op.operands[0]
+        rows = _atype(self.stream.results[self.stream_roles.index("o")]).axes[:-1]
+        if tuple(_atype(out).axes) != tuple(rows) or _atype(v).dtype != "f32":
+            w.refuse(
+                yld,
+                f"the kernel writes O and outputs over the query rows ({', '.join(rows)}) in f32 or cast from it; "
+                f"output #{position} is {_atype(out)}",
+            )
+        if v in numbers:
+            return RowOutput(position, (), numbers[v], stored)
+        _, ops = self._elementwise_ops(v, yld, lambda o: False, self.gbody, OUTPUT_RULES, "row outputs", numbers)
+        return RowOutput(position, ops, len(numbers) + len(ops) - 1, stored)
 
     def function_body(self) -> None:
         w, func = self.w, self.func
@@ -855,16 +931,17 @@ class _Matcher:
                 "the kernel takes the function's Q, K and V, then the inputs of the score ops, in this order; "
                 f"this group takes {len(self.group.operands)} arrays of a function of {len(params)}",
             )
-        if len(ret.operands) != 1 or ret.operands[0] != self.group.results[0]:
-            w.refuse(ret, "the kernel's output is the group's result")
-        w.take(ret, "the kernel's output O (its last argument)")
+        if list(ret.operands) != list(self.group.results):
+            w.refuse(ret, "the kernel's outputs are the group's results, in order")
+        w.take(ret, "the kernel's outputs, after its inputs: O and the outputs per row")
 
     def layout(self) -> None:
         """Q (b, h[, r], q, d), K (b, h, x, d), V (b, h, x, e) with e any head axis (d too),
         O like Q with V's head axis: the kernel's memref layouts; each input of the score ops
         over axes of the scores, of their sizes."""
         q, k, v = (self.traced[n] for n in ("Q", "K", "V"))
-        out = _atype(_ops(self.func.regions[0].blocks[0])[-1].operands[0])
+        results = [_atype(r) for r in _ops(self.func.regions[0].blocks[0])[-1].operands]
+        out = results[self.outputs.index("O")]
         head = v.axes[-1]
         ok = (
             q.axes in (("b", "h", "q", "d"), ("b", "h", "r", "q", "d"))
@@ -875,12 +952,18 @@ class _Matcher:
             and all(q.size(a) == k.size(a) for a in ("b", "h", "d"))
             and q.dtype == k.dtype == v.dtype == out.dtype
             and (out.axes, out.shape) == ((*q.axes[:-1], head), (*q.shape[:-1], v.shape[-1]))
+            and all(
+                (results[o.position].axes, results[o.position].shape) == (q.axes[:-1], q.shape[:-1])
+                for o in self.outputs
+                if isinstance(o, RowOutput)
+            )
         )
         name = ir.StringAttr(self.func.attributes["sym_name"]).value
         if not ok:
             raise TensorCoreRefusal(
                 f"the tensor-core rule takes Q as (b, h[, r], q, d), K as (b, h, x, d), V as (b, h, x, e) and "
-                f"writes O like Q with V's head axis, all of one element type; '{name}'"
+                f"writes O like Q with V's head axis, all of one element type, and outputs per row over Q's "
+                f"axes but d; '{name}'"
                 f"{self.w.at(self.func)} has Q {q}, K {k}, V {v}, O {out}; use --kernel simt"
             )
         sizes = {**q.sizes, "x": k.size("x"), head: v.size(head)}
@@ -914,4 +997,6 @@ class _Matcher:
             self.score_ops,
             self.output_ops,
             tuple(self.inputs.get(n, ScoreInput(n, t.axes, t.shape, t.dtype)) for n, t in enumerate(args) if n > 2),
+            tuple(o for o in self.outputs if isinstance(o, RowOutput)),
+            self.outputs.index("O"),
         )

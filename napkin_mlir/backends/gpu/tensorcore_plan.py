@@ -19,7 +19,7 @@ from mlir import ir
 
 from napkin_mlir.backends.gpu.fragments import MMA_K, MMA_M, MMA_N
 from napkin_mlir.backends.gpu.tensorcore_match import TensorCoreRefusal, match_attention
-from napkin_mlir.backends.gpu.tensorcore_scores import ScoreInput, ScoreOp
+from napkin_mlir.backends.gpu.tensorcore_scores import RowOutput, ScoreInput, ScoreOp
 from napkin_mlir.errors import NapkinError
 from napkin_mlir.ir.masks import Predicate
 
@@ -48,6 +48,15 @@ class AttentionPlan:
     score_ops: tuple[ScoreOp, ...] = ()  # elementwise ops on the scores, before the folded scale and mask
     output_ops: tuple[ScoreOp, ...] = ()  # elementwise ops on O / l, before its cast
     inputs: tuple[ScoreInput, ...] = ()  # the function arguments after V (the kernel's too)
+    row_outputs: tuple[RowOutput, ...] = ()  # outputs per query row (the row log-sum-exp)
+    o_position: int = 0  # O's position among the outputs
+
+    @property
+    def outputs(self) -> list[RowOutput | None]:
+        """The kernel's outputs in order (after its inputs): None for O, else an output per row."""
+        found: list[RowOutput | None] = list(self.row_outputs)
+        found.insert(self.o_position, None)
+        return found
 
     @property
     def rows(self) -> int:
@@ -154,6 +163,8 @@ class AttentionPlan:
         score_ops: tuple[ScoreOp, ...] = (),
         output_ops: tuple[ScoreOp, ...] = (),
         inputs: tuple[ScoreInput, ...] = (),
+        row_outputs: tuple[RowOutput, ...] = (),
+        o_position: int = 0,
     ) -> AttentionPlan:
         """A plan from axis sizes (b, h, [r,] q, x, d and, when V's head dim differs from d,
         dv) and tiles (q, x; whole axis if absent).
@@ -184,6 +195,8 @@ class AttentionPlan:
             score_ops=score_ops,
             output_ops=output_ops,
             inputs=inputs,
+            row_outputs=row_outputs,
+            o_position=o_position,
         )
 
     @staticmethod
@@ -204,6 +217,8 @@ class AttentionPlan:
             score_ops=match.score_ops,
             output_ops=match.output_ops,
             inputs=match.inputs,
+            row_outputs=match.row_outputs,
+            o_position=match.o_position,
         )
         plan.check()
         return plan

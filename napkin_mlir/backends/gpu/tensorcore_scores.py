@@ -14,7 +14,9 @@ before its cast (`AttentionPlan.output_ops`), on the O fragments.
 
 Values are numbered: value 0 is the element of S, value k + 1 the result of the k-th op.
 An op's operands are score values, inputs (a function argument read at the element's global
-coordinates, converted to the type the op reads) or constants (`Operand`).
+coordinates, converted to the type the op reads) or constants (`Operand`); `apply_ops` builds
+a sequence of them for both kernels. The same rules compute a kernel's outputs per query row
+(`RowOutput`: the row log-sum-exp m + log l from the stream's final row max and sum).
 """
 
 from __future__ import annotations
@@ -258,3 +260,43 @@ class ScoreInput:
     axes: tuple[str, ...]
     shape: tuple[int, ...]
     dtype: str
+
+
+@dataclass(frozen=True)
+class RowOutput:
+    """An output per query row (the row log-sum-exp a forward keeps for its backward): the
+    ops, by the rules above, on value 0, the row max m of the program's scores, and value 1,
+    their row sum l at the end of the stream (then each op's result, numbered on); `result`
+    is the value stored, converted to `dtype`, as the function's result number `position`."""
+
+    position: int
+    ops: tuple[ScoreOp, ...]
+    result: int
+    dtype: str
+
+
+def apply_ops(
+    b: KernelBuilder,
+    ops: tuple[ScoreOp, ...],
+    values: list[ir.Value],
+    read: Callable[[int, str], ir.Value],
+    at: Element,
+) -> list[ir.Value]:
+    """`ops` in order, each by its rule, on the numbered `values` (value 0 the element, or the
+    row max and sum of a `RowOutput`): returns every value, the ops' results appended. An
+    input operand is read once per type through `read(position, dtype)`."""
+    values = list(values)
+    loaded: dict[tuple[int, str], ir.Value] = {}
+
+    def operand(o: Operand) -> ir.Value:
+        if o.kind == "score":
+            return values[o.ref]
+        if o.kind == "const":
+            return b.const(o.value, o.dtype)
+        if (o.ref, o.dtype) not in loaded:
+            loaded[(o.ref, o.dtype)] = read(o.ref, o.dtype)
+        return loaded[(o.ref, o.dtype)]
+
+    for op in ops:
+        values.append(SCORE_RULES[op.name](b, op, [operand(o) for o in op.operands], at))
+    return values
