@@ -265,7 +265,9 @@ def _file_tensorcore(
                 "attention",
                 axis_sizes(module),
                 problem.tiles,
-                feasible=lambda t: tiles_fit_kernel(t, match.dims, match.dtype, warp_rows),
+                feasible=lambda t: tiles_fit_kernel(
+                    t, match.dims, match.dtype, warp_rows, match.softmax, match.score_pairs
+                ),
                 tensor_cores=True,
                 warp_rows=warp_rows,
             )

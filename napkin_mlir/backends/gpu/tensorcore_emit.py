@@ -87,7 +87,7 @@ def build_attention_module(plan: AttentionPlan, name: str, max_registers: int | 
         wrow = k.b.mul(k.warp, plan.warp_rows)
         qfrag = k.q_fragments(wrow)
         k.thread_rows(wrow)
-        results = k.stream(qfrag)
+        results = k.stream(qfrag) if plan.softmax else k.contraction_stream(k.row_fragments(qfrag))
         k.normalize_to_shared(first, results)
         k.store_output()
         gpu.ReturnOp([])
@@ -187,6 +187,10 @@ class _AttentionKernel:
         for i in plan.staged_inputs:
             self.staged[i.arg] = view(f"bs{i.arg}", [2, plan.rows, plan.sx + PAD], scalar_type(i.dtype), offset)
             offset += plan.input_tile_bytes
+        self.row_bufs = {0: self.qs}  # the tiles of the CTA's rows: Q, and (without a softmax) dO
+        for arg in plan.row_tiles[1:]:
+            self.row_bufs[arg] = view(f"rs{arg}", [plan.rows, self.row_len], el, offset)
+            offset += plan.q_bytes
 
     def thread_ids(self) -> None:
         b = self.b
@@ -309,6 +313,15 @@ class _AttentionKernel:
         """Copy the Q tile and K/V chunk 0, wait for both; returns chunk 0's group token."""
         b = self.b
         q_tokens = self.copy_tile(self.qs, [], self.Q, self.plan.rows, self.q_src, self.q_valid, self.per_row)
+        for arg in self.plan.row_tiles[1:]:
+            axes = self.inputs[arg].axes
+
+            def row_src(row: Value, col: Value, axes: tuple[str, ...] = axes) -> list[Value]:
+                index = dict(zip(("b", "h", "r", "q"), self.q_src(row, col)[:4], strict=True))
+                return [index.get(a, col) for a in axes]  # the last axis: the head dim
+
+            src = self.input_args[arg]
+            q_tokens += self.copy_tile(self.row_bufs[arg], [], src, self.plan.rows, row_src, self.q_valid, self.per_row)
         nvgpu.DeviceAsyncCreateGroupOp(q_tokens)
         first = self.kv_loader(self.lower, b.idx(0))  # the first chunk goes to stage 0
         nvgpu.DeviceAsyncWaitOp(first, numGroups=1)
@@ -336,10 +349,21 @@ class _AttentionKernel:
             return None
         return [[self.q_fragment(mi, kt) for kt in range(self.plan.d // MMA_K)] for mi in self.tiles_m]
 
-    def q_fragment(self, mi: int, kt: int) -> Value:
-        """The A operand of m tile `mi` at k-step `kt`: one ldmatrix.x4 from the Q tile."""
+    def q_fragment(self, mi: int, kt: int, buf: Value | None = None) -> Value:
+        """The A operand of m tile `mi` at k-step `kt`: one ldmatrix.x4 from the Q tile (or the
+        tile `buf` of other rows)."""
         col = self.b.add(self.a_col, kt * MMA_K)
-        return self.ops.ldmatrix(self.qs, [self.a_rows[mi], col], False)
+        return self.ops.ldmatrix(self.qs if buf is None else buf, [self.a_rows[mi], col], False)
+
+    def row_fragments(self, qfrag: list[list[Value]] | None) -> dict[int, list[list[Value]]]:
+        """The A operands of every row tile (Q's are `qfrag`), per m tile and k-step, in
+        registers (a kernel without a softmax takes head dims up to 128)."""
+        assert qfrag is not None
+        frags = {0: qfrag}
+        for arg in self.plan.row_tiles[1:]:
+            steps = range(self.plan.d // MMA_K)
+            frags[arg] = [[self.q_fragment(mi, kt, self.row_bufs[arg]) for kt in steps] for mi in self.tiles_m]
+        return frags
 
     def thread_rows(self, wrow: Value) -> None:
         """Rows of this thread (per m tile, rows g and g+8): flattened CTA rows, and their q."""
@@ -415,8 +439,77 @@ class _AttentionKernel:
             scf.YieldOp([new[n] for n in names])
         return dict(zip(names, loop.results, strict=True))
 
-    def scores(self, stage: Value, qfrag: list[list[Value]] | None) -> list[list[Value]]:
-        """S = Q K^T: n_s accumulators of 16x8 per m tile; each K fragment serves every m tile.
+    def contraction_stream(self, frags: dict[int, list[list[Value]]]) -> dict[str, Value]:
+        """Without a softmax (`plan.softmax` false): the `scf.for` over the chunks of x carrying
+        only the accumulators, acc += F · C, with F the program's ops on the score
+        contractions (`plan.score_pairs`: each a row tile's fragments against a chunk of K or
+        V), 0 past x, as A fragments (hi + lo when `plan.split`), and C the chunk
+        `plan.out_operand`. Returns the loop's results by state name."""
+        b, plan, acc_t = self.b, self.plan, self.acc_t
+        self.ninf = b.const(-math.inf, F32)
+        self.zacc = b.const(0.0, str(acc_t))
+        names = [f"o{mi}_{nt}" for mi in self.tiles_m for nt in range(self.n_o)]
+        loop = scf.ForOp(b.idx(0), self.visits, b.idx(1), [self.zacc] * len(names), loc=b.fresh("st"))
+        _name_arguments(loop, ["t", *names])
+        bufs = {1: self.ks, 2: self.vs}
+        p32_t = ir.VectorType.get(self.a_t.shape, b.f32)
+        with ir.InsertionPoint(loop.body):
+            t = loop.induction_variable
+            j = b.add(self.lower, t)
+            old = dict(zip(names, loop.inner_iter_args, strict=True))
+            stage = b.rem(t, 2)
+            group = self.kv_loader(b.add(j, 1), b.rem(b.add(t, 1), 2))
+            nvgpu.DeviceAsyncWaitOp(group, numGroups=1)
+            gpu.BarrierOp()
+            x0 = b.mul(j, plan.sx)
+            coords = _Coordinates(self, self.chunk_columns(x0), stage)
+            read = sorted({o.ref for op in plan.score_ops for o in op.operands if o.kind == "input"})
+            for arg in read:
+                coords.read_all(self.inputs[arg])
+            s = [self.scores(stage, frags[row], bufs[chunk]) for row, chunk in plan.score_pairs]
+            zero = b.const(0.0, F32)
+            past_x = [
+                [arith.cmpi(arith.CmpIPredicate.uge, coords.cols[nt][k], b.idx(plan.x)) for k in range(2)]
+                for nt in range(self.n_s)
+            ]
+            afrags = []
+            for mi in self.tiles_m:
+                f = [
+                    [
+                        [
+                            arith.select(
+                                past_x[nt][k],
+                                zero,
+                                self.score_element(
+                                    [vector.extract(x[mi][nt], [], [i, k]) for x in s], coords, mi, i, nt, k
+                                ),
+                            )
+                            for k in range(2)
+                        ]
+                        for i in range(2)
+                    ]
+                    for nt in range(self.n_s)
+                ]
+                steps = []
+                for kt in range(plan.sx // MMA_K):
+                    whole = vector.from_elements(
+                        p32_t, [f[2 * kt + half][i][k] for half, i in A_ROWS for k in range(2)]
+                    )
+                    hi = arith.truncf(self.a_t, whole)
+                    parts = [hi]
+                    if plan.split:  # the rest of F, exactly representable as F - hi, rounded again
+                        parts.append(arith.truncf(self.a_t, arith.subf(whole, arith.extf(p32_t, hi))))
+                    steps.append(parts)
+                afrags.append(steps)
+            acc = [[old[f"o{mi}_{nt}"] for nt in range(self.n_o)] for mi in self.tiles_m]
+            acc = self.accumulate(stage, bufs[plan.out_operand], afrags, acc)
+            gpu.BarrierOp()  # the next iteration's copy overwrites the stage read here
+            scf.YieldOp([acc[mi][nt] for mi in self.tiles_m for nt in range(self.n_o)])
+        return dict(zip(names, loop.results, strict=True))
+
+    def scores(self, stage: Value, qfrag: list[list[Value]] | None, buf: Value | None = None) -> list[list[Value]]:
+        """S = Q K^T (or rows·chunk^T of another row tile and the chunk `buf`): n_s
+        accumulators of 16x8 per m tile; each K fragment serves every m tile.
         One ldmatrix.x4 per k-step and pair of n tiles: lane l gives row 8(nt + l//16) + l%8 of
         the chunk, columns 16kt + 8((l//8)%2) .. +8."""
         b = self.b
@@ -425,7 +518,7 @@ class _AttentionKernel:
         for nt in range(0, self.n_s, 2):
             krow = b.add(b_row, nt * MMA_N)
             for kt in range(self.plan.d // MMA_K):
-                kbs = self.ops.b_pair(self.ks, [stage, krow, b.add(b_col, kt * MMA_K)], False)
+                kbs = self.ops.b_pair(self.ks if buf is None else buf, [stage, krow, b.add(b_col, kt * MMA_K)], False)
                 for mi in self.tiles_m:
                     a = qfrag[mi][kt] if qfrag is not None else self.q_fragment(mi, kt)
                     for half, kb in enumerate(kbs):
@@ -467,16 +560,18 @@ class _AttentionKernel:
             svals.append(per_tile)
         return svals
 
-    def score_element(self, s: Value, coords: _Coordinates, mi: int, i: int, nt: int, k: int) -> Value:
-        """The program's score ops on one element `s` of S (value 0 of the ops), each by its
-        rule; an input is read once per element at the element's global coordinates."""
+    def score_element(self, s: Value | list[Value], coords: _Coordinates, mi: int, i: int, nt: int, k: int) -> Value:
+        """The program's score ops on one element `s` of S (value 0 of the ops; a list: one
+        element of each score contraction), each by its rule; an input is read once per
+        element at the element's global coordinates."""
 
         def read(arg: int, dtype: str) -> Value:
             inp = self.inputs[arg]
             return tensorcore_scores.convert(coords.read(inp, mi, i, nt, k), inp.dtype, dtype)
 
         at = Element(self.positions.q(mi, i), self.positions.x(coords, nt, k), (self.plan.q, self.plan.x))
-        return tensorcore_scores.apply_ops(self.b, self.plan.score_ops, [s], read, at)[-1]
+        values = s if isinstance(s, list) else [s]
+        return tensorcore_scores.apply_ops(self.b, self.plan.score_ops, values, read, at)[-1]
 
     def online_softmax(
         self,
@@ -535,20 +630,30 @@ class _AttentionKernel:
         """Rescale O and accumulate P V (V fragments transposed by ldmatrix, shared by the m
         tiles): one ldmatrix.x4.trans per k-step and pair of n tiles, lane l giving row
         16t + l%16 of the chunk at columns 8(nt + l//16) .. +8 of the head dim."""
+        o_acc = [[arith.mulf(old[f"o{mi}_{nt}"], alpha_v[mi]) for nt in range(self.n_o)] for mi in self.tiles_m]
+        return self.accumulate(stage, self.vs, [[[f] for f in frags] for frags in pfrag], o_acc)
+
+    def accumulate(
+        self, stage: Value, buf: Value, afrags: list[list[list[Value]]], acc: list[list[Value]]
+    ) -> list[list[Value]]:
+        """acc += A · chunk with the chunk `buf` (V, or K) as the B operand over x, transposed
+        by ldmatrix; `afrags[mi][t]` are the A fragments of m tile mi at k-step t, each
+        accumulated (two for an f32 A split into hi + lo)."""
         b, n_o = self.b, self.n_o
         v_row, v_col = self.lane_address(B_PAIR_T)
-        o_acc = [[arith.mulf(old[f"o{mi}_{nt}"], alpha_v[mi]) for nt in range(n_o)] for mi in self.tiles_m]
+        acc = [list(row) for row in acc]
         for nt in range(0, n_o, 2):
             for t in range(self.plan.sx // MMA_K):
                 index = [stage, b.add(v_row, t * MMA_K), b.add(v_col, nt * MMA_N)]
                 if nt + 1 < n_o:
-                    vbs: tuple[Value, ...] = self.ops.b_pair(self.vs, index, True)
+                    vbs: tuple[Value, ...] = self.ops.b_pair(buf, index, True)
                 else:  # an odd last n8 tile of V's head dim: one B fragment (ldmatrix.x2, lanes 0-15)
-                    vbs = (self.ops.b_single(self.vs, index, True),)
+                    vbs = (self.ops.b_single(buf, index, True),)
                 for mi in self.tiles_m:
                     for half, vb in enumerate(vbs):
-                        o_acc[mi][nt + half] = self.ops.mma(pfrag[mi][t], vb, o_acc[mi][nt + half])
-        return o_acc
+                        for a in afrags[mi][t]:
+                            acc[mi][nt + half] = self.ops.mma(a, vb, acc[mi][nt + half])
+        return acc
 
     # --- finish: O / l, convert, store the valid rows ----------------------------------------
 
@@ -560,14 +665,15 @@ class _AttentionKernel:
         o16_t = ir.VectorType.get(acc_t.shape, self.el)
         for mi in self.tiles_m:
             inv = []
-            for i in range(2):
+            for i in range(2 if self.plan.softmax else 0):
                 total = self.ops.quad_reduce(final[f"l{mi}_{i}"], "sum")
                 inv.append(arith.divf(b.const(1.0, F32), total))
                 if self.plan.row_outputs:
                     self.store_row_outputs(final[f"m{mi}_{i}"], total, mi, i)
-            inv_v = vector.from_elements(acc_t, [inv[0], inv[0], inv[1], inv[1]])
             for nt in range(self.n_o):
-                o = arith.mulf(final[f"o{mi}_{nt}"], inv_v)
+                o = final[f"o{mi}_{nt}"]
+                if inv:  # O / l
+                    o = arith.mulf(o, vector.from_elements(acc_t, [inv[0], inv[0], inv[1], inv[1]]))
                 if self.plan.output_ops:
                     o = self.output_fragment(o, mi, nt)
                 o16 = arith.truncf(o16_t, o)

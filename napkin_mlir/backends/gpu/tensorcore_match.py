@@ -127,6 +127,10 @@ class AttentionMatch:
     inputs: tuple[ScoreInput, ...] = ()  # the function arguments after V, by position
     row_outputs: tuple[RowOutput, ...] = ()  # outputs per query row, from the final m and l
     o_position: int = 0  # O's position among the function's results
+    softmax: bool = True  # False: acc += f(S_1, ...) · C without a softmax (the backward's dQ)
+    score_pairs: tuple[tuple[int, int], ...] = ((0, 1),)  # per score contraction: (row arg, chunk arg)
+    out_operand: int = 2  # the chunk operand of the accumulated contraction (V; K for dQ)
+    split: bool = False  # its other operand is f32, contracted as two 16-bit parts (hi + lo)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -253,8 +257,13 @@ def match_attention(module: ir.Module, filename: str | None = None) -> Attention
         if op.name not in KERNEL_OPS and op not in in_maps:
             w.refuse(op)
     m = _Matcher(w, func, group, stream)
-    m.step()
-    m.init_and_finish()
+    carried = len(list(stream.regions[1].blocks[0].arguments)) - len(stream.operands) - 1
+    if carried == 1:  # no softmax: acc += f(S_1, ..., S_n) · C
+        m.contraction_step()
+        m.contraction_init_and_finish()
+    else:
+        m.step()
+        m.init_and_finish()
     m.group_body()
     m.function_body()
     m.layout()
@@ -289,6 +298,10 @@ class _Matcher:
         self.score_ops: tuple[ScoreOp, ...] = ()
         self.output_ops: tuple[ScoreOp, ...] = ()
         self.inputs: dict[int, ScoreInput] = {}
+        self.softmax = True
+        self.score_pairs: tuple[tuple[int, int], ...] = ((0, 1),)
+        self.out_operand = 2
+        self.split = False
 
     # --- the stream step: S = Q K^T, the online softmax, O = alpha O + P V -----------------
 
@@ -487,9 +500,28 @@ class _Matcher:
         input (`_input`). Returns the root op and the ops. With `leaves` (values already
         numbered: the stream's final row max and sum) the ops start from those instead of
         from a root op, and the root returned is None."""
+        roots, ops = self._elementwise_dag(out, user, is_root, block, rules, what, leaves)
+        if leaves is None and len(roots) != 1:
+            w = self.w
+            w.refuse(roots[1] if roots else user, f"the kernel computes the {what} from one contraction, S = Q·K^T")
+        return (roots[0] if roots else None), ops
+
+    def _elementwise_dag(
+        self,
+        out: ir.Value,
+        user: ir.Operation,
+        is_root: Callable[[ir.Operation], bool],
+        block: ir.Block,
+        rules: Collection[str],
+        what: str,
+        leaves: dict[ir.Value, int] | None = None,
+    ) -> tuple[list[ir.Operation], tuple[ScoreOp, ...]]:
+        """`_elementwise_ops` from any number of root ops (in program order, their results
+        numbered 0, 1, ... before the ops): the score contractions of a kernel without a
+        softmax (S = Q·K^T and dP = dO·V^T of the backward's dQ)."""
         w = self.w
         found: dict[ir.Operation, None] = {}
-        root: ir.Operation | None = None
+        found_roots: dict[ir.Operation, None] = {}
         todo = [(out, user)]
         while todo:
             v, u = todo.pop()
@@ -497,9 +529,7 @@ class _Matcher:
                 continue
             op = w.producer(v, u, f"the {what}")
             if is_root(op):
-                if root is not None and root != op:
-                    w.refuse(op, f"the kernel computes the {what} from one value")
-                root = op
+                found_roots[op] = None
                 continue
             if op in found:
                 continue
@@ -512,21 +542,22 @@ class _Matcher:
             found[op] = None
             operands = [mask_parts(op).input, *mask_parts(op).arrays] if op.name == "napkin.mask" else list(op.operands)
             todo += [(o, op) for o in operands if self._input(o) is None]
-        if root is None and leaves is None:
+        if not found_roots and leaves is None:
             w.refuse(user, f"the kernel's {what} come from a contraction, S = Q·K^T")
         order = {o: i for i, o in enumerate(_ops(block))}
-        for op in found:
+        for op in [*found, *found_roots]:
             if op not in order:
                 w.refuse(op, f"the kernel computes the ops of the {what} where the {what} are")
+        roots = sorted(found_roots, key=order.__getitem__)
         numbers: dict[ir.Value, int] = dict(leaves) if leaves is not None else {}
-        if root is not None:
-            numbers[root.results[0]] = 0
+        for root in roots:
+            numbers[root.results[0]] = len(numbers)
         root_type = _atype(next(iter(numbers)))
         ops: list[ScoreOp] = []
         for op in sorted(found, key=order.__getitem__):
             ops.append(self._score_op(op, numbers, root_type))
             numbers[op.results[0]] = len(numbers)
-        return root, tuple(ops)
+        return roots, tuple(ops)
 
     def _score_op(self, op: ir.Operation, numbers: dict[ir.Value, int], root_type: ArrayType) -> ScoreOp:
         """One elementwise op as data (over the axes of `root_type`, the scores or O), its
@@ -786,6 +817,157 @@ class _Matcher:
             v = op.operands[0]
         self.traced[what] = _atype(v)
 
+    # --- a stream without a softmax: acc += f(S_1, ..., S_n) · C (the backward's dQ) ---------
+
+    def contraction_step(self) -> None:
+        """The step of a stream that carries one accumulator: acc' = acc + f(S_1, ..., S_n) · C,
+        where each S_i contracts a tile of the CTA's rows (Q, dO: in registers) with a chunk
+        of K or V over d, f is elementwise ops by their rules (with tables per row such as L
+        and D), and C is a chunk of K or V. FlashAttention-2's dQ = Σ_x dS K with dS = P ∘ (dP −
+        D), P = exp(S − L): two score contractions and no running max. An f32 left operand of
+        the accumulated contraction is split into two 16-bit MMA operands (hi + lo, each
+        product exact; the sum's error about 2^-17 of each term, under the 16-bit output's
+        rounding); one cast to bf16/f16 first (as P is for dV) makes it one."""
+        w, stream, step = self.w, self.stream, self.stepb
+        self.softmax = False
+        if _str(stream, "axis") != "x":
+            w.refuse(stream, f"the kernel streams the key axis x, this stream is over '{_str(stream, 'axis')}'")
+        w.take(stream, "the scf.for over the chunks of x (K/V double-buffered)")
+        yld = _ops(step)[-1]
+        w.take(yld, "the loop's carried state: the accumulators of the result")
+        acc = list(step.arguments)[-1]
+        if _atype(acc).dtype != "f32":
+            w.refuse(stream, f"the kernel accumulates in f32, this stream carries {_atype(acc)}")
+        add = w.expect(yld.operands[0], "napkin.add", yld, "the new accumulator acc + F·C")
+        term = _pair(add.operands[0], add.operands[1], acc)
+        if term is None:
+            w.refuse(add, "the kernel adds the chunk's contraction to the carried accumulator")
+        w.take(add, "acc += F·C: the mma.sync accumulate into the carried accumulators")
+        contract = w.expect(term, "napkin.contract", add, "the chunk's contraction F·C")
+        self._contraction(contract, "x", "accumulated contraction")
+        found = [(v, self._loaded(v)) for v in contract.operands]
+        chunk = [(v, src[0]) for v, src in found if src is not None and src[0] in (1, 2) and src[1]]
+        if len(chunk) != 1:
+            w.refuse(contract, "the kernel contracts values of the chunk with a chunk of K or V (arguments #1, #2)")
+        c_v, self.out_operand = chunk[0]
+        f_v = next(v for v in contract.operands if v != c_v)
+        self._take_loaded(c_v, "the chunk in shared memory (cp.async, double-buffered), fragments by ldmatrix.x4.trans")
+        w.take(contract, "F·C with mma.sync m16n8k16, F from the accumulator fragments (no memory)")
+        # F: rounded to 16 bits once (one MMA), or f32 (two: hi + lo)
+        self.split = True
+        for _ in range(2):
+            op = f_v.owner.operation if isinstance(f_v, ir.OpResult) else None
+            if op is None or op.name != "napkin.cast":
+                break
+            src, dst = _atype(op.operands[0]).dtype, _atype(op.results[0]).dtype
+            if (src, dst) in (("bf16", "f32"), ("f16", "f32")) and self.split:
+                w.take(op, "a 16-bit value widened to f32: exact (the MMA takes the 16-bit one)")
+            elif src == "f32" and dst in KERNEL_DTYPES and dst == self.w_dtype():
+                self.split = False
+                w.take(op, f"F rounded to {dst}: the MMA's A fragments (arith.truncf)")
+            else:
+                break
+            f_v = op.operands[0]
+        if _atype(f_v).dtype != "f32":
+            w.refuse(contract, f"the kernel computes F in f32, this contraction reads {_atype(f_v)}")
+        if self.split:
+            w.take(contract, "F·C as F_hi·C + F_lo·C: F split into two 16-bit A fragments, two mma.sync")
+        roots, self.score_ops = self._elementwise_dag(
+            f_v, contract, lambda o: o.name == "napkin.contract", step, SCORE_RULES, "scores"
+        )
+        if not roots:
+            w.refuse(contract, "the kernel computes F from contractions of the rows with chunks of K or V")
+        pairs = []
+        for root in roots:
+            self._contraction(root, "d", "score contraction")
+            srcs = [self._loaded(v) for v in root.operands]
+            rows = [src[0] for src in srcs if src is not None and src[0] not in (1, 2) and not src[1]]
+            cols = [src[0] for src in srcs if src is not None and src[0] in (1, 2) and src[1]]
+            if len(rows) != 1 or len(cols) != 1:
+                w.refuse(root, "the kernel contracts a tile of the rows (Q, dO) with a chunk of K or V over d")
+            for v, src in zip(root.operands, srcs, strict=True):
+                assert src is not None
+                self._take_loaded(
+                    v,
+                    "the chunk in shared memory (cp.async, double-buffered), fragments by ldmatrix.x4"
+                    if src[0] in (1, 2)
+                    else "the rows' tile copied into shared memory once, fragments by ldmatrix.x4 in registers",
+                )
+            w.take(root, "a score contraction with mma.sync m16n8k16 into f32 accumulators")
+            pairs.append((rows[0], cols[0]))
+        self.score_pairs = tuple(pairs)
+        args = self.func.regions[0].blocks[0].arguments
+        self.traced = {"Q": _atype(args[0]), "K": _atype(args[1]), "V": _atype(args[2])}
+        q = self.traced["Q"]
+        for row, _ in pairs:
+            t = _atype(args[row])
+            if (t.axes, t.shape, t.dtype) != (q.axes, q.shape, q.dtype):
+                w.refuse(
+                    self.stream, f"the kernel holds tiles of the rows like Q's ({q}); '{self._arg_name(row)}' is {t}"
+                )
+
+    def w_dtype(self) -> str:
+        return _atype(self.func.regions[0].blocks[0].arguments[0]).dtype
+
+    def _loaded(self, v: ir.Value) -> tuple[int, bool] | None:
+        """The function argument `v` is, loaded through the group's tiles, the stream's
+        operands, transfers and at most one exact widening cast (16-bit to f32), and whether
+        the stream chunks it along x; None for a value computed some other way."""
+        widened = False
+        chunked = False
+        while True:
+            if isinstance(v, ir.BlockArgument):
+                n = v.arg_number
+                if v.owner == self.stepb and n < self.n_chunks:
+                    chunked = chunked or "x" in _atype(self.stream.operands[n]).axes
+                    v = self.stream.operands[n]
+                elif v.owner == self.gbody and n < len(self.group.operands):
+                    v = self.group.operands[n]
+                elif v.owner == self.func.regions[0].blocks[0]:
+                    return n, chunked
+                else:
+                    return None
+                continue
+            op = v.owner.operation
+            widening = op.name == "napkin.cast" and (
+                _atype(op.operands[0]).dtype in KERNEL_DTYPES and _atype(op.results[0]).dtype == "f32"
+            )
+            if op.name != "napkin.transfer" and not (widening and not widened):
+                return None
+            widened = widened or widening
+            v = op.operands[0]
+
+    def _take_loaded(self, v: ir.Value, part: str) -> None:
+        """Give the ops on the path of a loaded operand (`_loaded`) their part."""
+        while True:
+            if isinstance(v, ir.BlockArgument):
+                n = v.arg_number
+                if v.owner == self.stepb and n < self.n_chunks:
+                    v = self.stream.operands[n]
+                elif v.owner == self.gbody and n < len(self.group.operands):
+                    v = self.group.operands[n]
+                else:
+                    return
+                continue
+            op = v.owner.operation
+            cast = op.name == "napkin.cast"
+            self.w.take(op, "a 16-bit operand widened to f32: exact (the MMA takes the 16-bit one)" if cast else part)
+            v = op.operands[0]
+
+    def contraction_init_and_finish(self) -> None:
+        w = self.w
+        yld = _ops(self.init)[-1]
+        w.take(yld, "the loop's initial state (scf.for iter_args)")
+        fill = w.expect(yld.operands[0], "napkin.fill", yld, "the initial accumulator")
+        if float(ir.FloatAttr(fill.attributes["value"]).value) != 0.0:
+            w.refuse(fill, "the kernel starts the accumulator at 0")
+        w.take(fill, "the initial accumulators: 0 (scf.for iter_args)")
+        yld = _ops(self.finish)[-1]
+        if list(yld.operands) != [self.finish.arguments[0]]:
+            w.refuse(yld, "the kernel's result is the final accumulator")
+        w.take(yld, "the stream's result: the accumulators")
+        self.stream_roles = ["o"]
+
     # --- init and finish: the state's head and O / l -----------------------------------------
 
     def init_and_finish(self) -> None:
@@ -999,4 +1181,8 @@ class _Matcher:
             tuple(self.inputs.get(n, ScoreInput(n, t.axes, t.shape, t.dtype)) for n, t in enumerate(args) if n > 2),
             tuple(o for o in self.outputs if isinstance(o, RowOutput)),
             self.outputs.index("O"),
+            self.softmax,
+            self.score_pairs,
+            self.out_operand,
+            self.split,
         )

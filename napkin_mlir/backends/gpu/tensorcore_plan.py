@@ -50,6 +50,15 @@ class AttentionPlan:
     inputs: tuple[ScoreInput, ...] = ()  # the function arguments after V (the kernel's too)
     row_outputs: tuple[RowOutput, ...] = ()  # outputs per query row (the row log-sum-exp)
     o_position: int = 0  # O's position among the outputs
+    softmax: bool = True  # False: acc += f(S_1, ...) · C, no running max and sum (the backward's dQ)
+    score_pairs: tuple[tuple[int, int], ...] = ((0, 1),)  # per score contraction: (row arg, chunk arg)
+    out_operand: int = 2  # the chunk operand of the accumulated contraction: V (2), or K (1)
+    split: bool = False  # F is f32: contracted as two 16-bit A fragments (hi + lo)
+
+    @property
+    def row_tiles(self) -> tuple[int, ...]:
+        """The arguments whose tiles of the CTA's rows the kernel holds: Q, then others (dO)."""
+        return tuple(dict.fromkeys([0, *(row for row, _ in self.score_pairs)]))
 
     @property
     def outputs(self) -> list[RowOutput | None]:
@@ -102,14 +111,15 @@ class AttentionPlan:
         """The Q tile, K and V chunks and the staged inputs' tiles, double-buffered (16-bit
         elements, padded rows)."""
         kv = 2 * self.sx * (self.d + PAD) * 2 + 2 * self.sx * (self.dv + PAD) * 2
-        return self.q_bytes + kv + len(self.staged_inputs) * self.input_tile_bytes
+        return len(self.row_tiles) * self.q_bytes + kv + len(self.staged_inputs) * self.input_tile_bytes
 
     @property
     def registers_estimate(self) -> int:
         """32-bit registers per thread: S and O accumulators, Q and P fragments, softmax state
         and addressing (ptxas lands within about 20% of this)."""
         q = self.d // 4 if self.q_in_registers else 4
-        return (self.warp_rows // MMA_M) * ((3 * self.sx) // 4 + q + self.dv // 2) + 40
+        scores = (3 * self.sx) // 4 + (len(self.score_pairs) - 1) * self.sx // 2
+        return (self.warp_rows // MMA_M) * (scores + len(self.row_tiles) * q + self.dv // 2) + 40
 
     @property
     def q_in_registers(self) -> bool:
@@ -129,6 +139,8 @@ class AttentionPlan:
             problems.append(f"dtype {self.dtype} (tensor cores take bf16 or f16)")
         if self.d % 16 or self.d > 256:
             problems.append(f"head dim d={self.d} (a multiple of 16, at most 256)")
+        if not self.softmax and (self.d != self.dv or not self.q_in_registers):
+            problems.append(f"head dims {self.d} and {self.dv} without a softmax (one head dim, at most 128)")
         if self.dv % MMA_N or self.dv > 256:
             problems.append(f"V's head dim {self.dv} (a multiple of {MMA_N}, at most 256)")
         if self.gq % MMA_M:
@@ -165,6 +177,10 @@ class AttentionPlan:
         inputs: tuple[ScoreInput, ...] = (),
         row_outputs: tuple[RowOutput, ...] = (),
         o_position: int = 0,
+        softmax: bool = True,
+        score_pairs: tuple[tuple[int, int], ...] = ((0, 1),),
+        out_operand: int = 2,
+        split: bool = False,
     ) -> AttentionPlan:
         """A plan from axis sizes (b, h, [r,] q, x, d and, when V's head dim differs from d,
         dv) and tiles (q, x; whole axis if absent).
@@ -197,6 +213,10 @@ class AttentionPlan:
             inputs=inputs,
             row_outputs=row_outputs,
             o_position=o_position,
+            softmax=softmax,
+            score_pairs=score_pairs,
+            out_operand=out_operand,
+            split=split,
         )
 
     @staticmethod
@@ -219,14 +239,26 @@ class AttentionPlan:
             inputs=match.inputs,
             row_outputs=match.row_outputs,
             o_position=match.o_position,
+            softmax=match.softmax,
+            score_pairs=match.score_pairs,
+            out_operand=match.out_operand,
+            split=match.split,
         )
         plan.check()
         return plan
 
 
-def tiles_fit_kernel(tiles: dict[str, int], sizes: dict[str, int], dtype: str, warp_rows: int = MMA_M) -> bool:
-    """Whether the tensor-core kernel can take `tiles` (q, x) for attention of `sizes`."""
-    plan = AttentionPlan.of(sizes, tiles, dtype, warp_rows=warp_rows)
+def tiles_fit_kernel(
+    tiles: dict[str, int],
+    sizes: dict[str, int],
+    dtype: str,
+    warp_rows: int = MMA_M,
+    softmax: bool = True,
+    score_pairs: tuple[tuple[int, int], ...] = ((0, 1),),
+) -> bool:
+    """Whether the tensor-core kernel can take `tiles` (q, x) for attention of `sizes` (or,
+    with `softmax` false, the kernel without a softmax of `score_pairs`)."""
+    plan = AttentionPlan.of(sizes, tiles, dtype, warp_rows=warp_rows, softmax=softmax, score_pairs=score_pairs)
     try:
         plan.check()
     except NapkinError:
