@@ -165,7 +165,7 @@ def _bounded_variant(plan: AttentionPlan, target: str) -> tuple[str, str] | None
     plain = dataclasses.replace(
         plan, dv=plan.d, score_ops=(), output_ops=(), inputs=(), skips=(), row_outputs=(), o_position=0
     )
-    if plan == plain:
+    if plan == plain or not plan.softmax:  # a kernel without a softmax is no variant of attention
         return None
     try:
         registers = _ptxas(_lower(emit_attention_kernel(plain), target, "ptx"), target)["registers"]

@@ -1,0 +1,130 @@
+"""The backward's dQ kernel on the tensor cores (sm_80 `mma.sync`, also assembled for sm_90a).
+
+FlashAttention-2's dQ = Σ_x dS K, dS = P ∘ (dP − D) scaled, P = exp(S − L), is what
+`napkin-differentiate` and `napkin-fission` make of attention (`attention_vjp_dQ`). After the
+relabelings it is a stream over x without a softmax: two score contractions (S = Q Kᵀ and
+dP = dO Vᵀ, both row tiles held as A fragments), elementwise ops by their rules (reading the
+tables L and D per row), and dS contracted with the K chunk, dS in f32 split into two bf16
+MMA operands (hi + lo). Checked on the emulator against the diagram's own interpretation at
+odd sizes (causal, grouped-query), with a kernel that drops an op caught there, the split
+measured against a single rounding, and ptxas's report (0 spills)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from napkin_mlir.backends.gpu import tensorcore_emit, tensorcore_scores
+from napkin_mlir.backends.gpu.sidecar import GpuKernel
+from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan
+from napkin_mlir.cli.compile import FileProblem, compile_file_kernel, compile_to_file
+from napkin_mlir.cli.verify_grad import differentiated_files
+from napkin_mlir.emulator import emulate_kernel
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _dq(tmp_path: Path, dims: str, causal: bool = False, kv_heads: int | None = None) -> Path:
+    """The dQ diagram of the built-in bf16 attention (FlashAttention-2's recomputation)."""
+    args = argparse.Namespace(
+        diagram="attention",
+        dims=dims,
+        dtype="bf16",
+        causal=causal,
+        kv_heads=kv_heads,
+        activation="gelu",
+        tile=None,
+        seed=0,
+        residuals="recompute",
+        rowsums="output",
+        target="sm_80",
+    )
+    files = {f.stem: f for f in differentiated_files(args, False, tmp_path)}
+    return files["attention_vjp_dQ"]
+
+
+def _kernel(path: Path, tiles: dict[str, int] | None = None) -> tuple[GpuKernel, str]:
+    problem = FileProblem(str(path), tiles=tiles or {})
+    kernel, text, _ = compile_file_kernel(problem, "sm_80", "gpu", "tensorcore", log=_quiet)
+    assert kernel is not None and kernel.problem["kernel"] == "tensorcore"
+    return kernel, text
+
+
+DIMS = "b=1,h=2,q=100,x=130,d=64"
+
+
+def test_the_dq_diagram_reads_as_a_stream_without_a_softmax(tmp_path: Path) -> None:
+    from mlir import ir
+
+    from napkin_mlir.derive.auto import derive
+    from napkin_mlir.ir.context import napkin_context
+    from napkin_mlir.ir.files import load_diagram
+    from napkin_mlir.pipeline.passmanager import run_pipeline
+
+    path = _dq(tmp_path, DIMS)
+    with napkin_context(), ir.Location.unknown():
+        module = load_diagram(path)
+        run_pipeline(module, derive(module, filename=str(path)).pipeline(), filename=str(path))
+        plan = AttentionPlan.from_partitioned(module, filename=str(path))
+    # arguments (Q, K, V, L, dO, D): dP = dO·V^T and S = Q·K^T, in program order; dQ += dS·K
+    assert not plan.softmax and plan.score_pairs == ((4, 2), (0, 1)) and plan.out_operand == 1 and plan.split
+    assert plan.row_tiles == (0, 4)
+    assert [op.name for op in plan.score_ops] == [
+        "napkin.scale",
+        "napkin.sub",
+        "napkin.exp",
+        "napkin.map",
+        "napkin.scale",
+    ]
+
+
+@pytest.mark.parametrize(("causal", "kv_heads"), [(True, 1), (False, None)])
+def test_dq_passes_on_the_emulator(tmp_path: Path, seed: int, causal: bool, kv_heads: int | None) -> None:
+    path = _dq(tmp_path, DIMS, causal, kv_heads)
+    kernel, text = _kernel(path)
+    assert [a.name for a in kernel.args] == ["Q", "K", "V", "L", "dO", "D", "out0"]
+    report = emulate_kernel(kernel, text, seed)
+    assert report.passed, report.lines()
+
+
+def test_dq_without_its_map_fails_on_the_emulator(tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dS = P ∘ (dP − D) is a `napkin.map`: a kernel that passes P through instead fails."""
+    path = _dq(tmp_path, "b=1,h=1,q=40,x=70,d=32")
+    monkeypatch.setitem(tensorcore_scores.SCORE_RULES, "napkin.map", lambda b, op, args, at: args[0])
+    kernel, text = _kernel(path)
+    assert not emulate_kernel(kernel, text, seed).passed
+
+
+def test_the_hi_lo_split_of_ds_beats_one_rounding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dS is f32: contracted as hi + lo (both bf16) the kernel's error is below the error of
+    the same kernel with dS rounded to bf16 once (lo dropped), on the same inputs."""
+    path = _dq(tmp_path, "b=1,h=2,q=128,x=256,d=64")
+    kernel, text = _kernel(path, {"q": 64, "x": 64})
+    split = emulate_kernel(kernel, text, 0)
+    assert split.passed, split.lines()
+    build = tensorcore_emit.build_attention_module
+
+    def once(plan: AttentionPlan, name: str, max_registers: int | None):  # type: ignore[no-untyped-def]
+        import dataclasses
+
+        return build(dataclasses.replace(plan, split=False), name, max_registers)
+
+    monkeypatch.setattr(tensorcore_emit, "build_attention_module", once)
+    kernel, text = _kernel(path, {"q": 64, "x": 64})
+    rounded = emulate_kernel(kernel, text, 0)
+    assert split.errors["rel_fro"] < rounded.errors["rel_fro"], (split.errors, rounded.errors)
+
+
+@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+def test_dq_assembles_without_spills_at_head_dim_128(tmp_path: Path, target: str) -> None:
+    path = _dq(tmp_path, "b=1,h=2,q=1024,x=1024,d=128")
+    out = tmp_path / "dq.cubin"
+    compile_to_file(None, target, "cubin", "tensorcore", 16, out, log=_quiet, file_problem=FileProblem(str(path)))
+    side = json.loads(out.with_suffix(".cubin.json").read_text())
+    assert side["problem"]["kernel"] == "tensorcore"
+    assert side["ptxas"]["spill_stores_bytes"] == 0 and side["ptxas"]["spill_loads_bytes"] == 0
