@@ -6,7 +6,7 @@
     napkin emulate matmul --dims m=300,n=200,k=100          (the SIMT rule's kernel)
     napkin emulate FILE.mlir [--dims q=40,x=40] [--dtype bf16] [--tile ...] [--kernel ...]
     napkin emulate kernel.mlir.json          (a sidecar `napkin compile --emit gpu` wrote)
-    napkin emulate FILE.mlir|attention --grad [--residuals ...] [--rowsums ...]
+    napkin emulate FILE.mlir|attention --grad [--residuals ...] [--rowsums ...] [--grad-kernels forward,dQ]
 
 The first forms compile the kernel exactly as `napkin compile` does (--target sm_80 unless
 given) and stop at the gpu stage; all of them then execute that IR thread by thread (`napkin_mlir.emulator`),
@@ -45,14 +45,24 @@ def _progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
+#: The kernels of a differentiated program, by role (`--grad-kernels`).
+GRAD_ROLES = ("forward", "pre", "dQ", "dK_dV")
+
+
 def emulate_gradients(args: argparse.Namespace) -> int:
     """`--grad`: each kernel of the differentiated program, emulated against its own diagram."""
     if args.diagram.endswith(".json"):
         raise UsageError("--grad takes a diagram (a .mlir file or a built-in), not a kernel sidecar")
     tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
+    roles = {r.strip() for r in args.grad_kernels.split(",") if r.strip()} if args.grad_kernels else None
+    if roles is not None and (not roles or roles - set(GRAD_ROLES)):
+        raise UsageError(f"--grad-kernels: roles among {', '.join(GRAD_ROLES)}, got '{args.grad_kernels}'")
     passed = True
     with tempfile.TemporaryDirectory(prefix="napkin-grad-") as tmp:
-        for path in differentiated_files(args, is_file_argument(args.diagram), Path(tmp)):
+        for n, path in enumerate(differentiated_files(args, is_file_argument(args.diagram), Path(tmp))):
+            role = "forward" if n == 0 else path.stem.rpartition("_vjp_")[2]
+            if roles is not None and role not in roles:
+                continue
             print(f"== {path.stem}")
             problem = FileProblem(str(path), None, None, tiles)
             kernel, text, plain = compile_file_kernel(
@@ -69,6 +79,8 @@ def emulate_gradients(args: argparse.Namespace) -> int:
 def cmd_emulate(args: argparse.Namespace) -> int:
     if args.grad:
         return emulate_gradients(args)
+    if args.grad_kernels:
+        raise UsageError("--grad-kernels selects kernels of --grad")
     if args.diagram.endswith(".json"):
         report: EmulationReport = emulate_sidecar(args.diagram, args.seed, _progress, args.ctas)
     elif is_file_argument(args.diagram):
@@ -106,5 +118,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         verify=False,
         grad_help="differentiate the diagram and emulate every kernel of the forward-with-residuals and backward "
         "program, each against its own diagram",
+    )
+    p.add_argument(
+        "--grad-kernels",
+        default=None,
+        metavar="ROLES",
+        help="with --grad: only these kernels of the differentiated program, by role: forward, pre, dQ, dK_dV "
+        "(comma-separated; default all)",
     )
     p.set_defaults(fn=cmd_emulate)

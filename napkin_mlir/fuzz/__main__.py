@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.2,
         help="share of diagrams that are attention variants, emulated through the tensor-core rules (default 0.2)",
     )
+    p.add_argument(
+        "--grad",
+        type=float,
+        default=0.5,
+        help="share of the variants whose forward with residuals and dQ run through the tensor-core rule too "
+        "(default 0.5)",
+    )
     p.add_argument("--no-minimize", action="store_true", help="write failures as found")
     p.add_argument("--minimize-seconds", type=float, default=120.0, help="time to shrink each failure (default 120)")
     p.add_argument(
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu=args.cpu,
         emulate=args.emulate,
         variants=args.variants,
+        grad=args.grad,
         known=known_failures(args.known) if args.known.is_dir() else {},
     )
     campaign = run_campaign(settings, log=lambda s: print(s, flush=True))

@@ -59,6 +59,7 @@ class Settings:
     cpu: float = 0.5
     emulate: float = 0.1  # chance a small diagram also runs as a SIMT kernel on the emulator
     variants: float = 0.2  # share of diagrams that are attention variants for the tensor-core rules
+    grad: float = 0.5  # share of the variants whose forward with residuals and dQ also run on the emulator
     known: dict[str, str] = field(default_factory=dict)  # signature -> reproducer of an open bug
 
 
@@ -151,6 +152,11 @@ def badly_conditioned(stdout: str) -> bool:
     except ValueError:
         return False
     return err <= 2.0 * jax_err + 1e-6
+
+
+#: `napkin emulate` arguments that run a variant's forward with residuals (O and the row
+#: log-sum-exp) and its backward's dQ through the tensor-core rule, each against its own diagram.
+GRAD_KERNELS = ("--grad", "--rowsums", "output", "--grad-kernels", "forward,dQ")
 
 
 def emulator_verdict(args: list[str], answer: dict[str, Any]) -> tuple[str, str] | None:
@@ -297,16 +303,22 @@ class Campaign:
             )
         if variant and answer["text"]:  # the tensor-core rules, on the emulator
             self.run_emulator(seed, spec, answer["text"], "tensorcore", "sm_80")
+            if random.Random(seed ^ 0x6AD).random() < self.s.grad:  # its backward: forward with L, and dQ
+                self.run_emulator(seed, spec, answer["text"], "tensorcore", "sm_80", GRAD_KERNELS)
             if spec.sizes.get("d") in (64, 128):
                 self.run_emulator(seed, spec, answer["text"], "wgmma", "sm_90a")
         elif answer["text"] and self.rng.random() < self.s.emulate and small(spec):
             self.run_emulator(seed, spec, answer["text"])
 
-    def run_emulator(self, seed: int, spec: Spec, text: str, kernel: str = "simt", target: str = "sm_80") -> None:
+    def run_emulator(
+        self, seed: int, spec: Spec, text: str, kernel: str = "simt", target: str = "sm_80", extra: tuple[str, ...] = ()
+    ) -> None:
         """The diagram as a `kernel` (simt, tensorcore, wgmma) on the emulator (`napkin emulate
-        FILE --kernel K`), judged there against the diagram's interpretation; a refusal is
-        counted by reason."""
-        args = ["emulate", "{input}", "--kernel", kernel, "--target", target, "--seed", str(seed % 1000)]
+        FILE --kernel K`, and `extra` arguments: `GRAD_KERNELS` for kernels of its backward),
+        judged there against the diagram's interpretation; a refusal is counted by reason."""
+        args = ["emulate", "{input}", "--kernel", kernel, "--target", target, "--seed", str(seed % 1000), *extra]
+        if extra:
+            kernel = f"{kernel} {' '.join(extra)}"
         answer = self.run_cli("napkin", args, text.encode())
         verdict = emulator_verdict(args, answer)
         if verdict is None:
