@@ -314,11 +314,19 @@ def _bench_file(args: argparse.Namespace) -> int:
         if args.grad:
             args.dtype = args.file_dtype
             suffix = "-" + "-".join(f"{k}{v}" for k, v in sorted(dims.items())) if dims else ""
+            plain: dict[str, object] | None = None  # the forward as plain attention, for JAX's backward
             with tempfile.TemporaryDirectory(prefix="napkin-grad-") as tmp:
-                for part in differentiated_files(args, True, Path(tmp)):
+                for n, part in enumerate(differentiated_files(args, True, Path(tmp))):
                     side = prepare_file_gpu(
                         str(part), None, None, tiles, args.arch, Path(args.prepare), args.seed, label=part.stem + suffix
                     )
+                    data = json.loads(side.read_text())
+                    flex = data["problem"].get("flex")
+                    if n == 0 and flex and not flex["masks"]:
+                        plain = {k: flex[k] for k in ("q", "k", "v", "scale")}
+                    elif n > 0 and plain is not None:  # timed beside cuDNN's and XLA's whole backward
+                        data["problem"]["backward_of"] = {**plain, "role": part.stem.rpartition("_vjp_")[2]}
+                        side.write_text(json.dumps(data, indent=2) + "\n")
                     print(f"wrote {side} with its inputs and references")
             return 0
         side = prepare_file_gpu(args.diagram, dims, args.file_dtype, tiles, args.arch, Path(args.prepare), args.seed)

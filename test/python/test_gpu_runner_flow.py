@@ -115,3 +115,30 @@ def test_jsonl_resumes_after_a_crash(prepared: Path, monkeypatch: pytest.MonkeyP
     runner.main([str(prepared), "--jsonl", str(log), "--repeats", "0"])
     after = log.read_text()[len(before) :].splitlines()
     assert after == [json.dumps({"all_done": True})], "a kernel already reported runs again"
+
+
+def test_backward_kernels_are_timed_beside_jax_whole_backward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`napkin bench FILE --grad` of plain attention marks each backward kernel with the
+    forward's Q, K, V and scale (`backward_of`); the runner times JAX's whole backward (dQ, dK
+    and dV by jax.vjp of dot_product_attention) beside it: XLA's here, cuDNN's on a GPU."""
+    from conftest import run_cli_in_process
+
+    r = run_cli_in_process(
+        "napkin", "bench", "examples/softmax_attention_by_hand.mlir", "--grad", "--target", "gpu",
+        "--prepare", str(tmp_path), "--arch", "sm_80", "--dims", "q=24,x=19",
+    )  # fmt: skip
+    assert r.rc == 0, r.describe()
+    marked = {}
+    for path in tmp_path.glob("*.cubin.json"):
+        problem = json.loads(path.read_text())["problem"]
+        marked[path.name.split("-")[0]] = problem.get("backward_of")
+    forward = "softmax_attention_by_hand"
+    assert marked[forward] is None and marked[f"{forward}_vjp_dQ"]["role"] == "dQ"
+    assert marked[f"{forward}_vjp_dQ"]["q"] == "Q" and marked[f"{forward}_vjp_dK_dV"]["role"] == "dK_dV"
+    dq = next(tmp_path.glob(f"{forward}_vjp_dQ-*.cubin.json"))
+    side = runner.load_sidecar(dq)
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(_writer(0.0), side))
+    report = runner.run(dq, repeats=2, warmup=1)
+    assert report["passed"], report["errors"]
+    assert {"napkin", "xla", "xla_backward"} <= set(report["median_ms"])
+    assert report["tflops_backward"]["xla_backward"] > 0 and report["backward_flops"] == 2.5 * 4 * 2 * 24 * 19 * 16

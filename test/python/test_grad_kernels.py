@@ -116,3 +116,20 @@ def test_model_and_pseudocode_grad_price_each_backward_kernel() -> None:
     assert p.rc == 0, p.describe()
     headers = [ln for ln in p.stdout.splitlines() if ln.startswith("// == ")]
     assert headers == [f"// == softcap_{k}" for k in KERNELS] and "for q0 in" in p.stdout
+
+
+def test_emulate_grad_kernels_selects_by_role_on_the_tensor_cores(seed: int, run_cli: Callable[..., CliResult]) -> None:
+    """`--grad-kernels forward,dQ`: the forward with its log-sum-exp and dQ, both through the
+    tensor-core rule (`--kernel tensorcore` refuses rather than falls back)."""
+    r = run_cli_in_process(
+        "napkin", "emulate", "attention", "--grad", "--grad-kernels", "forward,dQ", "--rowsums", "output",
+        "--kernel", "tensorcore", "--dims", "b=1,h=2,q=40,x=45,d=32", "--dtype", "bf16", "--causal",
+        "--seed", str(seed % 1000),
+    )  # fmt: skip
+    assert r.rc == 0, r.describe()
+    sections = [ln.removeprefix("== ") for ln in r.stdout.splitlines() if ln.startswith("== ")]
+    assert sections == ["attention", "attention_vjp_dQ"]
+    kernels = [ln.strip() for ln in r.stdout.splitlines() if ln.strip().startswith("kernel: ")]
+    assert len(kernels) == 2 and all(k.startswith("kernel: tensorcore") for k in kernels), r.stdout
+    bad = run_cli("napkin", "emulate", "attention", "--grad", "--grad-kernels", "dq", "--dims", "b=1,h=1,q=8,x=8,d=8")
+    assert bad.rc == 2 and bad.stderr.startswith("error: --grad-kernels") and "Traceback" not in bad.stderr

@@ -17,7 +17,11 @@ dtype; f32: relative Frobenius 1e-5), then time. Two kinds of kernel:
 * a diagram file's kernel (`napkin bench FILE --target gpu --prepare DIR`): the sidecar names
   the inputs and the diagram's interpretation in float64 and in the same dtype
   (`problem.reference.arrays`, computed where the compiler runs) and the interpretation under
-  jax.jit exported for CUDA (`problem.reference.xla`), which is timed beside the kernel.
+  jax.jit exported for CUDA (`problem.reference.xla`), which is timed beside the kernel. A
+  kernel of the backward of plain attention (`napkin bench FILE --grad`: `problem.backward_of`
+  names the forward's Q, K, V and scale) is also timed beside JAX's whole backward (dQ, dK, dV
+  by `jax.vjp` of `jax.nn.dot_product_attention`, cuDNN and XLA), whose FLOPs are 2.5 times
+  the forward's: the backward kernels' times add up to its peer.
 
 Every implementation is timed the same way: calls issued back to back in batches, the device
 synchronised after each batch, the median over batches of the time per call (after warm-up).
@@ -448,6 +452,44 @@ def _xla_times(side: Sidecar, host: dict[str, np.ndarray], repeats: int, warmup:
         return {"xla_unavailable": str(err).splitlines()[0] if str(err) else type(err).__name__}
 
 
+def _backward_times(side: Sidecar, host: dict[str, np.ndarray], repeats: int, warmup: int) -> dict[str, Any]:
+    """For a kernel of the differentiated program of plain attention (`problem.backward_of`:
+    the forward's Q, K, V names and scale, no mask), JAX's whole backward at the same sizes,
+    dQ, dK and dV by `jax.vjp` of `jax.nn.dot_product_attention` with cuDNN and with XLA, to
+    set beside the sum of the backward kernels; and its FLOPs (2.5 times the forward's)."""
+    import jax
+    import jax.numpy as jnp
+
+    desc = side.problem["backward_of"]
+    names = (desc["q"], desc["k"], desc["v"])
+    if any(n not in host or host[n].ndim != 4 for n in names):
+        return {}  # the pre-pass: no Q, K and V among its arguments
+    q, k, v = (jnp.asarray(to_jax_layout(host[n])) for n in names)
+    do = jnp.asarray(np.random.default_rng(1).standard_normal(q.shape[:3] + v.shape[3:]), q.dtype)
+    b, s_q, h, d = q.shape
+    out: dict[str, Any] = {"backward_flops": 2.5 * 4.0 * b * h * s_q * k.shape[1] * d}
+    for impl in ("cudnn", "xla"):
+        try:
+
+            def grads(q: Any, k: Any, v: Any, do: Any, impl: str = impl) -> Any:
+                attention = lambda q, k, v: jax.nn.dot_product_attention(  # noqa: E731
+                    q, k, v, scale=desc["scale"], implementation=impl
+                )
+                return jax.vjp(attention, q, k, v)[1](do)
+
+            fn = jax.jit(grads)
+            jax.block_until_ready(fn(q, k, v, do))
+            last: list[Any] = []
+
+            def call(fn: Any = fn, last: list[Any] = last) -> None:
+                last[:] = [fn(q, k, v, do)]
+
+            out[f"{impl}_backward"] = _time_ms(call, lambda last=last: jax.block_until_ready(last), repeats, warmup)
+        except Exception as err:  # an implementation unavailable here (cuDNN off a GPU) or for this shape
+            out[f"{impl}_backward_unavailable"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return out
+
+
 def run(sidecar: Path, repeats: int = 20, warmup: int = 5, seed: int = 0) -> dict[str, Any]:
     """Check and time one kernel; returns a JSON-able report."""
     try:
@@ -533,14 +575,21 @@ def run(sidecar: Path, repeats: int = 20, warmup: int = 5, seed: int = 0) -> dic
             (times if isinstance(value, list) else report)[name] = value
         for name, value in _flex_times(side, host, refs, repeats, warmup).items():
             (times if isinstance(value, list) else report)[name] = value
+        if "backward_of" in side.problem:
+            for name, value in _backward_times(side, host, repeats, warmup).items():
+                (times if isinstance(value, list) else report)[name] = value
         flops = float(side.problem.get("flops") or 0.0)
     report["median_ms"] = {k: statistics.median(v) for k, v in times.items()}
     report["spread_ms"] = {k: [min(v), max(v)] for k, v in times.items()}
     if flops:
         report["tflops"] = {k: flops / (m * 1e-3) / 1e12 for k, m in report["median_ms"].items()}
-    for ref in ("cudnn", "xla", "flex"):
+    for ref in ("cudnn", "xla", "flex", "cudnn_backward"):
         if ref in report["median_ms"]:
             report[f"ratio_to_{ref}"] = report["median_ms"]["napkin"] / report["median_ms"][ref]
+    if "backward_flops" in report:  # JAX's whole backward: the sum of the backward kernels is its peer
+        report["tflops_backward"] = {
+            k: report["backward_flops"] / (m * 1e-3) / 1e12 for k, m in report["median_ms"].items() if "backward" in k
+        }
     return report
 
 
