@@ -168,7 +168,47 @@ def _cmd_model_gradients(args: argparse.Namespace) -> int:
         f"backward ({len(models) - 1} kernels): {flops:.4g} FLOPs, {flops / forward.flops:.2f}x the forward's; "
         f"predicted {seconds * 1e6:.1f} us, {seconds / forward.predicted_seconds:.2f}x the forward's"
     )
+    by_role = {name.rpartition("_vjp_")[2]: (module, report) for name, module, report, _ in models[1:]}
+    if "dQ" in by_role and "dK_dV" in by_role:
+        print(dq_choice(*by_role["dQ"], by_role["dK_dV"][1]))
     return 0
+
+
+def dq_choice(dq_module: ir.Module, dq: Any, dkdv: Any) -> str:
+    """Why dQ is a kernel of its own (`napkin-fission`) rather than accumulated by the dK/dV
+    kernel (FlashAttention-2's atomic adds): the model's price of each. Accumulating saves
+    the dQ kernel but adds its last contraction (dS·K, one of its contractions) to the dK/dV
+    kernel, and every key tile's CTA adds its part of dQ in f32 into global memory: a read and
+    a write of all of dQ per key tile, through L2 (`napkin-fission` writes each output
+    element once, so the backends have no atomic adds either)."""
+    from napkin_mlir.ir.files import axis_sizes
+
+    sizes = axis_sizes(dq_module)
+    elements = 1.0
+    for axis in ("b", "h", "r", "q", "d"):
+        elements *= sizes.get(axis, 1)
+    key_tiles = -(-sizes["x"] // dkdv.tiles.get("x", sizes["x"]))
+    atomics = key_tiles * elements * 4 * 2
+    l2 = dkdv.level("L2")["bandwidth"]
+    contraction = dq.times["tensor"] / max(1, dq_module_contractions(dq_module))
+    separate = dq.predicted_seconds
+    accumulated = contraction + atomics / l2
+    choice = "a kernel of its own" if separate <= accumulated else "accumulation would be cheaper"
+    return (
+        f"dQ: {choice}: its kernel {separate * 1e6:.1f} us against accumulating it in the dK/dV kernel "
+        f"{accumulated * 1e6:.1f} us ({contraction * 1e6:.1f} us more tensor time for dS·K and "
+        f"{atomics / 1e9:.3g} GB of f32 read-modify-write of dQ through L2, {key_tiles} key tiles)"
+    )
+
+
+def dq_module_contractions(module: ir.Module) -> int:
+    """The contractions of a (partitioned) diagram, in any region (dQ's: S, dP and dS·K)."""
+
+    def count(op: ir.Operation) -> int:
+        inner = sum(count(o.operation) for region in op.regions for block in region.blocks for o in block.operations)
+        return inner + (op.name == "napkin.contract")
+
+    return count(module.operation)
 
 
 def cmd_model(args: argparse.Namespace) -> int:
