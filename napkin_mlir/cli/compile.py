@@ -240,6 +240,15 @@ def _simt_tiles(
     return module, d
 
 
+def _kernel_tiles(tiles: dict[str, int], transposed: bool) -> dict[str, int]:
+    """The tiles of the diagram's axes as the tensor-core kernel's (q: its rows, x: its
+    stream): the same, or swapped for a kernel whose rows are keys (the backward's dK/dV)."""
+    if not transposed:
+        return tiles
+    swapped = {"q": tiles["x"]} if "x" in tiles else {}
+    return {**swapped, **({"x": tiles["q"]} if "q" in tiles else {})}
+
+
 def _file_tensorcore(
     problem: FileProblem,
     module: ir.Module,
@@ -266,7 +275,14 @@ def _file_tensorcore(
                 axis_sizes(module),
                 problem.tiles,
                 feasible=lambda t: tiles_fit_kernel(
-                    t, match.dims, match.dtype, warp_rows, match.softmax, match.score_pairs
+                    _kernel_tiles(t, match.transposed),
+                    match.dims,
+                    match.dtype,
+                    warp_rows,
+                    match.softmax,
+                    match.score_pairs,
+                    match.accumulations,
+                    match.row_args,
                 ),
                 tensor_cores=True,
                 warp_rows=warp_rows,

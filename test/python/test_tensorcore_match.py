@@ -3,8 +3,9 @@
 The tensor-core kernel is FlashAttention's online softmax between two mma.sync contractions,
 with the program's elementwise ops on the scores computed by a rule per op
 (test_tensorcore_variants.py), so the rule may take a partitioned program only when each of
-its ops is one the kernel implements. These tests: attention whose normalizer or softmax is
-something else (a sink logit, a sigmoid) is refused, naming the op and its location; a
+its ops is one the kernel implements. These tests: attention whose normalizer is something
+else (a sink logit) is refused, naming the op and its location (sigmoid attention, a stream
+without a softmax, takes the kernel's accumulating form, as the backward's dQ does); a
 program changed in one op (a reduction kind, an operand order that matters, a mask offset,
 V replaced by K, a fill value, a dead op, a score op reading the carried state) is refused
 naming that op; plain, causal and grouped-query attention are still taken, every op given its
@@ -86,15 +87,10 @@ def _stream_location(path: Path) -> str:
     return f"{path}:{number}:{column}"
 
 
-@pytest.mark.parametrize(
-    "example, reason",
-    [("sink_attention", "this stream carries 4 values"), ("sigmoid_attention", "this stream carries 1 values")],
-    ids=["sink", "sigmoid"],
-)
+@pytest.mark.parametrize(("example", "reason"), [("sink_attention", "this stream carries 4 values")], ids=["sink"])
 def test_attention_variants_are_refused_naming_the_op(example: str, reason: str) -> None:
-    """A sink logit in the normalizer (a fourth carried value) and a sigmoid instead of the
-    softmax (no row max and sum) are not the kernel's online softmax: the refusal names the
-    stream, where it is, and says why."""
+    """A sink logit in the normalizer (a fourth carried value) is not the kernel's online
+    softmax: the refusal names the stream, where it is, and says why."""
     path = EXAMPLES / f"{example}.mlir"
     with napkin_context(), ir.Location.unknown():
         module = _derived_file(path)
@@ -355,3 +351,30 @@ def test_the_judge_tells_softcap_from_plain_attention(tmp_path: Path, seed: int)
     assert emulate_kernel(kernel, gpu_text, seed, diagram=plain_ir).passed
     assert not emulate_kernel(kernel, gpu_text, seed, diagram=capped_ir).passed
     assert emulate_kernel(capped_kernel, capped_text, seed).passed  # its sidecar carries the capped diagram
+
+
+def test_sigmoid_attention_takes_the_accumulating_kernel(seed: int) -> None:
+    """Sigmoid attention (no softmax: O = Σ_x sigmoid(s + b) V) is a stream of one accumulator,
+    O += F·V with F the map rounded to bf16 (one MMA); it passes on the emulator against its
+    diagram's interpretation at odd sizes."""
+    from napkin_mlir.cli.compile import FileProblem, compile_file_kernel
+    from napkin_mlir.emulator import emulate_kernel
+
+    path = EXAMPLES / "sigmoid_attention.mlir"
+    with napkin_context(), ir.Location.unknown():
+        plan = AttentionPlan.from_partitioned(_derived_file(path), filename=str(path))
+    assert (
+        not plan.softmax
+        and plan.score_pairs == ((0, 1),)
+        and [op.name for op in plan.score_ops]
+        == [
+            "napkin.scale",
+            "napkin.map",
+        ]
+    )
+    assert [(chunk, split) for _, chunk, split in plan.accumulations] == [(2, False)]
+    problem = FileProblem(str(path), dims={"q": 100, "x": 130})
+    kernel, text, _ = compile_file_kernel(problem, "sm_80", "gpu", "tensorcore", log=lambda _: None)
+    assert kernel is not None
+    report = emulate_kernel(kernel, text, seed)
+    assert report.passed, report.lines()

@@ -67,15 +67,19 @@ def build_attention_module(plan: AttentionPlan, name: str, max_registers: int | 
     """The module, in the active context."""
     el = scalar_type(ELEM[plan.dtype])
     names = ["Q", "K", "V", *(f"A{i.arg}" for i in plan.inputs)]
+    # transposed (dK/dV): the kernel's rows are keys (K, V: plan.q of them), its stream the queries
+    queries, keys = (plan.x, plan.q) if plan.transposed else (plan.q, plan.x)
+    q_shape = (plan.b, plan.h, queries, plan.d) if plan.transposed else (plan.b, plan.h, plan.r, plan.q, plan.d)
     types = [
-        _memref((plan.b, plan.h, plan.r, plan.q, plan.d), el),
-        _memref((plan.b, plan.h, plan.x, plan.d), el),
-        _memref((plan.b, plan.h, plan.x, plan.dv), el),
+        _memref(q_shape, el),
+        _memref((plan.b, plan.h, keys, plan.d), el),
+        _memref((plan.b, plan.h, keys, plan.dv), el),
         *(_memref(i.shape, scalar_type(i.dtype)) for i in plan.inputs),
     ]
-    for out in plan.outputs:  # O, and the outputs per query row, in the function's order
-        names.append("O" if out is None else f"R{out.position}")
-        shape = (plan.b, plan.h, plan.r, plan.q)
+    outputs = plan.outputs
+    for n, out in enumerate(outputs):  # O (or accumulators), and the outputs per query row, in order
+        names.append(("O" if len(outputs) == 1 else f"O{n}") if out is None else f"R{out.position}")
+        shape = (plan.b, plan.h, plan.q) if plan.transposed else (plan.b, plan.h, plan.r, plan.q)
         types.append(_memref((*shape, plan.dv), el) if out is None else _memref(shape, scalar_type(out.dtype)))
     module, body = _kernel_module(name, types, names, plan.threads, max_registers)
     with ir.InsertionPoint(body):
@@ -87,9 +91,11 @@ def build_attention_module(plan: AttentionPlan, name: str, max_registers: int | 
         wrow = k.b.mul(k.warp, plan.warp_rows)
         qfrag = k.q_fragments(wrow)
         k.thread_rows(wrow)
-        results = k.stream(qfrag) if plan.softmax else k.contraction_stream(k.row_fragments(qfrag))
-        k.normalize_to_shared(first, results)
-        k.store_output()
+        if plan.softmax:
+            k.normalize_to_shared(first, k.stream(qfrag))
+            k.store_output(k.O)
+        else:
+            k.store_accumulators(first, k.contraction_stream(k.row_fragments(qfrag)))
         gpu.ReturnOp([])
         k.b.order_constants()
     return module
@@ -149,9 +155,13 @@ class _AttentionKernel:
         self.row_len = plan.d + PAD
         args = list(entry.arguments)
         self.Q, self.K, self.V = args[0], args[1], args[2]
+        self.chunk_mem = [args[a] for a in plan.chunk_args]  # the stream's chunks: K, V (or Q, dO)
         outputs = args[3 + len(plan.inputs) :]
+        self.outputs = outputs
         self.O = outputs[plan.o_position]
         self.row_args = [a for a, out in zip(outputs, plan.outputs, strict=True) if out is not None]
+        # transposed: an input's q (the stream's queries) is the kernel's column, its x its row
+        self.axis_of = {"q": "x", "x": "q"} if plan.transposed else {}
         #: kernel arguments after V, by argument position in the program
         self.inputs = {i.arg: i for i in plan.inputs}
         self.input_args = {i.arg: a for i, a in zip(plan.inputs, args[3 : 3 + len(plan.inputs)], strict=True)}
@@ -187,7 +197,7 @@ class _AttentionKernel:
         for i in plan.staged_inputs:
             self.staged[i.arg] = view(f"bs{i.arg}", [2, plan.rows, plan.sx + PAD], scalar_type(i.dtype), offset)
             offset += plan.input_tile_bytes
-        self.row_bufs = {0: self.qs}  # the tiles of the CTA's rows: Q, and (without a softmax) dO
+        self.row_bufs = {plan.row_tiles[0]: self.qs}  # the tiles of the CTA's rows: Q (or K), then others
         for arg in plan.row_tiles[1:]:
             self.row_bufs[arg] = view(f"rs{arg}", [plan.rows, self.row_len], el, offset)
             offset += plan.q_bytes
@@ -264,6 +274,14 @@ class _AttentionKernel:
             dst, dst_index, src, src_index, ir.IntegerAttr.get(self.b.index, VEC), srcElements=n, bypassL1=True
         ).result
 
+    def arg_axes(self, arg: int) -> tuple[str, ...]:
+        """The axes of the kernel's argument `arg` (its memref's)."""
+        if arg == 0:
+            return ("b", "h", "q", "d") if self.plan.transposed else ("b", "h", "r", "q", "d")
+        if arg in (1, 2):
+            return ("b", "h", "x", "d")
+        return self.inputs[arg].axes
+
     def q_src(self, row: Value, col: Value) -> list[Value]:
         b, gq = self.b, self.plan.gq
         ri = b.div(row, gq)  # which of the r query heads
@@ -281,7 +299,8 @@ class _AttentionKernel:
         b, plan = self.b, self.plan
         x0 = b.mul(chunk, plan.sx)
         tokens: list[Value] = []
-        for buf, src, per_row in ((self.ks, self.K, self.per_row), (self.vs, self.V, plan.dv // VEC)):
+        chunks = ((self.ks, self.chunk_mem[0], self.per_row), (self.vs, self.chunk_mem[-1], plan.dv // VEC))
+        for buf, src, per_row in chunks[: len(self.chunk_mem)]:
 
             def src_index(row: Value, col: Value) -> list[Value]:
                 # clamped: stays in bounds
@@ -312,16 +331,21 @@ class _AttentionKernel:
     def load_first_tiles(self) -> Value:
         """Copy the Q tile and K/V chunk 0, wait for both; returns chunk 0's group token."""
         b = self.b
-        q_tokens = self.copy_tile(self.qs, [], self.Q, self.plan.rows, self.q_src, self.q_valid, self.per_row)
-        for arg in self.plan.row_tiles[1:]:
-            axes = self.inputs[arg].axes
+        q_tokens: list[Value] = []
+        for arg in self.plan.row_tiles:
+            if arg == 0 and not self.plan.transposed:  # Q as (b, h, r, q, d)
+                src, row_src = self.Q, self.q_src
+            else:
+                axes = self.arg_axes(arg)
 
-            def row_src(row: Value, col: Value, axes: tuple[str, ...] = axes) -> list[Value]:
-                index = dict(zip(("b", "h", "r", "q"), self.q_src(row, col)[:4], strict=True))
-                return [index.get(a, col) for a in axes]  # the last axis: the head dim
+                def row_src(row: Value, col: Value, axes: tuple[str, ...] = axes) -> list[Value]:
+                    b, h, ri, qi, _ = self.q_src(row, col)
+                    index = {"b": b, "h": h, "r": ri, "q" if not self.plan.transposed else "x": qi}
+                    return [index.get(a, col) for a in axes]  # the last axis: the head dim
 
-            src = self.input_args[arg]
-            q_tokens += self.copy_tile(self.row_bufs[arg], [], src, self.plan.rows, row_src, self.q_valid, self.per_row)
+                src = self.input_args[arg] if arg > 2 else (self.Q, self.K, self.V)[arg]
+            rows = self.plan.rows
+            q_tokens += self.copy_tile(self.row_bufs[arg], [], src, rows, row_src, self.q_valid, self.per_row)
         nvgpu.DeviceAsyncCreateGroupOp(q_tokens)
         first = self.kv_loader(self.lower, b.idx(0))  # the first chunk goes to stage 0
         nvgpu.DeviceAsyncWaitOp(first, numGroups=1)
@@ -355,11 +379,12 @@ class _AttentionKernel:
         col = self.b.add(self.a_col, kt * MMA_K)
         return self.ops.ldmatrix(self.qs if buf is None else buf, [self.a_rows[mi], col], False)
 
-    def row_fragments(self, qfrag: list[list[Value]] | None) -> dict[int, list[list[Value]]]:
-        """The A operands of every row tile (Q's are `qfrag`), per m tile and k-step, in
-        registers (a kernel without a softmax takes head dims up to 128)."""
-        assert qfrag is not None
-        frags = {0: qfrag}
+    def row_fragments(self, qfrag: list[list[Value]] | None) -> dict[int, list[list[Value]] | None]:
+        """The A operands of every row tile (the first's are `qfrag`), per m tile and k-step,
+        in registers; None each when `plan.q_in_registers` is false (read at every k-step)."""
+        if qfrag is None:
+            return dict.fromkeys(self.plan.row_tiles)
+        frags: dict[int, list[list[Value]] | None] = {self.plan.row_tiles[0]: qfrag}
         for arg in self.plan.row_tiles[1:]:
             steps = range(self.plan.d // MMA_K)
             frags[arg] = [[self.q_fragment(mi, kt, self.row_bufs[arg]) for kt in steps] for mi in self.tiles_m]
@@ -440,18 +465,20 @@ class _AttentionKernel:
         return dict(zip(names, loop.results, strict=True))
 
     def contraction_stream(self, frags: dict[int, list[list[Value]]]) -> dict[str, Value]:
-        """Without a softmax (`plan.softmax` false): the `scf.for` over the chunks of x carrying
-        only the accumulators, acc += F · C, with F the program's ops on the score
-        contractions (`plan.score_pairs`: each a row tile's fragments against a chunk of K or
-        V), 0 past x, as A fragments (hi + lo when `plan.split`), and C the chunk
-        `plan.out_operand`. Returns the loop's results by state name."""
+        """Without a softmax (`plan.softmax` false): the `scf.for` over the chunks of the stream
+        carrying only accumulators, acc_a += F_a · C_a (`plan.accumulations`), with F_a a value
+        of the program's ops on the score contractions (`plan.score_pairs`: each a row tile's
+        fragments against a chunk), 0 past the stream's end, as A fragments (hi + lo for an f32
+        F), and C_a a chunk (ldmatrix.trans). Returns the loop's results by state name
+        (`a<accumulator>o<m tile>_<n tile>`)."""
         b, plan, acc_t = self.b, self.plan, self.acc_t
         self.ninf = b.const(-math.inf, F32)
         self.zacc = b.const(0.0, str(acc_t))
-        names = [f"o{mi}_{nt}" for mi in self.tiles_m for nt in range(self.n_o)]
+        accs = range(len(plan.accumulations))
+        names = [f"a{a}o{mi}_{nt}" for a in accs for mi in self.tiles_m for nt in range(self.n_o)]
         loop = scf.ForOp(b.idx(0), self.visits, b.idx(1), [self.zacc] * len(names), loc=b.fresh("st"))
         _name_arguments(loop, ["t", *names])
-        bufs = {1: self.ks, 2: self.vs}
+        bufs = dict(zip(plan.chunk_args, (self.ks, self.vs), strict=False))
         p32_t = ir.VectorType.get(self.a_t.shape, b.f32)
         with ir.InsertionPoint(loop.body):
             t = loop.induction_variable
@@ -466,48 +493,66 @@ class _AttentionKernel:
             read = sorted({o.ref for op in plan.score_ops for o in op.operands if o.kind == "input"})
             for arg in read:
                 coords.read_all(self.inputs[arg])
-            s = [self.scores(stage, frags[row], bufs[chunk]) for row, chunk in plan.score_pairs]
+            s = [self.scores(stage, frags[row], bufs[chunk], self.row_bufs[row]) for row, chunk in plan.score_pairs]
             zero = b.const(0.0, F32)
-            past_x = [
+            past = [
                 [arith.cmpi(arith.CmpIPredicate.uge, coords.cols[nt][k], b.idx(plan.x)) for k in range(2)]
                 for nt in range(self.n_s)
             ]
-            afrags = []
-            for mi in self.tiles_m:
-                f = [
-                    [
-                        [
-                            arith.select(
-                                past_x[nt][k],
-                                zero,
-                                self.score_element(
-                                    [vector.extract(x[mi][nt], [], [i, k]) for x in s], coords, mi, i, nt, k
-                                ),
-                            )
+            new: list[Value] = []
+            for a, (f, chunk, split) in enumerate(plan.accumulations):
+                afrags = []
+                for mi in self.tiles_m:
+                    values = {
+                        (nt, i, k): self.score_values(
+                            [vector.extract(x[mi][nt], [], [i, k]) for x in s], coords, mi, i, nt, k
+                        )
+                        for nt in range(self.n_s)
+                        for i in range(2)
+                        for k in range(2)
+                    }
+                    steps = []
+                    for kt in range(plan.sx // MMA_K):
+                        elems = [
+                            arith.select(past[2 * kt + half][k], zero, values[(2 * kt + half, i, k)][f])
+                            for half, i in A_ROWS
                             for k in range(2)
                         ]
-                        for i in range(2)
-                    ]
-                    for nt in range(self.n_s)
-                ]
-                steps = []
-                for kt in range(plan.sx // MMA_K):
-                    whole = vector.from_elements(
-                        p32_t, [f[2 * kt + half][i][k] for half, i in A_ROWS for k in range(2)]
-                    )
-                    hi = arith.truncf(self.a_t, whole)
-                    parts = [hi]
-                    if plan.split:  # the rest of F, exactly representable as F - hi, rounded again
-                        parts.append(arith.truncf(self.a_t, arith.subf(whole, arith.extf(p32_t, hi))))
-                    steps.append(parts)
-                afrags.append(steps)
-            acc = [[old[f"o{mi}_{nt}"] for nt in range(self.n_o)] for mi in self.tiles_m]
-            acc = self.accumulate(stage, bufs[plan.out_operand], afrags, acc)
+                        whole = vector.from_elements(p32_t, elems)
+                        hi = arith.truncf(self.a_t, whole)
+                        parts = [hi]
+                        if split:  # the rest of F, exactly representable as F - hi, rounded again
+                            parts.append(arith.truncf(self.a_t, arith.subf(whole, arith.extf(p32_t, hi))))
+                        steps.append(parts)
+                    afrags.append(steps)
+                acc = [[old[f"a{a}o{mi}_{nt}"] for nt in range(self.n_o)] for mi in self.tiles_m]
+                acc = self.accumulate(stage, bufs[chunk], afrags, acc)
+                new += [acc[mi][nt] for mi in self.tiles_m for nt in range(self.n_o)]
             gpu.BarrierOp()  # the next iteration's copy overwrites the stage read here
-            scf.YieldOp([acc[mi][nt] for mi in self.tiles_m for nt in range(self.n_o)])
+            scf.YieldOp(new)
         return dict(zip(names, loop.results, strict=True))
 
-    def scores(self, stage: Value, qfrag: list[list[Value]] | None, buf: Value | None = None) -> list[list[Value]]:
+    def store_accumulators(self, first: Value, final: dict[str, Value]) -> None:
+        """Without a softmax: each output, the accumulator `plan.output_accs` names, converted
+        to the element type, staged through shared memory (the first row tile's buffer) and
+        stored with 16-byte vectors."""
+        b, plan = self.b, self.plan
+        nvgpu.DeviceAsyncWaitOp(first, numGroups=0)  # the last (empty) prefetch
+        o16_t = ir.VectorType.get(self.acc_t.shape, self.el)
+        for out, a in zip(self.outputs, plan.output_accs, strict=True):
+            for mi in self.tiles_m:
+                for nt in range(self.n_o):
+                    o16 = arith.truncf(o16_t, final[f"a{a}o{mi}_{nt}"])
+                    col = b.add(b.mul(self.c, 2), nt * MMA_N)
+                    for i in range(2):
+                        vector.store(vector.extract(o16, [], [i]), self.os, [self.my_rows[mi][i], col])
+            gpu.BarrierOp()
+            self.store_output(out)
+            gpu.BarrierOp()  # the next output is staged in the same buffer
+
+    def scores(
+        self, stage: Value, qfrag: list[list[Value]] | None, buf: Value | None = None, rows: Value | None = None
+    ) -> list[list[Value]]:
         """S = Q K^T (or rows·chunk^T of another row tile and the chunk `buf`): n_s
         accumulators of 16x8 per m tile; each K fragment serves every m tile.
         One ldmatrix.x4 per k-step and pair of n tiles: lane l gives row 8(nt + l//16) + l%8 of
@@ -520,7 +565,7 @@ class _AttentionKernel:
             for kt in range(self.plan.d // MMA_K):
                 kbs = self.ops.b_pair(self.ks if buf is None else buf, [stage, krow, b.add(b_col, kt * MMA_K)], False)
                 for mi in self.tiles_m:
-                    a = qfrag[mi][kt] if qfrag is not None else self.q_fragment(mi, kt)
+                    a = qfrag[mi][kt] if qfrag is not None else self.q_fragment(mi, kt, rows)
                     for half, kb in enumerate(kbs):
                         s[mi][nt + half] = self.ops.mma(a, kb, s[mi][nt + half])
         return s
@@ -564,14 +609,22 @@ class _AttentionKernel:
         """The program's score ops on one element `s` of S (value 0 of the ops; a list: one
         element of each score contraction), each by its rule; an input is read once per
         element at the element's global coordinates."""
+        return self.score_values(s if isinstance(s, list) else [s], coords, mi, i, nt, k)[-1]
+
+    def score_values(self, s: list[Value], coords: _Coordinates, mi: int, i: int, nt: int, k: int) -> list[Value]:
+        """Every value of the program's score ops on one element (`s`: one element of each
+        score contraction), numbered as the ops number them."""
 
         def read(arg: int, dtype: str) -> Value:
             inp = self.inputs[arg]
             return tensorcore_scores.convert(coords.read(inp, mi, i, nt, k), inp.dtype, dtype)
 
-        at = Element(self.positions.q(mi, i), self.positions.x(coords, nt, k), (self.plan.q, self.plan.x))
-        values = s if isinstance(s, list) else [s]
-        return tensorcore_scores.apply_ops(self.b, self.plan.score_ops, values, read, at)[-1]
+        row, col = self.positions.q(mi, i), self.positions.x(coords, nt, k)
+        if self.plan.transposed:  # the masks' positions: the column is the query, the row the key
+            at = Element(col, row, (self.plan.x, self.plan.q))
+        else:
+            at = Element(row, col, (self.plan.q, self.plan.x))
+        return tensorcore_scores.apply_ops(self.b, self.plan.score_ops, s, read, at)
 
     def online_softmax(
         self,
@@ -732,9 +785,9 @@ class _AttentionKernel:
 
         return read
 
-    def store_output(self) -> None:
-        """The staged O to global memory with 16-byte vector stores, one 8-element row piece
-        per thread, rows past q skipped."""
+    def store_output(self, out: Value) -> None:
+        """The staged O (or accumulator) to `out` in global memory with 16-byte vector stores,
+        one 8-element row piece per thread, rows past q skipped."""
         b, plan, gq = self.b, self.plan, self.plan.gq
         per_row = plan.dv // VEC
         chunks = plan.rows * per_row
@@ -748,7 +801,8 @@ class _AttentionKernel:
             inside = scf.IfOp(ok)
             with ir.InsertionPoint(inside.then_block):
                 piece = vector.load(piece_t, self.os, [row, col])
-                vector.store(piece, self.O, [self.batch, self.head, b.div(row, gq), qi, col], alignment=16)
+                where = [qi, col] if plan.transposed else [b.div(row, gq), qi, col]
+                vector.store(piece, out, [self.batch, self.head, *where], alignment=16)
                 scf.YieldOp([])
 
 
@@ -844,14 +898,20 @@ class _Coordinates:
 
     def read(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> Value:
         """Input `inp` at element (mi, i, nt, k), in its own element type (read once: an
-        input without a row axis once per key, without x once per row)."""
-        if not {"q", "r"} & set(inp.axes):
+        input without a row axis once per key, without x once per row; transposed, q is the
+        column and x the row)."""
+        axes = self.roles(inp)
+        if not {"q", "r"} & set(axes):
             mi = i = 0
-        if "x" not in inp.axes:
+        if "x" not in axes:
             nt = k = 0
         if (inp.arg, mi, i, nt, k) not in self.values:
             self.values[(inp.arg, mi, i, nt, k)] = self._load(inp, mi, i, nt, k)
         return self.values[(inp.arg, mi, i, nt, k)]
+
+    def roles(self, inp: ScoreInput) -> tuple[str, ...]:
+        """`inp`'s axes as the kernel's: q its rows, x its columns."""
+        return tuple(self.k.axis_of.get(a, a) for a in inp.axes)
 
     def _load(self, inp: ScoreInput, mi: int, i: int, nt: int, k: int) -> Value:
         kernel, b = self.k, self.k.b
@@ -865,10 +925,11 @@ class _Coordinates:
                 self.pairs[key] = vector.load(pair_t, kernel.staged[inp.arg], index)
             return vector.extract(self.pairs[key], [], [k])
         arg = kernel.input_args[inp.arg]
-        if inp.axes[-1] != "x" or kernel.plan.x % 2:
-            return memref.load(arg, [self.index(a, mi, i, nt, k) for a in inp.axes])
+        axes = self.roles(inp)
+        if axes[-1] != "x" or kernel.plan.x % 2:
+            return memref.load(arg, [self.index(a, mi, i, nt, k) for a in axes])
         key = (inp.arg, mi, i, nt)
         if key not in self.pairs:
-            index = [self.index(a, mi, i, nt, 0) for a in inp.axes[:-1]] + [self.index("xp", mi, i, nt, 0)]
+            index = [self.index(a, mi, i, nt, 0) for a in axes[:-1]] + [self.index("xp", mi, i, nt, 0)]
             self.pairs[key] = vector.load(pair_t, arg, index)
         return vector.extract(self.pairs[key], [], [k])

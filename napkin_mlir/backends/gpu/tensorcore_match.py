@@ -129,13 +129,21 @@ class AttentionMatch:
     o_position: int = 0  # O's position among the function's results
     softmax: bool = True  # False: acc += f(S_1, ...) · C without a softmax (the backward's dQ)
     score_pairs: tuple[tuple[int, int], ...] = ((0, 1),)  # per score contraction: (row arg, chunk arg)
-    out_operand: int = 2  # the chunk operand of the accumulated contraction (V; K for dQ)
-    split: bool = False  # its other operand is f32, contracted as two 16-bit parts (hi + lo)
+    # without a softmax: per carried accumulator (F's value number, chunk argument, F in f32: hi + lo)
+    accumulations: tuple[tuple[int, int, bool], ...] = ()
+    chunk_args: tuple[int, ...] = (1, 2)  # the arguments the stream chunks (K, V; Q, dO for dK/dV)
+    row_args: tuple[int, ...] = (0,)  # the arguments whose tiles of the CTA's rows the kernel holds
+    transposed: bool = False  # rows of keys x, streaming the queries q (the backward's dK/dV)
+    output_accs: tuple[int, ...] = ()  # without a softmax: the accumulator each output stores
 
     @property
     def dims(self) -> dict[str, int]:
-        """The axis sizes of Q and K, and V's head dim as `dv`."""
-        return {**self.q_type.sizes, **self.k_type.sizes, "dv": self.v_type.shape[-1]}
+        """The axis sizes of Q and K, and V's head dim as `dv`; transposed, the kernel's rows
+        (keys x) as `q` and its stream (queries q) as `x`."""
+        sizes = {**self.q_type.sizes, **self.k_type.sizes, "dv": self.v_type.shape[-1]}
+        if self.transposed:
+            sizes["q"], sizes["x"] = sizes["x"], sizes["q"]
+        return sizes
 
     @property
     def dtype(self) -> str:
@@ -257,16 +265,18 @@ def match_attention(module: ir.Module, filename: str | None = None) -> Attention
         if op.name not in KERNEL_OPS and op not in in_maps:
             w.refuse(op)
     m = _Matcher(w, func, group, stream)
-    carried = len(list(stream.regions[1].blocks[0].arguments)) - len(stream.operands) - 1
-    if carried == 1:  # no softmax: acc += f(S_1, ..., S_n) · C
+    if _accumulates(stream):  # no softmax: acc_k += F_k · C_k
         m.contraction_step()
         m.contraction_init_and_finish()
+        m.contraction_group_body()
+        m.function_body()
+        m.input_sizes()
     else:
         m.step()
         m.init_and_finish()
-    m.group_body()
-    m.function_body()
-    m.layout()
+        m.group_body()
+        m.function_body()
+        m.layout()
     # whatever the dataflow did not reach is not computed by the kernel
     for op in _nested(body):
         if op in w.parts:
@@ -276,6 +286,18 @@ def match_attention(module: ir.Module, filename: str | None = None) -> Attention
             continue
         w.refuse(op, "the kernel has no part that computes it")
     return m.result([(op.name, w.where(op), w.parts[op]) for op in _nested(body)])
+
+
+def _accumulates(stream: ir.Operation) -> bool:
+    """Whether every value the stream carries is updated as carried + something (napkin.add):
+    a stream of accumulators without a softmax (the online softmax carries a running max)."""
+    step = stream.regions[1].blocks[0]
+    carried = list(step.arguments)[len(stream.operands) + 1 :]
+    updates = list(_ops(step)[-1].operands)
+    return bool(carried) and all(
+        isinstance(v, ir.OpResult) and v.owner.name == "napkin.add" and acc in list(v.owner.operands)
+        for acc, v in zip(carried, updates, strict=True)
+    )
 
 
 class _Matcher:
@@ -300,8 +322,12 @@ class _Matcher:
         self.inputs: dict[int, ScoreInput] = {}
         self.softmax = True
         self.score_pairs: tuple[tuple[int, int], ...] = ((0, 1),)
-        self.out_operand = 2
-        self.split = False
+        self.accumulations: tuple[tuple[int, int, bool], ...] = ()
+        self.chunk_args: tuple[int, ...] = (1, 2)
+        self.row_args: tuple[int, ...] = (0,)
+        self.transposed = False
+        self.col_axis = "x"
+        self.output_accs: tuple[int, ...] = ()
 
     # --- the stream step: S = Q K^T, the online softmax, O = alpha O + P V -----------------
 
@@ -500,7 +526,7 @@ class _Matcher:
         input (`_input`). Returns the root op and the ops. With `leaves` (values already
         numbered: the stream's final row max and sum) the ops start from those instead of
         from a root op, and the root returned is None."""
-        roots, ops = self._elementwise_dag(out, user, is_root, block, rules, what, leaves)
+        roots, ops, _ = self._elementwise_dag([out], user, is_root, block, rules, what, leaves)
         if leaves is None and len(roots) != 1:
             w = self.w
             w.refuse(roots[1] if roots else user, f"the kernel computes the {what} from one contraction, S = Q·K^T")
@@ -508,21 +534,22 @@ class _Matcher:
 
     def _elementwise_dag(
         self,
-        out: ir.Value,
+        outs: list[ir.Value],
         user: ir.Operation,
         is_root: Callable[[ir.Operation], bool],
         block: ir.Block,
         rules: Collection[str],
         what: str,
         leaves: dict[ir.Value, int] | None = None,
-    ) -> tuple[list[ir.Operation], tuple[ScoreOp, ...]]:
-        """`_elementwise_ops` from any number of root ops (in program order, their results
-        numbered 0, 1, ... before the ops): the score contractions of a kernel without a
-        softmax (S = Q·K^T and dP = dO·V^T of the backward's dQ)."""
+    ) -> tuple[list[ir.Operation], tuple[ScoreOp, ...], dict[ir.Value, int]]:
+        """`_elementwise_ops` to any number of values `outs`, from any number of root ops (in
+        program order, their results numbered 0, 1, ... before the ops): the score
+        contractions of a kernel without a softmax (S = Q·K^T and dP = dO·V^T of the backward).
+        Returns the roots, the ops and the number of every value."""
         w = self.w
         found: dict[ir.Operation, None] = {}
         found_roots: dict[ir.Operation, None] = {}
-        todo = [(out, user)]
+        todo = [(out, user) for out in outs]
         while todo:
             v, u = todo.pop()
             if leaves is not None and v in leaves:
@@ -557,7 +584,7 @@ class _Matcher:
         for op in sorted(found, key=order.__getitem__):
             ops.append(self._score_op(op, numbers, root_type))
             numbers[op.results[0]] = len(numbers)
-        return roots, tuple(ops)
+        return roots, tuple(ops), numbers
 
     def _score_op(self, op: ir.Operation, numbers: dict[ir.Value, int], root_type: ArrayType) -> ScoreOp:
         """One elementwise op as data (over the axes of `root_type`, the scores or O), its
@@ -699,8 +726,11 @@ class _Matcher:
                 op, f"the kernel masks rows q and columns x, this mask has rows {parts.rows} and cols {parts.cols}"
             )
         axes = [ir.StringAttr(a).value for a in ir.ArrayAttr(self.group.attributes["axes"])]
-        q_off = self.gbody.arguments[len(self.group.operands) + axes.index("q")] if "q" in axes else None
-        x_off = self.stepb.arguments[self.n_chunks]
+        row_axis = "x" if self.transposed else "q"  # the group's axis; the stream's is the other
+        offsets = {self.col_axis: self.stepb.arguments[self.n_chunks]}
+        if row_axis in axes:
+            offsets[row_axis] = self.gbody.arguments[len(self.group.operands) + axes.index(row_axis)]
+        q_off, x_off = offsets.get("q"), offsets.get("x")
         if parts.offsets is None or q_off is None or parts.offsets != (q_off, x_off):
             w.refuse(
                 op, "the kernel masks at global positions: the mask must take the group's q and the chunk's x offsets"
@@ -723,7 +753,7 @@ class _Matcher:
         facts = integer_facts(predicate, (0, q + TILE_PAST_END), (0, x + TILE_PAST_END), (q, x))
         wide = specialized(body, replace(facts, fits_i32=False))
         body, positions = specialized(body, facts), "i32" if facts.fits_i32 else "index"
-        if decides_stream(self.stepb, op, "x"):
+        if not self.transposed and decides_stream(self.stepb, op, "x"):
             self.skips.append(predicate)
             w.take(
                 op,
@@ -820,91 +850,133 @@ class _Matcher:
     # --- a stream without a softmax: acc += f(S_1, ..., S_n) · C (the backward's dQ) ---------
 
     def contraction_step(self) -> None:
-        """The step of a stream that carries one accumulator: acc' = acc + f(S_1, ..., S_n) · C,
-        where each S_i contracts a tile of the CTA's rows (Q, dO: in registers) with a chunk
-        of K or V over d, f is elementwise ops by their rules (with tables per row such as L
-        and D), and C is a chunk of K or V. FlashAttention-2's dQ = Σ_x dS K with dS = P ∘ (dP −
-        D), P = exp(S − L): two score contractions and no running max. An f32 left operand of
-        the accumulated contraction is split into two 16-bit MMA operands (hi + lo, each
+        """The step of a stream that carries accumulators and no softmax: acc_k' = acc_k +
+        F_k · C_k, where the F_k are values of one DAG of elementwise ops (by their rules, with
+        tables per row or per column such as L and D) of score contractions S_i, each of a tile
+        of the CTA's rows (held as A fragments) with a chunk of the stream over d, and C_k is a
+        chunk. FlashAttention-2's backward: dQ = Σ_x dS K (rows q, one accumulator), and dK =
+        Σ_q dSᵀ Q, dV = Σ_q Pᵀ dO (rows x, streaming q: the kernel transposed), with dS = P ∘
+        (dP − D), P = exp(S − L). An f32 F is split into two 16-bit MMA operands (hi + lo, each
         product exact; the sum's error about 2^-17 of each term, under the 16-bit output's
-        rounding); one cast to bf16/f16 first (as P is for dV) makes it one."""
+        rounding); one cast to bf16/f16 first (P for dV) makes it one."""
         w, stream, step = self.w, self.stream, self.stepb
         self.softmax = False
-        if _str(stream, "axis") != "x":
-            w.refuse(stream, f"the kernel streams the key axis x, this stream is over '{_str(stream, 'axis')}'")
-        w.take(stream, "the scf.for over the chunks of x (K/V double-buffered)")
+        self.col_axis = _str(stream, "axis") or ""
+        if self.col_axis not in ("x", "q"):
+            w.refuse(stream, f"the kernel streams the keys x or the queries q, this stream is over '{self.col_axis}'")
+        self.transposed = self.col_axis == "q"
+        w.take(stream, f"the scf.for over the chunks of {self.col_axis} (double-buffered)")
         yld = _ops(step)[-1]
-        w.take(yld, "the loop's carried state: the accumulators of the result")
-        acc = list(step.arguments)[-1]
-        if _atype(acc).dtype != "f32":
-            w.refuse(stream, f"the kernel accumulates in f32, this stream carries {_atype(acc)}")
-        add = w.expect(yld.operands[0], "napkin.add", yld, "the new accumulator acc + F·C")
-        term = _pair(add.operands[0], add.operands[1], acc)
-        if term is None:
-            w.refuse(add, "the kernel adds the chunk's contraction to the carried accumulator")
-        w.take(add, "acc += F·C: the mma.sync accumulate into the carried accumulators")
-        contract = w.expect(term, "napkin.contract", add, "the chunk's contraction F·C")
-        self._contraction(contract, "x", "accumulated contraction")
-        found = [(v, self._loaded(v)) for v in contract.operands]
-        chunk = [(v, src[0]) for v, src in found if src is not None and src[0] in (1, 2) and src[1]]
-        if len(chunk) != 1:
-            w.refuse(contract, "the kernel contracts values of the chunk with a chunk of K or V (arguments #1, #2)")
-        c_v, self.out_operand = chunk[0]
-        f_v = next(v for v in contract.operands if v != c_v)
-        self._take_loaded(c_v, "the chunk in shared memory (cp.async, double-buffered), fragments by ldmatrix.x4.trans")
-        w.take(contract, "F·C with mma.sync m16n8k16, F from the accumulator fragments (no memory)")
-        # F: rounded to 16 bits once (one MMA), or f32 (two: hi + lo)
-        self.split = True
+        w.take(yld, "the loop's carried state: the accumulators of the results")
+        carried = list(step.arguments)[self.n_chunks + 1 :]
+        f_values: list[ir.Value] = []
+        found_accs: list[tuple[int, bool]] = []
+        for acc, new in zip(carried, yld.operands, strict=True):
+            if _atype(acc).dtype != "f32":
+                w.refuse(stream, f"the kernel accumulates in f32, this stream carries {_atype(acc)}")
+            add = w.expect(new, "napkin.add", yld, "a new accumulator acc + F·C")
+            term = _pair(add.operands[0], add.operands[1], acc)
+            if term is None:
+                w.refuse(add, "the kernel adds the chunk's contraction to the carried accumulator")
+            w.take(add, "acc += F·C: the mma.sync accumulate into the carried accumulators")
+            contract = w.expect(term, "napkin.contract", add, "the chunk's contraction F·C")
+            self._contraction(contract, self.col_axis, "accumulated contraction")
+            found = [(v, self._loaded(v)) for v in contract.operands]
+            chunk = [(v, src[0]) for v, src in found if src is not None and src[1]]
+            if len(chunk) != 1:
+                w.refuse(
+                    contract,
+                    f"the kernel contracts values of the chunk with a chunk of an argument along {self.col_axis}",
+                )
+            c_v, c_arg = chunk[0]
+            f_v = next(v for v in contract.operands if v != c_v)
+            self._take_loaded(
+                c_v, "the chunk in shared memory (cp.async, double-buffered), fragments by ldmatrix.x4.trans"
+            )
+            w.take(contract, "F·C with mma.sync m16n8k16, F from the accumulator fragments (no memory)")
+            f_v, split = self._accumulated_operand(f_v, contract)
+            f_values.append(f_v)
+            found_accs.append((c_arg, split))
+        roots, self.score_ops, numbers = self._elementwise_dag(
+            f_values, yld, lambda o: o.name == "napkin.contract", step, SCORE_RULES, "scores", None
+        )
+        if not roots:
+            w.refuse(yld, "the kernel computes F from contractions of the rows with chunks")
+        self.accumulations = tuple(
+            (numbers[f], c_arg, split) for f, (c_arg, split) in zip(f_values, found_accs, strict=True)
+        )
+        pairs = []
+        for root in roots:
+            self._contraction(root, "d", "score contraction")
+            srcs = [self._loaded(v) for v in root.operands]
+            rows = [src[0] for src in srcs if src is not None and not src[1]]
+            cols = [src[0] for src in srcs if src is not None and src[1]]
+            if len(rows) != 1 or len(cols) != 1:
+                w.refuse(root, "the kernel contracts a tile of the rows with a chunk of the stream over d")
+            for v, src in zip(root.operands, srcs, strict=True):
+                assert src is not None
+                self._take_loaded(
+                    v,
+                    "the chunk in shared memory (cp.async, double-buffered), fragments by ldmatrix.x4"
+                    if src[1]
+                    else "the rows' tile copied into shared memory once, fragments by ldmatrix.x4 in registers",
+                )
+            w.take(root, "a score contraction with mma.sync m16n8k16 into f32 accumulators")
+            pairs.append((rows[0], cols[0]))
+        self.score_pairs = tuple(pairs)
+        chunks = sorted({c for _, c in pairs} | {c for _, c, _ in self.accumulations})
+        rows_args = sorted({r for r, _ in pairs})
+        if len(chunks) > 2 or set(chunks) & set(rows_args):
+            w.refuse(
+                stream, f"the kernel double-buffers at most two arrays chunked along {self.col_axis}, got {len(chunks)}"
+            )
+        self.chunk_args = tuple(chunks)
+        self.contraction_layout(rows_args)
+
+    def _accumulated_operand(self, f_v: ir.Value, contract: ir.Operation) -> tuple[ir.Value, bool]:
+        """F of an accumulated contraction before its casts, and whether it stays f32 (two
+        MMAs: hi + lo) or is rounded to the inputs' 16-bit type first (one)."""
+        w = self.w
+        split = True
         for _ in range(2):
             op = f_v.owner.operation if isinstance(f_v, ir.OpResult) else None
             if op is None or op.name != "napkin.cast":
                 break
             src, dst = _atype(op.operands[0]).dtype, _atype(op.results[0]).dtype
-            if (src, dst) in (("bf16", "f32"), ("f16", "f32")) and self.split:
+            if (src, dst) in (("bf16", "f32"), ("f16", "f32")) and split:
                 w.take(op, "a 16-bit value widened to f32: exact (the MMA takes the 16-bit one)")
             elif src == "f32" and dst in KERNEL_DTYPES and dst == self.w_dtype():
-                self.split = False
+                split = False
                 w.take(op, f"F rounded to {dst}: the MMA's A fragments (arith.truncf)")
             else:
                 break
             f_v = op.operands[0]
         if _atype(f_v).dtype != "f32":
             w.refuse(contract, f"the kernel computes F in f32, this contraction reads {_atype(f_v)}")
-        if self.split:
+        if split:
             w.take(contract, "F·C as F_hi·C + F_lo·C: F split into two 16-bit A fragments, two mma.sync")
-        roots, self.score_ops = self._elementwise_dag(
-            f_v, contract, lambda o: o.name == "napkin.contract", step, SCORE_RULES, "scores"
-        )
-        if not roots:
-            w.refuse(contract, "the kernel computes F from contractions of the rows with chunks of K or V")
-        pairs = []
-        for root in roots:
-            self._contraction(root, "d", "score contraction")
-            srcs = [self._loaded(v) for v in root.operands]
-            rows = [src[0] for src in srcs if src is not None and src[0] not in (1, 2) and not src[1]]
-            cols = [src[0] for src in srcs if src is not None and src[0] in (1, 2) and src[1]]
-            if len(rows) != 1 or len(cols) != 1:
-                w.refuse(root, "the kernel contracts a tile of the rows (Q, dO) with a chunk of K or V over d")
-            for v, src in zip(root.operands, srcs, strict=True):
-                assert src is not None
-                self._take_loaded(
-                    v,
-                    "the chunk in shared memory (cp.async, double-buffered), fragments by ldmatrix.x4"
-                    if src[0] in (1, 2)
-                    else "the rows' tile copied into shared memory once, fragments by ldmatrix.x4 in registers",
+        return f_v, split
+
+    def contraction_layout(self, rows_args: list[int]) -> None:
+        """Tiles of the rows (b, h[, r], R, d) with R the group's axis, chunks (b, h, C, d)
+        along the stream's axis C, one 16-bit type and one head dim; what `layout` needs."""
+        args = [_atype(a) for a in self.func.regions[0].blocks[0].arguments]
+        row_axis = "x" if self.transposed else "q"
+        first = args[rows_args[0]]
+        for n in [*rows_args, *self.chunk_args]:
+            t = args[n]
+            axis = row_axis if n in rows_args else self.col_axis
+            want = [("b", "h", axis, "d")] + ([("b", "h", "r", axis, "d")] if axis == "q" and n in rows_args else [])
+            if t.axes not in want or t.dtype != first.dtype or t.shape[-1] != first.shape[-1]:
+                self.w.refuse(
+                    self.stream,
+                    f"the kernel takes tiles of the rows and chunks as (b, h, {row_axis} or {self.col_axis}, d) of "
+                    f"one 16-bit type; '{self._arg_name(n)}' is {t}",
                 )
-            w.take(root, "a score contraction with mma.sync m16n8k16 into f32 accumulators")
-            pairs.append((rows[0], cols[0]))
-        self.score_pairs = tuple(pairs)
-        args = self.func.regions[0].blocks[0].arguments
-        self.traced = {"Q": _atype(args[0]), "K": _atype(args[1]), "V": _atype(args[2])}
-        q = self.traced["Q"]
-        for row, _ in pairs:
-            t = _atype(args[row])
-            if (t.axes, t.shape, t.dtype) != (q.axes, q.shape, q.dtype):
-                w.refuse(
-                    self.stream, f"the kernel holds tiles of the rows like Q's ({q}); '{self._arg_name(row)}' is {t}"
-                )
+        self.row_args = tuple(rows_args)
+        q_like = first if not self.transposed else args[self.chunk_args[0]]
+        chunk = args[self.chunk_args[0]] if not self.transposed else first
+        self.traced = {"Q": q_like, "K": chunk, "V": chunk}
 
     def w_dtype(self) -> str:
         return _atype(self.func.regions[0].blocks[0].arguments[0]).dtype
@@ -912,14 +984,14 @@ class _Matcher:
     def _loaded(self, v: ir.Value) -> tuple[int, bool] | None:
         """The function argument `v` is, loaded through the group's tiles, the stream's
         operands, transfers and at most one exact widening cast (16-bit to f32), and whether
-        the stream chunks it along x; None for a value computed some other way."""
+        the stream chunks it along its axis; None for a value computed some other way."""
         widened = False
         chunked = False
         while True:
             if isinstance(v, ir.BlockArgument):
                 n = v.arg_number
                 if v.owner == self.stepb and n < self.n_chunks:
-                    chunked = chunked or "x" in _atype(self.stream.operands[n]).axes
+                    chunked = chunked or self.col_axis in _atype(self.stream.operands[n]).axes
                     v = self.stream.operands[n]
                 elif v.owner == self.gbody and n < len(self.group.operands):
                     v = self.group.operands[n]
@@ -962,11 +1034,65 @@ class _Matcher:
         if float(ir.FloatAttr(fill.attributes["value"]).value) != 0.0:
             w.refuse(fill, "the kernel starts the accumulator at 0")
         w.take(fill, "the initial accumulators: 0 (scf.for iter_args)")
+        for v in _ops(self.init)[-1].operands[1:]:
+            fill = w.expect(v, "napkin.fill", yld, "an initial accumulator")
+            if float(ir.FloatAttr(fill.attributes["value"]).value) != 0.0:
+                w.refuse(fill, "the kernel starts the accumulators at 0")
+            w.take(fill, "the initial accumulators: 0 (scf.for iter_args)")
         yld = _ops(self.finish)[-1]
-        if list(yld.operands) != [self.finish.arguments[0]]:
-            w.refuse(yld, "the kernel's result is the final accumulator")
-        w.take(yld, "the stream's result: the accumulators")
-        self.stream_roles = ["o"]
+        if list(yld.operands) != list(self.finish.arguments):
+            w.refuse(yld, "the kernel's results are the final accumulators")
+        w.take(yld, "the stream's results: the accumulators")
+        self.stream_roles = ["o"] * len(yld.operands)
+
+    def contraction_group_body(self) -> None:
+        """The grid group of a kernel without a softmax: over (b, h, rows), each output an
+        accumulator of the stream cast to the inputs' 16-bit type (staged through shared
+        memory, stored with 16-byte vectors)."""
+        w, group = self.w, self.group
+        row_axis = "x" if self.transposed else "q"
+        if _str(group, "level") != "grid":
+            w.refuse(group, "the kernel maps a group partition at level grid onto its CTAs")
+        axes = [ir.StringAttr(a).value for a in ir.ArrayAttr(group.attributes["axes"])]
+        sizes = dict(zip(axes, ir.DenseI64ArrayAttr(group.attributes["sizes"]), strict=True))
+        if set(axes) - {"b", "h", row_axis} or any(sizes.get(a, 1) != 1 for a in ("b", "h")):
+            w.refuse(group, f"the kernel's CTA holds one (b, h) slice and a tile of {row_axis}")
+        self.group_sizes = {"q": sizes[row_axis]} if row_axis in sizes else {}
+        w.take(group, f"the grid: one CTA per ({row_axis} tile, head, batch), blockIdx (x, y, z)")
+        yld = _ops(self.gbody)[-1]
+        w.take(yld, "the CTA's tiles of its outputs")
+        accs = []
+        for v in yld.operands:
+            cast = None
+            while True:
+                op = w.producer(v, yld, "an output tile")
+                if op.name == "napkin.transfer":
+                    w.take(op, "staged through shared memory and stored with 16-byte st.global.v4")
+                elif op.name == "napkin.cast" and cast is None:
+                    cast = op
+                    if _atype(op.operands[0]).dtype != "f32" or _atype(op.results[0]).dtype != self.w_dtype():
+                        w.refuse(op, "the kernel converts its accumulators from f32 to the inputs' bf16/f16")
+                    w.take(op, "the accumulators converted to bf16/f16 (arith.truncf)")
+                elif op == self.stream and cast is not None:
+                    break
+                else:
+                    w.refuse(op, "the kernel stores each accumulator of the stream cast to the inputs' type")
+                v = op.operands[0]
+            accs.append(list(self.stream.results).index(v))
+        self.output_accs = tuple(accs)
+        self.outputs = ["O"] * len(accs)
+
+    def input_sizes(self) -> None:
+        """Each input the ops read has the problem's sizes along its axes."""
+        args = [_atype(a) for a in self.func.regions[0].blocks[0].arguments]
+        self.q_type = self.traced["Q"]
+        sizes = {**self.traced["Q"].sizes, **self.traced["K"].sizes}
+        for inp in self.inputs.values():
+            if any(sizes.get(a) != n for a, n in zip(inp.axes, inp.shape, strict=True)):
+                raise TensorCoreRefusal(
+                    f"the tensor-core rule reads '{self._arg_name(inp.arg)}' at each element's coordinates, so its "
+                    f"axes must have the problem's sizes; it has {args[inp.arg]}; use --kernel simt"
+                )
 
     # --- init and finish: the state's head and O / l -----------------------------------------
 
@@ -1183,6 +1309,9 @@ class _Matcher:
             self.outputs.index("O"),
             self.softmax,
             self.score_pairs,
-            self.out_operand,
-            self.split,
+            self.accumulations,
+            self.chunk_args,
+            self.row_args,
+            self.transposed,
+            self.output_accs,
         )

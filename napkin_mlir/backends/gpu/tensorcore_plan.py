@@ -52,17 +52,23 @@ class AttentionPlan:
     o_position: int = 0  # O's position among the outputs
     softmax: bool = True  # False: acc += f(S_1, ...) · C, no running max and sum (the backward's dQ)
     score_pairs: tuple[tuple[int, int], ...] = ((0, 1),)  # per score contraction: (row arg, chunk arg)
-    out_operand: int = 2  # the chunk operand of the accumulated contraction: V (2), or K (1)
-    split: bool = False  # F is f32: contracted as two 16-bit A fragments (hi + lo)
+    # without a softmax: per accumulator (F's value number, chunk argument, F in f32: hi + lo)
+    accumulations: tuple[tuple[int, int, bool], ...] = ()
+    chunk_args: tuple[int, ...] = (1, 2)  # the two arrays chunked by the stream (K, V; Q, dO)
+    row_args: tuple[int, ...] = (0,)  # the arrays whose tiles of the CTA's rows the kernel holds
+    transposed: bool = False  # rows of keys, streaming the queries (dK/dV): q and x here are rows and stream
+    output_accs: tuple[int, ...] = ()  # without a softmax: the accumulator each output stores
 
     @property
     def row_tiles(self) -> tuple[int, ...]:
-        """The arguments whose tiles of the CTA's rows the kernel holds: Q, then others (dO)."""
-        return tuple(dict.fromkeys([0, *(row for row, _ in self.score_pairs)]))
+        """The arguments whose tiles of the CTA's rows the kernel holds: Q (or K), then others."""
+        return self.row_args
 
     @property
     def outputs(self) -> list[RowOutput | None]:
         """The kernel's outputs in order (after its inputs): None for O, else an output per row."""
+        if not self.softmax:  # each an accumulator, like O
+            return [None] * len(self.output_accs)
         found: list[RowOutput | None] = list(self.row_outputs)
         found.insert(self.o_position, None)
         return found
@@ -95,6 +101,8 @@ class AttentionPlan:
         and V (cp.async, 16 bytes at a time): 16-bit tables over q and x (x last, a multiple of
         8 keys); the others are read from global memory at each score."""
         read = {o.ref for op in self.score_ops for o in op.operands if o.kind == "input"}
+        if self.transposed:
+            return ()
         return tuple(
             i
             for i in self.inputs
@@ -119,14 +127,16 @@ class AttentionPlan:
         and addressing (ptxas lands within about 20% of this)."""
         q = self.d // 4 if self.q_in_registers else 4
         scores = (3 * self.sx) // 4 + (len(self.score_pairs) - 1) * self.sx // 2
-        return (self.warp_rows // MMA_M) * (scores + len(self.row_tiles) * q + self.dv // 2) + 40
+        accumulators = max(1, len(self.accumulations)) * self.dv // 2
+        return (self.warp_rows // MMA_M) * (scores + len(self.row_tiles) * q + accumulators) + 40
 
     @property
     def q_in_registers(self) -> bool:
         """Whether each warp holds its Q fragments in registers through the stream (head dims
         up to 128); wider heads (256) read them from the Q tile in shared memory at every
-        k-step of S = Q K^T, so that the O accumulators fit."""
-        return self.d <= 128
+        k-step of S = Q K^T, so that the O accumulators fit; so do kernels with two
+        accumulators (dK and dV) past head dim 64."""
+        return self.d <= 128 and (len(self.accumulations) <= 1 or self.d <= 64)
 
     def fits_registers(self) -> bool:
         """1.25x the estimate must fit both the 255-register cap and the SM's 64K registers."""
@@ -139,7 +149,7 @@ class AttentionPlan:
             problems.append(f"dtype {self.dtype} (tensor cores take bf16 or f16)")
         if self.d % 16 or self.d > 256:
             problems.append(f"head dim d={self.d} (a multiple of 16, at most 256)")
-        if not self.softmax and (self.d != self.dv or not self.q_in_registers):
+        if not self.softmax and (self.d != self.dv or self.d > 128):
             problems.append(f"head dims {self.d} and {self.dv} without a softmax (one head dim, at most 128)")
         if self.dv % MMA_N or self.dv > 256:
             problems.append(f"V's head dim {self.dv} (a multiple of {MMA_N}, at most 256)")
@@ -179,8 +189,11 @@ class AttentionPlan:
         o_position: int = 0,
         softmax: bool = True,
         score_pairs: tuple[tuple[int, int], ...] = ((0, 1),),
-        out_operand: int = 2,
-        split: bool = False,
+        accumulations: tuple[tuple[int, int, bool], ...] = (),
+        chunk_args: tuple[int, ...] = (1, 2),
+        row_args: tuple[int, ...] = (0,),
+        transposed: bool = False,
+        output_accs: tuple[int, ...] = (),
     ) -> AttentionPlan:
         """A plan from axis sizes (b, h, [r,] q, x, d and, when V's head dim differs from d,
         dv) and tiles (q, x; whole axis if absent).
@@ -215,8 +228,11 @@ class AttentionPlan:
             o_position=o_position,
             softmax=softmax,
             score_pairs=score_pairs,
-            out_operand=out_operand,
-            split=split,
+            accumulations=accumulations,
+            chunk_args=chunk_args,
+            row_args=row_args,
+            transposed=transposed,
+            output_accs=output_accs,
         )
 
     @staticmethod
@@ -241,8 +257,11 @@ class AttentionPlan:
             o_position=match.o_position,
             softmax=match.softmax,
             score_pairs=match.score_pairs,
-            out_operand=match.out_operand,
-            split=match.split,
+            accumulations=match.accumulations,
+            chunk_args=match.chunk_args,
+            row_args=match.row_args,
+            transposed=match.transposed,
+            output_accs=match.output_accs,
         )
         plan.check()
         return plan
@@ -255,10 +274,21 @@ def tiles_fit_kernel(
     warp_rows: int = MMA_M,
     softmax: bool = True,
     score_pairs: tuple[tuple[int, int], ...] = ((0, 1),),
+    accumulations: tuple[tuple[int, int, bool], ...] = (),
+    row_args: tuple[int, ...] = (0,),
 ) -> bool:
     """Whether the tensor-core kernel can take `tiles` (q, x) for attention of `sizes` (or,
     with `softmax` false, the kernel without a softmax of `score_pairs`)."""
-    plan = AttentionPlan.of(sizes, tiles, dtype, warp_rows=warp_rows, softmax=softmax, score_pairs=score_pairs)
+    plan = AttentionPlan.of(
+        sizes,
+        tiles,
+        dtype,
+        warp_rows=warp_rows,
+        softmax=softmax,
+        score_pairs=score_pairs,
+        accumulations=accumulations,
+        row_args=row_args,
+    )
     try:
         plan.check()
     except NapkinError:
