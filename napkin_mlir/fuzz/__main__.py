@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "--grad",
         type=float,
         default=0.5,
-        help="share of the variants whose forward with residuals and dQ run through the tensor-core rule too "
+        help="share of the variants whose forward with residuals, dQ and dK/dV run through the tensor-core rule too "
         "(default 0.5)",
     )
     p.add_argument("--no-minimize", action="store_true", help="write failures as found")

@@ -59,7 +59,7 @@ class Settings:
     cpu: float = 0.5
     emulate: float = 0.1  # chance a small diagram also runs as a SIMT kernel on the emulator
     variants: float = 0.2  # share of diagrams that are attention variants for the tensor-core rules
-    grad: float = 0.5  # share of the variants whose forward with residuals and dQ also run on the emulator
+    grad: float = 0.5  # share of the variants whose forward with residuals, dQ and dK/dV also run on the emulator
     known: dict[str, str] = field(default_factory=dict)  # signature -> reproducer of an open bug
 
 
@@ -155,8 +155,9 @@ def badly_conditioned(stdout: str) -> bool:
 
 
 #: `napkin emulate` arguments that run a variant's forward with residuals (O and the row
-#: log-sum-exp) and its backward's dQ through the tensor-core rule, each against its own diagram.
-GRAD_KERNELS = ("--grad", "--rowsums", "output", "--grad-kernels", "forward,dQ")
+#: log-sum-exp) and its backward's dQ and dK/dV through the tensor-core rule, each against its
+#: own diagram.
+GRAD_KERNELS = ("--grad", "--rowsums", "output", "--grad-kernels", "forward,dQ,dK_dV")
 
 
 def emulator_verdict(args: list[str], answer: dict[str, Any]) -> tuple[str, str] | None:
@@ -303,7 +304,7 @@ class Campaign:
             )
         if variant and answer["text"]:  # the tensor-core rules, on the emulator
             self.run_emulator(seed, spec, answer["text"], "tensorcore", "sm_80")
-            if random.Random(seed ^ 0x6AD).random() < self.s.grad:  # its backward: forward with L, and dQ
+            if random.Random(seed ^ 0x6AD).random() < self.s.grad:  # its backward: forward with L, dQ, dK/dV
                 self.run_emulator(seed, spec, answer["text"], "tensorcore", "sm_80", GRAD_KERNELS)
             if spec.sizes.get("d") in (64, 128):
                 self.run_emulator(seed, spec, answer["text"], "wgmma", "sm_90a")
