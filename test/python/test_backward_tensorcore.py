@@ -200,3 +200,12 @@ def test_dk_dv_assembles_without_spills_at_head_dim_128(tmp_path: Path, target: 
     side = json.loads(out.with_suffix(".cubin.json").read_text())
     assert side["problem"]["kernel"] == "tensorcore"
     assert side["ptxas"]["spill_stores_bytes"] == 0 and side["ptxas"]["spill_loads_bytes"] == 0
+
+
+def test_the_wgmma_rule_refuses_a_stream_without_a_softmax(tmp_path: Path) -> None:
+    """The Hopper rule computes the online softmax only: dQ is refused there, by reason."""
+    from napkin_mlir.backends.gpu.hopper_plan import WgmmaRefusal
+
+    path = _dq(tmp_path, DIMS)
+    with pytest.raises(WgmmaRefusal, match="carries accumulators without one"):
+        compile_file_kernel(FileProblem(str(path)), "sm_90a", "gpu", "wgmma", log=_quiet)

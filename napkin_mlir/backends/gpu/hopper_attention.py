@@ -125,6 +125,11 @@ def compile_wgmma_attention(
 
 
 def _check(plan: AttentionPlan) -> None:
+    if not plan.softmax:
+        raise WgmmaRefusal(
+            "the wgmma attention kernel computes an online softmax; this stream carries accumulators without one "
+            "(the backward's dQ and dK/dV, sigmoid attention): --kernel tensorcore takes it"
+        )
     problems = []
     if plan.dtype not in ("bf16", "f16"):
         problems.append(f"bf16 or f16 inputs (got {plan.dtype})")
