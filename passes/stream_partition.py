@@ -560,7 +560,14 @@ def partition(f: ir.Operation, options: StreamPartitionOptions) -> None:
             if has_axis(v, axis):
                 full, site = array(v).size(axis), op
     if full is None:
-        raise NapkinError(f"napkin-stream-partition: unknown axis '{axis}' (no array in the diagram has it)")
+        if block == next(iter(f.regions[0].blocks)):
+            raise fail(f, f"napkin-stream-partition: unknown axis '{axis}' (no array in the diagram has it)")
+        owner = block.owner
+        raise fail(
+            owner,
+            f"napkin-stream-partition: no array in the body of this '{owner.name}' has axis '{axis}' "
+            "(the stream partitions the innermost partition's body)",
+        )
     if not 0 < size <= full:
         raise fail(
             site,

@@ -53,3 +53,22 @@ func.func @unknown(%S: tensor<8x2xf32, {axes = ["q", "k"]}>) -> tensor<8xf32, {a
   %0 = "napkin.reduce"(%S) {axis = "k", kind = "sum"} : (tensor<8x2xf32, {axes = ["q", "k"]}>) -> tensor<8xf32, {axes = ["q"]}>
   return %0 : tensor<8xf32, {axes = ["q"]}>
 }
+
+// -----
+
+// RUN: not %napkin-opt %s --split-input-file --pass-pipeline='builtin.module(napkin-group-partition{axes=r sizes=7 level=grid},napkin-stream-partition{axis=n size=10},napkin-stream-partition{axis=z size=34})' 2>&1 | filecheck %s --check-prefix=GROUPED
+// After a group partition and a stream the next stream partitions the innermost body: an
+// axis only dead boxes had (fuzz seed 61, diagram 61000252) is in no array there, and the
+// refusal says where (it had no location).
+// GROUPED: error: {{.*}}napkin-stream-partition-invalid.mlir:{{[0-9]+}}:{{[0-9]+}}: napkin-stream-partition: no array in the body of this 'napkin.group' has axis 'z'
+func.func @fuzz61000252(%arg0: tensor<13x13xf32, {axes = ["r", "n"]}>, %arg1: tensor<13x37xf32, {axes = ["r", "z"]}>, %arg2: tensor<13x37xf32, {axes = ["n", "z"]}>, %arg3: tensor<37x13xf32, {axes = ["z", "n"]}>) -> tensor<13xf32, {axes = ["r"]}> attributes {arg_names = ["A0", "A1", "A2", "A3"]} {
+  %0 = "napkin.add"(%arg0, %arg0) : (tensor<13x13xf32, {axes = ["r", "n"]}>, tensor<13x13xf32, {axes = ["r", "n"]}>) -> tensor<13x13xf32, {axes = ["r", "n"]}>
+  %1 = "napkin.contract"(%0, %arg0) : (tensor<13x13xf32, {axes = ["r", "n"]}>, tensor<13x13xf32, {axes = ["r", "n"]}>) -> tensor<13xf32, {axes = ["r"]}>
+  %2 = "napkin.contract"(%arg1, %arg2) : (tensor<13x37xf32, {axes = ["r", "z"]}>, tensor<13x37xf32, {axes = ["n", "z"]}>) -> tensor<13x13xf32, {axes = ["r", "n"]}>
+  %3 = "napkin.scale"(%2) {factor = 0.16439898730535729 : f64} : (tensor<13x13xf32, {axes = ["r", "n"]}>) -> tensor<13x13xf32, {axes = ["r", "n"]}>
+  %4 = "napkin.exp"(%3) : (tensor<13x13xf32, {axes = ["r", "n"]}>) -> tensor<13x13xf32, {axes = ["r", "n"]}>
+  %5 = "napkin.reduce"(%4) {axis = "n", kind = "sum"} : (tensor<13x13xf32, {axes = ["r", "n"]}>) -> tensor<13xf32, {axes = ["r"]}>
+  %6 = "napkin.div"(%4, %5) : (tensor<13x13xf32, {axes = ["r", "n"]}>, tensor<13xf32, {axes = ["r"]}>) -> tensor<13x13xf32, {axes = ["r", "n"]}>
+  %7 = "napkin.contract"(%6, %arg3) : (tensor<13x13xf32, {axes = ["r", "n"]}>, tensor<37x13xf32, {axes = ["z", "n"]}>) -> tensor<13x37xf32, {axes = ["r", "z"]}>
+  return %1 : tensor<13xf32, {axes = ["r"]}>
+}
