@@ -42,10 +42,6 @@ for f in examples/softmax_attention_by_hand.mlir examples/softcap_attention.mlir
   $NAPKIN bench "$f" --grad --target gpu --prepare "$DIR/grad" --arch sm_90a
   $NAPKIN bench "$f" --grad --target gpu --prepare "$DIR/grad" --arch sm_90a --dims b=1,h=4,q=1000,x=1000,d=64 --tile q=32,x=32
 done
-# the tensor-core backward of plain attention with FlashAttention-2's D = rowsum(dO*O), at the
-# model's tiles: the runner times JAX's whole backward (cuDNN, XLA) beside each kernel
-$NAPKIN bench examples/softmax_attention_by_hand.mlir --grad --rowsums output --target gpu --prepare "$DIR/grad" \
-  --arch sm_90a --dims b=1,h=4,q=2048,x=2048,d=64
 $PY test/python/test_jax_gpu.py "$DIR/jaxcache" sm_90a
 rm -f "$DIR"/*/*.ptx
 du -sh "$DIR"

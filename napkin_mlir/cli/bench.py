@@ -314,11 +314,21 @@ def _bench_file(args: argparse.Namespace) -> int:
         if args.grad:
             args.dtype = args.file_dtype
             suffix = "-" + "-".join(f"{k}{v}" for k, v in sorted(dims.items())) if dims else ""
+            from mlir import ir
+
+            from napkin_mlir.derive.auto import derive
+            from napkin_mlir.ir.context import napkin_context
+            from napkin_mlir.ir.files import load_diagram
+
             plain: dict[str, object] | None = None  # the forward as plain attention, for JAX's backward
             with tempfile.TemporaryDirectory(prefix="napkin-grad-") as tmp:
                 for n, part in enumerate(differentiated_files(args, True, Path(tmp))):
+                    with napkin_context(), ir.Location.unknown():
+                        derived = derive(load_diagram(part), None, filename=str(part))
+                    axes = {*derived.tiled, *([derived.streamed] if derived.streamed else [])}
+                    mine = {a: t for a, t in tiles.items() if a in axes}  # --tile: the axes this part tiles
                     side = prepare_file_gpu(
-                        str(part), None, None, tiles, args.arch, Path(args.prepare), args.seed, label=part.stem + suffix
+                        str(part), None, None, mine, args.arch, Path(args.prepare), args.seed, label=part.stem + suffix
                     )
                     data = json.loads(side.read_text())
                     flex = data["problem"].get("flex")
