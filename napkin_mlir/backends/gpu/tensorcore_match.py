@@ -989,16 +989,11 @@ class _Matcher:
         chunked = False
         while True:
             if isinstance(v, ir.BlockArgument):
-                n = v.arg_number
-                if v.owner == self.stepb and n < self.n_chunks:
-                    chunked = chunked or self.col_axis in _atype(self.stream.operands[n]).axes
-                    v = self.stream.operands[n]
-                elif v.owner == self.gbody and n < len(self.group.operands):
-                    v = self.group.operands[n]
-                elif v.owner == self.func.regions[0].blocks[0]:
-                    return n, chunked
-                else:
-                    return None
+                outer = self._outer(v)
+                if outer is None:
+                    return (v.arg_number, chunked) if v.owner == self.func.regions[0].blocks[0] else None
+                chunked = chunked or (v.owner == self.stepb and self.col_axis in _atype(outer).axes)
+                v = outer
                 continue
             op = v.owner.operation
             widening = op.name == "napkin.cast" and (
@@ -1009,17 +1004,24 @@ class _Matcher:
             widened = widened or widening
             v = op.operands[0]
 
+    def _outer(self, v: ir.BlockArgument) -> ir.Value | None:
+        """The value a stream step's or the group body's block argument stands for (the
+        stream's or the group's operand), None for any other block argument."""
+        n = v.arg_number
+        if v.owner == self.stepb and n < self.n_chunks:
+            return self.stream.operands[n]
+        if v.owner == self.gbody and n < len(self.group.operands):
+            return self.group.operands[n]
+        return None
+
     def _take_loaded(self, v: ir.Value, part: str) -> None:
         """Give the ops on the path of a loaded operand (`_loaded`) their part."""
         while True:
             if isinstance(v, ir.BlockArgument):
-                n = v.arg_number
-                if v.owner == self.stepb and n < self.n_chunks:
-                    v = self.stream.operands[n]
-                elif v.owner == self.gbody and n < len(self.group.operands):
-                    v = self.group.operands[n]
-                else:
+                outer = self._outer(v)
+                if outer is None:
                     return
+                v = outer
                 continue
             op = v.owner.operation
             cast = op.name == "napkin.cast"
