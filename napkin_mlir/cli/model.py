@@ -3,10 +3,14 @@
     napkin model attention --gpu h100 --dtype bf16 --dims b=4,h=16,q=4096,x=4096,d=128 [--tile q=128] [--json] [--plot F.png]
     napkin pseudocode attention --gpu a100 --dtype f16 --dims ... [--tile q=128,x=64]
     napkin model examples/softcap_attention.mlir --gpu h100 --dims b=4,h=16,q=4096,x=4096,d=128
+    napkin model attention --gpu h100 --dims b=4,h=16,q=4096,x=4096,d=128 --tensor-cores
 
 Tiles not given with --tile are chosen by the model (`napkin_mlir.derive.tiles.choose_tiles`).
 A .mlir file is derived like any diagram (`napkin_mlir.derive.auto.derive`, the model's tiles
 for --gpu), then priced; its element types are its own (--dtype fp8 reprices it in fp8).
+The estimate is the generic one, contractions at the GPU's native tensor-core family (wgmma
+on Hopper); --tensor-cores prices the mma.sync mapping that `napkin compile` emits instead, at
+the GPU's mma.sync peak. The report names the family and the peak it priced at.
 """
 
 from __future__ import annotations
@@ -35,6 +39,12 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", default=None, help="pin tile sizes by axis, e.g. q=128,x=64 (others are chosen)")
     p.add_argument("--warps", type=int, default=None, help="warps per CTA (default: from the tile and registers)")
     p.add_argument("--stages", type=int, default=None, help="SMEM buffers per streamed array (default: 2 if it fits)")
+    p.add_argument(
+        "--tensor-cores",
+        action="store_true",
+        help="price the mma.sync mapping of `napkin compile` (one warp per 16 rows, the GPU's mma.sync peak) "
+        "instead of the generic estimate at the native tensor-core family (wgmma on Hopper)",
+    )
     p.add_argument("--causal", action="store_true", help="attention: causal mask")
     p.add_argument("--kv-heads", type=int, default=None, help="attention: key/value heads (grouped-query)")
     p.add_argument("--activation", choices=ACTIVATIONS, default="gelu", help="mlp: activation (default gelu)")
@@ -63,7 +73,7 @@ def _problem(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int], 
     if args.stages is not None and not 1 <= args.stages <= 8:
         raise UsageError(f"--stages must be between 1 and 8, got {args.stages}")
     hw = load_gpu(args.gpu)
-    hw.peak(args.dtype)
+    hw.peak(args.dtype, _instruction(args))
     dims = parse_sizes(args.dims, "--dims")
     tiles = parse_sizes(args.tile, "--tile") if args.tile else {}
     options: dict[str, Any] = {}
@@ -74,6 +84,12 @@ def _problem(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int], 
     return dims, tiles, options
 
 
+def _instruction(args: argparse.Namespace) -> str | None:
+    """The tensor-core family the command prices: mma.sync with --tensor-cores, else the
+    GPU's native one (None)."""
+    return "mma.sync" if getattr(args, "tensor_cores", False) else None
+
+
 def _model(args: argparse.Namespace):
     """(choice, report, program) for the command-line problem."""
     from napkin_mlir.derive.tiles import choose_tiles, partitioned
@@ -81,15 +97,16 @@ def _model(args: argparse.Namespace):
 
     dims, tiles, options = _problem(args)
     override = "fp8" if canonical_dtype(args.dtype) == "fp8" else None
+    tc = getattr(args, "tensor_cores", False)
     try:
-        choice = choose_tiles(args.diagram, dims, args.dtype, args.gpu, fixed=tiles, **options)
+        choice = choose_tiles(args.diagram, dims, args.dtype, args.gpu, fixed=tiles, tensor_cores=tc, **options)
     except UsageError:
         if not tiles:
             raise
         choice = None  # the pinned tiles fit nowhere: report them anyway, with the violations
     prog = partitioned(args.diagram, dims, choice.tiles if choice else tiles, args.dtype, **options)
     stages = args.stages or (choice.stages if choice else 1)
-    report = evaluate(prog, args.gpu, override, warps=args.warps, stages=stages)
+    report = evaluate(prog, args.gpu, override, warps=args.warps, stages=stages, tensor_cores=tc)
     return choice, report, prog, dims, options
 
 
@@ -111,12 +128,13 @@ def _file_model(args: argparse.Namespace) -> tuple[ir.Module, Any, list[str]]:
     tiles = parse_sizes(args.tile, "--tile") if args.tile else None
     module = load_diagram(args.diagram, dims)
     low = low_precision_of(module) or "f32"
-    hw.peak(override or low)
+    hw.peak(override or low, _instruction(args))
     d = derive(module, tiles, args.gpu, override or low, filename=args.diagram)
     run_pipeline(module, d.pipeline(), filename=args.diagram)
-    report = evaluate(extract(module), hw, override, warps=args.warps, stages=args.stages or 2)
+    tc = getattr(args, "tensor_cores", False)
+    report = evaluate(extract(module), hw, override, warps=args.warps, stages=args.stages or 2, tensor_cores=tc)
     if not report.fits and not args.stages:
-        report = evaluate(extract(module), hw, override, warps=args.warps, stages=1)
+        report = evaluate(extract(module), hw, override, warps=args.warps, stages=1, tensor_cores=tc)
     return module, report, [*d.reasons, d.pipeline()]
 
 
@@ -267,7 +285,13 @@ def _plot(args: argparse.Namespace, choice, report, prog) -> None:
     sizes = sorted({min(full, div * k) for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)})
     xs, hbm, l2, times, fits = [], [], [], [], []
     for s in sizes:
-        r = evaluate(prog.retile({**tiles, axis: s}), hw, override, stages=report.stages)
+        r = evaluate(
+            prog.retile({**tiles, axis: s}),
+            hw,
+            override,
+            stages=report.stages,
+            tensor_cores=getattr(args, "tensor_cores", False),
+        )
         xs.append(s)
         hbm.append(r.level("HBM")["transfer_bytes"] / 1e9)
         l2.append(r.level("L2")["transfer_bytes"] / 1e9)
@@ -289,12 +313,13 @@ def _plot(args: argparse.Namespace, choice, report, prog) -> None:
     a2.set_ylabel("predicted time (us)")
     a2.legend()
     a2.set_title("predicted time vs tile")
-    peak = hw.peak(args.dtype) / 1e12
+    peak = report.tensor_peak / 1e12
     bw = hw.hbm_bandwidth / 1e12
     import numpy as np
 
     ai = np.logspace(0, 4, 200)
-    a3.loglog(ai, np.minimum(peak, ai * bw), label=f"roofline ({peak:.0f} TFLOP/s, {bw:.2f} TB/s)")
+    roof = f"roofline ({report.tensor_instruction} {peak:.0f} TFLOP/s, {bw:.2f} TB/s)"
+    a3.loglog(ai, np.minimum(peak, ai * bw), label=roof)
     point_ai = report.tensor_flops / max(1.0, report.level("HBM")["transfer_bytes"])
     a3.loglog([point_ai], [report.achieved_tflops], "r*", ms=14, label=f"chosen: {report.achieved_tflops:.0f} TFLOP/s")
     a3.set_xlabel("arithmetic intensity (FLOP / HBM byte)")

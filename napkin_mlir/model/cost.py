@@ -22,10 +22,11 @@ through printed text, so it works for any diagram:
   registers are reported per CTA and per thread.
 * **FLOPs**: tensor-core (contractions, 2 per multiply-add), scalar (elementwise,
   reductions) and exponent (`exp`, `tanh`, `gelu`, `silu`: one MUFU op per element).
-* **time**: per resource (tensor cores at the dtype's dense peak, CUDA cores, MUFU, and each
-  memory level at its bandwidth), the max of the terms when transfers overlap compute, the
-  sum when they do not; the bound names the largest term. Partly-filled last waves of CTAs
-  scale the compute and SMEM terms. Latency: an SM reaches its compute and SMEM rates only
+* **time**: per resource (tensor cores at the dense peak of the dtype and of the instruction
+  family the kernel issues, CUDA cores, MUFU, and each memory level at its bandwidth), the
+  max of the terms when transfers overlap compute, the sum when they do not; the bound
+  names the largest term. Partly-filled last waves of CTAs scale the compute and SMEM
+  terms. Latency: an SM reaches its compute and SMEM rates only
   with enough resident warps to issue while others wait (`Hardware.latency_warps_per_sm`:
   a CTA of one warp runs at an eighth of them), and the bytes the resident CTAs have in
   flight (one stream step's loads each) bound the memory bandwidth by Little's law (the
@@ -35,6 +36,13 @@ through printed text, so it works for any diagram:
   `stages` for the streamed buffers), CTAs and warps per SM from the GPU's limits.
 * **symbolic** costs: the same sums as expressions in the axis sizes and the tile symbols
   `g_<axis>` (group) and `s_<axis>` (stream), e.g. `2·q·d + 2·q·x·d/g_q` per (b, h).
+
+The instruction family: the mma.sync mapping (`tensor_cores`, what `napkin compile` emits on
+sm_80 and sm_90a alike) runs its contractions at the GPU's `mma.sync` peak, which on Hopper
+is well below the `wgmma` datasheet peak (`Hardware.peak`); without it the estimate is the
+generic one at the GPU's native family (wgmma on sm_90a), whose warpgroups also share each
+SMEM operand read where mma.sync's warps read it each. The report names the family and the
+peak it priced (`tensor_instruction`, `tensor_peak`).
 
 The `dtype` override reprices the program's low-precision storage type (for instance fp8
 for a bf16 program): arrays of that type are counted at the override's width and
@@ -140,8 +148,10 @@ def evaluate(
     With `tensor_cores`, the resources follow the mma.sync mapping of `napkin_mlir.backends.gpu.tensorcore`:
     one warp per `warp_rows` rows (m16 tiles), contraction operands that stay fixed through a stream
     (Q) held in registers as fragments, shared-memory rows padded by 16 bytes (conflict-free
-    ldmatrix), and TENSOR_CORE_OVERHEAD (+ per m16 tile) registers of per-lane addressing."""
+    ldmatrix), TENSOR_CORE_OVERHEAD (+ per m16 tile) registers of per-lane addressing, and the
+    contractions at the GPU's mma.sync peak; otherwise at its native family's (wgmma on sm_90a)."""
     hw = gpu if isinstance(gpu, Hardware) else load_gpu(gpu)
+    instruction = hw.instruction_family("mma.sync" if tensor_cores else None)
     low = low_precision(prog)
     compute_dtype = canonical_dtype(dtype) if dtype else canonical_dtype(low or "f32")
     nbytes = element_bytes(low, dtype)
@@ -156,9 +166,9 @@ def evaluate(
     if registers is None:
         registers = _registers_per_thread(reg_bytes, warps, overhead)
     cta = _occupancy(hw, warps, registers, smem_per_cta)
-    traffic = _traffic(prog, hw, nbytes, visits, moves, reads, cta)
+    traffic = _traffic(prog, hw, instruction, nbytes, visits, moves, reads, cta)
     n_ctas = math.prod(p.count for p in prog.groups) if prog.groups else 1
-    time = _time_and_bound(hw, compute_dtype, flops, traffic, cta, n_ctas, stages, _in_flight_bytes(moves))
+    time = _time_and_bound(hw, compute_dtype, instruction, flops, traffic, cta, n_ctas, stages, _in_flight_bytes(moves))
     levels = _levels(prog, hw, nbytes, moves, traffic, cta, time.times)
     peak_elements = peak_elems + (stages - 1) * moves.stream_smem_elements
     return _report(
@@ -200,13 +210,16 @@ class _Traffic:
 @dataclass
 class _Time:
     """Seconds per resource, whether transfers overlap compute, the overlapped (largest term)
-    and serial (sum) times, and the bound (the largest term's resource)."""
+    and serial (sum) times, the bound (the largest term's resource), and what ran the
+    contractions at which peak (FLOP/s)."""
 
     times: dict[str, float]
     overlap: bool
     overlapped: float
     serial: float
     bound: str
+    contraction_unit: str
+    contraction_peak: float
 
     @property
     def predicted(self) -> float:
@@ -309,14 +322,15 @@ def _occupancy(hw: Hardware, warps: int, regs: int, smem_per_cta: int) -> _Cta:
 def _traffic(
     prog: Program,
     hw: Hardware,
+    instruction: str,
     nbytes: ElementBytes,
     visits: Visits,
     moves: Moves,
     reads: list[tuple[ArrayType, Ctx, bool]],
     cta: _Cta,
 ) -> _Traffic:
-    """Traffic per level: SMEM reads by the warps (every warp on sm_80, ldmatrix, or
-    warpgroup on sm_90a, wgmma, that splits the rows reads the whole contraction operand that
+    """Traffic per level: SMEM reads by the warps (every warp with mma.sync, ldmatrix, or
+    warpgroup with wgmma, that splits the rows reads the whole contraction operand that
     lacks the row axis), L2 = all gmem transfers, HBM = the L2 traffic that misses when the
     groups of one wave share what they re-read (`wave_hbm`), never more than L2."""
     rows_axis = next((p.axis for p in prog.groups if p.size > 1), None)
@@ -325,7 +339,7 @@ def _traffic(
     for a, ctx, is_contract in reads:
         total, s_tot, _ = element_counts(a, ctx)
         total *= visits(ctx)
-        readers = cta.warps if hw.arch == "sm_80" else max(1, cta.warps // 4)
+        readers = cta.warps if instruction == "mma.sync" else max(1, cta.warps // 4)
         factor = readers if (is_contract and rows_axis is not None and rows_axis not in a.axes) else 1
         smem_total += total * nbytes(a) * factor
         if any(p.kind == "stream" for p in ctx):
@@ -349,6 +363,7 @@ def _in_flight_bytes(moves: Moves) -> float:
 def _time_and_bound(
     hw: Hardware,
     compute_dtype: str,
+    instruction: str,
     flops: Flops,
     traffic: _Traffic,
     cta: _Cta,
@@ -356,10 +371,11 @@ def _time_and_bound(
     stages: int,
     in_flight: float,
 ) -> _Time:
-    """Time and bound: the time per resource (tensor cores at the dtype's dense peak,
-    CUDA cores, MUFU, each memory level at its bandwidth; a partly-filled last wave of CTAs
-    (a grid shorter than a wave spreads over the SMs first) scales the compute and SMEM
-    terms, and so do too few resident warps per SM to hide latency). `latency`: the L2
+    """Time and bound: the time per resource (tensor cores at the dense peak of the dtype
+    through `instruction`, the family the kernel issues, CUDA cores, MUFU, each memory level
+    at its bandwidth; a partly-filled last wave of CTAs (a grid shorter than a wave spreads
+    over the SMs first) scales the compute and SMEM terms, and so do too few resident warps
+    per SM to hide latency). `latency`: the L2
     traffic at the bandwidth the CTAs in flight sustain, their `in_flight` bytes each per
     memory latency (without overlap, every step waits that latency on top of its
     transfer). Transfers overlap compute when the next
@@ -372,7 +388,7 @@ def _time_and_bound(
     busy = fill * min(1.0, resident * cta.warps / hw.latency_warps_per_sm)
     active = min(ctas, traffic.concurrent)
     sustained = active * in_flight / hw.memory_latency_s
-    peak = hw.peak(compute_dtype)
+    peak = hw.peak(compute_dtype, instruction)
     times = {
         "tensor": flops.tensor / (peak * busy),
         "scalar": flops.scalar / (hw.scalar_peak * busy),
@@ -383,7 +399,9 @@ def _time_and_bound(
         "SMEM": traffic.smem_bytes / (hw.smem_bandwidth * busy),
     }
     overlap = stages >= 2 or cta.ctas_per_sm >= 2
-    return _Time(times, overlap, max(times.values()), sum(times.values()), max(times, key=lambda k: times[k]))
+    bound = max(times, key=lambda k: times[k])
+    unit = hw.contraction_unit(compute_dtype, instruction)
+    return _Time(times, overlap, max(times.values()), sum(times.values()), bound, unit, peak)
 
 
 def _levels(
@@ -475,6 +493,8 @@ def _report(
         overlap=time.overlap,
         predicted_seconds_no_overlap=time.serial,
         bound=time.bound,
+        tensor_instruction=time.contraction_unit,
+        tensor_peak=time.contraction_peak,
         achieved_tflops=flops.tensor / time.predicted / 1e12 if time.overlapped else 0.0,
         ctas=ctas,
         warps_per_cta=cta.warps,

@@ -1,6 +1,7 @@
 """The cost report of the performance model: `CostReport` (what `napkin_mlir.model.cost.evaluate`
 returns: transfers, peak memory and time per level, FLOPs by kind, occupancy, the predicted
-time and its bound, the symbolic costs), `LevelCost` (one memory level's row) and `Transfer`
+time and its bound, the tensor-core instruction family and peak the contractions were priced
+at, the symbolic costs), `LevelCost` (one memory level's row) and `Transfer`
 (one counted transfer), with the readable table (`CostReport.table`) and JSON form.
 """
 
@@ -63,6 +64,8 @@ class CostReport:
     predicted_seconds_overlapped: float
     overlap: bool
     bound: str
+    tensor_instruction: str  # what ran the contractions: "wgmma", "mma.sync" or "CUDA cores"
+    tensor_peak: float  # its dense peak for the dtype (FLOP/s), the rate of the tensor term
     achieved_tflops: float
     ctas: int
     warps_per_cta: int
@@ -106,6 +109,8 @@ class CostReport:
         lines += [
             f"FLOPs: {self.flops:.4g} (tensor {self.tensor_flops:.4g}, scalar {self.scalar_flops:.4g}, exp {self.exp_ops:.4g});"
             f" intensity {self.arithmetic_intensity:.1f} FLOP/B (HBM)",
+            f"contractions: {self.tensor_instruction} at {self.tensor_peak / 1e12:.1f} TFLOP/s"
+            f" ({self.dtype} dense peak on {self.gpu})",
             "time terms: " + ", ".join(f"{k} {_fmt_s(v)}" for k, v in self.times.items()),
             f"predicted: {_fmt_s(self.predicted_seconds)} ({'overlapped' if self.overlap else 'not overlapped'};"
             f" {self.bound}-bound, {self.achieved_tflops:.1f} TFLOP/s); overlapped {_fmt_s(self.predicted_seconds_overlapped)},"

@@ -4,10 +4,17 @@ Each file (`a100.json`, `h100.json`, `h200.json`) holds `entries`: every number 
 `unit` and the `source` it comes from (NVIDIA datasheets and whitepapers, the CUDA C++
 Programming Guide, the PTX ISA; the few measured figures say "estimate"). Adding a GPU is
 adding a file. `gpu(name)` loads one as a `Hardware`: the memory levels from the top
-(HBM, L2, SMEM, registers) with their capacities and bandwidths, peak rates per dtype,
-exponent (MUFU) throughput, occupancy limits, the latencies the resident warps must hide
-and the tensor-core instruction shapes. `for_target("sm_80")` is the GPU the compiler
-models a target with (`TARGET_GPU`).
+(HBM, L2, SMEM, registers) with their capacities and bandwidths, peak rates per dtype and
+tensor-core instruction family, exponent (MUFU) throughput, occupancy limits, the latencies
+the resident warps must hide and the tensor-core instruction shapes. `for_target("sm_80")`
+is the GPU the compiler models a target with (`TARGET_GPU`).
+
+Tensor-core rates depend on the instruction that issues the work, not only on the dtype:
+Hopper's dense peak is reached through the warpgroup `wgmma`, while the warp-level
+`mma.sync` it keeps from Ampere runs far below it. A file lists its families in
+`tensor_instructions`, native first; `peak_<dtype>` holds the native family's rate and
+`peak_<family>_<dtype>` (`peak_mma_sync_bf16`) another family's. `Hardware.peak(dtype,
+instruction)` reads them; without `instruction` it is the native family's.
 """
 
 from __future__ import annotations
@@ -44,6 +51,14 @@ TARGET_GPU: dict[str, str] = {"sm_80": "a100", "sm_90a": "h100"}
 
 #: Bytes per element of each canonical dtype (tf32 is stored as 32-bit).
 DTYPE_BYTES: dict[str, float] = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "i32": 4}
+
+#: Tensor-core instruction families the model prices: the asynchronous warpgroup `wgmma`
+#: (sm_90a) and the synchronous warp-level `mma.sync` (sm_80, kept on sm_90a).
+INSTRUCTIONS: tuple[str, ...] = ("wgmma", "mma.sync")
+
+#: dtypes whose contractions the model prices on the CUDA cores (`peak_fp32`, `peak_fp64`),
+#: the same rate whichever tensor-core family a kernel uses for its other contractions.
+CUDA_CORE_DTYPES: tuple[str, ...] = ("fp32", "fp64")
 
 
 def canonical_dtype(dtype: str) -> str:
@@ -102,15 +117,50 @@ class Hardware:
             Level("REG", self.registers_per_thread * 4, float("inf"), "thread"),
         ]
 
-    def peak(self, dtype: str) -> float:
-        """Dense tensor-core peak (FLOP/s) for contractions on `dtype` inputs (CUDA-core fp32
-        for f32, which the model does not silently round to tf32); raises UsageError when the
-        GPU has no such unit (fp8 on Ampere)."""
+    @property
+    def instructions(self) -> tuple[str, ...]:
+        """The GPU's tensor-core instruction families, native (fastest) first."""
+        return tuple(self.tensor_instructions)
+
+    def instruction_family(self, instruction: str | None = None) -> str:
+        """`instruction` checked against the families the model knows and this GPU has;
+        None is the native one (wgmma on Hopper, mma.sync on Ampere)."""
+        if instruction is None:
+            return self.instructions[0]
+        if instruction not in INSTRUCTIONS:
+            raise UsageError(
+                f"unknown tensor-core instruction family '{instruction}' (expected one of {', '.join(INSTRUCTIONS)})"
+            )
+        if instruction not in self.instructions:
+            raise UsageError(
+                f"{self.title} ({self.arch}) has no {instruction} (its tensor-core instructions: "
+                f"{', '.join(self.instructions)})"
+            )
+        return instruction
+
+    def peak(self, dtype: str, instruction: str | None = None) -> float:
+        """Dense peak (FLOP/s) for contractions on `dtype` inputs issued by the tensor-core
+        family `instruction` ("wgmma" or "mma.sync"; default the GPU's native family, its
+        datasheet peak). f32 and f64 contractions run on the CUDA cores at one rate whatever
+        the family (the model does not silently round f32 to tf32). Raises UsageError for an
+        unknown family, one the GPU lacks (wgmma on Ampere), or a dtype the family has no
+        rate for (fp8 on Ampere, fp8 through mma.sync on Hopper)."""
         dt = canonical_dtype(dtype)
-        value = self.entries.get(f"peak_{dt}")
+        family = self.instruction_family(instruction)
+        if family == self.instructions[0] or dt in CUDA_CORE_DTYPES:
+            key = f"peak_{dt}"
+        else:
+            key = f"peak_{family.replace('.', '_')}_{dt}"
+        value = self.entries.get(key)
         if value is None:
-            raise UsageError(f"{self.title} has no {dt} tensor cores")
+            on = "" if family == self.instructions[0] else f" through {family}"
+            raise UsageError(f"{self.title} has no {dt} tensor cores{on}")
         return float(value)
+
+    def contraction_unit(self, dtype: str, instruction: str | None = None) -> str:
+        """What runs contractions on `dtype` inputs: the tensor-core family, or "CUDA cores"."""
+        family = self.instruction_family(instruction)
+        return "CUDA cores" if canonical_dtype(dtype) in CUDA_CORE_DTYPES else family
 
     @property
     def scalar_peak(self) -> float:
