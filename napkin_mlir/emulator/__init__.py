@@ -16,7 +16,7 @@ sectors (coalescing) against their ideals.
 The modules, one concern each:
 
 * `machine.py`: the machine and its memory model (`Machine`, `MemRef`, `Stats`,
-  `PendingCopy`, `EmulationError`, the warp and bank sizes);
+  `PendingCopy`, `TensorMapRef`, `TmaShadow`, `EmulationError`, the warp and bank sizes);
 * `memory.py`: addresses, gather and scatter, and the checks and counts of every access
   (bounds, alignment, shared-memory races, outputs written twice, bank wavefronts, sectors);
 * `program.py`: loading IR into steps (`load_kernel`, `Compiler`, `Kernel`) and the rule
@@ -24,7 +24,9 @@ The modules, one concern each:
 * the instruction families, each a module of rules: `ops_arith.py` (arith, math and vector
   values), `ops_control.py` (scf.for, scf.if, affine maps, gpu.launch), `ops_sync.py`
   (thread ids, barriers, shuffles), `ops_memory.py` (shared memory, views, subviews, loads
-  and stores), `ops_async.py` (cp.async, commit, wait), `ops_mma.py` (ldmatrix, mma.sync);
+  and stores), `ops_async.py` (cp.async, commit, wait), `ops_mma.py` (ldmatrix, mma.sync),
+  `ops_wgmma.py` (Hopper's warpgroup MMA and its fences), `ops_tma.py` (Hopper's TMA loads
+  through tensor maps, mbarriers and their phases, setmaxnreg);
 * `report.py`: `EmulationReport`, what a check prints and writes as JSON;
 * `run.py`: `run_kernel` (a grid on the machine) and `emulate`, `emulate_kernel`,
   `emulate_sidecar` (a kernel checked against JAX).
@@ -35,7 +37,7 @@ family is a new module of rules added to `FAMILIES`.
 
 from __future__ import annotations
 
-from napkin_mlir.emulator import ops_arith, ops_async, ops_control, ops_memory, ops_mma, ops_sync, ops_wgmma
+from napkin_mlir.emulator import ops_arith, ops_async, ops_control, ops_memory, ops_mma, ops_sync, ops_tma, ops_wgmma
 from napkin_mlir.emulator.machine import EmulationError, Machine, MemRef, Stats
 from napkin_mlir.emulator.ops_mma import mma_m16n8k16
 from napkin_mlir.emulator.program import RULES, Kernel, load_kernel, rule
@@ -43,7 +45,7 @@ from napkin_mlir.emulator.report import EmulationReport
 from napkin_mlir.emulator.run import LANES_PER_BATCH, emulate, emulate_kernel, emulate_sidecar, run_kernel
 
 #: The instruction families whose rules fill `RULES` (importing them registers the rules).
-FAMILIES = (ops_arith, ops_control, ops_sync, ops_memory, ops_async, ops_mma, ops_wgmma)
+FAMILIES = (ops_arith, ops_control, ops_sync, ops_memory, ops_async, ops_mma, ops_wgmma, ops_tma)
 
 __all__ = [
     "FAMILIES",

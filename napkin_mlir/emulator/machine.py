@@ -9,9 +9,11 @@ anything read before it is written shows in the result.
 
 The machine also holds the race check's shadow of shared memory (per `GRANULE` bytes: the
 barrier interval, warp and op of the last write and of the last read), the `cp.async` copies
-in flight (`PendingCopy`, by commit group) and the counts it reports (`Stats`). What is
-checked and counted about each access lives in `memory.py`; the programs it runs (`Steps`)
-are built by `program.py`.
+in flight (`PendingCopy`, by commit group), the TMA loads' shadow (`TmaShadow`: the bytes a
+load in flight will write, and which mbarrier phase delivered the bytes a load wrote) and the
+counts it reports (`Stats`). A TMA tensor map bound to a kernel argument is a `TensorMapRef`.
+What is checked and counted about each access lives in `memory.py`; the programs it runs
+(`Steps`) are built by `program.py`.
 """
 
 from __future__ import annotations
@@ -97,6 +99,49 @@ class Stats:
         }
 
 
+@dataclass(frozen=True)
+class TensorMapRef:
+    """A TMA tensor map (tile mode) bound to a kernel argument: the global array it reads,
+    and, innermost dimension first, its sizes, element strides (the first is 1) and box;
+    `swizzle` in bytes (0, 32, 64 or 128); out-of-bounds elements read as zeros."""
+
+    name: str
+    source: MemRef
+    dims: tuple[int, ...]
+    strides: tuple[int, ...]
+    box: tuple[int, ...]
+    swizzle: int
+
+    @property
+    def box_bytes(self) -> int:
+        return int(np.prod(self.box)) * self.source.itemsize
+
+
+@dataclass
+class TmaShadow:
+    """The TMA loads' shadow of shared memory, per CTA and `GRANULE` bytes, and what the
+    threads know of the mbarriers that deliver them (`ops_tma` makes it when a batch creates
+    its first mbarrier group):
+
+    * `pending`: the op of the load in flight that will write the granule (-1: none);
+      `in_flight` counts the loads (one per issuing thread) not yet landed;
+    * `landed_epoch`, `landed_barrier`, `landed_phase`: for a granule a load wrote, the barrier
+      interval it landed in, the machine-wide number of the mbarrier it completed on and the
+      phase (count of completed phases before it) its bytes belong to; `landing_epoch` is the
+      interval of the latest landing (checks skip the shadow when it is not the current one);
+    * `seen` (CTAs, threads, mbarriers): how many phases of each mbarrier a thread has seen
+      complete by waiting on it; `barrier_names` names the machine-wide mbarriers."""
+
+    pending: np.ndarray
+    landed_epoch: np.ndarray
+    landed_barrier: np.ndarray
+    landed_phase: np.ndarray
+    seen: np.ndarray
+    barrier_names: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    landing_epoch: int = -1
+
+
 @dataclass
 class PendingCopy:
     """A `cp.async` issued but not yet landed: the shared-memory elements it will write."""
@@ -160,6 +205,7 @@ class Machine:
         self.epoch = 0
         self.open_copies: list[PendingCopy] = []
         self.groups: deque[list[PendingCopy]] = deque()
+        self.tma: TmaShadow | None = None
         self.stats = stats
         self.writers = writers
 

@@ -9,6 +9,9 @@ The instruction families (`ops_*.py`) call these for every load, store, copy and
   `gpu.barrier` between, on the machine's shadow of shared memory (`race_check_read`,
   `race_check_write`; a `cp.async` counts as a write both when issued and when it lands,
   `race_check_landing`);
+* TMA deliveries (`check_tma_access`, on every shared-memory read and write): no access to
+  bytes a TMA load in flight will write, and bytes a load landed in the current barrier
+  interval only by threads that waited on the mbarrier phase that delivered them;
 * `claim_output`: an output element written by two threads;
 * counts, for CTA 0 of the grid: shared-memory wavefronts against the conflict-free ideal
   (`count_wavefronts`, bank conflicts) and 32-byte global sectors against a fully coalesced
@@ -128,6 +131,7 @@ def race_check_write(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask:
         return
     cb = ci[:, None]
     pos = granules(ref, lin[ci, ti], width)
+    check_tma_access(m, ref.name, ci, ti[:, None], pos, m.op_names[op], store=True)
     w = m.warp[ci, ti][:, None]
     clash_w = (m.w_epoch[cb, pos] == m.epoch) & (m.w_warp[cb, pos] != w)
     clash_r = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
@@ -152,6 +156,7 @@ def race_check_read(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask: 
         return
     cb = ci[:, None]
     pos = granules(ref, lin[ci, ti], width)
+    check_tma_access(m, ref.name, ci, ti[:, None], pos, m.op_names[op], store=False)
     w = np.broadcast_to(m.warp[ci, ti][:, None], pos.shape)
     clash = (m.w_epoch[cb, pos] == m.epoch) & (m.w_warp[cb, pos] != w)
     if clash.any():
@@ -179,6 +184,48 @@ def race_check_landing(m: Machine, copy: PendingCopy) -> None:
         note = " (a cp.async issued here, landing at a device_async_wait)"
         report_race(m, ref, c, int(w[n, 0]), b, copy.op, int(m.r_op[c, b]), int(m.r_warp[c, b]), "read", note)
     m.w_epoch[cb, pos], m.w_warp[cb, pos], m.w_op[cb, pos] = m.epoch, w, copy.op
+
+
+def check_tma_access(
+    m: Machine, what: str, ctas: np.ndarray, threads: np.ndarray, pos: np.ndarray, where: str, store: bool
+) -> None:
+    """An access of shared-memory granules `pos` (N, k) of `ctas` (N,) by `threads` (N, j),
+    against the TMA loads: bytes a load in flight will write may not be touched, and bytes a
+    load landed in this barrier interval only by threads that all saw the mbarrier phase that
+    delivered them complete (a wait on it; after the next gpu.barrier every thread may)."""
+    s = m.tma
+    if s is None or pos.size == 0:
+        return
+    cb = ctas[:, None]
+    verb = "written" if store else "read"
+    if s.in_flight:
+        owner = s.pending[cb, pos]
+        if (owner >= 0).any():
+            n, k = first_set(owner >= 0)
+            raise EmulationError(
+                f"shared-memory byte {int(pos[n, k]) * GRANULE} ({what}) is {verb} before the mbarrier wait that "
+                f"delivers it: the TMA load at {m.op_names[owner[n, k]]} into it has not landed, by "
+                f"{m.describe_lane(int(ctas[n]), int(threads[n, 0]))}",
+                where,
+            )
+    if s.landing_epoch != m.epoch:
+        return
+    landed = s.landed_epoch[cb, pos] == m.epoch
+    if not landed.any():
+        return
+    barrier = np.maximum(s.landed_barrier[cb, pos], 0)
+    seen = np.take_along_axis(s.seen[cb, threads].min(axis=1), barrier, axis=1)
+    blind = landed & (seen <= s.landed_phase[cb, pos])
+    if blind.any():
+        n, k = first_set(blind)
+        c, b = int(ctas[n]), int(pos[n, k])
+        raise EmulationError(
+            f"shared-memory byte {b * GRANULE} ({what}) is {verb} before the mbarrier wait that delivers it: "
+            f"{m.describe_lane(c, int(threads[n, 0]))} did not wait on mbarrier {s.barrier_names[barrier[n, k]]} "
+            f"for the phase the TMA load at {m.op_names[m.w_op[c, b]]} completed (a wait, or a gpu.barrier after "
+            "another thread's wait, makes its bytes visible)",
+            where,
+        )
 
 
 def report_race(

@@ -15,7 +15,11 @@
   last barrier (another warp's stores are otherwise a race) and covered by a
   `fence.proxy.async` in or after the barrier interval of the write (the generic-proxy stores
   are otherwise invisible to the async proxy); until the barrier after its wait, those bytes
-  count as read by every warp, so a store into them is a race;
+  count as read by every warp, so a store into them is a race. Bytes a TMA load wrote are
+  async-proxy writes and need neither: only that the load landed and that every thread of the
+  warpgroup waited on the mbarrier phase that delivered them (`memory.check_tma_access`);
+  `in_flight_reads` gives the bytes the wgmmas not yet retired read (a TMA load into them is
+  refused);
 * `llvm.mlir.zero` and `llvm.mlir.undef` (accumulator structs: zeros, or NaN), `llvm.insertvalue` (one register of an
   accumulator replaced) and `memref.extract_aligned_pointer_as_index`
   (the shared address of a view: shared memory starts at address 0 here).
@@ -37,6 +41,7 @@ from mlir import ir
 from mlir.dialects import llvm
 
 from napkin_mlir.emulator.machine import GRANULE, EmulationError, Machine, MemRef, Step
+from napkin_mlir.emulator.memory import check_tma_access
 from napkin_mlir.emulator.program import Compiler, numpy_dtype, rule
 
 WARPGROUP = 128
@@ -207,6 +212,16 @@ def _wgmma_wait(op: ir.Operation, c: Compiler) -> Step:
     return step
 
 
+def in_flight_reads(m: Machine) -> list[tuple[np.ndarray, str]]:
+    """The shared byte addresses (CTAs, ...) each wgmma not yet retired by a wait_group reads
+    (16-bit elements: each address and the next byte), with the wgmma's location."""
+    s = _STATES.get(m)
+    if s is None:
+        return []
+    live = s.open + [acc for group in s.groups for acc in group]
+    return [(addr, acc.where) for acc in live for addr, _ in acc.reads]
+
+
 def _attr(op: ir.Operation, name: str) -> str:
     """The enum's keyword: `#nvvm.mma_layout<row>` -> `row`."""
     return str(op.attributes[name]).split("<")[-1].rstrip(">").strip()
@@ -264,9 +279,13 @@ def _read_operand(m: Machine, addr: np.ndarray, dtype: np.dtype, where: str) -> 
     if np.any(addr % dtype.itemsize):
         raise EmulationError("wgmma operand element address misaligned", where)
     cta = np.arange(m.C).reshape((m.C,) + (1,) * (addr.ndim - 1))
-    values = _bytes_at(m, addr).view(dtype).astype(np.float32)
     gran = addr // GRANULE
     active = m.mask.any(axis=1).reshape((m.C,) + (1,) * (addr.ndim - 1))
+    if m.tma is not None:  # bytes TMA loads deliver: landed, and seen by the whole warpgroup
+        ctas, groups = np.nonzero(np.broadcast_to(active.reshape(m.C, 1), gran.shape[:2]))
+        threads = groups[:, None] * WARPGROUP + np.arange(WARPGROUP)
+        check_tma_access(m, "a wgmma operand", ctas, threads, gran[ctas, groups].reshape(len(ctas), -1), where, False)
+    values = _bytes_at(m, addr).view(dtype).astype(np.float32)
     written = np.where(active, m.w_epoch[cta, gran], -1)
     if np.any(written == m.epoch):
         raise EmulationError(

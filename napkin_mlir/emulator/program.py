@@ -6,9 +6,12 @@ gives every SSA value a slot of the machine's environment and turns each op into
 (a closure over those slots) by the op's rule: `RULES` maps an op name to the function that
 compiles it, registered with the `rule(...)` decorator. The rules live in one module per
 instruction family (`ops_arith.py`, `ops_control.py`, `ops_sync.py`, `ops_memory.py`,
-`ops_async.py`, `ops_mma.py`); the package's `__init__` imports every family module, so the
-table is full whenever anything of the emulator is imported. A new family is a new module of
-rules added to that import.
+`ops_async.py`, `ops_mma.py`, `ops_wgmma.py`, `ops_tma.py`); the package's `__init__` imports
+every family module, so the table is full whenever anything of the emulator is imported. A new
+family is a new module of rules added to that import.
+
+A kernel's arguments are memrefs (arrays) or `!llvm.ptr` (a TMA tensor map: a device pointer
+to the 128-byte `CUtensorMap`; `run.run_kernel` binds a `machine.TensorMapRef` to it).
 
 Also here: the numpy types of MLIR types (`numpy_dtype`, `element_type`, `vector_shape`),
 which the rules use when compiling their ops.
@@ -40,6 +43,11 @@ def numpy_dtype(t: ir.Type) -> np.dtype:
     if isinstance(t, ir.BF16Type):
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype({"f16": np.float16, "f32": np.float32, "f64": np.float64}[str(t)])
+
+
+def is_pointer(t: ir.Type) -> bool:
+    """Whether `t` is an `!llvm.ptr` (a kernel argument that is a TMA tensor map)."""
+    return str(t) == "!llvm.ptr"
 
 
 def element_type(t: ir.Type) -> ir.Type:
@@ -124,10 +132,11 @@ class Compiler:
 
 @dataclass
 class Kernel:
-    """A gpu.func compiled to steps, with its argument slots and types."""
+    """A gpu.func compiled to steps, with its argument slots and types (memrefs, or
+    `!llvm.ptr` for a TMA tensor map)."""
 
     name: str
-    args: list[tuple[int, ir.MemRefType]]
+    args: list[tuple[int, ir.Type]]
     body: Steps
     op_names: list[str]
     slots: int
@@ -174,8 +183,14 @@ def load_kernel(text: str, filename: str = "kernel.mlir", entry: str | None = No
     block = func.regions[0].blocks[0]
     args = []
     for a in block.arguments:
-        if not isinstance(a.type, ir.MemRefType):
-            raise EmulationError(f"kernel argument of type {a.type}: the emulator takes memref arguments", filename)
-        args.append((c.slot(a), ir.MemRefType(a.type)))
+        if isinstance(a.type, ir.MemRefType):
+            args.append((c.slot(a), ir.MemRefType(a.type)))
+        elif is_pointer(a.type):
+            args.append((c.slot(a), a.type))
+        else:
+            raise EmulationError(
+                f"kernel argument of type {a.type}: the emulator takes memrefs and !llvm.ptr (a TMA tensor map)",
+                filename,
+            )
     body = c.block(block)
     return Kernel(ir.StringAttr(func.attributes["sym_name"]).value, args, body, c.op_names, len(c.slots))

@@ -1,7 +1,8 @@
 """Running kernels: a grid on the machine (`run_kernel`), and a kernel checked against JAX.
 
-`run_kernel` binds arrays to a loaded kernel's memref arguments and runs the grid in batches
-of whole CTAs (`LANES_PER_BATCH` lanes at a time), each batch a fresh `Machine`.
+`run_kernel` binds arrays to a loaded kernel's memref arguments, and TMA tensor maps
+(`runner.TensorMap`, over one of those arrays) to its `!llvm.ptr` arguments, and runs the grid
+in batches of whole CTAs (`LANES_PER_BATCH` lanes at a time), each batch a fresh `Machine`.
 
 `emulate` checks a kernel the way the GPU runner does: the launch its sidecar describes, on
 fresh random inputs and NaN-poisoned outputs, judged against JAX by the project's rule for
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mlir import ir
 
-from napkin_mlir.emulator.machine import WARP, EmulationError, Machine, MemRef, Stats, row_major
-from napkin_mlir.emulator.program import Kernel, load_kernel, numpy_dtype
+from napkin_mlir.emulator.machine import WARP, EmulationError, Machine, MemRef, Stats, TensorMapRef, row_major
+from napkin_mlir.emulator.program import Kernel, is_pointer, load_kernel, numpy_dtype
 from napkin_mlir.emulator.report import EmulationReport
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.segments import INTEGER_DTYPES, segment_ids
@@ -46,7 +47,7 @@ def run_kernel(
     grid: tuple[int, int, int],
     block: tuple[int, int, int],
     smem_bytes: int,
-    arrays: Sequence[np.ndarray],
+    arrays: Sequence[Any],
     outputs: Sequence[int] = (),
     names: Sequence[str] = (),
     lanes_per_batch: int = LANES_PER_BATCH,
@@ -55,7 +56,9 @@ def run_kernel(
 ) -> Stats:
     """Run `kernel` over the grid with `arrays` bound to its memref arguments (in order;
     modified in place; only their element count must match the memref's, as for a device
-    pointer; `names` name them in diagnostics). `outputs` are the argument positions whose
+    pointer; `names` name them in diagnostics) and, for an `!llvm.ptr` argument, a
+    `runner.TensorMap` (a TMA tensor map over the array of the argument `names` calls its
+    `of`). `outputs` are the argument positions whose
     elements may be written by one thread each (`Stats.written` says which were). `cta_ids`
     (linear, x fastest) runs only those CTAs of the grid. Returns per-CTA statistics."""
     if len(arrays) != len(kernel.args):
@@ -76,6 +79,7 @@ def run_kernel(
         with np.errstate(over="ignore", invalid="ignore"):
             m.run(kernel.body)
         stats.unretired_copies += sum(len(g) for g in m.groups) + len(m.open_copies)
+        stats.unretired_copies += m.tma.in_flight if m.tma is not None else 0  # TMA loads never waited for
         if progress is not None:
             progress(min(first + per_batch, ctas), ctas)
     stats.ctas = ctas
@@ -84,13 +88,18 @@ def run_kernel(
 
 
 def _bind_arguments(
-    kernel: Kernel, arrays: Sequence[np.ndarray], outputs: Sequence[int], names: Sequence[str]
-) -> tuple[list[MemRef], dict[int, np.ndarray]]:
-    """The global memrefs the kernel's arguments are bound to (views of the caller's arrays),
-    and for each output buffer its writer per element (-1: none yet)."""
-    bound = []
+    kernel: Kernel, arrays: Sequence[Any], outputs: Sequence[int], names: Sequence[str]
+) -> tuple[list[MemRef | TensorMapRef], dict[int, np.ndarray]]:
+    """The global memrefs the kernel's arguments are bound to (views of the caller's arrays)
+    and the tensor maps over them, and for each output buffer its writer per element (-1:
+    none yet)."""
+    bound: list[Any] = [None] * len(arrays)
     writers: dict[int, np.ndarray] = {}
     for i, ((_, t), a) in enumerate(zip(kernel.args, arrays, strict=True)):
+        if is_pointer(t):
+            continue  # tensor maps, once the arrays they read are bound
+        if not isinstance(a, np.ndarray):
+            raise EmulationError(f"argument #{i}: the kernel takes {t}, got {type(a).__name__}", kernel.name)
         shape = tuple(t.shape)
         if int(np.prod(shape)) != a.size or numpy_dtype(t.element_type) != a.dtype:
             raise EmulationError(
@@ -99,10 +108,43 @@ def _bind_arguments(
         if not a.flags.c_contiguous:
             raise EmulationError(f"argument #{i} must be a contiguous array (a device buffer)", kernel.name)
         flat = a.reshape(-1)  # a view: the kernel writes into the caller's array
-        bound.append(MemRef(names[i] if i < len(names) else f"arg{i}", "global", flat, 0, shape, row_major(shape)))
+        bound[i] = MemRef(names[i] if i < len(names) else f"arg{i}", "global", flat, 0, shape, row_major(shape))
         if i in outputs:
             writers[id(flat)] = np.full(flat.size, -1, np.int64)
+    for i, ((_, t), a) in enumerate(zip(kernel.args, arrays, strict=True)):
+        if is_pointer(t):
+            bound[i] = _bind_tensor_map(kernel, i, a, bound, names)
     return bound, writers
+
+
+def _bind_tensor_map(kernel: Kernel, i: int, tmap: Any, bound: list[Any], names: Sequence[str]) -> TensorMapRef:
+    """The tensor map `tmap` (a `runner.TensorMap`) of argument #i, over the bound array its
+    `of` names; its sizes and strides must fit that array."""
+    from napkin_mlir.backends.gpu import runner as gpu_runner
+
+    name = names[i] if i < len(names) else f"arg{i}"
+    if not isinstance(tmap, gpu_runner.TensorMap):
+        raise EmulationError(
+            f"argument #{i} ({name}) is a tensor map (!llvm.ptr): got {type(tmap).__name__}", kernel.name
+        )
+    source = next((b for n, b in zip(names, bound, strict=False) if n == tmap.of and isinstance(b, MemRef)), None)
+    if source is None:
+        raise EmulationError(f"tensor map {name}: no array argument named {tmap.of!r}", kernel.name)
+    item = source.itemsize
+    strides = (1, *(s // item for s in tmap.strides))
+    extent = sum((d - 1) * s for d, s in zip(tmap.dims, strides, strict=True)) + 1
+    if (
+        gpu_runner.numpy_dtype(tmap.dtype) != source.data.dtype
+        or len(tmap.box) != len(tmap.dims)
+        or any(s % item for s in tmap.strides)
+        or extent > source.data.size
+    ):
+        raise EmulationError(
+            f"tensor map {name} ({tmap.dtype}, dims {list(tmap.dims)}, byte strides {list(tmap.strides)}) does not "
+            f"fit {source.name} ({source.data.dtype}, {source.data.size} elements)",
+            kernel.name,
+        )
+    return TensorMapRef(name, source, tuple(tmap.dims), strides, tuple(tmap.box), int(tmap.swizzle))
 
 
 def _chosen_ctas(grid: tuple[int, int, int], cta_ids: Sequence[int] | None, name: str) -> np.ndarray:
@@ -147,7 +189,9 @@ def emulate(
         kernel = load_kernel(text, filename, side.entry)
     span = max((a.shape[-1] for a in side.args if a.role == "input" and a.dtype in INTEGER_DTYPES), default=1)
     inputs = gpu_runner.make_inputs(side, seed, lambda shape: segment_ids(shape, seed, span))
-    arrays = [inputs[a.name] for a in side.args]
+    arrays: list[Any] = [
+        gpu_runner.tensor_map(a, side.args) if a.role == "tensormap" else inputs[a.name] for a in side.args
+    ]
     outputs = [i for i, a in enumerate(side.args) if a.role == "output"]
     total = side.grid[0] * side.grid[1] * side.grid[2]
     if ctas is not None and (ctas < 1 or (config is not None and config.diagram != "attention")):

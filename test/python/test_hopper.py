@@ -216,10 +216,11 @@ def test_kernel_passes_on_the_gpu(tmp_path: Path) -> None:
 ATTENTION = [
     # dims, dtype, causal, key/value heads
     ({"b": 1, "h": 2, "q": 100, "x": 70, "d": 64}, "bf16", True, None),
-    ({"b": 2, "h": 1, "q": 130, "x": 70, "d": 128}, "f16", False, None),
+    ({"b": 2, "h": 1, "q": 130, "x": 170, "d": 128}, "f16", False, None),
     ({"b": 1, "h": 4, "q": 70, "x": 100, "d": 64}, "bf16", True, 2),  # grouped-query: r = 2
+    ({"b": 1, "h": 1, "q": 70, "x": 150, "d": 256}, "bf16", False, None),
 ]
-ATTENTION_IDS = ["hd64-causal-rem", "hd128-f16-rem", "gqa-causal"]
+ATTENTION_IDS = ["hd64-causal-rem", "hd128-f16-rem", "gqa-causal", "hd256-rem"]
 
 
 def _attention(dims: dict[str, int], dtype: str, causal: bool, stop: str, kv_heads: int | None = None) -> tuple:
@@ -241,10 +242,25 @@ def test_attention_kernel_assembles_and_orders_its_waits(variant: tuple, tmp_pat
     assert (
         kernel.dynamic_smem_bytes == SMEM_ALIGN + 5 * 64 * dims["d"] * 2 + 64 * 64 * 2 <= MAX_SMEM
     )  # Q, K and V x 2, P
-    seq = "".join(TOKENS[k] for line in ptx.splitlines() for k in TOKENS if line.strip().startswith(k))
-    # per chunk: K/V published, S = Q Kᵀ (d/16 wgmma) waited for, P published, O += P V (4) waited for
-    s_steps = dims["d"] // 16
-    assert re.fullmatch(rf"(PBFM{{{s_steps}}}CWPBFM{{4}}CWB)+", seq), seq
+    tokens = {**TOKENS, "mbarrier.try_wait.parity": "T", "cp.async.bulk.tensor": "L", "mbarrier.init": "I"}
+    lines = [re.sub(r"^@%p\d+\s+", "", line.strip()) for line in ptx.splitlines()]
+    seq = "".join(tokens[k] for line in lines for k in tokens if line.startswith(k))
+    # barriers initialised and published; Q, then K and V of the first two chunks by TMA; Q
+    # waited for; per chunk: K waited for, S = Q Kᵀ (d/16 wgmma) waited for, P published, V
+    # waited for, O += P V (4) waited for, a barrier, then the stage refilled (K and V by TMA;
+    # LLVM drops the refill where at most two chunks exist)
+    s_steps, boxes = dims["d"] // 16, dims["d"] // 64
+    refill = "" if dims["x"] <= 128 else f"L{{{2 * boxes}}}"
+    assert re.fullmatch(
+        rf"I{{5}}BL{{{boxes}}}L{{{2 * boxes}}}L{{{2 * boxes}}}TTFM{{{s_steps}}}CWPBTFM{{4}}CWB{refill}", seq
+    ), seq
+    # one announcement of the bytes per tile load (Q, K, V), each before its copies
+    assert re.fullmatch(
+        r"(EL+)+",
+        "".join(
+            "E" if "expect_tx" in ln else "L" for ln in lines if "expect_tx" in ln or ln.startswith("cp.async.bulk")
+        ),
+    )
     el = dtype
     assert f"m64n64k16.f32.{el}.{el}" in ptx and f"m64n{dims['d']}k16.f32.{el}.{el}" in ptx
 
@@ -260,7 +276,7 @@ def test_attention_kernel_passes_on_the_emulator(variant: tuple, seed: int) -> N
 @pytest.mark.parametrize(
     "case",
     [
-        ({"b": 1, "h": 1, "q": 64, "x": 64, "d": 96}, None, "head dim in (64, 128)"),
+        ({"b": 1, "h": 1, "q": 64, "x": 64, "d": 96}, None, "head dim in (64, 128, 256)"),
     ],
     ids=["hd96"],
 )
@@ -414,33 +430,54 @@ def test_variants_assemble_without_spills(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "broken",
-    ["wait-for-neither", "no-proxy-fence"],
+    ("broken", "caught"),
+    [
+        ("no-mbarrier-wait", "read before the mbarrier wait"),
+        ("wrong-parity", "read before the mbarrier wait"),
+        ("no-stage-release", "stage reused before it was released|shared-memory race"),
+        ("no-proxy-fence", "fence.proxy.async"),
+    ],
 )
 def test_pipelined_attention_without_its_wait_or_fence_fails(
-    broken: str, monkeypatch: pytest.MonkeyPatch, seed: int
+    broken: str, caught: str, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
-    """K and V of the next chunk are copied (cp.async) while this one computes: a wait that
-    leaves this chunk's copies in flight reads unlanded (poisoned) data, and a kernel without
-    the proxy fence between the copies and the wgmma is caught by the emulator's fence check."""
-    from mlir.dialects import nvgpu
+    """K and V of the next chunks arrive by TMA while this one computes: a kernel that reads a
+    stage without waiting on its mbarrier, or at the other parity (the previous phase, which
+    has completed), reads bytes a load has not delivered; one that refills a stage before
+    every warp is done with it (no barrier) overwrites what a wgmma or another warp still
+    reads; P's generic stores without the proxy fence are invisible to the wgmma. The
+    emulator names each."""
+    from mlir.dialects import arith
 
     from napkin_mlir.backends.gpu import hopper_attention
 
-    if broken == "wait-for-neither":
-        real_wait = nvgpu.DeviceAsyncWaitOp
+    kernel_class = hopper_attention._AttentionKernel
+    if broken == "no-mbarrier-wait":
+        monkeypatch.setattr(kernel_class, "wait", lambda self, barrier, parity: None)
+    elif broken == "wrong-parity":
+        real_wait = kernel_class.wait
         monkeypatch.setattr(
-            hopper_attention.nvgpu, "DeviceAsyncWaitOp", lambda token, numGroups: real_wait(token, numGroups=2)
+            kernel_class, "wait", lambda self, barrier, parity: real_wait(self, barrier, arith.xori(parity, self.c(1)))
         )
+    elif broken == "no-stage-release":  # the barrier right after O += P V dropped
+        real_pv, real_barrier, after_pv = kernel_class.pv, hopper_attention.gpu.BarrierOp, []
+
+        def pv(self: object, acc: object) -> object:
+            after_pv.append(True)
+            return real_pv(self, acc)
+
+        def barrier() -> None:
+            if not after_pv or not after_pv.pop():
+                real_barrier()
+
+        monkeypatch.setattr(kernel_class, "pv", pv)
+        monkeypatch.setattr(hopper_attention.gpu, "BarrierOp", barrier)
     else:
         monkeypatch.setattr(hopper_attention.nvvm, "FenceProxyOp", lambda *a, **k: None)
-    dims = {"q": 100, "x": 200, "d": 64}
-    try:
-        kernel, text, plain = _file_attention("softcap_attention", dims, "gpu")
-        report = emulate_kernel(kernel, text, seed, diagram=plain)
-        assert not report.passed, report.lines()
-    except NapkinError as err:  # the emulator's checks stop the run
-        assert "fence.proxy.async" in str(err) or "poison" in str(err).lower(), err
+    dims = {"q": 100, "x": 300, "d": 64}
+    kernel, text, plain = _file_attention("softcap_attention", dims, "gpu")
+    with pytest.raises(NapkinError, match=caught):
+        emulate_kernel(kernel, text, seed, diagram=plain)
 
 
 def test_swizzle_matches_the_upstream_tma_golden() -> None:

@@ -3,7 +3,7 @@
 `compile_wgmma_attention` takes the partitioned attention program (the derivation at tiles
 q = 64, x = 64), reads it through the tensor-core rule's matcher (`AttentionPlan`, which
 refuses by name every op it does not implement) and refuses what this first Hopper kernel
-does not hold yet: head dims other than 64 and 128, other tiles. The program's score ops and
+does not hold yet: head dims other than 64, 128 and 256, other tiles. The program's score ops and
 ops on the output are computed by their rules (`tensorcore_scores.SCORE_RULES`, shared with
 the mma.sync kernel), the arrays they read (a bias table, a slope per head, segment ids) are
 kernel arguments after V, read from global memory at each element's coordinates. One
@@ -11,17 +11,20 @@ warpgroup (128 threads) per
 64 query rows of one (batch, query head); with grouped-query heads, the r query heads of a
 key/value head each take their own CTAs (each loads the K/V chunks itself):
 
-1. the Q tile is copied once into shared memory (16-byte loads, rows past q zero-filled), in
-   64 x 64 blocks of 128-byte swizzled rows (K-major: d contiguous);
+1. thread 0 initialises the mbarriers (one for Q, one for K and one for V in each of two
+   stages, each expecting one arrival), `fence.mbarrier_init`, barrier; it then announces
+   the bytes of a tile on its barrier (`mbarrier.arrive.expect_tx`) and brings it by TMA
+   (`cp.async.bulk.tensor`, tensor maps the runner encodes from the sidecar: kernel
+   arguments after the outputs) in boxes of 64 rows x 64 head columns, 128-byte swizzled
+   (K-major: d contiguous), rows past q or x filled with zeros by the TMA unit: Q, then K
+   and V of the first two chunks the CTA visits;
 2. the chunks of 64 keys the CTA visits: all, or, where the program's masks decide the
    stream (`plan.skips`: causal, a sliding window, chunks, a prefix), the range [lower,
    upper) a scan over the chunks finds by interval reasoning on the masks' predicates over
    the CTA's rows and each chunk's keys (`ir.masks.predicate_bounds`, once per CTA);
-3. for each of them (a loop counted from 0): the K and V chunks of the next one are copied
-   with `cp.async` into the other of two stages (same swizzle, keys past the last visited
-   chunk zero-filled and never read) while this one computes; `cp.async.wait_group 1` (this
-   chunk's copies have landed), `fence.proxy.async`, barrier;
-   S = Q Kᵀ by d/16 `wgmma m64n64k16` (A = Q K-major, B = K K-major), waited for;
+3. every thread waits for Q's phase; for each visited chunk t (a loop counted from 0), in
+   stage t % 2 at parity (t / 2) % 2: K's barrier waited for; S = Q Kᵀ by d/16
+   `wgmma m64n64k16` (A = Q K-major, B = K K-major), waited for;
    the online softmax on the accumulator fragment (thread t holds rows 16 w + l/4 + 8 i and
    columns 8 j + 2 (l % 4) + c): the score ops on each element at its global (q, x) (a
    mask's predicate rebuilt op by op, -inf where false), keys past x masked to -inf, row
@@ -30,11 +33,14 @@ key/value head each take their own CTAs (each loads the K/V chunks itself):
    that has seen only masked keys: α = p = 0, not NaN), per-thread partial sums
    l = α l + Σ p, O *= α;
    P (bf16/f16) stored into shared memory as a K-major swizzled A tile; `fence.proxy.async`,
-   barrier; O += P V by four `wgmma m64n{d}k16` (A = P, B = V MN-major), waited for; barrier;
+   barrier; V's barrier waited for; O += P V by four `wgmma m64n{d}k16` (A = P, B = V
+   MN-major), waited for; barrier (the stage is free); thread 0 refills the stage with the
+   chunk two ahead;
 4. l summed over the quad, the output ops on O / l, stored (pairs of columns), rows past q
    skipped.
 
-No TMA, mbarriers, warp specialization or register-A wgmma yet (P goes through shared memory).
+No warp specialization, setmaxnreg or register-A wgmma yet (P goes through shared memory),
+and each wgmma group is waited for before the next step.
 """
 
 from __future__ import annotations
@@ -43,14 +49,13 @@ import math
 from collections.abc import Callable
 
 from mlir import ir
-from mlir.dialects import arith, gpu, llvm, memref, nvgpu, nvvm, scf, vector
+from mlir.dialects import arith, builtin, gpu, llvm, memref, nvgpu, nvvm, scf, vector
 from mlir.dialects import math as math_d
 
 from napkin_mlir.backends.gpu.hopper_emit import (
     A_LEADING_BYTE_OFFSET,
     B_LEADING_BYTE_OFFSET,
     SWIZZLE_BYTES,
-    VECTOR,
     WGMMA_K,
     WgmmaBuilder,
     element_type,
@@ -69,10 +74,14 @@ from napkin_mlir.ir.masks import MlirDomain, visited_chunks
 ENTRY = "attention_wgmma"
 TILE_Q = 64  # one warpgroup's wgmma M
 TILE_X = 64  # keys per chunk: one 128-byte swizzle row of P
-HEAD_DIMS = (64, 128)
+HEAD_DIMS = (64, 128, 256)
 BLOCK = 64  # 16-bit columns per 128-byte swizzled row: tiles are stored in 64-column blocks
 BLOCK_BYTES = TILE_Q * SWIZZLE_BYTES  # one 64 x 64 block (8192 B)
-TILES = 5  # 64-row tiles of shared memory: Q, and K and V in two stages each
+STAGES = 2  # K/V chunks in flight: the next one lands while this one computes
+Q_BARRIER, K_BARRIER, V_BARRIER = 0, 1, 1 + STAGES  # mbarrier ids (K's and V's: + the stage)
+BARRIERS = 1 + 2 * STAGES
+WAIT_TICKS = 10_000_000  # a hint to mbarrier.try_wait: how long one try may suspend the thread
+TILES = 1 + 2 * STAGES  # 64-row tiles of shared memory: Q, and K and V in each stage
 LOG2E = 1.4426950408889634
 
 
@@ -89,10 +98,11 @@ def compile_wgmma_attention(
     check_target(target)
     if target != "sm_90a":
         raise WgmmaRefusal(f"--kernel wgmma needs a Hopper target (sm_90a), got {target}")
-    plan = AttentionPlan.from_partitioned(partitioned, 16, filename)
+    plan = AttentionPlan.from_partitioned(partitioned, 16, filename, registers=False)  # ptxas counts them
     _check(plan)
     args = _kernel_args(partitioned, plan)
     smem = SMEM_ALIGN + TILES * TILE_Q * plan.d * ELEMENT_BYTES + BLOCK_BYTES
+    args += _tensor_maps(plan)
     if smem > MAX_SMEM:
         raise WgmmaRefusal(f"the wgmma attention kernel needs {smem} B of shared memory, over {MAX_SMEM}")
     kernel = GpuKernel(
@@ -114,7 +124,8 @@ def compile_wgmma_attention(
     input_t = [ir.MemRefType.get(list(a.shape), scalar_type(a.dtype)) for a in args[3 : 3 + len(plan.inputs)]]
     row_shape = list(_q_shape(plan)[:-1])
     out_t = [q_t if out is None else ir.MemRefType.get(row_shape, scalar_type(out.dtype)) for out in plan.outputs]
-    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, *input_t, *out_t], THREADS)
+    maps = [llvm.PointerType.get()] * 3  # the tensor maps of Q, K and V (device pointers)
+    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, *input_t, *out_t, *maps], THREADS)
     with ir.InsertionPoint(body):
         _AttentionKernel(plan, body).build(*body.arguments)
         gpu.ReturnOp([])
@@ -139,6 +150,17 @@ def _check(plan: AttentionPlan) -> None:
         problems.append(f"tiles q={TILE_Q}, x={TILE_X} (got q={plan.gq}, x={plan.sx})")
     if problems:
         raise WgmmaRefusal("the wgmma attention kernel takes " + "; ".join(problems))
+
+
+def _tensor_maps(plan: AttentionPlan) -> list[KernelArg]:
+    """The TMA tensor maps of Q, K and V (kernel arguments after the outputs): boxes of 64
+    rows by 64 head columns (one 128-byte swizzled row each), one (b, h[, r]) at a time."""
+    args = []
+    for name, rank in zip(plan.names, (len(_q_shape(plan)), 4, 4), strict=True):
+        box = [BLOCK, TILE_Q] + [1] * (rank - 2)
+        spec: dict[str, object] = {"of": name, "box": box, "swizzle": SWIZZLE_BYTES}
+        args.append(KernelArg(f"{name}_map", "tensormap", plan.dtype, (), (), spec))
+    return args
 
 
 def _q_shape(plan: AttentionPlan) -> tuple[int, ...]:
@@ -183,8 +205,8 @@ class _AttentionKernel(WgmmaBuilder):
         self.o_t = self.accumulator_type(plan.d)
         tile = TILE_Q * plan.d  # elements of the Q, K and V tiles
         self.tile = tile
-        # Q, then K and V in two stages each (the next chunk is copied while this one computes)
-        self.k_elem, self.v_elem, self.p_elem = tile, 3 * tile, TILES * tile
+        # Q, then K and V in STAGES stages each (the next chunks land while this one computes)
+        self.k_elem, self.v_elem, self.p_elem = tile, (1 + STAGES) * tile, TILES * tile
         self.elements = TILES * tile + TILE_Q * TILE_X
         self.kb = KernelBuilder(entry)  # constants for the score and output ops' rules
         self.inputs = {i.arg: i for i in plan.inputs}
@@ -194,7 +216,8 @@ class _AttentionKernel(WgmmaBuilder):
 
     def build(self, q: ir.Value, k: ir.Value, v: ir.Value, *rest: ir.Value) -> None:
         plan = self.plan
-        inputs, outputs = rest[: len(plan.inputs)], rest[len(plan.inputs) :]
+        inputs, outputs = rest[: len(plan.inputs)], rest[len(plan.inputs) : len(rest) - 3]
+        maps = dict(zip("qkv", rest[len(rest) - 3 :], strict=True))
         o = outputs[plan.o_position]
         self.row_args = [a for a, out in zip(outputs, plan.outputs, strict=True) if out is not None]
         self.input_args = {i.arg: a for i, a in zip(plan.inputs, inputs, strict=True)}
@@ -215,46 +238,112 @@ class _AttentionKernel(WgmmaBuilder):
             "v0": self.add(base, self.v_elem * ELEMENT_BYTES),
             "p": self.add(base, self.p_elem * 2),
         }
-        self.copy_tile(q, self.q_index, 0, self.q0, plan.q)
+        self.issuer = arith.cmpi(arith.CmpIPredicate.eq, self.tid, self.c(0))
+        self.maps = {name: self.tensor_map(value, name) for name, value in maps.items()}
+        self.barriers = self.init_barriers()
+        # Q: one barrier phase, waited for by every thread before the first S
+        q_coords = [self.q0, *reversed(self.q_index)]
+        self.load_tile(self.maps["q"], q_coords, 0, Q_BARRIER)
         lower, upper = self.stream_extent()
         chunks = -(-plan.x // TILE_X)
         visits = arith.minsi(arith.subi(upper, lower), self.c(chunks))
-        kv_end = arith.minui(self.mul(upper, TILE_X), self.c(plan.x))  # keys past it are never read
-        k_stage = [self.k_elem, self.k_elem + self.tile]
-        v_stage = [self.v_elem, self.v_elem + self.tile]
+        kv_coords = list(reversed(self.kv_index))
 
-        def prefetch(chunk: ir.Value, stage: ir.Value) -> ir.Value:
-            """cp.async of K and V chunk `chunk` into `stage` (zero-filled past kv_end)."""
+        def load_chunk(t: ir.Value) -> None:
+            """K and V of the chunk visited `t`-th into stage t % STAGES, each on its own
+            barrier (S = Q Kᵀ waits for K only); keys past x arrive as zeros."""
+            stage = self.rem(t, STAGES)
+            x0 = self.mul(self.add(lower, t), TILE_X)
             offset = self.mul(stage, self.tile)
-            x0 = self.mul(chunk, TILE_X)
-            tokens = self.copy_tile_async(k, self.kv_index, self.add(offset, k_stage[0]), x0, kv_end)
-            tokens += self.copy_tile_async(v, self.kv_index, self.add(offset, v_stage[0]), x0, kv_end)
-            return nvgpu.DeviceAsyncCreateGroupOp(tokens).result
+            self.load_tile(self.maps["k"], [x0, *kv_coords], self.add(offset, self.k_elem), self.add(stage, K_BARRIER))
+            self.load_tile(self.maps["v"], [x0, *kv_coords], self.add(offset, self.v_elem), self.add(stage, V_BARRIER))
 
-        prefetch(lower, self.c(0))
+        for t in range(STAGES):  # the first STAGES chunks (those the CTA visits)
+            ahead = scf.IfOp(arith.cmpi(arith.CmpIPredicate.slt, self.c(t), visits))
+            with ir.InsertionPoint(ahead.then_block):
+                load_chunk(self.c(t))
+                scf.YieldOp([])
         ninf = self.f(-math.inf)
         zero = self.f(0.0)
         o0 = llvm.ZeroOp(self.o_t).result
+        self.wait(self.c(Q_BARRIER), self.c(0))
         loop = scf.ForOp(self.c(0), visits, self.c(1), [o0, ninf, ninf, zero, zero])
         with ir.InsertionPoint(loop.body):
             t = loop.induction_variable
             j = self.add(lower, t)
-            stage = self.rem(t, 2)
+            stage = self.rem(t, STAGES)
+            parity = self.rem(self.div(t, STAGES), 2)  # the stage's phase: it flips at every reuse
             x0 = self.mul(j, TILE_X)
             acc, m_old, l_old = loop.inner_iter_args[0], loop.inner_iter_args[1:3], loop.inner_iter_args[3:5]
-            group = prefetch(self.add(j, 1), self.rem(self.add(t, 1), 2))  # the next chunk, while this one computes
-            nvgpu.DeviceAsyncWaitOp(group, numGroups=1)  # this chunk's copies are done
-            self.publish()
             offset = self.mul(self.mul(stage, self.tile), ELEMENT_BYTES)
             self.addr["k"] = self.add(self.addr["k0"], offset)
             self.addr["v"] = self.add(self.addr["v0"], offset)
+            self.wait(self.add(stage, K_BARRIER), parity)
             s = self.scores()
             acc, m_new, l_new = self.softmax(s, x0, acc, list(m_old), list(l_old))
-            self.publish()
+            self.publish()  # P: generic stores, read by the wgmma
+            self.wait(self.add(stage, V_BARRIER), parity)
             acc = self.pv(acc)
-            gpu.BarrierOp()  # every warp is done with this stage before the next prefetch refills it
+            gpu.BarrierOp()  # every warp is done with this stage (its wgmma waited for) and with P
+            refill = scf.IfOp(arith.cmpi(arith.CmpIPredicate.slt, self.add(t, STAGES), visits))
+            with ir.InsertionPoint(refill.then_block):
+                load_chunk(self.add(t, STAGES))
+                scf.YieldOp([])
             scf.YieldOp([acc, *m_new, *l_new])
         self.store(o, loop.results[0], list(loop.results[1:3]), list(loop.results[3:5]))
+
+    def tensor_map(self, pointer: ir.Value, name: str) -> ir.Value:
+        """The kernel argument `pointer` (a device pointer to a CUtensorMap) as the TMA
+        descriptor of Q, K or V: boxes of 64 rows of 64 head columns, 128-byte swizzle, zeros
+        out of bounds."""
+        rank = len(_q_shape(self.plan)) if name == "q" else 4
+        box = "x".join(["1"] * (rank - 2) + [str(TILE_Q), str(BLOCK)])
+        desc_t = ir.Type.parse(
+            f"!nvgpu.tensormap.descriptor<tensor = memref<{box}x{self.el}, 3>, swizzle = swizzle_128b, "
+            "l2promo = none, oob = zero, interleave = none>"
+        )
+        return builtin.UnrealizedConversionCastOp([desc_t], [pointer]).results[0]
+
+    def init_barriers(self) -> ir.Value:
+        """The mbarriers (Q's, then K's and V's of each stage), each expecting one arrival
+        (the issuing thread's, with the bytes its loads bring), initialised by thread 0 and
+        made visible to every thread and to the TMA unit before any use."""
+        group_t = ir.Type.parse(
+            f"!nvgpu.mbarrier.group<memorySpace = #gpu.address_space<workgroup>, num_barriers = {BARRIERS}>"
+        )
+        barriers = nvgpu.MBarrierCreateOp(group_t).result
+        for i in range(BARRIERS):
+            nvgpu.MBarrierInitOp(barriers, self.c(1), self.c(i), predicate=self.issuer)
+        nvvm.FenceMbarrierInitOp()
+        gpu.BarrierOp()
+        return barriers
+
+    def load_tile(self, desc: ir.Value, coords: list[ir.Value], start: ir.Value | int, barrier: ir.Value | int) -> None:
+        """TMA of a 64-row tile (`coords`: its first row's outermost-last coordinates after the
+        head column) into the tile at element `start`, one box per 64 head columns (a 64 x 64
+        block of 128-byte swizzled rows, 8192 bytes), by thread 0, which first announces the
+        bytes on `barrier`."""
+        barrier = self.c(barrier) if isinstance(barrier, int) else barrier
+        start = self.c(start) if isinstance(start, int) else start
+        blocks = self.d // BLOCK
+        nvgpu.MBarrierArriveExpectTxOp(self.barriers, self.c(blocks * BLOCK_BYTES), barrier, predicate=self.issuer)
+        rank = len(coords) + 1
+        box_t = ir.MemRefType.get(
+            [1] * (rank - 2) + [TILE_Q, BLOCK],
+            self.el,
+            memory_space=ir.Attribute.parse("#gpu.address_space<workgroup>"),
+        )
+        for blk in range(blocks):
+            at = self.add(self.smem_pad, self.mul(self.add(start, blk * BLOCK * TILE_Q), ELEMENT_BYTES))
+            dst = memref.ViewOp(box_t, self.smem_raw, at, []).result
+            nvgpu.TmaAsyncLoadOp(
+                dst, self.barriers, desc, [self.c(blk * BLOCK), *coords], barrier, predicate=self.issuer
+            )
+
+    def wait(self, barrier: ir.Value, parity: ir.Value) -> None:
+        """Every thread waits until the phase of `barrier` with `parity` (0 or 1) completed."""
+        bit = arith.cmpi(arith.CmpIPredicate.ne, parity, self.c(0))
+        nvgpu.MBarrierTryWaitParityOp(self.barriers, bit, self.c(WAIT_TICKS), barrier)
 
     def stream_extent(self) -> tuple[ir.Value, ir.Value]:
         """The chunks of 64 keys this CTA visits, [lower, upper): every chunk, or where the
@@ -275,56 +364,6 @@ class _AttentionKernel(WgmmaBuilder):
         """The threads' shared-memory stores made visible to the wgmma (async proxy) of all warps."""
         nvvm.FenceProxyOp(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
         gpu.BarrierOp()
-
-    def copy_tile(self, src: ir.Value, prefix: list[ir.Value], start: int, row0: ir.Value, rows: int) -> None:
-        """Rows row0.. row0+63 of `src`[prefix] into the tile at element `start`, in
-        64-column blocks of swizzled 128-byte rows; rows past `rows` are zeros (read clamped)."""
-        vec_t = ir.VectorType.get([VECTOR], self.el)
-        zeros = arith.ConstantOp(vec_t, ir.DenseElementsAttr.get_splat(vec_t, ir.FloatAttr.get(self.el, 0.0))).result
-        per_row = self.d // VECTOR
-        copies = []
-        for it in range(TILE_Q * per_row // THREADS):
-            q = self.add(self.tid, it * THREADS)
-            r, cn = self.div(q, per_row), self.rem(q, per_row)
-            row = self.add(row0, r)
-            valid = arith.cmpi(arith.CmpIPredicate.ult, row, self.c(rows))
-            clamped = arith.minui(row, self.c(rows - 1))
-            x = vector.load(vec_t, src, [*prefix, clamped, self.mul(cn, VECTOR)], alignment=16)
-            block = self.add(self.mul(self.div(cn, 8), BLOCK * TILE_Q), start)
-            copies.append((arith.select(valid, x, zeros), self.swizzled(r, self.rem(cn, 8), block)))
-        for x, at in copies:
-            vector.store(x, self.tiles, [at], alignment=16)
-
-    def copy_tile_async(
-        self, src: ir.Value, prefix: list[ir.Value], start: ir.Value, row0: ir.Value, end: ir.Value
-    ) -> list[ir.Value]:
-        """cp.async of rows row0.. row0+63 of `src`[prefix] into the tile at element `start`, in
-        64-column blocks of swizzled 128-byte rows, 16 bytes per copy; rows at or past `end`
-        read nothing and are zero-filled (their address clamped into the array). Returns the
-        copies' tokens."""
-        per_row = self.d // VECTOR
-        rows = ir.ShapedType(src.type).shape[len(prefix)]
-        tokens = []
-        for it in range(TILE_Q * per_row // THREADS):
-            q = self.add(self.tid, it * THREADS)
-            r, cn = self.div(q, per_row), self.rem(q, per_row)
-            row = self.add(row0, r)
-            n = arith.select(arith.cmpi(arith.CmpIPredicate.ult, row, end), self.c(VECTOR), self.c(0))
-            clamped = arith.minui(row, self.c(rows - 1))
-            block = self.add(self.mul(self.div(cn, 8), BLOCK * TILE_Q), start)
-            at = self.swizzled(r, self.rem(cn, 8), block)
-            tokens.append(
-                nvgpu.DeviceAsyncCopyOp(
-                    self.tiles,
-                    [at],
-                    src,
-                    [*prefix, clamped, self.mul(cn, VECTOR)],
-                    ir.IntegerAttr.get(self.index, VECTOR),
-                    srcElements=n,
-                    bypassL1=True,
-                ).result
-            )
-        return tokens
 
     def operand(self, name: str, s: int, leading: int) -> ir.Value:
         """The descriptor of k-step `s` (16 columns) of a K-major tile stored in 64-column blocks."""

@@ -141,7 +141,9 @@ class WgmmaBuilder:
 
     def shared_elements(self, elements: int) -> tuple[ir.Value, ir.Value]:
         """A view of `elements` 16-bit elements at the first SMEM_ALIGN boundary of dynamic
-        shared memory (which must hold SMEM_ALIGN bytes more), and its shared address."""
+        shared memory (which must hold SMEM_ALIGN bytes more), and its shared address; the
+        raw byte buffer and the view's byte offset in it stay as `smem_raw`, `smem_pad` (for
+        views of other shapes, such as TMA boxes)."""
         wg = ir.Attribute.parse("#gpu.address_space<workgroup>")
         raw = gpu.DynamicSharedMemoryOp(
             ir.MemRefType.get([ir.ShapedType.get_dynamic_size()], ir.IntegerType.get_signless(8), memory_space=wg)
@@ -149,6 +151,7 @@ class WgmmaBuilder:
         base = memref.ExtractAlignedPointerAsIndexOp(raw).result
         pad = self.rem(arith.subi(self.c(SMEM_ALIGN), self.rem(base, SMEM_ALIGN)), SMEM_ALIGN)
         view = memref.ViewOp(ir.MemRefType.get([elements], self.el, memory_space=wg), raw, pad, []).result
+        self.smem_raw, self.smem_pad = raw, pad
         return view, arith.addi(base, pad)
 
     def swizzled(self, row: ir.Value, chunk: ir.Value, start: ir.Value | int) -> ir.Value:

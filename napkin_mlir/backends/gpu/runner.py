@@ -59,10 +59,68 @@ class RunnerError(Exception):
 @dataclass(frozen=True)
 class Arg:
     name: str
-    role: str
+    role: str  # "input", "output" or "tensormap"
     dtype: str
     shape: tuple[int, ...]
     axes: tuple[str, ...]
+    tensor_map: dict[str, Any] | None = None
+
+
+#: TMA swizzle modes (bytes) -> the driver's `CUtensorMapSwizzle` (NONE, 32B, 64B, 128B).
+SWIZZLE_ENUM = {0: 0, 32: 1, 64: 2, 128: 3}
+#: Element types -> the driver's `CUtensorMapDataType` (FLOAT16, FLOAT32, BFLOAT16, INT32).
+TENSOR_MAP_DTYPE = {"f16": 6, "f32": 7, "bf16": 9, "i32": 3}
+
+
+@dataclass(frozen=True)
+class TensorMap:
+    """A TMA tensor map in tile mode over a whole contiguous array (what
+    `cuTensorMapEncodeTiled` is given): every list innermost first; `strides` in bytes for
+    the dims after the first; out-of-bounds elements of a box read as zeros."""
+
+    of: str  # the array's argument name
+    dtype: str
+    dims: tuple[int, ...]
+    strides: tuple[int, ...]
+    box: tuple[int, ...]
+    swizzle: int  # bytes: 0, 32, 64 or 128
+
+    @property
+    def box_bytes(self) -> int:
+        """The bytes one load brings (out-of-bounds elements included): its mbarrier's tx count."""
+        return int(np.prod(self.box)) * numpy_dtype(self.dtype).itemsize
+
+
+def tensor_map(arg: Arg, args: tuple[Arg, ...] | list[Arg]) -> TensorMap:
+    """The tensor map a "tensormap" argument describes, over the array it names (checked as
+    the driver and the PTX ISA require: rank 1-5, box sizes 1-256, an inner box of a multiple
+    of 16 bytes and, swizzled, of exactly the swizzle's bytes)."""
+    spec = arg.tensor_map or {}
+    source = next((a for a in args if a.name == spec.get("of") and a.role != "tensormap"), None)
+    if source is None:
+        raise RunnerError(f"tensor map {arg.name}: 'of' names no array argument ({spec.get('of')!r})")
+    dims = tuple(reversed(source.shape))
+    box = tuple(int(b) for b in spec.get("box", ()))
+    swizzle = spec.get("swizzle", 0)
+    item = numpy_dtype(source.dtype).itemsize
+    strides, acc = [], item
+    for n in dims[:-1]:
+        acc *= n
+        strides.append(acc)
+    problems = []
+    if not 1 <= len(dims) <= 5 or len(box) != len(dims):
+        problems.append(f"a box of one size per dimension of {source.name} {source.shape} (rank 1-5), got {list(box)}")
+    elif not all(1 <= b <= 256 for b in box):
+        problems.append(f"box sizes in 1..256, got {list(box)}")
+    elif swizzle not in SWIZZLE_ENUM:
+        problems.append(f"a swizzle of 0, 32, 64 or 128 bytes, got {swizzle!r}")
+    elif (box[0] * item) % 16 or (swizzle and box[0] * item != swizzle):
+        problems.append(f"an inner box of a multiple of 16 bytes (swizzled: of {swizzle}), got {box[0] * item}")
+    elif any(s % 16 for s in strides):
+        problems.append(f"byte strides that are multiples of 16, got {strides}")
+    if problems:
+        raise RunnerError(f"tensor map {arg.name}: " + "; ".join(problems))
+    return TensorMap(source.name, source.dtype, dims, tuple(strides), box, int(swizzle))
 
 
 @dataclass(frozen=True)
@@ -101,11 +159,20 @@ def parse_sidecar(data: dict[str, Any], path: Path) -> Sidecar:
             raise RunnerError(f"sidecar {path}: missing '{key}'")
     args = []
     for i, a in enumerate(data["args"]):
-        if a.get("dtype") not in DTYPES or a.get("role") not in ("input", "output"):
+        if a.get("dtype") not in DTYPES or a.get("role") not in ("input", "output", "tensormap"):
             raise RunnerError(f"sidecar {path}: argument #{i} has a bad dtype or role: {a!r}")
-        args.append(Arg(a["name"], a["role"], a["dtype"], tuple(a["shape"]), tuple(a["axes"])))
+        spec = a.get("tensor_map")
+        if (a["role"] == "tensormap") != isinstance(spec, dict):
+            raise RunnerError(f"sidecar {path}: argument #{i}: a tensor map (and only one) describes its 'tensor_map'")
+        args.append(Arg(a["name"], a["role"], a["dtype"], tuple(a["shape"]), tuple(a["axes"]), spec))
     if not any(a.role == "output" for a in args):
         raise RunnerError(f"sidecar {path}: no output argument")
+    for a in args:
+        if a.role == "tensormap":
+            try:
+                tensor_map(a, args)
+            except RunnerError as err:
+                raise RunnerError(f"sidecar {path}: {err}") from None
     smem = data["dynamic_smem_bytes"]
     if not isinstance(smem, int) or smem < 0:
         raise RunnerError(f"sidecar {path}: bad dynamic_smem_bytes {smem!r}")
@@ -137,6 +204,8 @@ def make_inputs(
     rng = np.random.default_rng(seed)
     arrays = {}
     for a in side.args:
+        if a.role == "tensormap":
+            continue  # encoded from its array at launch
         if a.role == "input" and a.dtype == "i32":
             if integers is None:
                 raise RunnerError(
@@ -399,6 +468,49 @@ def _flex_times(
         return {"flex_unavailable": str(err).splitlines()[0] if str(err) else type(err).__name__}
 
 
+def encode_tensor_map(m: TensorMap, address: int) -> bytes:
+    """The 128-byte `CUtensorMap` of `m` over the device array at `address`
+    (`cuTensorMapEncodeTiled` of cuda-python's driver bindings: tile mode, no interleave, no
+    L2 promotion, out-of-bounds elements read as zeros)."""
+    import ctypes
+
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        try:
+            from cuda import cuda as driver  # cuda-python before 12.6
+        except ImportError:
+            raise RunnerError("cuda-python is not installed: TMA tensor maps need cuTensorMapEncodeTiled") from None
+    err, encoded = driver.cuTensorMapEncodeTiled(
+        driver.CUtensorMapDataType(TENSOR_MAP_DTYPE[m.dtype]),
+        len(m.dims),
+        address,
+        list(m.dims),
+        list(m.strides),
+        list(m.box),
+        [1] * len(m.dims),
+        driver.CUtensorMapInterleave(0),
+        driver.CUtensorMapSwizzle(SWIZZLE_ENUM[m.swizzle]),
+        driver.CUtensorMapL2promotion(0),
+        driver.CUtensorMapFloatOOBfill(0),
+    )
+    if int(err) != 0:
+        raise RunnerError(f"cuTensorMapEncodeTiled failed for the tensor map of {m.of}: {err}")
+    return ctypes.string_at(encoded.getPtr(), 128)
+
+
+def device_tensor_maps(cp: Any, side: Sidecar, device: dict[str, Any]) -> dict[str, Any]:
+    """Each tensor-map argument as a 128-byte device buffer holding the map over its array's
+    device copy (the kernel takes a pointer to it)."""
+    maps = {}
+    for a in side.args:
+        if a.role == "tensormap":
+            m = tensor_map(a, side.args)
+            encoded = encode_tensor_map(m, int(device[m.of].data.ptr))
+            maps[a.name] = cp.asarray(np.frombuffer(encoded, np.uint8))
+    return maps
+
+
 def _device_arrays(cp: Any, host: dict[str, np.ndarray]) -> dict[str, Any]:
     return {n: cp.asarray(a.view(np.uint16) if a.dtype.kind == "V" else a) for n, a in host.items()}
 
@@ -420,6 +532,8 @@ def file_inputs(side: Sidecar) -> tuple[dict[str, np.ndarray], dict[str, tuple[n
     host: dict[str, np.ndarray] = {}
     refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for a in side.args:
+        if a.role == "tensormap":
+            continue  # encoded from its array at launch
         if a.role == "input":
             x = data[f"in:{a.name}"]
             host[a.name] = x.view(numpy_dtype(a.dtype)) if a.dtype == "bf16" else x
@@ -512,6 +626,7 @@ def run(sidecar: Path, repeats: int = 20, warmup: int = 5, seed: int = 0) -> dic
     else:
         host, refs = file_inputs(side)
     device = _device_arrays(cp, host)
+    device.update(device_tensor_maps(cp, side, device))
     kernel = _launch(cp, side)
     params = tuple(device[a.name] for a in side.args)
 

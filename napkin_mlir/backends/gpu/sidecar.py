@@ -15,13 +15,18 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class KernelArg:
-    """One kernel parameter: a named array (a device pointer) in the launch order."""
+    """One kernel parameter in the launch order: a named array (a device pointer), or a TMA
+    tensor map of one (role "tensormap": a device pointer to the 128-byte `CUtensorMap`
+    the runner encodes from `tensor_map`, `{"of": array name, "box": box sizes innermost
+    first, "swizzle": 0, 32, 64 or 128 bytes}`, over the whole array, out-of-bounds
+    elements read as zeros; see `runner.TensorMap`)."""
 
     name: str
-    role: str  # "input" or "output"
+    role: str  # "input", "output" or "tensormap"
     dtype: str
     shape: tuple[int, ...]
     axes: tuple[str, ...]
+    tensor_map: dict[str, object] | None = None
 
 
 @dataclass

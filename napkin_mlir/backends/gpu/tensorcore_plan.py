@@ -143,7 +143,10 @@ class AttentionPlan:
         need = int(self.registers_estimate * 1.25)
         return need <= 255 and need * self.threads <= 65536
 
-    def check(self) -> None:
+    def check(self, registers: bool = True) -> None:
+        """A `TensorCoreRefusal` naming every limit of the mma.sync kernel the plan exceeds
+        (without `registers`: all but the mma.sync kernel's register estimate, for a rule that
+        holds its accumulators otherwise, such as wgmma's)."""
         problems = []
         if self.dtype not in ELEM:
             problems.append(f"dtype {self.dtype} (tensor cores take bf16 or f16)")
@@ -165,7 +168,7 @@ class AttentionPlan:
             problems.append(f"{self.warps} warps per CTA (at most 16)")
         if self.smem_bytes > 227 * 1024:
             problems.append(f"{self.smem_bytes} bytes of shared memory (at most 227 KiB)")
-        if not self.fits_registers():
+        if registers and not self.fits_registers():
             problems.append(
                 f"about {self.registers_estimate} registers per thread for {self.threads} threads "
                 "(the accumulators of x chunk and head dim must stay in registers)"
@@ -236,11 +239,13 @@ class AttentionPlan:
         )
 
     @staticmethod
-    def from_partitioned(module: ir.Module, warp_rows: int = MMA_M, filename: str | None = None) -> AttentionPlan:
+    def from_partitioned(
+        module: ir.Module, warp_rows: int = MMA_M, filename: str | None = None, registers: bool = True
+    ) -> AttentionPlan:
         """The plan of the partitioned attention program in `module`. Every op of the program
         is matched to the part of the kernel that implements it (`match_attention`); a
         `TensorCoreRefusal` names the first op the kernel does not implement (at its location
-        in `filename`), or the limit the tiles exceed."""
+        in `filename`), or the limit the tiles exceed (`registers`: `check`'s)."""
         match = match_attention(module, filename)
         plan = AttentionPlan.of(
             match.dims,
@@ -263,7 +268,7 @@ class AttentionPlan:
             transposed=match.transposed,
             output_accs=match.output_accs,
         )
-        plan.check()
+        plan.check(registers)
         return plan
 
 
