@@ -33,7 +33,7 @@ from pathlib import Path
 
 from mlir import ir
 
-from napkin_mlir.backends.gpu.hopper import compile_wgmma
+from napkin_mlir.backends.gpu.hopper import WGMMA_TARGETS, compile_wgmma
 from napkin_mlir.backends.gpu.nvvm import TARGETS
 from napkin_mlir.backends.gpu.ptxas import assemble
 from napkin_mlir.backends.gpu.registers import tiles_registers
@@ -47,7 +47,7 @@ from napkin_mlir.cli.common import add_problem_args, file_options, parse_sizes, 
 from napkin_mlir.cli.verify import is_file_argument
 from napkin_mlir.derive.auto import Derivation, derive
 from napkin_mlir.derive.tiles import search, simt_feasible
-from napkin_mlir.errors import UsageError
+from napkin_mlir.errors import NapkinError, UsageError
 from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.context import napkin_context
 from napkin_mlir.ir.diagrams import diagram_sizes
@@ -60,6 +60,14 @@ from napkin_mlir.pipeline.passmanager import run_pipeline
 from napkin_mlir.pipeline.stages import LOOPS_PIPELINE, PARTITIONS, compile_to_loops, derivation
 
 EMIT = ("gpu", "nvvm", "ptx", "cubin")
+#: `--kernel` choices; `tensorcore` is the older name of `mma-sync`.
+KERNELS = ("auto", "wgmma", "mma-sync", "tensorcore", "simt")
+
+
+def kernel_rule(kind: str) -> str:
+    """`--kernel`'s value with `tensorcore` read as `mma-sync` (one name per rule inside)."""
+    return "mma-sync" if kind == "tensorcore" else kind
+
 
 #: The cost model's description of each target.
 GPU_OF = TARGET_GPU
@@ -97,21 +105,33 @@ def compile_kernel(
     """A built-in diagram through the derivation to the GPU stage `stop` (gpu | nvvm | ptx).
     Returns the kernel's launch description (None for the SIMT rule's nvvm stage) and the text
     of that stage."""
+    kernel_kind = kernel_rule(kernel_kind)
     with napkin_context(), ir.Location.unknown():
         module = build(config)
         sizes = diagram_sizes(module)
+        kernel = None
         if kernel_kind == "auto":
             tensor = config.diagram == "attention" and config.dtype in ("bf16", "f16") and sizes["d"] % 16 == 0
-            kernel_kind = "tensorcore" if tensor else "simt"
-            log(
-                f"kernel: {kernel_kind}"
-                + ("" if tensor else " (the tensor-core rule takes attention in bf16/f16 with d % 16 == 0)")
-            )
-        if kernel_kind == "wgmma":  # the Hopper rule reads the plain diagram
+            if tensor and target in WGMMA_TARGETS:  # Hopper: wgmma first, mma.sync where it refuses
+                try:
+                    kernel, text = compile_wgmma(module, config.diagram, sizes, target, stop, config.tiles)
+                    log("kernel: wgmma")
+                except NapkinError as err:
+                    log(f"kernel: mma-sync (wgmma: {err})")
+                    module = build(config)
+            kernel_kind = "mma-sync" if tensor else "simt"
+            if kernel is None:
+                log(
+                    f"kernel: {kernel_kind}"
+                    + ("" if tensor else " (the tensor-core rules take attention in bf16/f16 with d % 16 == 0)")
+                )
+        if kernel is not None:
+            pass  # the wgmma rule took it above
+        elif kernel_kind == "wgmma":  # the Hopper rule reads the plain diagram
             kernel, text = compile_wgmma(module, config.diagram, sizes, target, stop, config.tiles)
-        elif kernel_kind == "tensorcore":
+        elif kernel_kind == "mma-sync":
             if config.diagram != "attention":
-                raise UsageError("--kernel tensorcore: only attention has a tensor-core rule so far")
+                raise UsageError("--kernel mma-sync: only attention has an mma.sync rule so far")
             tiles = _model_tiles(config, sizes, target, warp_rows)
             log(
                 f"tiles {tiles} ({'given' if tiles == config.tiles else 'chosen by the cost model for ' + GPU_OF[target]})"
@@ -174,31 +194,41 @@ def compile_file_kernel(
     log: Callable[[str], None] = print,
 ) -> tuple[GpuKernel | None, str, str]:
     """A diagram from a file through its automatic derivation to the GPU stage `stop`.
-    `kernel_kind` auto tries the tensor-core rule and falls back to the SIMT rule, logging the
-    refusal in one line; tensorcore raises the refusal. Returns the kernel's launch description
+    `kernel_kind` auto tries the tensor-core rules (on sm_90a wgmma, then mma.sync) and falls
+    back to the SIMT rule, logging each refusal in one line; a named rule raises its refusal.
+    Returns the kernel's launch description
     (None for the SIMT rule's nvvm stage), the text of that stage, and the plain diagram as
     napkin IR (the reference the kernel is judged against)."""
     path = problem.path
     gpu = GPU_OF[target]
+    kernel_kind = kernel_rule(kernel_kind)
     with napkin_context(), ir.Location.unknown():
         module = load_diagram(path, problem.dims, problem.dtype)
         plain = str(module)
         sizes = axis_sizes(module)
         low = _low_dtype(module)
-        if kernel_kind == "wgmma":  # the Hopper rule reads the plain diagram
-            kernel, text = compile_wgmma(module, None, sizes, target, stop, problem.tiles, path)
-            kernel.problem.update({"diagram": path, "dims": sizes, "dtype": low, "napkin": plain})
-            return kernel, text, plain
+        if kernel_kind == "wgmma" or (kernel_kind == "auto" and target in WGMMA_TARGETS and low is not None):
+            try:  # the Hopper rule reads the plain diagram
+                kernel, text = compile_wgmma(module, None, sizes, target, stop, problem.tiles, path)
+            except NapkinError as err:
+                if kernel_kind == "wgmma":
+                    raise
+                log(f"wgmma: {err}")
+                module = load_diagram(path, problem.dims, problem.dtype)
+            else:
+                log("kernel: wgmma")
+                kernel.problem.update({"diagram": path, "dims": sizes, "dtype": low, "napkin": plain})
+                return kernel, text, plain
         d = derive(module, problem.tiles, gpu, low, filename=path)
         run_pipeline(module, d.pipeline(), filename=path)
         kernel: GpuKernel | None = None
         tiles = dict(d.tiles)
-        if kernel_kind in ("auto", "tensorcore"):
+        if kernel_kind in ("auto", "mma-sync"):
             try:
                 kernel, text, tiles = _file_tensorcore(problem, module, d.tiles, target, stop, warp_rows, low)
-                log(f"kernel: tensorcore, tiles {tiles}")
+                log(f"kernel: mma-sync, tiles {tiles}")
             except TensorCoreRefusal as err:
-                if kernel_kind == "tensorcore":
+                if kernel_kind == "mma-sync":
                     raise
                 log(f"kernel: simt ({str(err).removesuffix('; use --kernel simt')})")
                 kernel_kind = "simt"
@@ -407,11 +437,12 @@ def add_kernel_args(p: argparse.ArgumentParser, target_default: str | None = Non
     )
     p.add_argument(
         "--kernel",
-        choices=("auto", "tensorcore", "simt", "wgmma"),
+        choices=KERNELS,
         default="auto",
-        help="tensorcore: the mma.sync rule for attention (bf16/f16); simt: every diagram, CUDA cores; wgmma: "
-        "Hopper warpgroup MMA (sm_90a) for a bf16/f16 matmul or the built-in attention; auto: "
-        "tensor cores when the rule takes the program, else simt (default auto)",
+        help="wgmma: Hopper's warp-specialized TMA/wgmma rule (sm_90a) for attention (bf16/f16, a file with a "
+        "softmax) or a bf16/f16 matmul; mma-sync (or tensorcore): the mma.sync rule for attention, its variants "
+        "and its backward (sm_80 and sm_90a); simt: every diagram, CUDA cores; auto: the first rule that takes "
+        "the program, wgmma first on sm_90a (default auto)",
     )
 
 

@@ -18,15 +18,19 @@ The modules, one concern each:
 * `machine.py`: the machine and its memory model (`Machine`, `MemRef`, `Stats`,
   `PendingCopy`, `TensorMapRef`, `TmaShadow`, `EmulationError`, the warp and bank sizes);
 * `memory.py`: addresses, gather and scatter, and the checks and counts of every access
-  (bounds, alignment, shared-memory races, outputs written twice, bank wavefronts, sectors);
+  (bounds, alignment, shared-memory races with the happens-before edges of barriers and
+  mbarriers, outputs written twice, bank wavefronts, sectors);
 * `program.py`: loading IR into steps (`load_kernel`, `Compiler`, `Kernel`) and the rule
   table, one rule per op name, registered with the `rule(...)` decorator;
+* `tasks.py`: warp specialization, the two sides of an `scf.if` run as cooperative tasks
+  when either waits for the other's threads (mbarrier waits, named barriers), with
+  deadlocks reported;
 * the instruction families, each a module of rules: `ops_arith.py` (arith, math and vector
   values), `ops_control.py` (scf.for, scf.if, affine maps, gpu.launch), `ops_sync.py`
-  (thread ids, barriers, shuffles), `ops_memory.py` (shared memory, views, subviews, loads
-  and stores), `ops_async.py` (cp.async, commit, wait), `ops_mma.py` (ldmatrix, mma.sync),
-  `ops_wgmma.py` (Hopper's warpgroup MMA and its fences), `ops_tma.py` (Hopper's TMA loads
-  through tensor maps, mbarriers and their phases, setmaxnreg);
+  (thread ids, CTA and named barriers, shuffles), `ops_memory.py` (shared memory, views,
+  subviews, loads and stores), `ops_async.py` (cp.async, commit, wait), `ops_mma.py`
+  (ldmatrix, mma.sync), `ops_wgmma.py` (Hopper's warpgroup MMA and its fences), `ops_tma.py`
+  (Hopper's TMA loads through tensor maps, mbarriers and their phases, setmaxnreg);
 * `report.py`: `EmulationReport`, what a check prints and writes as JSON;
 * `run.py`: `run_kernel` (a grid on the machine) and `emulate`, `emulate_kernel`,
   `emulate_sidecar` (a kernel checked against JAX).

@@ -8,12 +8,21 @@ of the CTA's bytes). Shared memory starts as 0xFF bytes (NaN in every float type
 anything read before it is written shows in the result.
 
 The machine also holds the race check's shadow of shared memory (per `GRANULE` bytes: the
-barrier interval, warp and op of the last write and of the last read), the `cp.async` copies
-in flight (`PendingCopy`, by commit group), the TMA loads' shadow (`TmaShadow`: the bytes a
-load in flight will write, and which mbarrier phase delivered the bytes a load wrote) and the
-counts it reports (`Stats`). A TMA tensor map bound to a kernel argument is a `TensorMapRef`.
-What is checked and counted about each access lives in `memory.py`; the programs it runs
-(`Steps`) are built by `program.py`.
+epoch, warp and op of the last write and of the last read), the `cp.async` copies in flight
+(`PendingCopy`, by commit group), the TMA loads' shadow (`TmaShadow`: the bytes a load in
+flight will write, and which mbarrier phase delivered the bytes a load wrote) and the counts
+it reports (`Stats`). A TMA tensor map bound to a kernel argument is a `TensorMapRef`.
+
+Epochs order the accesses for the race check. `epoch` is a clock that moves on at every
+synchronisation (a CTA barrier, and each release: an mbarrier arrival, a named barrier);
+`base` is its value at the last CTA barrier, before which everything is ordered. Between
+barriers the warps order their accesses through mbarriers and named barriers: `floor`
+(CTAs, warps, warps + warpgroups) holds, per warp, the epoch below which each other warp's
+accesses (and each warpgroup's wgmma reads, the last columns) happen before the warp's
+present; `readers` (made when a CTA's warps first split into tasks: `tasks.py`) the epoch of
+each warp's and warpgroup's last read of every granule. `task` is the task running (None
+outside warp specialization). What is checked and counted about each access lives in
+`memory.py`; the programs it runs (`Steps`) are built by `program.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import numpy as np
 from napkin_mlir.errors import NapkinError
 
 WARP = 32
+WARPGROUP = 128
 BANKS = 32
 #: Bytes of shared memory per race-check shadow entry (the smallest access the kernels make).
 GRANULE = 2
@@ -198,11 +208,16 @@ class Machine:
         self.smem_bytes = smem_bytes
         self.smem = np.full((self.C, size), 0xFF, np.uint8)
         shadow = (self.C, size // GRANULE)
-        # race-check shadow: per granule, the barrier interval (epoch), warp and op of the last
-        # write and of the last read (warp -2: read by several warps)
+        # race-check shadow: per granule, the epoch, warp and op of the last write and of the
+        # last read (warp -2: read by several warps since the last CTA barrier)
         self.w_epoch, self.w_warp, self.w_op = (np.full(shadow, -1, np.int32) for _ in range(3))
         self.r_epoch, self.r_warp, self.r_op = (np.full(shadow, -1, np.int32) for _ in range(3))
         self.epoch = 0
+        self.base = 0
+        self.warps = threads // WARP
+        self.floor = np.zeros((self.C, self.warps, self.warps + threads // WARPGROUP), np.int32)
+        self.readers: np.ndarray | None = None  # (CTAs, granules, warps + warpgroups), once tasks split
+        self.task: Any = None
         self.open_copies: list[PendingCopy] = []
         self.groups: deque[list[PendingCopy]] = deque()
         self.tma: TmaShadow | None = None

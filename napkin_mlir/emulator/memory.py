@@ -5,10 +5,15 @@ The instruction families (`ops_*.py`) call these for every load, store, copy and
 * addresses: `address` turns each lane's indices into an element index of the buffer, with
   bounds checked (memcheck); `gather` and `scatter` read and write those elements;
 * `check_alignment`: vector accesses, `ldmatrix` rows and `cp.async` ends aligned;
-* racecheck: shared memory written by one warp and read or written by another with no
-  `gpu.barrier` between, on the machine's shadow of shared memory (`race_check_read`,
+* racecheck: shared memory written by one warp and read or written by another with nothing
+  ordering the two, on the machine's shadow of shared memory (`race_check_read`,
   `race_check_write`; a `cp.async` counts as a write both when issued and when it lands,
-  `race_check_landing`);
+  `race_check_landing`). A CTA barrier orders everything before it (`cta_barrier`); between
+  barriers, accesses are ordered by happens-before edges (`release`, `acquire`: an mbarrier
+  arrival and a wait that saw its phase complete, a named barrier's arrivals and the warps
+  it releases), kept as the machine's per-warp `floor`s. A conflicting pair is first found
+  by the barrier interval alone (`epoch >= base`, one comparison, as cheap as before) and only
+  then looked up in the floors (`unordered`), so kernels synchronised by barriers pay nothing;
 * TMA deliveries (`check_tma_access`, on every shared-memory read and write): no access to
   bytes a TMA load in flight will write, and bytes a load landed in the current barrier
   interval only by threads that waited on the mbarrier phase that delivered them;
@@ -26,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from napkin_mlir.emulator.machine import BANKS, GRANULE, WARP, EmulationError, Machine, MemRef, PendingCopy
+from napkin_mlir.emulator.machine import BANKS, GRANULE, WARP, WARPGROUP, EmulationError, Machine, MemRef, PendingCopy
 
 # --- addresses -----------------------------------------------------------------------------------
 
@@ -114,6 +119,96 @@ def claim_output(m: Machine, ref: MemRef, lin: np.ndarray, width: int, where: st
         )
 
 
+# --- happens-before: CTA barriers, releases and acquires -------------------------------------------
+
+
+def cta_barrier(m: Machine) -> None:
+    """A barrier of every thread of the CTAs: everything before it is ordered before everything
+    after it (a new barrier interval)."""
+    m.epoch += 1
+    m.base = m.epoch
+    m.floor.fill(m.epoch)
+
+
+def release(m: Machine, ctas: np.ndarray, warps: np.ndarray) -> np.ndarray:
+    """Warps `warps` of `ctas` (1-D, one entry per warp) release: the clock each hands on (its
+    floor, with its own column past every access it made so far); the epoch then moves on, so
+    that the accesses they make later are not covered."""
+    rows = m.floor[ctas, warps]
+    rows[np.arange(len(ctas)), warps] = m.epoch + 1
+    m.epoch += 1
+    return rows
+
+
+def acquire(m: Machine, ctas: np.ndarray, warps: np.ndarray, clocks: np.ndarray) -> None:
+    """Warps `warps` of `ctas` (1-D) acquire `clocks` (one row each): every access those clocks
+    cover happens before the warps' later accesses."""
+    if len(ctas) == 0:
+        return
+    keys = ctas * m.warps + warps
+    keep = np.ones(len(keys), bool)  # the lanes of a warp come in a row, mostly with one clock
+    keep[1:] = (keys[1:] != keys[:-1]) | (clocks[1:] != clocks[:-1]).any(axis=1)
+    ctas, warps, clocks, keys = ctas[keep], warps[keep], clocks[keep], keys[keep]
+    if len(np.unique(keys)) == len(keys):
+        m.floor[ctas, warps] = np.maximum(m.floor[ctas, warps], clocks)
+    else:
+        np.maximum.at(m.floor, (ctas, warps), clocks)
+
+
+def retire_reads(m: Machine, ctas: np.ndarray, group: int, epoch: int) -> None:
+    """The warps of warpgroup `group` in `ctas` saw the warpgroup's wgmma reads made up to
+    `epoch` complete (a wgmma.wait_group retired them)."""
+    warps = np.arange(group * WARPGROUP // WARP, (group + 1) * WARPGROUP // WARP)
+    column = m.warps + group
+    cell = m.floor[ctas[:, None], warps[None, :], column]
+    m.floor[ctas[:, None], warps[None, :], column] = np.maximum(cell, epoch + 1)
+
+
+def track_readers(m: Machine) -> None:
+    """Start keeping every warp's (and warpgroup's) last read epoch per granule (`m.readers`),
+    which refines 'read by several warps' once warps run apart: granules read by several
+    warps since the last barrier count as read by all of them."""
+    if m.readers is not None:
+        return
+    columns = m.floor.shape[2]
+    m.readers = np.full((*m.r_epoch.shape, columns), -1, np.int32)
+    current = m.r_epoch >= m.base
+    ci, gi = np.nonzero(current & (m.r_warp >= 0))
+    m.readers[ci, gi, m.r_warp[ci, gi]] = m.r_epoch[ci, gi]
+    ci, gi = np.nonzero(current & (m.r_warp == -2))
+    m.readers[ci, gi, :] = m.r_epoch[ci, gi, None]
+
+
+def unordered(
+    m: Machine, clash: np.ndarray, ctas: np.ndarray, warps: np.ndarray, pos: np.ndarray, reads: bool
+) -> np.ndarray:
+    """`clash` (N, k): the last write (or reads) of granules `pos` of `ctas` (N,) by another warp
+    since the last barrier, against an access by `warps` (N,); kept where no happens-before
+    edge orders that access before this one (the floors). Reads by several warps are looked up
+    per warp once `m.readers` is kept, else they all count as unordered."""
+    if not clash.any():
+        return clash
+    n, k = np.nonzero(clash)
+    c, w, p = ctas[n], warps[n], pos[n, k]
+    if not reads:
+        ok = m.w_epoch[c, p] < m.floor[c, w, np.maximum(m.w_warp[c, p], 0)]
+    else:
+        who = m.r_warp[c, p]
+        one = who >= 0
+        ok = np.zeros(len(n), bool)
+        ok[one] = m.r_epoch[c[one], p[one]] < m.floor[c[one], w[one], who[one]]
+        if m.readers is not None and not one.all():
+            several = ~one
+            epochs = m.readers[c[several], p[several]]
+            epochs[np.arange(len(epochs)), w[several]] = -1  # its own reads come before, in program order
+            ok[several] = (epochs < m.floor[c[several], w[several]]).all(axis=1)
+    if not ok.any():
+        return clash
+    clash = clash.copy()
+    clash[n[ok], k[ok]] = False
+    return clash
+
+
 # --- the shared-memory race check ------------------------------------------------------------------
 
 
@@ -133,8 +228,8 @@ def race_check_write(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask:
     pos = granules(ref, lin[ci, ti], width)
     check_tma_access(m, ref.name, ci, ti[:, None], pos, m.op_names[op], store=True)
     w = m.warp[ci, ti][:, None]
-    clash_w = (m.w_epoch[cb, pos] == m.epoch) & (m.w_warp[cb, pos] != w)
-    clash_r = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
+    clash_w = unordered(m, (m.w_epoch[cb, pos] >= m.base) & (m.w_warp[cb, pos] != w), ci, w[:, 0], pos, False)
+    clash_r = unordered(m, (m.r_epoch[cb, pos] >= m.base) & (m.r_warp[cb, pos] != w), ci, w[:, 0], pos, True)
     if clash_w.any() or clash_r.any():
         writes = bool(clash_w.any())
         n, k = first_set(clash_w if writes else clash_r)
@@ -157,18 +252,21 @@ def race_check_read(m: Machine, ref: MemRef, lin: np.ndarray, width: int, mask: 
     cb = ci[:, None]
     pos = granules(ref, lin[ci, ti], width)
     check_tma_access(m, ref.name, ci, ti[:, None], pos, m.op_names[op], store=False)
-    w = np.broadcast_to(m.warp[ci, ti][:, None], pos.shape)
-    clash = (m.w_epoch[cb, pos] == m.epoch) & (m.w_warp[cb, pos] != w)
+    warps = m.warp[ci, ti]
+    w = np.broadcast_to(warps[:, None], pos.shape)
+    clash = unordered(m, (m.w_epoch[cb, pos] >= m.base) & (m.w_warp[cb, pos] != w), ci, warps, pos, False)
     if clash.any():
         n, k = first_set(clash)
         c, b = ci[n], pos[n, k]
         report_race(m, ref, c, int(w[n, 0]), b, op, int(m.w_op[c, b]), int(m.w_warp[c, b]), "wrote")
-    many = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
+    many = (m.r_epoch[cb, pos] >= m.base) & (m.r_warp[cb, pos] != w)
     m.r_epoch[cb, pos] = m.epoch
     m.r_warp[cb, pos] = np.where(many, -2, w)
     m.r_op[cb, pos] = op
     several = m.r_warp[cb, pos] != w
     m.r_warp[cb[several.any(axis=1)], pos[several.any(axis=1)]] = -2
+    if m.readers is not None:
+        m.readers[cb, pos, w] = m.epoch
 
 
 def race_check_landing(m: Machine, copy: PendingCopy) -> None:
@@ -177,7 +275,7 @@ def race_check_landing(m: Machine, copy: PendingCopy) -> None:
     cb = copy.ctas[:, None]
     pos = granules(ref, copy.positions[:, 0], copy.positions.shape[1])
     w = copy.warps[:, None]
-    clash = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
+    clash = unordered(m, (m.r_epoch[cb, pos] >= m.base) & (m.r_warp[cb, pos] != w), copy.ctas, copy.warps, pos, True)
     if clash.any():
         n, k = first_set(clash)
         c, b = copy.ctas[n], pos[n, k]
@@ -192,7 +290,8 @@ def check_tma_access(
     """An access of shared-memory granules `pos` (N, k) of `ctas` (N,) by `threads` (N, j),
     against the TMA loads: bytes a load in flight will write may not be touched, and bytes a
     load landed in this barrier interval only by threads that all saw the mbarrier phase that
-    delivered them complete (a wait on it; after the next gpu.barrier every thread may)."""
+    delivered them complete (a wait on it, or a named barrier with a thread that waited; after
+    the next gpu.barrier every thread may)."""
     s = m.tma
     if s is None or pos.size == 0:
         return
@@ -208,9 +307,9 @@ def check_tma_access(
                 f"{m.describe_lane(int(ctas[n]), int(threads[n, 0]))}",
                 where,
             )
-    if s.landing_epoch != m.epoch:
+    if s.landing_epoch < m.base:
         return
-    landed = s.landed_epoch[cb, pos] == m.epoch
+    landed = s.landed_epoch[cb, pos] >= m.base
     if not landed.any():
         return
     barrier = np.maximum(s.landed_barrier[cb, pos], 0)
@@ -245,7 +344,8 @@ def report_race(
     who = "several other warps" if other_warp == -2 else f"warp {other_warp}"
     raise EmulationError(
         f"shared-memory race in {m.describe_lane(cta, warp * WARP).split(' thread')[0]}: warp {warp} accesses "
-        f"shared-memory byte {int(byte) * GRANULE} ({ref.name}){note}, which {who} {kind} at {names[other_op]} with no gpu.barrier in between",
+        f"shared-memory byte {int(byte) * GRANULE} ({ref.name}){note}, which {who} {kind} at {names[other_op]} "
+        "with no gpu.barrier in between (nor an mbarrier arrive and wait or a named barrier ordering the two)",
         names[op],
     )
 

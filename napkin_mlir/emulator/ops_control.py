@@ -3,10 +3,14 @@
 Threads that take different paths run under masks, as a GPU's active mask would: a loop
 runs until no active thread has an iteration left, each iteration under the mask of the
 threads still in it (values a thread carries stop changing when its loop has ended), and
-both sides of an `scf.if` run under complementary masks, each only if some thread takes it.
-The loop step must be the same for every thread. A `gpu.launch` (the SIMT rule's kernels,
-launched from a host function) binds its ids and sizes and runs its body, once its launch
-sizes are checked against the grid and block the emulator was given.
+both sides of an `scf.if` run under complementary masks, each only if some thread takes it:
+one after the other, or, when both have threads and either holds (at any depth) an op that
+waits for other threads (an mbarrier wait, a named barrier: warp specialization), at once as
+cooperative tasks (`tasks.run_concurrently`), so that a side blocked on a wait only the
+other side can complete lets the other side run. The loop step must be the same for every
+thread. A `gpu.launch` (the SIMT rule's kernels, launched from a host function) binds its
+ids and sizes and runs its body, once its launch sizes are checked against the grid and
+block the emulator was given.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import Any
 import numpy as np
 from mlir import ir
 
-from napkin_mlir.emulator.machine import EmulationError, Machine, Step
+from napkin_mlir.emulator.machine import EmulationError, Machine, Step, Steps
 from napkin_mlir.emulator.ops_arith import ceil_div, floor_div, rem
 from napkin_mlir.emulator.program import Compiler, rule, vector_shape
+from napkin_mlir.emulator.tasks import BLOCKING, run_concurrently
 
 # --- structured control flow -----------------------------------------------------------------------
 
@@ -74,25 +79,45 @@ def _if(op: ir.Operation, c: Compiler) -> Step:
     then_block = op.regions[0].blocks[0]
     then_steps, then_yields = c.block(then_block), c.terminator(then_block)
     has_else = len(op.regions) > 1 and len(op.regions[1].blocks) > 0
-    else_steps = c.block(op.regions[1].blocks[0]) if has_else else []
+    else_steps = c.block(op.regions[1].blocks[0]) if has_else else Steps()
     else_yields = c.terminator(op.regions[1].blocks[0]) if has_else else []
     results = [c.slot(r) for r in op.results]
     ranks = [len(vector_shape(r.type)) for r in op.results]
+    where = c.where(op)
+    concurrent = has_else and _may_block(op)
 
     def step(m: Machine) -> None:
         k = np.broadcast_to(np.asarray(m.env[cond], bool), (m.C, m.T))
         taken, other = m.mask & k, m.mask & ~k
         run_then, run_else = bool(taken.any()), has_else and bool(other.any())
-        if run_then:
-            m.run_masked(then_steps, taken)
-        if run_else:
-            m.run_masked(else_steps, other)
+        if concurrent and run_then and run_else:
+            sides = [("then-branch", then_steps, taken), ("else-branch", else_steps, other)]
+            run_concurrently(m, sides, where)
+        else:
+            if run_then:
+                m.run_masked(then_steps, taken)
+            if run_else:
+                m.run_masked(else_steps, other)
         for r, rank, y_then, y_else in zip(results, ranks, then_yields, else_yields, strict=True):
             t_val = m.env[y_then] if run_then else m.env[y_else]
             e_val = m.env[y_else] if run_else else t_val
             m.env[r] = np.where(k.reshape(k.shape + (1,) * rank), t_val, e_val)
 
     return step
+
+
+def _may_block(op: ir.Operation) -> bool:
+    """Whether an op nested in `op` may wait for other threads (`tasks.BLOCKING`)."""
+    found = []
+
+    def visit(inner: ir.Operation) -> ir.WalkResult:
+        if inner.name in BLOCKING:
+            found.append(inner)
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    op.walk(visit)
+    return bool(found)
 
 
 # --- affine maps -----------------------------------------------------------------------------------

@@ -24,11 +24,21 @@
   not completed (in issue order, until it completes); a load never waited for is counted
   in `Stats.unretired_copies`.
 * `nvgpu.mbarrier.try_wait.parity p`: blocks until the phase of parity p has completed, that
-  is until the current phase's parity differs from p (on a fresh barrier p = 1 passes at once).
-  All threads run in lockstep here, so a phase that the pending loads cannot complete never
-  will: that is reported as a deadlock naming the barrier, the parity and what is missing.
-* `nvvm.fence.mbarrier.init`, `nvvm.setmaxregister` (whole warpgroups; counted) and
-  `nvgpu.tma.prefetch.descriptor` (counted).
+  is until the current phase's parity differs from p (on a fresh barrier p = 1 passes at once),
+  in every CTA whose threads wait. A phase that the pending loads cannot complete blocks the
+  task (the side of a warp-specialized `scf.if`: `tasks.py`) until another task completes it;
+  outside any task all threads run in lockstep, so nothing else can: that is reported as a
+  deadlock naming the barrier, the parity and what is missing (as is a deadlock of tasks).
+* happens-before for the race check: an arrival releases the arriving warps' accesses
+  (`memory.release`: their clocks join the barrier's), a phase's completion keeps the clock
+  of every arrival before it, and a wait that sees the phase complete acquires it
+  (`memory.acquire`): what the consumers did before arriving on a stage's "empty" barrier
+  is ordered before what the producer does after its wait on it (its TMA load into the
+  stage), with no CTA barrier between.
+* `nvvm.setmaxregister` (whole warpgroups; counted): per CTA each warpgroup's count after
+  it; once every warpgroup of a CTA has set one, their sum x 128 must fit the SM's register
+  file (65,536), and an increase may not go below, nor a decrease above, the current count.
+* `nvvm.fence.mbarrier.init` and `nvgpu.tma.prefetch.descriptor` (counted).
 
 Checks on the bytes (the shadow is `machine.TmaShadow`): touching bytes a load in flight will
 write is an error naming the load (read before the mbarrier wait that delivers it), and so is
@@ -51,13 +61,25 @@ from dataclasses import dataclass, field
 import numpy as np
 from mlir import ir
 
-from napkin_mlir.emulator.machine import GRANULE, EmulationError, Machine, MemRef, Step, TensorMapRef, TmaShadow
-from napkin_mlir.emulator.memory import first_set, race_check_write, report_race
-from napkin_mlir.emulator.ops_wgmma import WARPGROUP, in_flight_reads
+from napkin_mlir.emulator.machine import (
+    GRANULE,
+    WARPGROUP,
+    EmulationError,
+    Machine,
+    MemRef,
+    Step,
+    TensorMapRef,
+    TmaShadow,
+)
+from napkin_mlir.emulator.memory import acquire, first_set, race_check_write, release, report_race, unordered
+from napkin_mlir.emulator.ops_wgmma import in_flight_reads
 from napkin_mlir.emulator.program import Compiler, is_pointer, numpy_dtype, rule
+from napkin_mlir.emulator.tasks import Wait, block
 
 #: Arrival counts and transaction counts stay below this (the PTX ISA's 20-bit range).
 MBARRIER_LIMIT = 2**20
+#: 32-bit registers of an SM's register file (what setmaxnreg counts may claim at once).
+REGISTER_FILE = 65536
 SWIZZLES = {"none": 0, "swizzle_32b": 32, "swizzle_64b": 64, "swizzle_128b": 128}
 
 
@@ -79,10 +101,21 @@ class _Group:
     init_epoch: np.ndarray
     init_thread: np.ndarray
     fenced: np.ndarray  # an nvvm.fence.mbarrier.init by the initializer followed the init
+    clock: np.ndarray  # (CTAs, barriers, floor columns): what every arrival since the init released
+    done: np.ndarray  # the clock when the last phase completed (what a wait acquires)
+    seen_clock: np.ndarray  # (CTAs, barriers, mbarriers): the phases the arriving threads had seen complete
+    seen_done: np.ndarray  # the same when the last phase completed
     loads: list[_Load] = field(default_factory=list)  # in issue order, until all landed
 
     def label(self, b: int) -> str:
         return f"{self.name}[{b}]"
+
+    def seen_columns(self, n: int) -> None:
+        """Widen the seen clocks to `n` mbarriers (groups created since)."""
+        grow = n - self.seen_clock.shape[2]
+        if grow > 0:
+            pad = ((0, 0), (0, 0), (0, grow))
+            self.seen_clock, self.seen_done = np.pad(self.seen_clock, pad), np.pad(self.seen_done, pad)
 
     def outstanding(self) -> np.ndarray:
         """Loads in flight per CTA and barrier."""
@@ -175,7 +208,7 @@ def _use(m: Machine, g: _Group, ci: np.ndarray, ti: np.ndarray, ids: np.ndarray,
             where,
         )
     other = ti != g.init_thread[ci, ids]
-    early = other & (g.init_epoch[ci, ids] == m.epoch)
+    early = other & (g.init_epoch[ci, ids] >= m.base)
     unfenced = other & ~g.fenced[ci, ids]
     for bad, why in (
         (early, "in the barrier interval of its mbarrier.init by thread {t} (no gpu.barrier since)"),
@@ -201,6 +234,8 @@ def _complete(g: _Group, cs: np.ndarray, bs: np.ndarray) -> None:
         g.phase[c, b] += 1
         g.pending[c, b] = g.expected[c, b]
         g.tx[c, b] = 0
+        g.done[c, b] = g.clock[c, b]
+        g.seen_done[c, b] = g.seen_clock[c, b]
 
 
 # --- tensor maps -----------------------------------------------------------------------------------
@@ -312,6 +347,10 @@ def _create(op: ir.Operation, c: Compiler) -> Step:
                 init_epoch=per_barrier(-1, np.int64),
                 init_thread=per_barrier(-1, np.int64),
                 fenced=per_barrier(False, np.bool_),
+                clock=np.zeros((m.C, size, m.floor.shape[2]), np.int32),
+                done=np.zeros((m.C, size, m.floor.shape[2]), np.int32),
+                seen_clock=np.zeros((m.C, size, 0), np.int64),
+                seen_done=np.zeros((m.C, size, 0), np.int64),
             )
         m.env[out] = groups[op_id]
 
@@ -363,6 +402,8 @@ def _init(op: ir.Operation, c: Compiler) -> Step:
         g.init_epoch[ci, ids] = m.epoch
         g.init_thread[ci, ids] = ti
         g.fenced[ci, ids] = False
+        g.clock[ci, ids] = g.done[ci, ids] = 0
+        g.seen_clock[ci, ids] = g.seen_done[ci, ids] = 0
         s = _shadow(m)
         s.seen[ci[:, None], np.arange(m.T)[None, :], (g.first + ids)[:, None]] = 0
         m.count("mbarrier.init", mask)
@@ -375,7 +416,7 @@ def _fence_init(op: ir.Operation, c: Compiler) -> Step:
     def step(m: Machine) -> None:
         m.count("fence.mbarrier_init")
         for g in _groups(m).values():
-            cs, bs = np.nonzero(g.initialized & (g.init_epoch == m.epoch))
+            cs, bs = np.nonzero(g.initialized & (g.init_epoch >= m.base))
             by_initializer = m.mask[cs, g.init_thread[cs, bs]]
             g.fenced[cs[by_initializer], bs[by_initializer]] = True
 
@@ -411,6 +452,10 @@ def _arrive(op: ir.Operation, c: Compiler) -> Step:
             if (np.abs(g.tx[ci, ids]) >= MBARRIER_LIMIT).any():
                 raise EmulationError(f"an mbarrier's transaction count leaves +-{MBARRIER_LIMIT - 1}", where)
         np.subtract.at(g.pending, (ci, ids), 1)
+        np.maximum.at(g.clock, (ci, ids), release(m, ci, m.warp[ci, ti]))
+        s = _shadow(m)
+        g.seen_columns(s.seen.shape[2])
+        np.maximum.at(g.seen_clock, (ci, ids), s.seen[ci, ti])
         over = g.pending[ci, ids] < 0
         if over.any():
             n = int(np.argmax(over))
@@ -453,23 +498,39 @@ def _wait(op: ir.Operation, c: Compiler) -> Step:
                 where,
             )
         cs, bs = keys // g.size, keys % g.size
-        blocked = (g.phase[cs, bs] & 1) == want
-        if blocked.any():
-            _land(m, g, cs[blocked], bs[blocked], want[blocked])
+
+        def ready() -> bool:
+            """Whether the phase completed in every CTA, once the loads in flight on it landed."""
             blocked = (g.phase[cs, bs] & 1) == want
-        if blocked.any():
-            k = int(np.argmax(blocked))
+            if blocked.any():
+                _land(m, g, cs[blocked], bs[blocked], want[blocked])
+                blocked = (g.phase[cs, bs] & 1) == want
+            return not blocked.any()
+
+        def missing() -> str:
+            k = int(np.argmax((g.phase[cs, bs] & 1) == want))
             cta, b = int(cs[k]), int(bs[k])
-            raise EmulationError(
-                f"deadlock: the threads of {_cta(m, cta)} wait on mbarrier {g.label(b)} for the phase of parity "
-                f"{int(want[k])}, which can never complete: {int(g.pending[cta, b])} of {int(g.expected[cta, b])} "
-                f"arrivals and {int(g.tx[cta, b])} transaction bytes are still missing, with no TMA load in flight "
-                "on it (the emulator runs the threads in lockstep: nothing else can arrive while they wait)",
-                where,
+            return (
+                f"mbarrier {g.label(b)} for the phase of parity {int(want[k])} in {_cta(m, cta)}: "
+                f"{int(g.pending[cta, b])} of {int(g.expected[cta, b])} arrivals and {int(g.tx[cta, b])} transaction "
+                "bytes missing"
             )
+
+        block(
+            m,
+            Wait(ready, lambda: f"waits at {where} on {missing()}"),
+            lambda: EmulationError(
+                f"deadlock: the threads wait on {missing()}, so it can never complete, with no TMA load in flight on "
+                "it (the emulator runs the threads in lockstep: nothing else can arrive while they wait)",
+                where,
+            ),
+        )
         s = _shadow(m)
+        g.seen_columns(s.seen.shape[2])
+        s.seen[ci, ti] = np.maximum(s.seen[ci, ti], g.seen_done[ci, ids])  # what the arriving threads had seen
         number = g.first + ids
         s.seen[ci, ti, number] = np.maximum(s.seen[ci, ti, number], g.phase[ci, ids])
+        acquire(m, ci, m.warp[ci, ti], g.done[ci, ids])
         m.count("mbarrier.try_wait.parity")
 
     return step
@@ -614,7 +675,7 @@ def _land_lanes(m: Machine, load: _Load, lanes: np.ndarray) -> None:
     ctas, bars = load.ctas[lanes], load.barriers[lanes]
     cb, pos = ctas[:, None], load.granules[lanes]
     w = load.warps[lanes][:, None]
-    clash = (m.r_epoch[cb, pos] == m.epoch) & (m.r_warp[cb, pos] != w)
+    clash = unordered(m, (m.r_epoch[cb, pos] >= m.base) & (m.r_warp[cb, pos] != w), ctas, w[:, 0], pos, True)
     if clash.any():
         n, k = first_set(clash)
         c, b = int(ctas[n]), int(pos[n, k])
@@ -645,12 +706,44 @@ def _setmaxregister(op: ir.Operation, c: Compiler) -> Step:
     if count % 8 or not 24 <= count <= 256:
         raise EmulationError(f"setmaxnreg {count}: a multiple of 8 in 24..256", where)
 
+    increase = action == "increase"
+
     def step(m: Machine) -> None:
         if m.T % WARPGROUP:
             raise EmulationError(f"setmaxnreg needs whole warpgroups: the block has {m.T} threads", where)
         per = m.mask.reshape(m.C, -1, WARPGROUP)
-        if np.any(per.any(axis=2) != per.all(axis=2)):
+        active = per.any(axis=2)
+        if np.any(active != per.all(axis=2)):
             raise EmulationError("setmaxnreg executed by only some threads of a warpgroup (it needs all 128)", where)
-        m.count(f"setmaxnreg.{'inc' if action == 'increase' else 'dec'}")
+        m.count(f"setmaxnreg.{'inc' if increase else 'dec'}")
+        if m not in _REGISTERS:
+            _REGISTERS[m] = np.full(active.shape, -1, np.int64)
+        registers = _REGISTERS[m]
+        cs, gs = np.nonzero(active)
+        now = registers[cs, gs]
+        wrong = (now >= 0) & ((now > count) if increase else (now < count))
+        if wrong.any():
+            n = int(np.argmax(wrong))
+            raise EmulationError(
+                f"setmaxnreg.{'inc' if increase else 'dec'} to {count} registers by warpgroup {int(gs[n])} of "
+                f"{_cta(m, int(cs[n]))}, which holds {int(now[n])}: an increase may not lower the count, nor a "
+                "decrease raise it",
+                where,
+            )
+        registers[cs, gs] = count
+        total = registers.sum(axis=1) * WARPGROUP
+        over = (registers >= 0).all(axis=1) & (total > REGISTER_FILE)
+        if over.any():
+            c = int(np.argmax(over))
+            terms = " + ".join(f"{int(r)} x {WARPGROUP}" for r in registers[c])
+            raise EmulationError(
+                f"the warpgroups of {_cta(m, c)} claim {terms} = {int(total[c])} registers after setmaxnreg, more than "
+                f"the register file's {REGISTER_FILE}",
+                where,
+            )
 
     return step
+
+
+#: Per batch, each CTA's warpgroups' register counts after their last setmaxnreg (-1: none yet).
+_REGISTERS: weakref.WeakKeyDictionary[Machine, np.ndarray] = weakref.WeakKeyDictionary()

@@ -7,19 +7,25 @@
   MN-major, per `layoutA`/`layoutB`), and D = (scale-d ? D : 0) + A B in float32 is held by
   the threads in the accumulator layout: register v = 4j + 2i + c of thread (warp w of the
   warpgroup, lane l) is D[16w + l/4 + 8i, 8j + 2(l%4) + c];
-* the async rules: a wgmma needs a `wgmma.fence` since the last `wgmma.wait_group` (this
-  emulator asks for one per group, as CUTLASS issues them); its result is an `Accumulator`
-  that any other op may read only after a `wait_group` retired its group (reading it earlier
-  is an error naming the wgmma), and the shared-memory bytes it read must be unchanged then
-  (an overwrite before the wait is an error); the shared memory it reads must have been written before the
-  last barrier (another warp's stores are otherwise a race) and covered by a
-  `fence.proxy.async` in or after the barrier interval of the write (the generic-proxy stores
-  are otherwise invisible to the async proxy); until the barrier after its wait, those bytes
-  count as read by every warp, so a store into them is a race. Bytes a TMA load wrote are
+* the async rules, per warpgroup (each keeps its own fence, open group and committed groups,
+  so warpgroups running apart under warp specialization do not mix theirs): a wgmma needs a
+  `wgmma.fence` since the warpgroup's last `wgmma.wait_group` (this emulator asks for one per
+  group, as CUTLASS issues them); its result is an `Accumulator` that any other op may read
+  only after a `wait_group` retired its group (reading it earlier is an error naming the
+  wgmma), and the shared-memory bytes it read must be unchanged then (an overwrite before the
+  wait is an error); the shared memory it reads must have been written before the last
+  barrier, or ordered before every warp of the warpgroup by a named barrier or an mbarrier
+  (another warp's stores are otherwise a race), and covered by a `fence.proxy.async` in or
+  after the epoch of the write (the generic-proxy stores are otherwise invisible to the async
+  proxy); those bytes count as read by the warpgroup (`memory.retire_reads`: ordered before
+  what its warps do after the wait_group that retires it, and before what other warps do
+  after a barrier or an acquire of that), and by every warp until the next barrier where
+  warps do not run apart, so a store into them is a race. Bytes a TMA load wrote are
   async-proxy writes and need neither: only that the load landed and that every thread of the
   warpgroup waited on the mbarrier phase that delivered them (`memory.check_tma_access`);
-  `in_flight_reads` gives the bytes the wgmmas not yet retired read (a TMA load into them is
-  refused);
+  `in_flight_reads` gives the bytes the wgmmas not yet retired read, in every warpgroup (a
+  TMA load into them is refused). Warpgroups with no active thread take no part (their
+  descriptors are not read);
 * `llvm.mlir.zero` and `llvm.mlir.undef` (accumulator structs: zeros, or NaN), `llvm.insertvalue` (one register of an
   accumulator replaced) and `memref.extract_aligned_pointer_as_index`
   (the shared address of a view: shared memory starts at address 0 here).
@@ -40,11 +46,10 @@ import numpy as np
 from mlir import ir
 from mlir.dialects import llvm
 
-from napkin_mlir.emulator.machine import GRANULE, EmulationError, Machine, MemRef, Step
-from napkin_mlir.emulator.memory import check_tma_access
+from napkin_mlir.emulator.machine import GRANULE, WARP, WARPGROUP, EmulationError, Machine, MemRef, Step
+from napkin_mlir.emulator.memory import check_tma_access, retire_reads
 from napkin_mlir.emulator.program import Compiler, numpy_dtype, rule
 
-WARPGROUP = 128
 WGMMA_M = 64
 SWIZZLE_LAYOUTS = {1: 128}  # descriptor layout field -> swizzle bytes (64B and 32B: not yet)
 
@@ -52,17 +57,20 @@ SWIZZLE_LAYOUTS = {1: 128}  # descriptor layout field -> swizzle bytes (64B and 
 class Accumulator:
     """A wgmma's result: float32 (registers, CTAs, threads), readable once a wait_group
     retired its group; with the shared-memory bytes it read (addresses and values), which
-    must not change before then."""
+    must not change before then; and the epoch it was issued in."""
 
-    def __init__(self, values: np.ndarray, where: str, reads: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    def __init__(self, values: np.ndarray, where: str, reads: list[tuple[np.ndarray, np.ndarray]], epoch: int) -> None:
         self.values = values
         self.where = where
         self.reads = reads
+        self.epoch = epoch
         self.retired = False
 
     def retire(self, m: Machine) -> None:
+        if self.retired:
+            return
         for addr, seen in self.reads:
-            if not np.array_equal(_bytes_at(m, addr), seen):
+            if not np.array_equal(np.where(addr >= 0, _bytes_at(m, np.maximum(addr, 0)), seen), seen):
                 raise EmulationError(
                     "shared memory a wgmma reads was overwritten before a wgmma.wait_group retired it "
                     f"(the wgmma at {self.where})"
@@ -85,14 +93,21 @@ class Accumulator:
 
 
 @dataclass
-class _WgmmaState:
-    """Per machine: whether a wgmma.fence opened the current group, the open and committed
-    groups, and per CTA the barrier interval of the last fence.proxy.async."""
+class _Warpgroup:
+    """One warpgroup's wgmma state: whether a wgmma.fence opened the current group, the open
+    group and the committed ones."""
 
     fenced: bool = False
     open: list[Accumulator] = field(default_factory=list)
     groups: deque[list[Accumulator]] = field(default_factory=deque)
-    proxy_epoch: np.ndarray | None = None
+
+
+@dataclass
+class _WgmmaState:
+    """Per machine: each warpgroup's state, and per CTA the epoch of the last fence.proxy.async."""
+
+    warpgroups: list[_Warpgroup]
+    proxy_epoch: np.ndarray
 
 
 _STATES: weakref.WeakKeyDictionary[Machine, _WgmmaState] = weakref.WeakKeyDictionary()
@@ -100,8 +115,19 @@ _STATES: weakref.WeakKeyDictionary[Machine, _WgmmaState] = weakref.WeakKeyDictio
 
 def _state(m: Machine) -> _WgmmaState:
     if m not in _STATES:
-        _STATES[m] = _WgmmaState(proxy_epoch=np.full(m.C, -1, np.int64))
+        _STATES[m] = _WgmmaState([_Warpgroup() for _ in range(m.T // WARPGROUP)], np.full(m.C, -1, np.int64))
     return _STATES[m]
+
+
+def _running(m: Machine) -> np.ndarray:
+    """Per CTA and warpgroup, whether it executes the op (whole warpgroups: checked before)."""
+    return m.mask.reshape(m.C, -1, WARPGROUP).any(axis=2)
+
+
+def _active(m: Machine) -> list[_Warpgroup]:
+    """The states of the warpgroups with an active thread (in any CTA of the batch)."""
+    s = _state(m)
+    return [s.warpgroups[g] for g in np.nonzero(_running(m).any(axis=0))[0]]
 
 
 def _whole_warpgroups(m: Machine, where: str) -> None:
@@ -176,7 +202,8 @@ def _wgmma_fence(op: ir.Operation, c: Compiler) -> Step:
     def step(m: Machine) -> None:
         _whole_warpgroups(m, where)
         m.count("wgmma.fence")
-        _state(m).fenced = True
+        for wg in _active(m):
+            wg.fenced = True
 
     return step
 
@@ -188,9 +215,9 @@ def _wgmma_commit(op: ir.Operation, c: Compiler) -> Step:
     def step(m: Machine) -> None:
         _whole_warpgroups(m, where)
         m.count("wgmma.commit_group")
-        s = _state(m)
-        s.groups.append(s.open)
-        s.open = []
+        for wg in _active(m):
+            wg.groups.append(wg.open)
+            wg.open = []
 
     return step
 
@@ -203,11 +230,18 @@ def _wgmma_wait(op: ir.Operation, c: Compiler) -> Step:
     def step(m: Machine) -> None:
         _whole_warpgroups(m, where)
         m.count("wgmma.wait_group")
+        running = _running(m)
         s = _state(m)
-        while len(s.groups) > pending:
-            for acc in s.groups.popleft():
-                acc.retire(m)
-        s.fenced = False
+        for g in np.nonzero(running.any(axis=0))[0]:
+            wg = s.warpgroups[g]
+            latest = -1
+            while len(wg.groups) > pending:
+                for acc in wg.groups.popleft():
+                    acc.retire(m)
+                    latest = max(latest, acc.epoch)
+            if latest >= 0:
+                retire_reads(m, np.nonzero(running[:, g])[0], int(g), latest)
+            wg.fenced = False
 
     return step
 
@@ -218,8 +252,8 @@ def in_flight_reads(m: Machine) -> list[tuple[np.ndarray, str]]:
     s = _STATES.get(m)
     if s is None:
         return []
-    live = s.open + [acc for group in s.groups for acc in group]
-    return [(addr, acc.where) for acc in live for addr, _ in acc.reads]
+    live = {id(acc): acc for wg in s.warpgroups for acc in wg.open + [a for group in wg.groups for a in group]}
+    return [(addr, acc.where) for acc in live.values() if not acc.retired for addr, _ in acc.reads]
 
 
 def _attr(op: ir.Operation, name: str) -> str:
@@ -265,34 +299,44 @@ def _bytes_at(m: Machine, addr: np.ndarray) -> np.ndarray:
     return m.smem[cta, addr].astype(np.uint16) | (m.smem[cta, addr + 1].astype(np.uint16) << 8)
 
 
-def _read_operand(m: Machine, addr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
-    """16-bit elements at byte addresses (C, G, ...) of each CTA's shared memory, as float32;
-    checks bounds, alignment, the barrier and the proxy fence since they were written, and marks
-    them read by every warp (until the next barrier), in the CTAs that execute the wgmma (a CTA
-    whose loop has ended while others go on is not reading)."""
-    if np.any(addr < 0) or np.any(addr + dtype.itemsize > m.smem_bytes):
-        bad = addr[(addr < 0) | (addr + dtype.itemsize > m.smem_bytes)].flat[0]
+def _read_operand(m: Machine, addr: np.ndarray, dtype: np.dtype, where: str, run: np.ndarray, op: int) -> np.ndarray:
+    """16-bit elements at byte addresses (C, G, ...) of each CTA's shared memory, as float32,
+    for the warpgroups `run` (C, G) that execute the wgmma (a CTA whose loop has ended while
+    others go on is not reading, nor a warpgroup of another role); checks bounds, alignment,
+    that the writes are ordered before every warp of the warpgroup and covered by a proxy
+    fence, and marks the bytes read by the warpgroup."""
+    on = np.broadcast_to(run.reshape(run.shape + (1,) * (addr.ndim - 2)), addr.shape)
+    live = addr[on]
+    if np.any(live < 0) or np.any(live + dtype.itemsize > m.smem_bytes):
+        bad = live[(live < 0) | (live + dtype.itemsize > m.smem_bytes)].flat[0]
         raise EmulationError(
             f"wgmma reads shared memory out of bounds: byte {int(bad)} of {m.smem_bytes} B of dynamic shared memory",
             where,
         )
-    if np.any(addr % dtype.itemsize):
+    if np.any(live % dtype.itemsize):
         raise EmulationError("wgmma operand element address misaligned", where)
     cta = np.arange(m.C).reshape((m.C,) + (1,) * (addr.ndim - 1))
-    gran = addr // GRANULE
-    active = m.mask.any(axis=1).reshape((m.C,) + (1,) * (addr.ndim - 1))
+    gran = np.where(on, addr, 0) // GRANULE
     if m.tma is not None:  # bytes TMA loads deliver: landed, and seen by the whole warpgroup
-        ctas, groups = np.nonzero(np.broadcast_to(active.reshape(m.C, 1), gran.shape[:2]))
+        ctas, groups = np.nonzero(run)
         threads = groups[:, None] * WARPGROUP + np.arange(WARPGROUP)
         check_tma_access(m, "a wgmma operand", ctas, threads, gran[ctas, groups].reshape(len(ctas), -1), where, False)
-    values = _bytes_at(m, addr).view(dtype).astype(np.float32)
-    written = np.where(active, m.w_epoch[cta, gran], -1)
-    if np.any(written == m.epoch):
-        raise EmulationError(
-            "wgmma reads shared memory written in the same barrier interval (no barrier between the stores and "
-            "the wgmma: a race with the other warps' stores)",
-            where,
-        )
+    values = _bytes_at(m, np.where(on, addr, 0)).view(dtype).astype(np.float32)
+    written = np.where(on, m.w_epoch[cta, gran], -1)
+    late = written >= m.base
+    if late.any():  # stores since the last barrier: ordered before every warp of the warpgroup?
+        c, g, *rest = np.nonzero(late)
+        spot = (c, g, *rest)
+        writer, epoch = m.w_warp[c, gran[spot]], written[spot]
+        warps = g[:, None] * (WARPGROUP // WARP) + np.arange(WARPGROUP // WARP)
+        after = epoch[:, None] >= m.floor[c[:, None], warps, np.maximum(writer, 0)[:, None]]
+        if np.any(after & (warps != writer[:, None])):
+            raise EmulationError(
+                "wgmma reads shared memory written in the same barrier interval (no barrier between the stores and "
+                "the wgmma, nor a named barrier or mbarrier ordering them before every warp of the warpgroup: a race "
+                "with the other warps' stores)",
+                where,
+            )
     fence = _state(m).proxy_epoch.reshape((m.C,) + (1,) * (addr.ndim - 1))
     if np.any((written >= 0) & (fence < written)):
         raise EmulationError(
@@ -300,10 +344,14 @@ def _read_operand(m: Machine, addr: np.ndarray, dtype: np.dtype, where: str) -> 
             "stores are not visible to the async proxy)",
             where,
         )
-    ctas = np.broadcast_to(cta, gran.shape)[np.broadcast_to(active, gran.shape)]
-    grans = gran[np.broadcast_to(active, gran.shape)]
+    ctas = np.broadcast_to(cta, gran.shape)[on]
+    grans = gran[on]
     m.r_epoch[ctas, grans] = m.epoch
     m.r_warp[ctas, grans] = -2
+    m.r_op[ctas, grans] = op
+    if m.readers is not None:  # the warpgroup's column: ordered by its wait_group (`retire_reads`)
+        group = np.broadcast_to(np.arange(run.shape[1]).reshape((1, -1) + (1,) * (addr.ndim - 2)), addr.shape)
+        m.readers[ctas, grans, m.warps + group[on]] = m.epoch
     return values
 
 
@@ -333,23 +381,31 @@ def _wgmma(op: ir.Operation, c: Compiler) -> Step:
     acc_in, desc_a, desc_b = (c.slot(v) for v in op.operands)
     out = c.slot(op.results[0])
     rows, cols = _fragment_index(n)
+    op_id = c.op_id(op)
 
     def step(m: Machine) -> None:
         _whole_warpgroups(m, where)
-        s = _state(m)
-        if not s.fenced:
+        run = _running(m)
+        if not run.any():
+            m.env[out] = m.env[acc_in]
+            return
+        active = _active(m)
+        if not all(wg.fenced for wg in active):
             raise EmulationError("wgmma with no wgmma.fence since the last wgmma.wait_group", where)
         m.count("wgmma.mma_async")
         groups = m.T // WARPGROUP
         descs = []
         for slot in (desc_a, desc_b):
             d = m.full(m.env[slot], 0).reshape(m.C, groups, WARPGROUP)
-            if np.any(d != d[:, :, :1]):
+            if np.any((d != d[:, :, :1]).any(axis=2) & run):
                 raise EmulationError("wgmma descriptors differ between the threads of a warpgroup", where)
-            descs.append(d[:, :, 0])
+            d = d[:, :, 0].copy()
+            d[~run] = d[run][0]  # warpgroups not running: a running one's, never read
+            descs.append(d)
         a_addr = _operand_addresses(descs[0], WGMMA_M, k, a_k_major, 2, where)
         b_addr = _operand_addresses(descs[1], n, k, b_k_major, 2, where)
-        a, b = _read_operand(m, a_addr, dtype, where), _read_operand(m, b_addr, dtype, where)
+        a = _read_operand(m, a_addr, dtype, where, run, op_id)
+        b = _read_operand(m, b_addr, dtype, where, run, op_id)
         d = np.einsum("cgmk,cgnk->cgmn", a, b, dtype=np.float32)  # (C, G, 64, n)
         acc = m.env[acc_in]
         prev = acc.values if isinstance(acc, Accumulator) else np.asarray(acc, np.float32)
@@ -358,9 +414,11 @@ def _wgmma(op: ir.Operation, c: Compiler) -> Step:
             d = d.copy()
             d[:, :, rows, cols] += regs.transpose(1, 2, 3, 0)
         new = d[:, :, rows, cols].transpose(3, 0, 1, 2).reshape(n // 2, m.C, m.T)
-        reads = [(x, _bytes_at(m, x)) for x in (a_addr, b_addr)]
-        result = Accumulator(new.astype(np.float32), where, reads)
-        s.open.append(result)
+        ran = run.reshape((*run.shape, 1, 1))
+        reads = [(np.where(ran, x, -2), _bytes_at(m, np.where(ran, x, 0))) for x in (a_addr, b_addr)]  # -2: not read
+        result = Accumulator(new.astype(np.float32), where, reads, m.epoch)
+        for wg in active:
+            wg.open.append(result)
         m.env[out] = result
 
     return step

@@ -76,7 +76,7 @@ def run_kernel(
         m = Machine(kernel.slots, kernel.op_names, block, grid, ids, smem_bytes, stats, writers)
         for (slot, _), ref in zip(kernel.args, bound, strict=True):
             m.env[slot] = ref
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # inactive lanes compute too
             m.run(kernel.body)
         stats.unretired_copies += sum(len(g) for g in m.groups) + len(m.open_copies)
         stats.unretired_copies += m.tma.in_flight if m.tma is not None else 0  # TMA loads never waited for

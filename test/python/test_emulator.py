@@ -508,7 +508,7 @@ def test_cli_emulates_a_compiled_sidecar(tmp_path) -> None:
     ("args", "message"),
     [
         (["attention"], "--dims is required"),
-        (["matmul", "--dims", "m=64,n=64,k=64", "--kernel", "tensorcore"], "only attention has a tensor-core rule"),
+        (["matmul", "--dims", "m=64,n=64,k=64", "--kernel", "tensorcore"], "only attention has an mma.sync rule"),
         (["attention", "--dims", "b=1,h=1,q=64,x=64,d=64", "--kernel", "tensorcore"], "takes bf16/f16"),
         (["missing.json"], "cannot read sidecar missing.json"),
     ],

@@ -137,6 +137,6 @@ def test_emulate_grad_kernels_selects_by_role_on_the_tensor_cores(seed: int, run
     sections = [ln.removeprefix("== ") for ln in r.stdout.splitlines() if ln.startswith("== ")]
     assert sections == ["attention", "attention_vjp_dQ"]
     kernels = [ln.strip() for ln in r.stdout.splitlines() if ln.strip().startswith("kernel: ")]
-    assert len(kernels) == 2 and all(k.startswith("kernel: tensorcore") for k in kernels), r.stdout
+    assert len(kernels) == 2 and all(k.startswith("kernel: mma-sync") for k in kernels), r.stdout
     bad = run_cli("napkin", "emulate", "attention", "--grad", "--grad-kernels", "dq", "--dims", "b=1,h=1,q=8,x=8,d=8")
     assert bad.rc == 2 and bad.stderr.startswith("error: --grad-kernels") and "Traceback" not in bad.stderr

@@ -218,7 +218,7 @@ ATTENTION = [
     ({"b": 1, "h": 2, "q": 100, "x": 70, "d": 64}, "bf16", True, None),
     ({"b": 2, "h": 1, "q": 130, "x": 170, "d": 128}, "f16", False, None),
     ({"b": 1, "h": 4, "q": 70, "x": 100, "d": 64}, "bf16", True, 2),  # grouped-query: r = 2
-    ({"b": 1, "h": 1, "q": 70, "x": 150, "d": 256}, "bf16", False, None),
+    ({"b": 1, "h": 1, "q": 150, "x": 150, "d": 256}, "bf16", False, None),
 ]
 ATTENTION_IDS = ["hd64-causal-rem", "hd128-f16-rem", "gqa-causal", "hd256-rem"]
 
@@ -238,29 +238,38 @@ def test_attention_kernel_assembles_and_orders_its_waits(variant: tuple, tmp_pat
     report = assemble(ptx, "sm_90a", tmp_path / "att.cubin")
     assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, report["raw"]
     assert "warning" not in str(report["raw"]).lower(), report["raw"]
-    assert kernel.block == (128, 1, 1) and kernel.grid == (-(-dims["q"] // 64), dims["h"], dims["b"])
-    assert (
-        kernel.dynamic_smem_bytes == SMEM_ALIGN + 5 * 64 * dims["d"] * 2 + 64 * 64 * 2 <= MAX_SMEM
-    )  # Q, K and V x 2, P
-    tokens = {**TOKENS, "mbarrier.try_wait.parity": "T", "cp.async.bulk.tensor": "L", "mbarrier.init": "I"}
-    lines = [re.sub(r"^@%p\d+\s+", "", line.strip()) for line in ptx.splitlines()]
+    consumers = 2 if dims["q"] >= 128 else 1  # warpgroups of 64 query rows, after the producer
+    rows = 64 * consumers
+    assert kernel.block == (128 * (1 + consumers), 1, 1)
+    assert kernel.grid == (-(-dims["q"] // rows), dims["h"], dims["b"])
+    # each consumer's Q, K and V x 2 stages, each consumer's P
+    assert kernel.dynamic_smem_bytes == SMEM_ALIGN + (consumers + 4) * 64 * dims["d"] * 2 + consumers * 64 * 64 * 2
+    assert kernel.dynamic_smem_bytes <= MAX_SMEM
+    tokens = {
+        **TOKENS,
+        "mbarrier.try_wait.parity": "T",
+        "cp.async.bulk.tensor": "L",
+        "mbarrier.init": "I",
+        "mbarrier.arrive.expect_tx": "E",
+        "mbarrier.arrive.shared": "R",
+        "setmaxnreg.inc.sync.aligned.u32 240": "U",
+        "setmaxnreg.dec.sync.aligned.u32 24": "D",
+    }
+    lines = [re.sub(r"\s+", " ", re.sub(r"^@%p\d+\s+", "", line.strip())) for line in ptx.splitlines()]
     seq = "".join(tokens[k] for line in lines for k in tokens if line.startswith(k))
-    # barriers initialised and published; Q, then K and V of the first two chunks by TMA; Q
-    # waited for; per chunk: K waited for, S = Q Kᵀ (d/16 wgmma) waited for, P published, V
-    # waited for, O += P V (4) waited for, a barrier, then the stage refilled (K and V by TMA;
-    # LLVM drops the refill where at most two chunks exist)
+    # seven barriers initialised and published; the consumers take 240 registers, wait for Q
+    # and, per chunk: K waited for, S = Q Kᵀ (d/16 wgmma) waited for, P published (proxy
+    # fence, the warpgroup's named barrier), V waited for, O += P V (4) waited for, the stage
+    # released; the producer gives registers back (24), announces and loads Q (a tile per
+    # consumer), then per chunk waits for the stage's release and loads K and V (LLVM unrolls
+    # that loop by the chunk count it can bound)
     s_steps, boxes = dims["d"] // 16, dims["d"] // 64
-    refill = "" if dims["x"] <= 128 else f"L{{{2 * boxes}}}"
-    assert re.fullmatch(
-        rf"I{{5}}BL{{{boxes}}}L{{{2 * boxes}}}L{{{2 * boxes}}}TTFM{{{s_steps}}}CWPBTFM{{4}}CWB{refill}", seq
-    ), seq
-    # one announcement of the bytes per tile load (Q, K, V), each before its copies
-    assert re.fullmatch(
-        r"(EL+)+",
-        "".join(
-            "E" if "expect_tx" in ln else "L" for ln in lines if "expect_tx" in ln or ln.startswith("cp.async.bulk")
-        ),
-    )
+    consumer = rf"UTTFM{{{s_steps}}}CWPBTFM{{4}}CWR"
+    producer = rf"D(EL{{{boxes}}}){{{consumers}}}(T?(EL{{{boxes}}}){{2}})+"
+    assert re.fullmatch(rf"I{{7}}B({consumer}{producer}|{producer}{consumer})", seq), seq  # in either block order
+    named = r"bar.sync\s+%r\d+, 128;" if consumers > 1 else r"bar.sync\s+1, 128;"
+    assert re.search(named, ptx), "the consumers' named barrier (id 1 + warpgroup, 128 threads)"
+    assert ".maxntid" in ptx and ".minnctapersm 1" in ptx  # what setmaxnreg needs from ptxas
     el = dtype
     assert f"m64n64k16.f32.{el}.{el}" in ptx and f"m64n{dims['d']}k16.f32.{el}.{el}" in ptx
 
@@ -307,9 +316,10 @@ def _file_attention(name: str, dims: dict[str, int], stop: str) -> tuple[GpuKern
     return kernel, text, plain
 
 
-def _visited_chunks(plain: str, q: int, x: int) -> int:
-    """The chunks of 64 keys the CTAs must visit: per 64-row tile, from the first to the last
-    chunk where the diagram's mask keeps some entry (its predicate evaluated densely)."""
+def _visited_chunks(plain: str, q: int, x: int, rows: int) -> int:
+    """The chunks of 64 keys the CTAs must visit: per tile of `rows` query rows, from the
+    first to the last chunk where the diagram's mask keeps some entry (its predicate
+    evaluated densely)."""
     from napkin_mlir.ir.masks import evaluate, mask_parts, read_predicate
 
     with napkin_context():
@@ -318,8 +328,8 @@ def _visited_chunks(plain: str, q: int, x: int) -> int:
         mask = next(op.operation for op in func.regions[0].blocks[0].operations if op.operation.name == "napkin.mask")
         keep = evaluate(read_predicate(mask_parts(mask).block), np.arange(q)[:, None], np.arange(x)[None, :], (q, x))
     total = 0
-    for r0 in range(0, q, 64):
-        chunks = np.nonzero(keep[r0 : r0 + 64].reshape(-1, x).any(axis=0))[0] // 64
+    for r0 in range(0, q, rows):
+        chunks = np.nonzero(keep[r0 : r0 + rows].reshape(-1, x).any(axis=0))[0] // 64
         total += int(chunks.max() - chunks.min() + 1) if chunks.size else 0
     return total
 
@@ -327,8 +337,9 @@ def _visited_chunks(plain: str, q: int, x: int) -> int:
 @pytest.mark.parametrize("case", MASKED, ids=[name.removesuffix("_attention") for name, _ in MASKED])
 def test_masked_attention_passes_on_the_emulator_and_skips_chunks(case: tuple, seed: int) -> None:
     """The mask's predicate runs per element (judged against the diagram's interpretation) and
-    the chunks it drops everywhere in a CTA's rows are never read: the global reads are the Q
-    tiles plus 16 KiB (K and V) per visited chunk, against every chunk for plain attention."""
+    the chunks it drops everywhere in a CTA's rows (128, two consumer warpgroups) are never
+    read: the global reads are the Q tiles plus 16 KiB (K and V) per visited chunk, against
+    every chunk for plain attention."""
     name, dims = case
     kernel, text, plain = _file_attention(name, dims, "gpu")
     report = emulate_kernel(kernel, text, seed, diagram=plain)
@@ -336,13 +347,15 @@ def test_masked_attention_passes_on_the_emulator_and_skips_chunks(case: tuple, s
     plain_kernel, plain_text = _attention(dims, "bf16", False, "gpu")
     unmasked = emulate_kernel(plain_kernel, plain_text, seed)
     assert unmasked.passed, unmasked.lines()
-    ctas, chunks = dims["q"] // 64, dims["x"] // 64
-    q_bytes, chunk_bytes = ctas * 64 * dims["d"] * 2, 2 * 64 * dims["d"] * 2
+    rows = 128 if dims["q"] >= 128 else 64
+    ctas, chunks = -(-dims["q"] // rows), dims["x"] // 64
+    q_bytes, chunk_bytes = dims["q"] * dims["d"] * 2, 2 * 64 * dims["d"] * 2
     assert unmasked.stats.global_read_bytes == q_bytes + ctas * chunks * chunk_bytes
-    visited = _visited_chunks(plain, dims["q"], dims["x"])
+    visited = _visited_chunks(plain, dims["q"], dims["x"], rows)
     assert visited < ctas * chunks
     assert report.stats.global_read_bytes == q_bytes + visited * chunk_bytes
-    assert report.stats.warp_instructions["wgmma.mma_async"] == 4 * visited * (4 + 4)  # 4 warps x (S, PV)
+    warps = 4 * rows // 64  # the consumers' warps each issue d/16 wgmma for S and 4 for P V per chunk
+    assert report.stats.warp_instructions["wgmma.mma_async"] == warps * visited * (dims["d"] // 16 + 4)
 
 
 def test_masked_attention_assembles(tmp_path: Path) -> None:
@@ -432,21 +445,25 @@ def test_variants_assemble_without_spills(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("broken", "caught"),
     [
-        ("no-mbarrier-wait", "read before the mbarrier wait"),
-        ("wrong-parity", "read before the mbarrier wait"),
-        ("no-stage-release", "stage reused before it was released|shared-memory race"),
+        ("no-mbarrier-wait", "read before the mbarrier wait|in flight|more arrivals"),
+        ("wrong-parity", "read before the mbarrier wait|deadlock"),
+        ("no-stage-release", "deadlock"),
+        ("early-release", "shared-memory race.*mma_async|stage reused before it was released"),
+        ("no-named-barrier", "wgmma reads shared memory written in the same barrier interval"),
         ("no-proxy-fence", "fence.proxy.async"),
     ],
 )
 def test_pipelined_attention_without_its_wait_or_fence_fails(
     broken: str, caught: str, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
-    """K and V of the next chunks arrive by TMA while this one computes: a kernel that reads a
-    stage without waiting on its mbarrier, or at the other parity (the previous phase, which
-    has completed), reads bytes a load has not delivered; one that refills a stage before
-    every warp is done with it (no barrier) overwrites what a wgmma or another warp still
-    reads; P's generic stores without the proxy fence are invisible to the wgmma. The
-    emulator names each."""
+    """The producer brings K and V of the next chunks by TMA while the consumers compute: a
+    kernel that reads a stage without waiting on its mbarrier, or at the other parity (the
+    previous phase, which has completed), reads bytes a load has not delivered; consumers that
+    never release a stage leave the producer waiting forever (a deadlock, named, not a hang);
+    a release before the wgmma reading the stage was waited for lets the producer overwrite
+    what it reads; P's generic stores without the warpgroup's named barrier race with the
+    wgmma of the other warps, and without the proxy fence are invisible to it. The emulator
+    names each."""
     from mlir.dialects import arith
 
     from napkin_mlir.backends.gpu import hopper_attention
@@ -459,22 +476,22 @@ def test_pipelined_attention_without_its_wait_or_fence_fails(
         monkeypatch.setattr(
             kernel_class, "wait", lambda self, barrier, parity: real_wait(self, barrier, arith.xori(parity, self.c(1)))
         )
-    elif broken == "no-stage-release":  # the barrier right after O += P V dropped
-        real_pv, real_barrier, after_pv = kernel_class.pv, hopper_attention.gpu.BarrierOp, []
+    elif broken == "no-stage-release":
+        monkeypatch.setattr(hopper_attention.nvgpu, "MBarrierArriveOp", lambda *a, **k: None)
+    elif broken == "early-release":  # the stage released before O += P V reads V
+        real_pv, real_release = kernel_class.pv, kernel_class.release
 
-        def pv(self: object, acc: object) -> object:
-            after_pv.append(True)
+        def pv(self: hopper_attention._AttentionKernel, acc: ir.Value) -> ir.Value:
+            real_release(self, self.stage)
             return real_pv(self, acc)
 
-        def barrier() -> None:
-            if not after_pv or not after_pv.pop():
-                real_barrier()
-
         monkeypatch.setattr(kernel_class, "pv", pv)
-        monkeypatch.setattr(hopper_attention.gpu, "BarrierOp", barrier)
+        monkeypatch.setattr(kernel_class, "release", lambda self, stage: None)
+    elif broken == "no-named-barrier":
+        monkeypatch.setattr(hopper_attention.nvvm, "BarrierOp", lambda *a, **k: None)
     else:
         monkeypatch.setattr(hopper_attention.nvvm, "FenceProxyOp", lambda *a, **k: None)
-    dims = {"q": 100, "x": 300, "d": 64}
+    dims = {"q": 200, "x": 300, "d": 64}
     kernel, text, plain = _file_attention("softcap_attention", dims, "gpu")
     with pytest.raises(NapkinError, match=caught):
         emulate_kernel(kernel, text, seed, diagram=plain)

@@ -154,6 +154,8 @@ def test_compile_without_tiles_takes_the_models_choice(
                 "bf16",
                 "--target",
                 target,
+                "--kernel",
+                "mma-sync",
                 "-o",
                 str(out),
             ]
@@ -170,6 +172,46 @@ def test_compile_without_tiles_takes_the_models_choice(
     )
     assert side["problem"]["tile"] == {"q": expect.tiles["q"], "x": expect.tiles["x"]}
     assert side["ptxas"]["spill_stores_bytes"] == 0 and "chosen by the cost model" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("target", "dims", "said", "kind"),
+    [
+        ("sm_90a", "b=1,h=2,q=300,x=200,d=128", "kernel: wgmma", "wgmma"),
+        ("sm_90a", "b=1,h=2,q=300,x=200,d=96", "kernel: mma-sync (wgmma: ", "tensorcore"),
+        ("sm_80", "b=1,h=2,q=300,x=200,d=128", "kernel: mma-sync", "tensorcore"),
+    ],
+    ids=["hopper-wgmma", "hopper-falls-back", "ampere"],
+)
+def test_auto_picks_wgmma_on_hopper_and_mma_sync_elsewhere(
+    target: str, dims: str, said: str, kind: str, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --kernel, sm_90a takes the warp-specialized wgmma kernel where it takes the
+    program and says why it does not elsewhere (head dim 96: the mma.sync rule), sm_80 the
+    mma.sync rule."""
+    from napkin_mlir.cli.napkin import main
+
+    out = tmp_path / "k.mlir"
+    with pytest.raises(SystemExit) as done:
+        main(
+            [
+                "compile",
+                "attention",
+                "--dims",
+                dims,
+                "--dtype",
+                "bf16",
+                "--target",
+                target,
+                "--emit",
+                "gpu",
+                "-o",
+                str(out),
+            ]
+        )
+    assert done.value.code == 0
+    assert said in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".mlir.json").read_text())["problem"]["kernel"] == kind
 
 
 def _occupancy(hw, registers: int, smem: int, warps: int) -> int:

@@ -269,7 +269,7 @@ def test_emulate_softcap_file_takes_the_tensor_cores_and_passes(seed: int) -> No
         "napkin", "emulate", str(EXAMPLES / "softcap_attention.mlir"), "--dims", "q=40,x=40", "--seed", str(seed)
     )
     assert r.rc == 0 and r.last_line().startswith("PASS"), r.describe()
-    assert "kernel: tensorcore" in r.stdout and "tensor-core rule" not in r.stdout, r.describe()
+    assert "kernel: mma-sync" in r.stdout and "tensor-core rule" not in r.stdout, r.describe()
     assert "against the JAX interpretation of the diagram" in r.last_line()
 
 
@@ -310,7 +310,7 @@ def test_attention_file_takes_the_tensor_cores_like_the_builtin(tmp_path: Path, 
     )
     assert r.rc == 0, r.describe()
     r = run_cli_in_process("napkin", "compile", str(att), *common, "-o", str(tmp_path / "f.mlir"))
-    assert r.rc == 0 and "kernel: tensorcore" in r.stdout, r.describe()
+    assert r.rc == 0 and "kernel: mma-sync" in r.stdout, r.describe()
     r = run_cli_in_process(
         "napkin", "compile", "attention", "--dims", dims, "--dtype", "bf16", "--causal", *common,
         "-o", str(tmp_path / "b.mlir"),

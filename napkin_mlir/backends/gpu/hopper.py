@@ -51,7 +51,11 @@ def compile_wgmma(
     if name != "attention" and not _is_attention(diagram):
         return compile_wgmma_matmul(diagram, target, stop_after, tiles, filename)
     check_target(target)
-    want = wgmma_attention_tiles()
+    if "q" not in sizes:
+        raise WgmmaRefusal(
+            "the wgmma attention kernel tiles the axes q (queries) and x (keys); the diagram has no axis q"
+        )
+    want = wgmma_attention_tiles(sizes["q"])
     if tiles and any(tiles.get(a, t) != t for a, t in want.items()):
         raise WgmmaRefusal(f"the wgmma attention kernel's tiles are {want}, got --tile {tiles}")
     if name == "attention":

@@ -1,30 +1,38 @@
-"""The Hopper rule for attention (sm_90a): both contractions on wgmma, built with the bindings.
+"""The Hopper rule for attention (sm_90a): warp-specialized, TMA and wgmma, built with the bindings.
 
 `compile_wgmma_attention` takes the partitioned attention program (the derivation at tiles
-q = 64, x = 64), reads it through the tensor-core rule's matcher (`AttentionPlan`, which
-refuses by name every op it does not implement) and refuses what this first Hopper kernel
-does not hold yet: head dims other than 64, 128 and 256, other tiles. The program's score ops and
-ops on the output are computed by their rules (`tensorcore_scores.SCORE_RULES`, shared with
-the mma.sync kernel), the arrays they read (a bias table, a slope per head, segment ids) are
-kernel arguments after V, read from global memory at each element's coordinates. One
-warpgroup (128 threads) per
-64 query rows of one (batch, query head); with grouped-query heads, the r query heads of a
-key/value head each take their own CTAs (each loads the K/V chunks itself):
+q = 128, x = 64; q = 64 below 128 query rows), reads it through the tensor-core rule's
+matcher (`AttentionPlan`, which refuses by name every op it does not implement) and refuses
+what this Hopper kernel does not hold: head dims other than 64, 128 and 256, other tiles.
+The program's score ops and ops on the output are computed by their rules
+(`tensorcore_scores.SCORE_RULES`, shared with the mma.sync kernel), the arrays they read (a
+bias table, a slope per head, segment ids) are kernel arguments after V, read from global
+memory at each element's coordinates. With grouped-query heads, the r query heads of a
+key/value head each take their own CTAs (each loads the K/V chunks itself).
 
-1. thread 0 initialises the mbarriers (one for Q, one for K and one for V in each of two
-   stages, each expecting one arrival), `fence.mbarrier_init`, barrier; it then announces
-   the bytes of a tile on its barrier (`mbarrier.arrive.expect_tx`) and brings it by TMA
-   (`cp.async.bulk.tensor`, tensor maps the runner encodes from the sidecar: kernel
-   arguments after the outputs) in boxes of 64 rows x 64 head columns, 128-byte swizzled
-   (K-major: d contiguous), rows past q or x filled with zeros by the TMA unit: Q, then K
-   and V of the first two chunks the CTA visits;
+A CTA holds 128 query rows of one (batch, query head) and 384 threads in three warpgroups
+with roles (FlashAttention-3's structure): warpgroup 0 is the producer, warpgroups 1 and 2
+the consumers, 64 rows each (one consumer and 256 threads for a 64-row tile):
+
+1. thread 0 initialises the mbarriers, `fence.mbarrier_init`, barrier: Q's (one arrival per
+   consumer's tile), K's and V's of each of two stages (one: the producer's, with the bytes
+   its loads bring), and each stage's release (one arrival per consumer warpgroup);
 2. the chunks of 64 keys the CTA visits: all, or, where the program's masks decide the
    stream (`plan.skips`: causal, a sliding window, chunks, a prefix), the range [lower,
    upper) a scan over the chunks finds by interval reasoning on the masks' predicates over
    the CTA's rows and each chunk's keys (`ir.masks.predicate_bounds`, once per CTA);
-3. every thread waits for Q's phase; for each visited chunk t (a loop counted from 0), in
-   stage t % 2 at parity (t / 2) % 2: K's barrier waited for; S = Q Kᵀ by d/16
-   `wgmma m64n64k16` (A = Q K-major, B = K K-major), waited for;
+3. the producer gives registers back (`setmaxnreg.dec` 24); its thread 0 announces the bytes
+   of each tile on its barrier (`mbarrier.arrive.expect_tx`) and brings it by TMA
+   (`cp.async.bulk.tensor`; tensor maps the runner encodes from the sidecar, kernel
+   arguments after the outputs) in boxes of 64 rows x 64 head columns, 128-byte swizzled
+   (K-major: d contiguous), rows past q or x filled with zeros by the TMA unit: each
+   consumer's Q, then for each visited chunk t it waits until the consumers released stage
+   t % 2 (parity ((t / 2) % 2) ^ 1: a fresh barrier's previous phase counts as complete)
+   and brings K and V into it;
+4. each consumer takes 240 registers (`setmaxnreg.inc`: 24 x 128 + 240 x 256 of the SM's
+   65,536) and waits for its Q; per visited chunk t, in stage t % 2 at parity (t / 2) % 2:
+   K's barrier waited for; S = Q Kᵀ by d/16 `wgmma m64n64k16` (A = Q K-major, B = K
+   K-major), waited for;
    the online softmax on the accumulator fragment (thread t holds rows 16 w + l/4 + 8 i and
    columns 8 j + 2 (l % 4) + c): the score ops on each element at its global (q, x) (a
    mask's predicate rebuilt op by op, -inf where false), keys past x masked to -inf, row
@@ -32,15 +40,16 @@ key/value head each take their own CTAs (each loads the K/V chunks itself):
    p = 2^(s·c − k·c) with c = scale·log2 e and the shift k = m', or 0 where m' = -inf (a row
    that has seen only masked keys: α = p = 0, not NaN), per-thread partial sums
    l = α l + Σ p, O *= α;
-   P (bf16/f16) stored into shared memory as a K-major swizzled A tile; `fence.proxy.async`,
-   barrier; V's barrier waited for; O += P V by four `wgmma m64n{d}k16` (A = P, B = V
-   MN-major), waited for; barrier (the stage is free); thread 0 refills the stage with the
-   chunk two ahead;
-4. l summed over the quad, the output ops on O / l, stored (pairs of columns), rows past q
+   P (bf16/f16) stored into the consumer's shared P tile (K-major, swizzled),
+   `fence.proxy.async`, the warpgroup's named barrier (`bar.sync 1 + cw, 128`); V's barrier
+   waited for; O += P V by four `wgmma m64n{d}k16` (A = P, B = V MN-major), waited for; its
+   thread 0 arrives on the stage's release barrier;
+5. l summed over the quad, the output ops on O / l, stored (pairs of columns), rows past q
    skipped.
 
-No warp specialization, setmaxnreg or register-A wgmma yet (P goes through shared memory),
-and each wgmma group is waited for before the next step.
+Not yet: pingpong between the consumers, the softmax overlapped with the next chunk's wgmma
+(each wgmma group is waited for before the next step), register-A wgmma (P goes through
+shared memory), fp8.
 """
 
 from __future__ import annotations
@@ -61,7 +70,8 @@ from napkin_mlir.backends.gpu.hopper_emit import (
     element_type,
     kernel_module,
 )
-from napkin_mlir.backends.gpu.hopper_plan import ELEMENT_BYTES, MAX_SMEM, SMEM_ALIGN, THREADS, WgmmaRefusal
+from napkin_mlir.backends.gpu.hopper_plan import ELEMENT_BYTES, MAX_SMEM, SMEM_ALIGN, WgmmaRefusal
+from napkin_mlir.backends.gpu.hopper_plan import THREADS as WARPGROUP
 from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
 from napkin_mlir.backends.gpu.sidecar import GpuKernel, KernelArg
 from napkin_mlir.backends.gpu.tensorcore import flex_description
@@ -72,22 +82,33 @@ from napkin_mlir.ir.arrays import ArrayType
 from napkin_mlir.ir.masks import MlirDomain, visited_chunks
 
 ENTRY = "attention_wgmma"
-TILE_Q = 64  # one warpgroup's wgmma M
+WG_ROWS = 64  # one consumer warpgroup's rows: wgmma's M
+MAX_CONSUMERS = 2  # consumer warpgroups per CTA (after the producer), one per 64 query rows
+#: Registers per thread after `setmaxnreg` (FlashAttention-3's split for two consumer
+#: warpgroups fed by TMA): 24 x 128 + 240 x 256 = 64,512 of the SM's 65,536.
+PRODUCER_REGISTERS, CONSUMER_REGISTERS = 24, 240
 TILE_X = 64  # keys per chunk: one 128-byte swizzle row of P
 HEAD_DIMS = (64, 128, 256)
 BLOCK = 64  # 16-bit columns per 128-byte swizzled row: tiles are stored in 64-column blocks
-BLOCK_BYTES = TILE_Q * SWIZZLE_BYTES  # one 64 x 64 block (8192 B)
+BLOCK_BYTES = WG_ROWS * SWIZZLE_BYTES  # one 64 x 64 block (8192 B)
 STAGES = 2  # K/V chunks in flight: the next one lands while this one computes
-Q_BARRIER, K_BARRIER, V_BARRIER = 0, 1, 1 + STAGES  # mbarrier ids (K's and V's: + the stage)
-BARRIERS = 1 + 2 * STAGES
+# mbarrier ids: Q's; K's, V's (full: the producer's loads landed) and the stage's release
+# (empty: every consumer warpgroup is done with it), + the stage
+Q_BARRIER, K_BARRIER, V_BARRIER, EMPTY_BARRIER = 0, 1, 1 + STAGES, 1 + 2 * STAGES
+BARRIERS = 1 + 3 * STAGES
 WAIT_TICKS = 10_000_000  # a hint to mbarrier.try_wait: how long one try may suspend the thread
-TILES = 1 + 2 * STAGES  # 64-row tiles of shared memory: Q, and K and V in each stage
 LOG2E = 1.4426950408889634
 
 
-def wgmma_attention_tiles() -> dict[str, int]:
-    """The tiles the derivation must use for this kernel."""
-    return {"q": TILE_Q, "x": TILE_X}
+def wgmma_attention_tiles(q: int) -> dict[str, int]:
+    """The tiles the derivation must use for this kernel at `q` query rows."""
+    return {"q": WG_ROWS * consumers(q), "x": TILE_X}
+
+
+def consumers(q: int) -> int:
+    """Consumer warpgroups for `q` query rows: two (128 rows per CTA, sharing each K/V
+    chunk), or one below 128 rows (the derivation's tile may not exceed the axis)."""
+    return MAX_CONSUMERS if q >= MAX_CONSUMERS * WG_ROWS else 1
 
 
 def compile_wgmma_attention(
@@ -101,19 +122,20 @@ def compile_wgmma_attention(
     plan = AttentionPlan.from_partitioned(partitioned, 16, filename, registers=False)  # ptxas counts them
     _check(plan)
     args = _kernel_args(partitioned, plan)
-    smem = SMEM_ALIGN + TILES * TILE_Q * plan.d * ELEMENT_BYTES + BLOCK_BYTES
+    cw = plan.gq // WG_ROWS
+    smem = SMEM_ALIGN + (cw + 2 * STAGES) * WG_ROWS * plan.d * ELEMENT_BYTES + cw * BLOCK_BYTES
     args += _tensor_maps(plan)
     if smem > MAX_SMEM:
         raise WgmmaRefusal(f"the wgmma attention kernel needs {smem} B of shared memory, over {MAX_SMEM}")
     kernel = GpuKernel(
         target,
         ENTRY,
-        (-(-plan.q // TILE_Q), plan.h * plan.r, plan.b),
-        (THREADS, 1, 1),
+        (-(-plan.q // plan.gq), plan.h * plan.r, plan.b),
+        (WARPGROUP * (1 + cw), 1, 1),
         smem,
         args,
         "",
-        problem={"kernel": "wgmma", "tile": {"q": TILE_Q, "x": TILE_X}},
+        problem={"kernel": "wgmma", "tile": {"q": plan.gq, "x": TILE_X}},
     )
     flex = flex_description(plan, args)  # for the GPU runner: FlexAttention beside the kernel
     if flex is not None:
@@ -125,7 +147,7 @@ def compile_wgmma_attention(
     row_shape = list(_q_shape(plan)[:-1])
     out_t = [q_t if out is None else ir.MemRefType.get(row_shape, scalar_type(out.dtype)) for out in plan.outputs]
     maps = [llvm.PointerType.get()] * 3  # the tensor maps of Q, K and V (device pointers)
-    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, *input_t, *out_t, *maps], THREADS)
+    module, body = kernel_module(ENTRY, [q_t, kv_t, kv_t, *input_t, *out_t, *maps], WARPGROUP * (1 + cw))
     with ir.InsertionPoint(body):
         _AttentionKernel(plan, body).build(*body.arguments)
         gpu.ReturnOp([])
@@ -146,8 +168,9 @@ def _check(plan: AttentionPlan) -> None:
         problems.append(f"bf16 or f16 inputs (got {plan.dtype})")
     if plan.d != plan.dv or plan.d not in HEAD_DIMS:
         problems.append(f"a head dim in {HEAD_DIMS} for Q, K and V (got {plan.d} and {plan.dv})")
-    if (plan.gq, plan.sx) != (TILE_Q, TILE_X):
-        problems.append(f"tiles q={TILE_Q}, x={TILE_X} (got q={plan.gq}, x={plan.sx})")
+    want = wgmma_attention_tiles(plan.q)
+    if (plan.gq, plan.sx) != (want["q"], want["x"]):
+        problems.append(f"tiles q={want['q']}, x={want['x']} (got q={plan.gq}, x={plan.sx})")
     if problems:
         raise WgmmaRefusal("the wgmma attention kernel takes " + "; ".join(problems))
 
@@ -157,7 +180,7 @@ def _tensor_maps(plan: AttentionPlan) -> list[KernelArg]:
     rows by 64 head columns (one 128-byte swizzled row each), one (b, h[, r]) at a time."""
     args = []
     for name, rank in zip(plan.names, (len(_q_shape(plan)), 4, 4), strict=True):
-        box = [BLOCK, TILE_Q] + [1] * (rank - 2)
+        box = [BLOCK, WG_ROWS] + [1] * (rank - 2)
         spec: dict[str, object] = {"of": name, "box": box, "swizzle": SWIZZLE_BYTES}
         args.append(KernelArg(f"{name}_map", "tensormap", plan.dtype, (), (), spec))
     return args
@@ -203,11 +226,12 @@ class _AttentionKernel(WgmmaBuilder):
         self.d = plan.d
         self.s_t = self.accumulator_type(TILE_X)
         self.o_t = self.accumulator_type(plan.d)
-        tile = TILE_Q * plan.d  # elements of the Q, K and V tiles
+        tile = WG_ROWS * plan.d  # elements of a 64-row Q, K or V tile
         self.tile = tile
-        # Q, then K and V in STAGES stages each (the next chunks land while this one computes)
-        self.k_elem, self.v_elem, self.p_elem = tile, (1 + STAGES) * tile, TILES * tile
-        self.elements = TILES * tile + TILE_Q * TILE_X
+        # each consumer's Q, then K and V in STAGES stages each, then each consumer's P
+        self.consumers = cw = plan.gq // WG_ROWS
+        self.k_elem, self.v_elem, self.p_elem = cw * tile, (cw + STAGES) * tile, (cw + 2 * STAGES) * tile
+        self.elements = self.p_elem + cw * WG_ROWS * TILE_X
         self.kb = KernelBuilder(entry)  # constants for the score and output ops' rules
         self.inputs = {i.arg: i for i in plan.inputs}
 
@@ -218,7 +242,6 @@ class _AttentionKernel(WgmmaBuilder):
         plan = self.plan
         inputs, outputs = rest[: len(plan.inputs)], rest[len(plan.inputs) : len(rest) - 3]
         maps = dict(zip("qkv", rest[len(rest) - 3 :], strict=True))
-        o = outputs[plan.o_position]
         self.row_args = [a for a, out in zip(outputs, plan.outputs, strict=True) if out is not None]
         self.input_args = {i.arg: a for i, a in zip(plan.inputs, inputs, strict=True)}
         self.tid = gpu.thread_id(gpu.Dimension.x)
@@ -227,53 +250,79 @@ class _AttentionKernel(WgmmaBuilder):
         self.kv_index = [self.batch, self.div(heads, plan.r)]
         self.q_index = self.kv_index + ([self.rem(heads, plan.r)] if plan.r > 1 else [])
         self.axis_index = {"b": self.batch, "h": self.kv_index[1], "r": self.rem(heads, plan.r)}
-        self.q0 = self.mul(gpu.block_id(gpu.Dimension.x), TILE_Q)
-        warp, lane = self.div(self.tid, 32), self.rem(self.tid, 32)
+        self.cta_q0 = self.mul(gpu.block_id(gpu.Dimension.x), self.plan.gq)
+        self.tiles, self.base = self.shared_elements(self.elements)
+        self.maps = {name: self.tensor_map(value, name) for name, value in maps.items()}
+        self.issuer = arith.cmpi(arith.CmpIPredicate.eq, self.tid, self.c(0))
+        self.barriers = self.init_barriers()
+        self.lower, upper = self.stream_extent()
+        self.visits = arith.minsi(arith.subi(upper, self.lower), self.c(-(-plan.x // TILE_X)))
+        warpgroup = self.div(self.tid, WARPGROUP)
+        role = scf.IfOp(arith.cmpi(arith.CmpIPredicate.eq, warpgroup, self.c(0)), [], has_else=True)
+        with ir.InsertionPoint(role.then_block):
+            nvvm.SetMaxRegisterOp(PRODUCER_REGISTERS, nvvm.SetMaxRegisterAction.decrease)
+            self.produce()
+            scf.YieldOp([])
+        with ir.InsertionPoint(role.else_block):
+            nvvm.SetMaxRegisterOp(CONSUMER_REGISTERS, nvvm.SetMaxRegisterAction.increase)
+            self.consume(outputs[plan.o_position], arith.subi(warpgroup, self.c(1)))
+            scf.YieldOp([])
+
+    def produce(self) -> None:
+        """The producer warpgroup: its thread 0 brings Q (each consumer's 64 rows), then, for
+        each chunk the CTA visits, waits until the consumers released the chunk's stage
+        (its `empty` barrier; on the first use of a stage, parity 1 passes at once) and
+        brings K and V into it, each on its own barrier (S = Q Kᵀ waits for K only); rows
+        past q and keys past x arrive as zeros."""
+        issuing = scf.IfOp(self.issuer)
+        with ir.InsertionPoint(issuing.then_block):
+            for cw in range(self.consumers):
+                q_coords = [self.add(self.cta_q0, cw * WG_ROWS), *reversed(self.q_index)]
+                self.load_tile(self.maps["q"], q_coords, cw * self.tile, Q_BARRIER)
+            kv_coords = list(reversed(self.kv_index))
+            loop = scf.ForOp(self.c(0), self.visits, self.c(1))
+            with ir.InsertionPoint(loop.body):
+                t = loop.induction_variable
+                stage = self.rem(t, STAGES)
+                released = arith.xori(self.rem(self.div(t, STAGES), 2), self.c(1))
+                self.wait(self.add(stage, EMPTY_BARRIER), released)
+                x0 = self.mul(self.add(self.lower, t), TILE_X)
+                offset = self.mul(stage, self.tile)
+                for name, elem, barrier in (("k", self.k_elem, K_BARRIER), ("v", self.v_elem, V_BARRIER)):
+                    self.load_tile(self.maps[name], [x0, *kv_coords], self.add(offset, elem), self.add(stage, barrier))
+                scf.YieldOp([])
+            scf.YieldOp([])
+
+    def consume(self, o: ir.Value, cw: ir.Value) -> None:
+        """Consumer warpgroup `cw` (0 or 1): rows 64 cw.. of the CTA's tile, with its own Q
+        and P tiles; per visited chunk t, in stage t % STAGES at parity (t / STAGES) % 2: K
+        waited for, S = Q Kᵀ, the online softmax, P published within the warpgroup (a named
+        barrier), V waited for, O += P V, then its thread 0 releases the stage."""
+        tid = self.rem(self.tid, WARPGROUP)
+        warp, lane = self.div(tid, 32), self.rem(tid, 32)
         self.row_local = self.add(self.mul(warp, 16), self.div(lane, 4))  # and + 8
         self.col_pair = self.mul(self.rem(lane, 4), 2)
-        self.tiles, base = self.shared_elements(self.elements)
+        self.q0 = self.add(self.cta_q0, arith.muli(cw, self.c(WG_ROWS)))
+        self.first_thread = arith.cmpi(arith.CmpIPredicate.eq, tid, self.c(0))
+        i32 = ir.IntegerType.get_signless(32)
+        self.named_barrier = arith.index_cast(i32, self.add(cw, 1))  # id 0 is the CTA's
+        self.p_start = self.add(arith.muli(cw, self.c(WG_ROWS * TILE_X)), self.p_elem)
         self.addr = {
-            "q": base,
-            "k0": self.add(base, self.k_elem * ELEMENT_BYTES),  # stage 0; "k", "v": the current stage's
-            "v0": self.add(base, self.v_elem * ELEMENT_BYTES),
-            "p": self.add(base, self.p_elem * 2),
+            "q": self.add(self.base, arith.muli(cw, self.c(self.tile * ELEMENT_BYTES))),
+            "k0": self.add(self.base, self.k_elem * ELEMENT_BYTES),  # stage 0; "k", "v": the current stage's
+            "v0": self.add(self.base, self.v_elem * ELEMENT_BYTES),
+            "p": self.add(self.base, arith.muli(self.p_start, self.c(ELEMENT_BYTES))),
         }
-        self.issuer = arith.cmpi(arith.CmpIPredicate.eq, self.tid, self.c(0))
-        self.maps = {name: self.tensor_map(value, name) for name, value in maps.items()}
-        self.barriers = self.init_barriers()
-        # Q: one barrier phase, waited for by every thread before the first S
-        q_coords = [self.q0, *reversed(self.q_index)]
-        self.load_tile(self.maps["q"], q_coords, 0, Q_BARRIER)
-        lower, upper = self.stream_extent()
-        chunks = -(-plan.x // TILE_X)
-        visits = arith.minsi(arith.subi(upper, lower), self.c(chunks))
-        kv_coords = list(reversed(self.kv_index))
-
-        def load_chunk(t: ir.Value) -> None:
-            """K and V of the chunk visited `t`-th into stage t % STAGES, each on its own
-            barrier (S = Q Kᵀ waits for K only); keys past x arrive as zeros."""
-            stage = self.rem(t, STAGES)
-            x0 = self.mul(self.add(lower, t), TILE_X)
-            offset = self.mul(stage, self.tile)
-            self.load_tile(self.maps["k"], [x0, *kv_coords], self.add(offset, self.k_elem), self.add(stage, K_BARRIER))
-            self.load_tile(self.maps["v"], [x0, *kv_coords], self.add(offset, self.v_elem), self.add(stage, V_BARRIER))
-
-        for t in range(STAGES):  # the first STAGES chunks (those the CTA visits)
-            ahead = scf.IfOp(arith.cmpi(arith.CmpIPredicate.slt, self.c(t), visits))
-            with ir.InsertionPoint(ahead.then_block):
-                load_chunk(self.c(t))
-                scf.YieldOp([])
         ninf = self.f(-math.inf)
         zero = self.f(0.0)
         o0 = llvm.ZeroOp(self.o_t).result
         self.wait(self.c(Q_BARRIER), self.c(0))
-        loop = scf.ForOp(self.c(0), visits, self.c(1), [o0, ninf, ninf, zero, zero])
+        loop = scf.ForOp(self.c(0), self.visits, self.c(1), [o0, ninf, ninf, zero, zero])
         with ir.InsertionPoint(loop.body):
             t = loop.induction_variable
-            j = self.add(lower, t)
             stage = self.rem(t, STAGES)
             parity = self.rem(self.div(t, STAGES), 2)  # the stage's phase: it flips at every reuse
-            x0 = self.mul(j, TILE_X)
+            x0 = self.mul(self.add(self.lower, t), TILE_X)
             acc, m_old, l_old = loop.inner_iter_args[0], loop.inner_iter_args[1:3], loop.inner_iter_args[3:5]
             offset = self.mul(self.mul(stage, self.tile), ELEMENT_BYTES)
             self.addr["k"] = self.add(self.addr["k0"], offset)
@@ -281,23 +330,28 @@ class _AttentionKernel(WgmmaBuilder):
             self.wait(self.add(stage, K_BARRIER), parity)
             s = self.scores()
             acc, m_new, l_new = self.softmax(s, x0, acc, list(m_old), list(l_old))
-            self.publish()  # P: generic stores, read by the wgmma
+            self.publish()  # P: generic stores, read by the warpgroup's wgmma
             self.wait(self.add(stage, V_BARRIER), parity)
+            self.stage = stage
             acc = self.pv(acc)
-            gpu.BarrierOp()  # every warp is done with this stage (its wgmma waited for) and with P
-            refill = scf.IfOp(arith.cmpi(arith.CmpIPredicate.slt, self.add(t, STAGES), visits))
-            with ir.InsertionPoint(refill.then_block):
-                load_chunk(self.add(t, STAGES))
-                scf.YieldOp([])
+            self.release(stage)  # the wgmma reading K and V were waited for
             scf.YieldOp([acc, *m_new, *l_new])
         self.store(o, loop.results[0], list(loop.results[1:3]), list(loop.results[3:5]))
+
+    def release(self, stage: ir.Value) -> None:
+        """The consumer warpgroup's thread 0 arrives on `stage`'s release barrier: the
+        producer may refill it."""
+        first = scf.IfOp(self.first_thread)
+        with ir.InsertionPoint(first.then_block):
+            nvgpu.MBarrierArriveOp(self.barriers, self.add(stage, EMPTY_BARRIER))
+            scf.YieldOp([])
 
     def tensor_map(self, pointer: ir.Value, name: str) -> ir.Value:
         """The kernel argument `pointer` (a device pointer to a CUtensorMap) as the TMA
         descriptor of Q, K or V: boxes of 64 rows of 64 head columns, 128-byte swizzle, zeros
         out of bounds."""
         rank = len(_q_shape(self.plan)) if name == "q" else 4
-        box = "x".join(["1"] * (rank - 2) + [str(TILE_Q), str(BLOCK)])
+        box = "x".join(["1"] * (rank - 2) + [str(WG_ROWS), str(BLOCK)])
         desc_t = ir.Type.parse(
             f"!nvgpu.tensormap.descriptor<tensor = memref<{box}x{self.el}, 3>, swizzle = swizzle_128b, "
             "l2promo = none, oob = zero, interleave = none>"
@@ -305,15 +359,17 @@ class _AttentionKernel(WgmmaBuilder):
         return builtin.UnrealizedConversionCastOp([desc_t], [pointer]).results[0]
 
     def init_barriers(self) -> ir.Value:
-        """The mbarriers (Q's, then K's and V's of each stage), each expecting one arrival
-        (the issuing thread's, with the bytes its loads bring), initialised by thread 0 and
-        made visible to every thread and to the TMA unit before any use."""
+        """The mbarriers, initialised by thread 0 and made visible to every thread and to the
+        TMA unit before any use: Q's (one arrival per consumer's tile, by the producer, with
+        the bytes its loads bring), K's and V's of each stage (one: the producer's), and each
+        stage's release (one arrival per consumer warpgroup)."""
         group_t = ir.Type.parse(
             f"!nvgpu.mbarrier.group<memorySpace = #gpu.address_space<workgroup>, num_barriers = {BARRIERS}>"
         )
         barriers = nvgpu.MBarrierCreateOp(group_t).result
         for i in range(BARRIERS):
-            nvgpu.MBarrierInitOp(barriers, self.c(1), self.c(i), predicate=self.issuer)
+            arrivals = self.consumers if i == Q_BARRIER or i >= EMPTY_BARRIER else 1
+            nvgpu.MBarrierInitOp(barriers, self.c(arrivals), self.c(i), predicate=self.issuer)
         nvvm.FenceMbarrierInitOp()
         gpu.BarrierOp()
         return barriers
@@ -321,24 +377,22 @@ class _AttentionKernel(WgmmaBuilder):
     def load_tile(self, desc: ir.Value, coords: list[ir.Value], start: ir.Value | int, barrier: ir.Value | int) -> None:
         """TMA of a 64-row tile (`coords`: its first row's outermost-last coordinates after the
         head column) into the tile at element `start`, one box per 64 head columns (a 64 x 64
-        block of 128-byte swizzled rows, 8192 bytes), by thread 0, which first announces the
-        bytes on `barrier`."""
+        block of 128-byte swizzled rows, 8192 bytes), by the one thread running this, which
+        first announces the bytes on `barrier` (one arrival)."""
         barrier = self.c(barrier) if isinstance(barrier, int) else barrier
         start = self.c(start) if isinstance(start, int) else start
         blocks = self.d // BLOCK
-        nvgpu.MBarrierArriveExpectTxOp(self.barriers, self.c(blocks * BLOCK_BYTES), barrier, predicate=self.issuer)
+        nvgpu.MBarrierArriveExpectTxOp(self.barriers, self.c(blocks * BLOCK_BYTES), barrier)
         rank = len(coords) + 1
         box_t = ir.MemRefType.get(
-            [1] * (rank - 2) + [TILE_Q, BLOCK],
+            [1] * (rank - 2) + [WG_ROWS, BLOCK],
             self.el,
             memory_space=ir.Attribute.parse("#gpu.address_space<workgroup>"),
         )
         for blk in range(blocks):
-            at = self.add(self.smem_pad, self.mul(self.add(start, blk * BLOCK * TILE_Q), ELEMENT_BYTES))
+            at = self.add(self.smem_pad, self.mul(self.add(start, blk * BLOCK * WG_ROWS), ELEMENT_BYTES))
             dst = memref.ViewOp(box_t, self.smem_raw, at, []).result
-            nvgpu.TmaAsyncLoadOp(
-                dst, self.barriers, desc, [self.c(blk * BLOCK), *coords], barrier, predicate=self.issuer
-            )
+            nvgpu.TmaAsyncLoadOp(dst, self.barriers, desc, [self.c(blk * BLOCK), *coords], barrier)
 
     def wait(self, barrier: ir.Value, parity: ir.Value) -> None:
         """Every thread waits until the phase of `barrier` with `parity` (0 or 1) completed."""
@@ -348,7 +402,7 @@ class _AttentionKernel(WgmmaBuilder):
     def stream_extent(self) -> tuple[ir.Value, ir.Value]:
         """The chunks of 64 keys this CTA visits, [lower, upper): every chunk, or where the
         program's masks decide the stream (`plan.skips`), from the first to the last chunk
-        where each mask's predicate may be true over the CTA's 64 rows and the chunk's keys,
+        where each mask's predicate may be true over the CTA's 128 rows and the chunk's keys,
         bounded by interval reasoning (`ir.masks.predicate_bounds`) in a scan over the chunks
         once per CTA, as the mma.sync kernel does. Chunks outside are neither loaded nor
         computed (keys at or past upper * 64 are never read); a chunk inside that no key of
@@ -357,13 +411,16 @@ class _AttentionKernel(WgmmaBuilder):
         chunks = self.c(-(-plan.x // TILE_X))
         if not plan.skips:
             return self.c(0), chunks
-        rows = (self.q0, self.add(self.q0, TILE_Q - 1))
+        rows = (self.cta_q0, self.add(self.cta_q0, plan.gq - 1))
         return visited_chunks(plan.skips, MlirDomain(), rows, -(-plan.x // TILE_X), TILE_X, (plan.q, plan.x))
 
     def publish(self) -> None:
-        """The threads' shared-memory stores made visible to the wgmma (async proxy) of all warps."""
+        """The warpgroup's shared-memory stores made visible to its wgmma (async proxy): the
+        proxy fence, then the warpgroup's named barrier (bar.sync 1 + cw, 128)."""
         nvvm.FenceProxyOp(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
-        gpu.BarrierOp()
+        i32 = ir.IntegerType.get_signless(32)
+        threads = arith.ConstantOp(i32, ir.IntegerAttr.get(i32, WARPGROUP)).result
+        nvvm.BarrierOp(None, barrierId=self.named_barrier, numberOfThreads=threads)
 
     def operand(self, name: str, s: int, leading: int) -> ir.Value:
         """The descriptor of k-step `s` (16 columns) of a K-major tile stored in 64-column blocks."""
@@ -443,7 +500,7 @@ class _AttentionKernel(WgmmaBuilder):
             row = self.add(self.row_local, 8 * i)
             for j in range(TILE_X // 8):
                 pair = vector.from_elements(ir.VectorType.get([2], self.f32), [probs[i][2 * j], probs[i][2 * j + 1]])
-                at = self.add(self.swizzled(row, self.c(j), self.p_elem), self.col_pair)
+                at = self.add(self.swizzled(row, self.c(j), self.p_start), self.col_pair)
                 vector.store(arith.truncf(pair_t, pair), self.tiles, [at], alignment=4)
         return acc, m_new, l_new
 
