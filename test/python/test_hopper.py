@@ -242,10 +242,11 @@ def test_attention_kernel_assembles_and_orders_its_waits(variant: tuple, tmp_pat
     rows = 64 * consumers
     assert kernel.block == (128 * (1 + consumers), 1, 1)
     assert kernel.grid == (-(-dims["q"] // rows), dims["h"], dims["b"])
-    # each consumer's Q, K and V x 2 stages, each consumer's P
-    assert kernel.dynamic_smem_bytes == SMEM_ALIGN + (consumers + 4) * 64 * dims["d"] * 2 + consumers * 64 * 64 * 2
+    # each consumer's Q, K and V x 2 stages, each consumer's P x 2 buffers
+    assert kernel.dynamic_smem_bytes == SMEM_ALIGN + (consumers + 4) * 64 * dims["d"] * 2 + consumers * 2 * 64 * 64 * 2
     assert kernel.dynamic_smem_bytes <= MAX_SMEM
     tokens = {
+        "wgmma.wait_group.sync.aligned 1": "V",  # before TOKENS' prefix of every wait_group
         **TOKENS,
         "mbarrier.try_wait.parity": "T",
         "cp.async.bulk.tensor": "L",
@@ -254,19 +255,23 @@ def test_attention_kernel_assembles_and_orders_its_waits(variant: tuple, tmp_pat
         "mbarrier.arrive.shared": "R",
         "setmaxnreg.inc.sync.aligned.u32 240": "U",
         "setmaxnreg.dec.sync.aligned.u32 24": "D",
+        "ex2.approx": "X",
     }
     lines = [re.sub(r"\s+", " ", re.sub(r"^@%p\d+\s+", "", line.strip())) for line in ptx.splitlines()]
-    seq = "".join(tokens[k] for line in lines for k in tokens if line.startswith(k))
+    seq = re.sub("X+", "X", "".join(next((v for k, v in tokens.items() if line.startswith(k)), "") for line in lines))
     # seven barriers initialised and published; the consumers take 240 registers, wait for Q
-    # and, per chunk: K waited for, S = Q Kᵀ (d/16 wgmma) waited for, P published (proxy
-    # fence, the warpgroup's named barrier), V waited for, O += P V (4) waited for, the stage
-    # released; the producer gives registers back (24), announces and loads Q (a tile per
-    # consumer), then per chunk waits for the stage's release and loads K and V (LLVM unrolls
-    # that loop by the chunk count it can bound)
+    # and K of chunk 0, S = Q Kᵀ (d/16 wgmma) waited for, its softmax; each later chunk: K
+    # waited for, S issued, V of the chunk before waited for, O += P V (4) issued, wait_group 1
+    # (S done), the softmax while P V runs, wait_group 0, the stage released; after the loop the
+    # last P V waited for and its stage released. The producer gives registers back (24),
+    # announces and loads Q (a tile per consumer), then per chunk waits for the stage's release
+    # and loads K and V (LLVM unrolls that loop by the chunk count it can bound)
     s_steps, boxes = dims["d"] // 16, dims["d"] // 64
-    consumer = rf"UTTFM{{{s_steps}}}CWPBTFM{{4}}CWR"
-    producer = rf"D(EL{{{boxes}}}){{{consumers}}}(T?(EL{{{boxes}}}){{2}})+"
-    assert re.fullmatch(rf"I{{7}}B({consumer}{producer}|{producer}{consumer})", seq), seq  # in either block order
+    assert seq.startswith("I" * 7 + "B"), seq
+    assert f"UTTFM{'M' * (s_steps - 1)}CWX" in seq, seq  # chunk 0
+    assert re.search(rf"TFM{{{s_steps}}}CTFM{{4}}CVXWR", seq), seq  # chunk t: S and P V of t - 1 in flight
+    assert re.search(r"TFM{4}CWR", seq) and seq.count("V") == 1, seq  # the last P V
+    assert re.search(rf"D(EL{{{boxes}}}){{{consumers}}}(T?(EL{{{boxes}}}){{2}})+(U|$)", seq), seq  # either block order
     named = r"bar.sync\s+%r\d+, 128;" if consumers > 1 else r"bar.sync\s+1, 128;"
     assert re.search(named, ptx), "the consumers' named barrier (id 1 + warpgroup, 128 threads)"
     assert ".maxntid" in ptx and ".minnctapersm 1" in ptx  # what setmaxnreg needs from ptxas
@@ -451,6 +456,8 @@ def test_variants_assemble_without_spills(name: str, tmp_path: Path) -> None:
         ("early-release", "shared-memory race.*mma_async|stage reused before it was released"),
         ("no-named-barrier", "wgmma reads shared memory written in the same barrier interval"),
         ("no-proxy-fence", "fence.proxy.async"),
+        ("no-wgmma-wait", "read before a wgmma.wait_group retired"),
+        ("one-p-buffer", "overwritten before a wgmma.wait_group retired|shared-memory race"),
     ],
 )
 def test_pipelined_attention_without_its_wait_or_fence_fails(
@@ -462,8 +469,9 @@ def test_pipelined_attention_without_its_wait_or_fence_fails(
     never release a stage leave the producer waiting forever (a deadlock, named, not a hang);
     a release before the wgmma reading the stage was waited for lets the producer overwrite
     what it reads; P's generic stores without the warpgroup's named barrier race with the
-    wgmma of the other warps, and without the proxy fence are invisible to it. The emulator
-    names each."""
+    wgmma of the other warps, and without the proxy fence are invisible to it; an accumulator
+    read before its wait_group, or P of chunk t written into the buffer the still running
+    P V of chunk t - 1 reads, is caught too. The emulator names each."""
     from mlir.dialects import arith
 
     from napkin_mlir.backends.gpu import hopper_attention
@@ -481,14 +489,18 @@ def test_pipelined_attention_without_its_wait_or_fence_fails(
     elif broken == "early-release":  # the stage released before O += P V reads V
         real_pv, real_release = kernel_class.pv, kernel_class.release
 
-        def pv(self: hopper_attention._AttentionKernel, acc: ir.Value) -> ir.Value:
+        def pv(self: hopper_attention._AttentionKernel, acc: ir.Value, wait: bool) -> ir.Value:
             real_release(self, self.stage)
-            return real_pv(self, acc)
+            return real_pv(self, acc, wait)
 
         monkeypatch.setattr(kernel_class, "pv", pv)
         monkeypatch.setattr(kernel_class, "release", lambda self, stage: None)
     elif broken == "no-named-barrier":
         monkeypatch.setattr(hopper_attention.nvvm, "BarrierOp", lambda *a, **k: None)
+    elif broken == "no-wgmma-wait":  # every wgmma.wait_group dropped
+        monkeypatch.setattr(hopper_attention.nvvm, "WgmmaWaitGroupSyncOp", lambda *a, **k: None)
+    elif broken == "one-p-buffer":  # P of chunk t written into the tile P V of chunk t - 1 reads
+        monkeypatch.setattr(hopper_attention, "P_BUFFERS", 1)
     else:
         monkeypatch.setattr(hopper_attention.nvvm, "FenceProxyOp", lambda *a, **k: None)
     dims = {"q": 200, "x": 300, "d": 64}

@@ -30,26 +30,28 @@ the consumers, 64 rows each (one consumer and 256 threads for a 64-row tile):
    t % 2 (parity ((t / 2) % 2) ^ 1: a fresh barrier's previous phase counts as complete)
    and brings K and V into it;
 4. each consumer takes 240 registers (`setmaxnreg.inc`: 24 x 128 + 240 x 256 of the SM's
-   65,536) and waits for its Q; per visited chunk t, in stage t % 2 at parity (t / 2) % 2:
-   K's barrier waited for; S = Q Kᵀ by d/16 `wgmma m64n64k16` (A = Q K-major, B = K
-   K-major), waited for;
-   the online softmax on the accumulator fragment (thread t holds rows 16 w + l/4 + 8 i and
-   columns 8 j + 2 (l % 4) + c): the score ops on each element at its global (q, x) (a
-   mask's predicate rebuilt op by op, -inf where false), keys past x masked to -inf, row
-   max over the thread's 16 values and the quad (`shfl.xor` 1, 2), α = 2^((m − k)·c) and
-   p = 2^(s·c − k·c) with c = scale·log2 e and the shift k = m', or 0 where m' = -inf (a row
-   that has seen only masked keys: α = p = 0, not NaN), per-thread partial sums
-   l = α l + Σ p, O *= α;
-   P (bf16/f16) stored into the consumer's shared P tile (K-major, swizzled),
-   `fence.proxy.async`, the warpgroup's named barrier (`bar.sync 1 + cw, 128`); V's barrier
-   waited for; O += P V by four `wgmma m64n{d}k16` (A = P, B = V MN-major), waited for; its
-   thread 0 arrives on the stage's release barrier;
+   65,536) and waits for its Q. Chunk 0: K's barrier, S = Q Kᵀ by d/16 `wgmma m64n64k16`
+   (A = Q K-major, B = K K-major) waited for, its softmax, P into P buffer 0, published.
+   Each later chunk t (stage t % 2, parity (t / 2) % 2), FlashAttention-3's overlap of the
+   softmax with the tensor cores: K's barrier waited for; S = Q Kᵀ issued as one wgmma group;
+   V of chunk t - 1 waited for; O += P V of chunk t - 1 (four `wgmma m64n{d}k16`, A = P
+   from buffer (t - 1) % 2, B = V MN-major) issued as a second group; `wgmma.wait_group 1`
+   (S done, P V still running); the online softmax of chunk t on the accumulator fragment
+   (thread t holds rows 16 w + l/4 + 8 i and columns 8 j + 2 (l % 4) + c): the score ops on
+   each element at its global (q, x) (a mask's predicate rebuilt op by op, -inf where
+   false), keys past x masked to -inf, row max over the thread's 16 values and the quad
+   (`shfl.xor` 1, 2), α = 2^((m − k)·c) and p = 2^(s·c − k·c) with c = scale·log2 e and the
+   shift k = m', or 0 where m' = -inf (a row that has seen only masked keys: α = p = 0, not
+   NaN), per-thread partial sums l = α l + Σ p, P (bf16/f16) into buffer t % 2 (K-major,
+   swizzled); `wgmma.wait_group 0` (P V done: O may be read again, the stage of chunk t - 1
+   is released by the warpgroup's thread 0); O *= α; P published to the warpgroup's wgmma
+   (`fence.proxy.async`, the warpgroup's named barrier `bar.sync 1 + cw, 128`). After the
+   loop, O += P V of the last chunk, waited for, its stage released;
 5. l summed over the quad, the output ops on O / l, stored (pairs of columns), rows past q
    skipped.
 
-Not yet: pingpong between the consumers, the softmax overlapped with the next chunk's wgmma
-(each wgmma group is waited for before the next step), register-A wgmma (P goes through
-shared memory), fp8.
+Not yet: pingpong between the consumers (the emulator runs one role's warpgroups in
+lockstep), register-A wgmma (P goes through shared memory), fp8.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ HEAD_DIMS = (64, 128, 256)
 BLOCK = 64  # 16-bit columns per 128-byte swizzled row: tiles are stored in 64-column blocks
 BLOCK_BYTES = WG_ROWS * SWIZZLE_BYTES  # one 64 x 64 block (8192 B)
 STAGES = 2  # K/V chunks in flight: the next one lands while this one computes
+P_BUFFERS = 2  # each consumer's P tiles: P of chunk t is written while P V of chunk t - 1 runs
 # mbarrier ids: Q's; K's, V's (full: the producer's loads landed) and the stage's release
 # (empty: every consumer warpgroup is done with it), + the stage
 Q_BARRIER, K_BARRIER, V_BARRIER, EMPTY_BARRIER = 0, 1, 1 + STAGES, 1 + 2 * STAGES
@@ -123,7 +126,7 @@ def compile_wgmma_attention(
     _check(plan)
     args = _kernel_args(partitioned, plan)
     cw = plan.gq // WG_ROWS
-    smem = SMEM_ALIGN + (cw + 2 * STAGES) * WG_ROWS * plan.d * ELEMENT_BYTES + cw * BLOCK_BYTES
+    smem = SMEM_ALIGN + (cw + 2 * STAGES) * WG_ROWS * plan.d * ELEMENT_BYTES + cw * P_BUFFERS * BLOCK_BYTES
     args += _tensor_maps(plan)
     if smem > MAX_SMEM:
         raise WgmmaRefusal(f"the wgmma attention kernel needs {smem} B of shared memory, over {MAX_SMEM}")
@@ -231,7 +234,7 @@ class _AttentionKernel(WgmmaBuilder):
         # each consumer's Q, then K and V in STAGES stages each, then each consumer's P
         self.consumers = cw = plan.gq // WG_ROWS
         self.k_elem, self.v_elem, self.p_elem = cw * tile, (cw + STAGES) * tile, (cw + 2 * STAGES) * tile
-        self.elements = self.p_elem + cw * WG_ROWS * TILE_X
+        self.elements = self.p_elem + cw * P_BUFFERS * WG_ROWS * TILE_X
         self.kb = KernelBuilder(entry)  # constants for the score and output ops' rules
         self.inputs = {i.arg: i for i in plan.inputs}
 
@@ -306,37 +309,78 @@ class _AttentionKernel(WgmmaBuilder):
         self.first_thread = arith.cmpi(arith.CmpIPredicate.eq, tid, self.c(0))
         i32 = ir.IntegerType.get_signless(32)
         self.named_barrier = arith.index_cast(i32, self.add(cw, 1))  # id 0 is the CTA's
-        self.p_start = self.add(arith.muli(cw, self.c(WG_ROWS * TILE_X)), self.p_elem)
+        self.p_start = self.add(arith.muli(cw, self.c(P_BUFFERS * WG_ROWS * TILE_X)), self.p_elem)  # buffer 0
         self.addr = {
             "q": self.add(self.base, arith.muli(cw, self.c(self.tile * ELEMENT_BYTES))),
             "k0": self.add(self.base, self.k_elem * ELEMENT_BYTES),  # stage 0; "k", "v": the current stage's
             "v0": self.add(self.base, self.v_elem * ELEMENT_BYTES),
-            "p": self.add(self.base, arith.muli(self.p_start, self.c(ELEMENT_BYTES))),
         }
         ninf = self.f(-math.inf)
         zero = self.f(0.0)
-        o0 = llvm.ZeroOp(self.o_t).result
         self.wait(self.c(Q_BARRIER), self.c(0))
-        loop = scf.ForOp(self.c(0), self.visits, self.c(1), [o0, ninf, ninf, zero, zero])
-        with ir.InsertionPoint(loop.body):
-            t = loop.induction_variable
-            stage = self.rem(t, STAGES)
-            parity = self.rem(self.div(t, STAGES), 2)  # the stage's phase: it flips at every reuse
-            x0 = self.mul(self.add(self.lower, t), TILE_X)
-            acc, m_old, l_old = loop.inner_iter_args[0], loop.inner_iter_args[1:3], loop.inner_iter_args[3:5]
-            offset = self.mul(self.mul(stage, self.tile), ELEMENT_BYTES)
-            self.addr["k"] = self.add(self.addr["k0"], offset)
-            self.addr["v"] = self.add(self.addr["v0"], offset)
-            self.wait(self.add(stage, K_BARRIER), parity)
-            s = self.scores()
-            acc, m_new, l_new = self.softmax(s, x0, acc, list(m_old), list(l_old))
-            self.publish()  # P: generic stores, read by the warpgroup's wgmma
-            self.wait(self.add(stage, V_BARRIER), parity)
-            self.stage = stage
-            acc = self.pv(acc)
-            self.release(stage)  # the wgmma reading K and V were waited for
-            scf.YieldOp([acc, *m_new, *l_new])
-        self.store(o, loop.results[0], list(loop.results[1:3]), list(loop.results[3:5]))
+        empty = [llvm.ZeroOp(self.o_t).result, ninf, ninf, zero, zero]  # O, m, l (a CTA without chunks)
+        visited = scf.IfOp(
+            arith.cmpi(arith.CmpIPredicate.sgt, self.visits, self.c(0)), [v.type for v in empty], has_else=True
+        )
+        with ir.InsertionPoint(visited.then_block):
+            # chunk 0: S waited for, its softmax, P into buffer 0
+            self.chunk(self.c(0))
+            self.wait(self.add(self.stage, K_BARRIER), self.parity)
+            s = self.scores(wait=True)
+            _, m, l_part = self.softmax(s, self.x0, [ninf, ninf], [zero, zero], self.c(0))
+            self.publish()
+            loop = scf.ForOp(self.c(1), self.visits, self.c(1), [empty[0], *m, *l_part])
+            with ir.InsertionPoint(loop.body):
+                t = loop.induction_variable
+                acc, m_old, l_old = loop.inner_iter_args[0], loop.inner_iter_args[1:3], loop.inner_iter_args[3:5]
+                previous = arith.subi(t, self.c(1))
+                # S of chunk t and O += P V of chunk t - 1 in flight together; the softmax of
+                # chunk t runs while the tensor cores compute P V
+                self.chunk(t)
+                self.wait(self.add(self.stage, K_BARRIER), self.parity)
+                s = self.scores(wait=False)
+                acc = self.pv_of(previous, acc, wait=False)
+                nvvm.WgmmaWaitGroupSyncOp(1)  # S is done (groups retire in order), P V may run on
+                alphas, m_new, l_new = self.softmax(s, self.x0, list(m_old), list(l_old), self.rem(t, P_BUFFERS))
+                nvvm.WgmmaWaitGroupSyncOp(0)  # P V of chunk t - 1 is done: its stage is free, O is ours
+                self.release(self.rem(previous, STAGES))
+                acc = self.rescale(acc, alphas)
+                self.publish()  # P of chunk t: generic stores, read by the warpgroup's next wgmma
+                scf.YieldOp([acc, *m_new, *l_new])
+            last = arith.subi(self.visits, self.c(1))
+            acc = self.pv_of(last, loop.results[0], wait=True)
+            self.release(self.rem(last, STAGES))
+            scf.YieldOp([acc, *loop.results[1:]])
+        with ir.InsertionPoint(visited.else_block):
+            scf.YieldOp(empty)
+        self.store(o, visited.results[0], list(visited.results[1:3]), list(visited.results[3:5]))
+
+    def chunk(self, t: ir.Value) -> None:
+        """The chunk visited `t`-th: its stage (t % STAGES), the stage's phase parity
+        ((t / STAGES) % 2: it flips at every reuse), its first key, K's and V's addresses."""
+        self.stage = self.rem(t, STAGES)
+        self.parity = self.rem(self.div(t, STAGES), 2)
+        self.x0 = self.mul(self.add(self.lower, t), TILE_X)
+        offset = self.mul(self.mul(self.stage, self.tile), ELEMENT_BYTES)
+        self.addr["k"] = self.add(self.addr["k0"], offset)
+        self.addr["v"] = self.add(self.addr["v0"], offset)
+
+    def pv_of(self, t: ir.Value, acc: ir.Value, wait: bool) -> ir.Value:
+        """O += P V of the chunk visited `t`-th (P in buffer t % P_BUFFERS), V waited for."""
+        stage, parity = self.rem(t, STAGES), self.rem(self.div(t, STAGES), 2)
+        self.wait(self.add(stage, V_BARRIER), parity)
+        self.addr["v"] = self.add(self.addr["v0"], self.mul(self.mul(stage, self.tile), ELEMENT_BYTES))
+        self.addr["p"] = self.p_address(self.rem(t, P_BUFFERS))
+        self.stage = stage
+        return self.pv(acc, wait)
+
+    def p_element(self, buffer: ir.Value) -> ir.Value:
+        """The first element of the consumer's P buffer `buffer`."""
+        return self.add(self.p_start, arith.muli(buffer, self.c(WG_ROWS * TILE_X)))
+
+    def p_address(self, buffer: ir.Value) -> ir.Value:
+        """The shared address of the consumer's P buffer `buffer`."""
+        return self.add(self.base, arith.muli(self.p_element(buffer), self.c(ELEMENT_BYTES)))
 
     def release(self, stage: ir.Value) -> None:
         """The consumer warpgroup's thread 0 arrives on `stage`'s release barrier: the
@@ -427,8 +471,8 @@ class _AttentionKernel(WgmmaBuilder):
         offset = (s * WGMMA_K // BLOCK) * BLOCK_BYTES + (s * WGMMA_K % BLOCK) * ELEMENT_BYTES
         return self.descriptor(self.add(self.addr[name], offset), leading)
 
-    def scores(self) -> ir.Value:
-        """S = Q Kᵀ (64 x 64, f32), waited for."""
+    def scores(self, wait: bool) -> ir.Value:
+        """S = Q Kᵀ (64 x 64, f32): one committed group of wgmma, waited for if `wait`."""
         nvvm.WgmmaFenceAlignedOp()
         s = None  # the first wgmma starts S with scale-d = 0
         for step in range(self.d // WGMMA_K):
@@ -436,7 +480,8 @@ class _AttentionKernel(WgmmaBuilder):
             b = self.operand("k", step, A_LEADING_BYTE_OFFSET)
             s = self.wgmma(s, a, b, TILE_X, b_mn_major=False)
         nvvm.WgmmaGroupSyncAlignedOp()
-        nvvm.WgmmaWaitGroupSyncOp(0)
+        if wait:
+            nvvm.WgmmaWaitGroupSyncOp(0)
         return s
 
     def quad(self, value: ir.Value, combine: str) -> ir.Value:
@@ -453,9 +498,11 @@ class _AttentionKernel(WgmmaBuilder):
         return value
 
     def softmax(
-        self, s: ir.Value, x0: ir.Value, acc: ir.Value, m_old: list[ir.Value], l_old: list[ir.Value]
-    ) -> tuple[ir.Value, list[ir.Value], list[ir.Value]]:
-        """Mask, online softmax and O rescale on the S fragment; P into shared memory."""
+        self, s: ir.Value, x0: ir.Value, m_old: list[ir.Value], l_old: list[ir.Value], buffer: ir.Value
+    ) -> tuple[list[ir.Value], list[ir.Value], list[ir.Value]]:
+        """Mask and online softmax on the S fragment of the chunk at key `x0`, P into the
+        consumer's P `buffer`: the rescale factors α of O's two row halves (O itself is not
+        touched: a wgmma may still be writing it), the new row max and partial sums."""
         plan = self.plan
         scale = self.f(plan.scale * LOG2E)
         ninf = self.f(-math.inf)
@@ -489,20 +536,25 @@ class _AttentionKernel(WgmmaBuilder):
             for p in probs[i][1:]:
                 total = arith.addf(total, p)
             l_new.append(arith.addf(arith.mulf(alphas[i], l_old[i]), total))
+        pair_t = ir.VectorType.get([2], self.el)
+        start = self.p_element(buffer)
+        for i in range(2):
+            row = self.add(self.row_local, 8 * i)
+            for j in range(TILE_X // 8):
+                pair = vector.from_elements(ir.VectorType.get([2], self.f32), [probs[i][2 * j], probs[i][2 * j + 1]])
+                at = self.add(self.swizzled(row, self.c(j), start), self.col_pair)
+                vector.store(arith.truncf(pair_t, pair), self.tiles, [at], alignment=4)
+        return alphas, m_new, l_new
+
+    def rescale(self, acc: ir.Value, alphas: list[ir.Value]) -> ir.Value:
+        """O *= α, per row half (once no wgmma writes O)."""
         for j in range(self.d // 8):
             for i in range(2):
                 for c in range(2):
                     pos = 4 * j + 2 * i + c
                     val = arith.mulf(llvm.ExtractValueOp(self.f32, acc, [pos]).result, alphas[i])
                     acc = llvm.InsertValueOp(acc, val, [pos]).result
-        pair_t = ir.VectorType.get([2], self.el)
-        for i in range(2):
-            row = self.add(self.row_local, 8 * i)
-            for j in range(TILE_X // 8):
-                pair = vector.from_elements(ir.VectorType.get([2], self.f32), [probs[i][2 * j], probs[i][2 * j + 1]])
-                at = self.add(self.swizzled(row, self.c(j), self.p_start), self.col_pair)
-                vector.store(arith.truncf(pair_t, pair), self.tiles, [at], alignment=4)
-        return acc, m_new, l_new
+        return acc
 
     def score_element(self, score: ir.Value, row: ir.Value, col: ir.Value) -> ir.Value:
         """The program's score ops (`plan.score_ops`) on one score at global query `row` and
@@ -542,15 +594,16 @@ class _AttentionKernel(WgmmaBuilder):
                     index[a] = col
         return self.apply_ops(self.plan.output_ops, value, index, Element(None, None))
 
-    def pv(self, acc: ir.Value) -> ir.Value:
-        """O += P V, waited for."""
+    def pv(self, acc: ir.Value, wait: bool) -> ir.Value:
+        """O += P V: one committed group of wgmma, waited for if `wait`."""
         nvvm.WgmmaFenceAlignedOp()
         for step in range(TILE_X // WGMMA_K):
             a = self.operand("p", step, A_LEADING_BYTE_OFFSET)
             b = self.descriptor(self.add(self.addr["v"], step * WGMMA_K * SWIZZLE_BYTES), B_LEADING_BYTE_OFFSET)
             acc = self.wgmma(acc, a, b, self.d, b_mn_major=True)
         nvvm.WgmmaGroupSyncAlignedOp()
-        nvvm.WgmmaWaitGroupSyncOp(0)
+        if wait:
+            nvvm.WgmmaWaitGroupSyncOp(0)
         return acc
 
     def store(self, o: ir.Value, acc: ir.Value, m: list[ir.Value], l_part: list[ir.Value]) -> None:
