@@ -26,6 +26,7 @@ tile's ranges: no dense mask is ever evaluated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -240,10 +241,11 @@ def decides_stream(step: ir.Block, mask: ir.Operation, axis: str) -> bool:
 
     Dropped entries are followed through the step: the mask makes them -inf; a positive
     scale, a cast, adding or subtracting another value (taken finite or -inf) keep -inf;
-    exp turns -inf into 0; a cast, a scale or a product keep 0. A max reduction of -inf
-    entries, and a sum reduction or a contraction of 0 entries, add their identity; any
-    other reduction over the axis (a sum of -inf, a max after tanh(-inf) = -1, ...) needs
-    every chunk."""
+    exp turns -inf into 0; a cast, a scale or a product keep 0; a `napkin.map` is followed
+    through its body (`_map_result`: the backward's dS = P ∘ (dP − D), and its gradient
+    mask select(m == 1, dS, 0)). A max reduction of -inf entries, and a sum reduction or a
+    contraction of 0 entries, add their identity; any other reduction over the axis (a sum
+    of -inf, a max after tanh(-inf) = -1, ...) needs every chunk."""
     neg: set[ir.Value] = {mask.results[0]}  # -inf wherever the mask drops an entry
     zero: set[ir.Value] = set()  # 0 there
     for view in step.operations:
@@ -266,7 +268,13 @@ def decides_stream(step: ir.Block, mask: ir.Operation, axis: str) -> bool:
         if not op.results or not any(v in neg or v in zero for v in operands):
             continue
         out = op.results[0]
-        if name == "napkin.exp" and operands[0] in neg:
+        if name == "napkin.map":
+            known = _map_result(op, [_NEG if v in neg else _ZERO if v in zero else None for v in operands])
+            if known == _NEG:
+                neg.add(out)
+            elif known == _ZERO:
+                zero.add(out)
+        elif name == "napkin.exp" and operands[0] in neg:
             zero.add(out)
         elif name == "napkin.cast" or (name == "napkin.scale" and ir.FloatAttr(op.attributes["factor"]).value > 0):
             (neg if operands[0] in neg else zero).add(out)
@@ -279,6 +287,55 @@ def decides_stream(step: ir.Block, mask: ir.Operation, axis: str) -> bool:
         ):
             zero.add(out)
     return True
+
+
+_NEG, _ZERO = float("-inf"), 0.0
+
+
+def _map_result(op: ir.Operation, args: list[float | None]) -> float | None:
+    """The value a `napkin.map` yields where its operands are `args` (-inf, 0, or None:
+    some finite value), or None when its body does not decide it: its ops evaluated on
+    what is known (constants, -inf, 0), others finite (arith's mulf, addf, subf, negf,
+    select, cmpf with a constant, math.exp); any other op yields an unknown value."""
+    body = op.regions[0].blocks[0]
+    known: dict[ir.Value, float | bool | None] = dict(zip(body.arguments, args, strict=True))
+    for view in body.operations:
+        o = view.operation
+        ins = [known.get(v) for v in o.operands]
+        out: float | bool | None = None
+        if o.name == "arith.constant":
+            attr = o.attributes["value"]
+            out = ir.FloatAttr(attr).value if isinstance(attr, ir.FloatAttr) else None
+        elif o.name == "arith.mulf":
+            if _ZERO in ins and _NEG not in ins:
+                out = _ZERO  # 0 times a finite value (or 0)
+            elif all(isinstance(v, float) for v in ins):
+                out = ins[0] * ins[1]  # type: ignore[operator]
+        elif o.name in ("arith.addf", "arith.subf"):
+            a, b = ins
+            if a == _NEG and (b is None or (isinstance(b, float) and math.isfinite(b))):
+                out = _NEG  # -inf plus or minus a finite value
+            elif o.name == "arith.addf" and b == _NEG and (a is None or (isinstance(a, float) and math.isfinite(a))):
+                out = _NEG
+            elif isinstance(a, float) and isinstance(b, float) and math.isfinite(a) and math.isfinite(b):
+                out = a + b if o.name == "arith.addf" else a - b
+        elif o.name == "arith.negf" and isinstance(ins[0], float) and math.isfinite(ins[0]):
+            out = -ins[0]
+        elif o.name == "math.exp" and ins[0] == _NEG:
+            out = _ZERO
+        elif o.name == "arith.cmpf" and all(isinstance(v, float) for v in ins):
+            # ordered and unordered predicates alike: these values are never NaN
+            compare = _CMPF[ir.IntegerAttr(o.attributes["predicate"]).value][1:]
+            a, b = ins
+            tests = {"eq": a == b, "gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b, "ne": a != b}  # type: ignore[operator]
+            out = tests.get(compare)
+        elif o.name == "arith.select":
+            cond, a, b = ins
+            out = a if cond is True else b if cond is False else (a if a is not None and a == b else None)
+        if o.results:
+            known[o.results[0]] = out
+    yielded = known.get(list(body.operations)[-1].operation.operands[0])
+    return yielded if isinstance(yielded, float) and yielded in (_NEG, _ZERO) else None
 
 
 # --- the predicate as data -------------------------------------------------------------------
@@ -734,12 +791,14 @@ def visited_chunks(
     n_chunks: int,
     chunk: int,
     extents: tuple[int, int],
+    transposed: bool = False,
 ) -> tuple[Any, Any]:
     """[lower, upper) of the chunks of `chunk` keys that a kernel's CTA with query rows
     [rows] (inclusive `index` values) visits: from the first to the last chunk where every
     predicate may be true, by interval reasoning in a scan over the chunks (an `scf.for` at
     the insertion point, block arguments named ch, lo, hi); lower == upper when no chunk
-    may keep a key. No dense mask is evaluated."""
+    may keep a key. No dense mask is evaluated. `transposed`: the CTA's rows are keys and
+    the chunks are of queries (the backward's dK/dV); `extents` stay the masks' (q, x)."""
     scan = scf.ForOp(
         domain.const(0), domain.const(n_chunks), domain.const(1), [domain.const(n_chunks), domain.const(0)]
     )
@@ -752,7 +811,8 @@ def visited_chunks(
         cols = (first, domain.add(first, domain.const(chunk - 1)))
         may: Any = True
         for pred in preds:
-            bound = predicate_bounds(pred, domain, rows, cols, extents).may
+            q_range, x_range = (cols, rows) if transposed else (rows, cols)
+            bound = predicate_bounds(pred, domain, q_range, x_range, extents).may
             if bound is False or may is False:
                 may = False
             elif bound is not True:

@@ -338,3 +338,52 @@ def test_cpu_chunk_test_reads_the_segment_ids_of_the_tile() -> None:
 
         names = reads(guards[0].operands[0], set())
     assert "memref.load" in names and "arith.maxsi" in names and "arith.cmpi" in names
+
+
+_MAP_T = 'tensor<4xf32, {axes = ["x"], level = "reg"}>'
+
+
+@pytest.mark.parametrize(
+    ("body", "args", "expected"),
+    [
+        # the backward's dS = P ∘ (dP − D): 0 where P = exp(-inf) = 0, whatever dP and D are
+        ("%s = arith.subf %b, %a : f32\n%r = arith.mulf %a, %s : f32", [0.0, None], 0.0),
+        # its gradient mask: select(m == 1, dS, 0) is 0 where the mask made m = -inf
+        (
+            "%c = arith.constant 1.0 : f32\n%k = arith.cmpf oeq, %b, %c : f32\n%z = arith.constant 0.0 : f32\n"
+            "%r = arith.select %k, %a, %z : f32",
+            [None, float("-inf")],
+            0.0,
+        ),
+        ("%r = math.exp %a : f32", [float("-inf"), None], 0.0),
+        ("%r = arith.subf %a, %b : f32", [float("-inf"), None], float("-inf")),
+        # undecided: 0 + 1, tanh(-inf) = -1, 0 x -inf = NaN, -inf - -inf, an op without a rule
+        ("%c = arith.constant 1.0 : f32\n%r = arith.addf %a, %c : f32", [0.0, None], None),
+        ("%r = math.tanh %a : f32", [float("-inf"), None], None),
+        ("%r = arith.mulf %a, %b : f32", [0.0, float("-inf")], None),
+        ("%r = arith.subf %a, %b : f32", [float("-inf"), float("-inf")], None),
+        ("%r = arith.divf %a, %b : f32", [0.0, None], None),
+    ],
+    ids=["ds", "gradient-mask", "exp", "shift", "plus-one", "tanh", "zero-times-inf", "inf-minus-inf", "divf"],
+)
+def test_a_map_is_followed_through_its_body(body: str, args: list, expected: float | None) -> None:
+    """`decides_stream` follows dropped entries (-inf, or 0 after exp) through a napkin.map's
+    body op by op: a chunk is skipped only where the body is known to yield -inf or 0 there."""
+    from mlir import ir
+
+    from napkin_mlir.ir.context import napkin_context
+    from napkin_mlir.ir.masks import _map_result
+
+    text = f"""func.func @f(%p: {_MAP_T}, %q: {_MAP_T}) -> {_MAP_T} {{
+  %0 = "napkin.map"(%p, %q) ({{
+  ^bb0(%a: f32, %b: f32):
+{body}
+    gpu.yield %r : f32
+  }}) {{operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 0, 0>}} : ({_MAP_T}, {_MAP_T}) -> {_MAP_T}
+  return %0 : {_MAP_T}
+}}"""
+    with napkin_context():
+        module = ir.Module.parse(text)
+        op = module.body.operations[0].regions[0].blocks[0].operations[0].operation
+        got = _map_result(op, args)
+    assert got == expected if expected is not None else got is None

@@ -228,7 +228,8 @@ class _AttentionKernel:
         if not plan.skips:
             return
         rows = (self.q0, b.add(self.q0, plan.gq - 1))
-        self.lower, upper = visited_chunks(plan.skips, _Domain(b), rows, n_chunks, sx, (plan.q, plan.x))
+        extents = (plan.x, plan.q) if plan.transposed else (plan.q, plan.x)  # the masks' (q, x)
+        self.lower, upper = visited_chunks(plan.skips, _Domain(b), rows, n_chunks, sx, extents, plan.transposed)
         # how many chunks the loop visits, at most all of them (the known bound helps LLVM)
         self.visits = arith.minsi(arith.subi(upper, self.lower), b.idx(n_chunks), loc=b.fresh("n"))
         self.kv_end = b.minu(b.mul(upper, sx), self.kv_end)

@@ -753,7 +753,7 @@ class _Matcher:
         facts = integer_facts(predicate, (0, q + TILE_PAST_END), (0, x + TILE_PAST_END), (q, x))
         wide = specialized(body, replace(facts, fits_i32=False))
         body, positions = specialized(body, facts), "i32" if facts.fits_i32 else "index"
-        if not self.transposed and decides_stream(self.stepb, op, "x"):
+        if decides_stream(self.stepb, op, self.col_axis):
             self.skips.append(predicate)
             w.take(
                 op,
