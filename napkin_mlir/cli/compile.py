@@ -41,7 +41,7 @@ from napkin_mlir.backends.gpu.sidecar import GpuKernel, write_sidecar
 from napkin_mlir.backends.gpu.simt import compile_gpu
 from napkin_mlir.backends.gpu.tensorcore import compile_tensorcore_attention
 from napkin_mlir.backends.gpu.tensorcore_match import TensorCoreRefusal, match_attention
-from napkin_mlir.backends.gpu.tensorcore_plan import tiles_fit_kernel
+from napkin_mlir.backends.gpu.tensorcore_plan import AttentionPlan, tiles_fit_kernel
 from napkin_mlir.check.harness import VerifyConfig, build, model_tiles
 from napkin_mlir.cli.common import add_problem_args, file_options, parse_sizes, problem_config
 from napkin_mlir.cli.verify import is_file_argument
@@ -295,6 +295,23 @@ def _file_tensorcore(
     path = problem.path
     match = match_attention(module, path)
     tiles = dict(derived)
+
+    def plan_at(t: dict[str, int]) -> AttentionPlan:
+        return AttentionPlan.of(
+            match.dims,
+            _kernel_tiles(t, match.transposed),
+            match.dtype,
+            warp_rows=warp_rows,
+            softmax=match.softmax,
+            score_pairs=match.score_pairs,
+            accumulations=match.accumulations,
+            row_args=match.row_args,
+        )
+
+    # a stream of accumulators (dQ, dK/dV) keeps row fragments in shared memory where its
+    # accumulators need the registers: the model's liveness cannot see that, the kernel's
+    # own estimate can
+    registers = None if match.softmax else (lambda t: plan_at(t).registers_estimate)
     if not all(a in problem.tiles for a in derived):
         try:
             choice = search(
@@ -316,6 +333,7 @@ def _file_tensorcore(
                 ),
                 tensor_cores=True,
                 warp_rows=warp_rows,
+                registers=registers,
             )
         except UsageError as err:  # no tiles (with those --tile pins) that the kernel can take
             raise TensorCoreRefusal(f"the tensor-core attention kernel cannot take this problem: {err}") from None
