@@ -11,7 +11,7 @@
 #                             K-major as attention's K is (if attention fails and this passes,
 #                             the softmax or P is the suspect, not the descriptors)
 #   mm-bf16-n128-1024         m = n = k = 1024, the timed one (beside XLA's matmul); mm-f32-n256-512
-#                             (the whole bundle stays near 20 MB: the device tool carries 64 MiB)
+#                             (the whole bundle is about 42 MB: the device tool carries 64 MiB in all)
 #   att-*                     the built-in attention on wgmma (napkin compile attention --kernel
 #                             wgmma: warp-specialized, TMA tensor maps the runner encodes with
 #                             cuda-python): odd sizes (remainders of q and x, causal, f16, GQA),
@@ -102,10 +102,10 @@ done
 # score), prepared with references like the matmuls, timed beside XLA's compilation of the
 # same diagram (FlexAttention beside the mask variants)
 VARIANTS=(
-  "attv-softcap examples/softcap_attention.mlir b=1,h=4,q=1024,x=1024,d=128"
-  "attv-bias examples/bias_attention.mlir b=1,h=4,q=1024,x=1024,d=128"
-  "attv-document examples/document_attention.mlir b=1,h=4,q=1024,x=1024,d=128"
-  "attv-sliding examples/sliding_window_attention.mlir b=1,h=4,q=1024,x=1024,d=128"
+  "attv-softcap examples/softcap_attention.mlir b=1,h=2,q=1024,x=1024,d=128"
+  "attv-bias examples/bias_attention.mlir b=1,h=2,q=1024,x=1024,d=128"
+  "attv-document examples/document_attention.mlir b=1,h=2,q=1024,x=1024,d=128"
+  "attv-sliding examples/sliding_window_attention.mlir b=1,h=2,q=1024,x=1024,d=128"
 )
 for spec in "${VARIANTS[@]}"; do
   read -r label file dims <<<"$spec"
