@@ -13,6 +13,7 @@ from typing import Any
 from napkin_mlir.check.bench import RESULTS_DIR, bench_attention_cpu, progress, write_results
 from napkin_mlir.check.harness import VerifyConfig
 from napkin_mlir.cli.common import DTYPE_CHOICES, parse_sizes
+from napkin_mlir.cli.compile import KERNELS
 from napkin_mlir.cli.verify_grad import add_grad_arguments, differentiated_files
 from napkin_mlir.emulator import EmulationReport
 from napkin_mlir.errors import UsageError
@@ -328,7 +329,15 @@ def _bench_file(args: argparse.Namespace) -> int:
                     axes = {*derived.tiled, *([derived.streamed] if derived.streamed else [])}
                     mine = {a: t for a, t in tiles.items() if a in axes}  # --tile: the axes this part tiles
                     side = prepare_file_gpu(
-                        str(part), None, None, mine, args.arch, Path(args.prepare), args.seed, label=part.stem + suffix
+                        str(part),
+                        None,
+                        None,
+                        mine,
+                        args.arch,
+                        Path(args.prepare),
+                        args.seed,
+                        label=part.stem + suffix,
+                        kernel_kind=args.kernel,
                     )
                     data = json.loads(side.read_text())
                     flex = data["problem"].get("flex")
@@ -339,7 +348,16 @@ def _bench_file(args: argparse.Namespace) -> int:
                         side.write_text(json.dumps(data, indent=2) + "\n")
                     print(f"wrote {side} with its inputs and references")
             return 0
-        side = prepare_file_gpu(args.diagram, dims, args.file_dtype, tiles, args.arch, Path(args.prepare), args.seed)
+        side = prepare_file_gpu(
+            args.diagram,
+            dims,
+            args.file_dtype,
+            tiles,
+            args.arch,
+            Path(args.prepare),
+            args.seed,
+            kernel_kind=args.kernel,
+        )
         print(
             f"wrote {side} with its inputs and references; on the GPU machine: python -m napkin_mlir.backends.gpu.runner {side}"
         )
@@ -444,6 +462,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=None, help="JSON file (default bench/results/...)")
     p.add_argument("--prepare", default=None, help="gpu: compile the sweep's kernels into DIR")
     p.add_argument("--arch", choices=("sm_80", "sm_90a"), default="sm_90a", help="gpu: target of --prepare")
+    p.add_argument(
+        "--kernel",
+        choices=KERNELS,
+        default="auto",
+        help="gpu, a diagram file: napkin compile's --kernel for --prepare (auto: wgmma first on sm_90a)",
+    )
     p.add_argument("--report", default=None, help="gpu: tabulate a gpu_runner results JSON")
     p.add_argument("--plot", default=None, help="gpu: with --report, plot TFLOP/s per kernel to FILE.png")
     add_grad_arguments(
