@@ -9,12 +9,13 @@ the mma.sync kernel (`KERNEL_PIPELINE` for sm_90a) to PTX.
 
 `compile_wgmma` picks the kernel: the built-in attention, and a diagram from a file with a
 softmax (an attention variant: masks of positions), go through their derivation at the
-attention kernel's tiles to `hopper_attention.py` (both contractions on wgmma); every other
-diagram must be the matmul above.
+attention kernel's tiles to `hopper_attention.py` (warp-specialized: TMA and mbarriers
+feeding both contractions on wgmma); every other diagram must be the matmul above (the
+threads copy its tiles, no TMA or pipelining yet).
 
-The first step of issue 13: no TMA, no mbarriers, no pipelining, no warp specialisation. The
-CPU emulator runs these kernels (its wgmma rule decodes descriptors and fragments by the PTX
-ISA: `napkin_mlir.emulator.ops_wgmma`); only a GPU can confirm that reading of the ISA.
+The CPU emulator runs these kernels (its rules decode wgmma descriptors and fragments, TMA
+boxes and mbarrier phases by the PTX ISA: `napkin_mlir.emulator.ops_wgmma`, `ops_tma`); only a
+GPU can confirm that reading of the ISA.
 """
 
 from __future__ import annotations
