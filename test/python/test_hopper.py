@@ -291,8 +291,9 @@ def test_attention_kernel_passes_on_the_emulator(variant: tuple, seed: int) -> N
     "case",
     [
         ({"b": 1, "h": 1, "q": 64, "x": 64, "d": 96}, None, "head dim in (64, 128, 256)"),
+        ({"b": 1, "h": 1, "q": 40, "x": 64, "d": 64}, None, "take 64 query rows each; q=40 is fewer"),
     ],
-    ids=["hd96"],
+    ids=["hd96", "q-below-a-warpgroup"],
 )
 def test_attention_refuses_what_it_does_not_take(case: tuple) -> None:
     dims, kv_heads, message = case

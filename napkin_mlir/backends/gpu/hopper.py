@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from mlir import ir
 
-from napkin_mlir.backends.gpu.hopper_attention import compile_wgmma_attention, wgmma_attention_tiles
+from napkin_mlir.backends.gpu.hopper_attention import WG_ROWS, compile_wgmma_attention, wgmma_attention_tiles
 from napkin_mlir.backends.gpu.hopper_emit import emit_matmul_kernel
 from napkin_mlir.backends.gpu.hopper_plan import THREADS, MatmulPlan, WgmmaRefusal
 from napkin_mlir.backends.gpu.nvvm import check_target, lower_built_kernel
@@ -55,6 +55,10 @@ def compile_wgmma(
     if "q" not in sizes:
         raise WgmmaRefusal(
             "the wgmma attention kernel tiles the axes q (queries) and x (keys); the diagram has no axis q"
+        )
+    if sizes["q"] < WG_ROWS:
+        raise WgmmaRefusal(
+            f"the wgmma attention kernel's consumer warpgroups take {WG_ROWS} query rows each; q={sizes['q']} is fewer"
         )
     want = wgmma_attention_tiles(sizes["q"])
     if tiles and any(tiles.get(a, t) != t for a, t in want.items()):
