@@ -112,21 +112,18 @@ def compile_kernel(
         kernel = None
         if kernel_kind == "auto":
             tensor = config.diagram == "attention" and config.dtype in ("bf16", "f16") and sizes["d"] % 16 == 0
+            kernel_kind = "mma-sync" if tensor else "simt"
+            why = "" if tensor else " (the tensor-core rules take attention in bf16/f16 with d % 16 == 0)"
             if tensor and target in WGMMA_TARGETS:  # Hopper: wgmma first, mma.sync where it refuses
                 try:
                     kernel, text = compile_wgmma(module, config.diagram, sizes, target, stop, config.tiles)
-                    log("kernel: wgmma")
+                    kernel_kind = "wgmma"
                 except NapkinError as err:
-                    log(f"kernel: mma-sync (wgmma: {err})")
+                    why = f" (wgmma: {err})"
                     module = build(config)
-            kernel_kind = "mma-sync" if tensor else "simt"
-            if kernel is None:
-                log(
-                    f"kernel: {kernel_kind}"
-                    + ("" if tensor else " (the tensor-core rules take attention in bf16/f16 with d % 16 == 0)")
-                )
+            log(f"kernel: {kernel_kind}{why}")
         if kernel is not None:
-            pass  # the wgmma rule took it above
+            pass  # auto: the wgmma rule took it above
         elif kernel_kind == "wgmma":  # the Hopper rule reads the plain diagram
             kernel, text = compile_wgmma(module, config.diagram, sizes, target, stop, config.tiles)
         elif kernel_kind == "mma-sync":
